@@ -1,0 +1,210 @@
+// Package modload holds the module-loader plug-ins of devfsd and the two
+// small interfaces they share with the rest of the daemon.
+//
+// A loader answers "load what provides NAME" for a lookup that missed (the
+// LOOKUP event of DESIGN.md section 2.5) and reports done; while it runs it
+// may register nodes through a [Registrar], the devfs_register analogue.
+// The lookup path then looks at the namespace again and answers from what
+// is there: a loader never answers with a node, only with done or an error.
+//
+// Imports point one way (DESIGN.md section 1): modload imports neither
+// dcache, lookup nor fs. lookup declares the Loader interface it needs,
+// dcache offers registration, and cmd/devfsd adapts both to the types here:
+//
+//	dcache  --(adapter in cmd)-->  modload.Registrar
+//	modload.Loader  --(adapter in cmd)-->  lookup's loader interface
+//
+// Paths are relative to the mount root, slash separated, clean, and never
+// start with a slash: "null", "net/tun", "snd/controlC0". The root itself
+// is "".
+//
+// Loaders live in subpackages: modload/builtin is the embedded default
+// catalogue of real Linux device numbers.
+package modload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"strings"
+	"syscall"
+)
+
+// NodeType is the kind of a registered node.
+type NodeType uint8
+
+// The node types a loader can register. The zero value is invalid so that
+// a Node left half-filled is caught by Validate.
+const (
+	CharDevice  NodeType = iota + 1 // a character device: Major, Minor
+	BlockDevice                     // a block device: Major, Minor
+	Directory                       // a directory; no device number
+	Symlink                         // a symbolic link to Target
+)
+
+func (t NodeType) String() string {
+	switch t {
+	case CharDevice:
+		return "char"
+	case BlockDevice:
+		return "block"
+	case Directory:
+		return "dir"
+	case Symlink:
+		return "symlink"
+	}
+	return fmt.Sprintf("NodeType(%d)", uint8(t))
+}
+
+// Node is one registration: what devfs_register, devfs_mk_dir and
+// devfs_mk_symlink took, as one value so that a catalogue can be a table.
+type Node struct {
+	// Path is where the node goes, relative to the mount root ("net/tun").
+	// Missing parent directories are created by the Registrar (mode 0755,
+	// owned by root).
+	Path string
+	Type NodeType
+	// Perm holds the permission bits (and setuid, setgid, sticky: 07777),
+	// never the file type bits. It is served as given: 0000 stays 0000.
+	Perm uint32
+	// Major and Minor are the device number of a CharDevice or BlockDevice
+	// and zero otherwise.
+	Major, Minor uint32
+	UID, GID     uint32
+	// Target is the link target of a Symlink and empty otherwise. It is
+	// stored as given, relative or absolute, and never resolved.
+	Target string
+}
+
+// String renders the node the way ls -l and devices.txt would say it, for
+// logs and test failures: "char 1:3 0666 0:0 null".
+func (n Node) String() string {
+	switch n.Type {
+	case CharDevice, BlockDevice:
+		return fmt.Sprintf("%s %d:%d %04o %d:%d %s", n.Type, n.Major, n.Minor, n.Perm, n.UID, n.GID, n.Path)
+	case Symlink:
+		return fmt.Sprintf("%s %s -> %s", n.Type, n.Path, n.Target)
+	}
+	return fmt.Sprintf("%s %04o %d:%d %s", n.Type, n.Perm, n.UID, n.GID, n.Path)
+}
+
+// Validate reports whether n is well formed: a valid type, a clean
+// relative path with no "." or ".." element and no empty name, permission
+// bits only, a device number only on devices and a target only (and
+// always) on symlinks. Registrars may rely on loaders having checked it,
+// and should check it again where a bad node would corrupt their state.
+func (n Node) Validate() error {
+	if err := ValidatePath(n.Path); err != nil {
+		return err
+	}
+	if n.Path == "" {
+		return fmt.Errorf("modload: node %q: the root cannot be registered", n.Path)
+	}
+	if n.Perm&^07777 != 0 {
+		return fmt.Errorf("modload: node %q: mode %#o has bits outside 07777", n.Path, n.Perm)
+	}
+	switch n.Type {
+	case CharDevice, BlockDevice:
+		if n.Target != "" {
+			return fmt.Errorf("modload: node %q: a device has no target", n.Path)
+		}
+		// Linux device numbers: 12-bit major, 20-bit minor.
+		if n.Major >= 1<<12 || n.Minor >= 1<<20 {
+			return fmt.Errorf("modload: node %q: device number %d:%d out of range", n.Path, n.Major, n.Minor)
+		}
+	case Directory:
+		if n.Target != "" || n.Major != 0 || n.Minor != 0 {
+			return fmt.Errorf("modload: node %q: a directory has no target or device number", n.Path)
+		}
+	case Symlink:
+		if n.Target == "" {
+			return fmt.Errorf("modload: node %q: a symlink needs a target", n.Path)
+		}
+		if n.Major != 0 || n.Minor != 0 {
+			return fmt.Errorf("modload: node %q: a symlink has no device number", n.Path)
+		}
+	default:
+		return fmt.Errorf("modload: node %q: invalid type %v", n.Path, n.Type)
+	}
+	return nil
+}
+
+// ValidatePath reports whether p is a path as the Registrar takes it:
+// "" for the root, else clean, relative, without "." or ".." elements.
+func ValidatePath(p string) error {
+	if p == "" {
+		return nil
+	}
+	if strings.HasPrefix(p, "/") || path.Clean(p) != p {
+		return fmt.Errorf("modload: path %q is not clean and relative to the mount root", p)
+	}
+	for _, e := range strings.Split(p, "/") {
+		if e == "." || e == ".." || e == "" {
+			return fmt.Errorf("modload: path %q has a %q element", p, e)
+		}
+		if strings.IndexByte(e, 0) >= 0 {
+			return fmt.Errorf("modload: path %q has a NUL byte", p)
+		}
+	}
+	return nil
+}
+
+// Registrar is how a loader puts nodes into the namespace.
+//
+// Register creates n.Path with the parents it lacks (directories 0755 root,
+// as devfs did). If the name exists already, whatever it is, Register
+// changes nothing and returns an error for which errors.Is(err,
+// syscall.EEXIST) holds; loaders treat that as success (see IgnoreExist),
+// which makes a module that is loaded again, or whose node was made by
+// hand first, harmless. A parent that exists and is not a directory is
+// ENOTDIR. Register must not wait on a loader (it is called by one) and
+// must be safe for concurrent use.
+type Registrar interface {
+	Register(n Node) error
+}
+
+// RegistrarFunc adapts a function to a Registrar.
+type RegistrarFunc func(Node) error
+
+// Register calls f(n).
+func (f RegistrarFunc) Register(n Node) error { return f(n) }
+
+// IgnoreExist returns nil for an error that says the name exists already
+// (wrapping syscall.EEXIST or fs.ErrExist) and err otherwise.
+func IgnoreExist(err error) error {
+	if errors.Is(err, syscall.EEXIST) || errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	return err
+}
+
+// Caller is who made the lookup that missed, as the FUSE request header
+// says. Loaders may use it for policy or logs; the built-in loader ignores
+// it.
+type Caller struct {
+	PID uint32
+	UID uint32
+	GID uint32
+}
+
+// Loader loads what provides name in directory dir (a path as Registrar
+// takes it; "" is the root). It returns when the load is done: nil means
+// "done", whether or not anything was registered — the caller looks at the
+// namespace again. An error for which errors.Is(err, syscall.ENOENT) holds
+// means no module provides the name (the caller caches the miss
+// negatively); other errors are failures of the load. Load is safe for
+// concurrent use, honours ctx before it changes any state, and must not
+// look names up through the mount.
+type Loader interface {
+	Load(ctx context.Context, dir, name string, caller Caller) error
+}
+
+// LoaderFunc adapts a function to a Loader.
+type LoaderFunc func(ctx context.Context, dir, name string, caller Caller) error
+
+// Load calls f.
+func (f LoaderFunc) Load(ctx context.Context, dir, name string, caller Caller) error {
+	return f(ctx, dir, name, caller)
+}

@@ -1,0 +1,84 @@
+package modload
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"syscall"
+	"testing"
+)
+
+func TestNodeValidate(t *testing.T) {
+	tests := []struct {
+		n  Node
+		ok bool
+	}{
+		{Node{Path: "null", Type: CharDevice, Major: 1, Minor: 3, Perm: 0666}, true},
+		{Node{Path: "loop0", Type: BlockDevice, Major: 7, Perm: 0660, GID: 6}, true},
+		{Node{Path: "net/tun", Type: CharDevice, Major: 10, Minor: 200, Perm: 0666}, true},
+		{Node{Path: "shm", Type: Directory, Perm: 01777}, true},
+		{Node{Path: "fd", Type: Symlink, Perm: 0777, Target: "/proc/self/fd"}, true},
+		{Node{Path: "x", Type: CharDevice, Perm: 0}, true}, // mode 0000 is a mode
+		{Node{Path: "", Type: Directory, Perm: 0755}, false},
+		{Node{Path: "/null", Type: CharDevice, Major: 1, Minor: 3}, false},
+		{Node{Path: "a/../b", Type: CharDevice}, false},
+		{Node{Path: "a//b", Type: CharDevice}, false},
+		{Node{Path: "a/", Type: CharDevice}, false},
+		{Node{Path: "./a", Type: CharDevice}, false},
+		{Node{Path: "..", Type: Directory}, false},
+		{Node{Path: "a\x00b", Type: CharDevice}, false},
+		{Node{Path: "null", Perm: 0666}, false},                                              // no type
+		{Node{Path: "null", Type: NodeType(9)}, false},                                       // bad type
+		{Node{Path: "null", Type: CharDevice, Perm: 0100666}, false},                         // type bits in Perm
+		{Node{Path: "null", Type: CharDevice, Target: "x"}, false},                           // device with target
+		{Node{Path: "null", Type: CharDevice, Major: 4096}, false},                           // 12-bit major
+		{Node{Path: "null", Type: CharDevice, Minor: 1 << 20}, false},                        // 20-bit minor
+		{Node{Path: "d", Type: Directory, Major: 1}, false},                                  // dir with number
+		{Node{Path: "l", Type: Symlink}, false},                                              // symlink without target
+		{Node{Path: "l", Type: Symlink, Target: "x", Minor: 1}, false},                       // symlink with number
+		{Node{Path: "d", Type: Directory, Target: "x"}, false},                               // dir with target
+		{Node{Path: "ok/deep/path", Type: BlockDevice, Major: 4095, Minor: 1<<20 - 1}, true}, // limits
+	}
+	for _, tt := range tests {
+		err := tt.n.Validate()
+		if (err == nil) != tt.ok {
+			t.Errorf("Validate(%+v) = %v, want ok=%v", tt.n, err, tt.ok)
+		}
+	}
+}
+
+func TestIgnoreExist(t *testing.T) {
+	tests := []struct {
+		err  error
+		want error
+	}{
+		{nil, nil},
+		{syscall.EEXIST, nil},
+		{fmt.Errorf("dcache: null: %w", syscall.EEXIST), nil},
+		{syscall.ENOTDIR, syscall.ENOTDIR},
+		{fmt.Errorf("x: %w", fs.ErrExist), nil},
+		{fs.ErrNotExist, fs.ErrNotExist},
+	}
+	for _, tt := range tests {
+		if got := IgnoreExist(tt.err); !errors.Is(got, tt.want) || (got == nil) != (tt.want == nil) {
+			t.Errorf("IgnoreExist(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestNodeString(t *testing.T) {
+	tests := []struct {
+		n    Node
+		want string
+	}{
+		{Node{Path: "null", Type: CharDevice, Major: 1, Minor: 3, Perm: 0666}, "char 1:3 0666 0:0 null"},
+		{Node{Path: "sda1", Type: BlockDevice, Major: 8, Minor: 1, Perm: 0660, GID: 6}, "block 8:1 0660 0:6 sda1"},
+		{Node{Path: "fd", Type: Symlink, Target: "/proc/self/fd"}, "symlink fd -> /proc/self/fd"},
+		{Node{Path: "shm", Type: Directory, Perm: 01777}, "dir 1777 0:0 shm"},
+	}
+	for _, tt := range tests {
+		if got := tt.n.String(); got != tt.want {
+			t.Errorf("String() = %q, want %q", got, tt.want)
+		}
+	}
+}
