@@ -1,141 +1,331 @@
-// Package rwsem is a reader-writer semaphore.
+// Package rwsem is a reader-writer semaphore with the semantics of Linux's
+// kernel/locking/rwsem.c: shared readers, one exclusive writer, a FIFO wait
+// queue with phase-fair reader batches, writer lock stealing bounded by a
+// handoff bit, context-aware ("killable") acquisition, and WaitForRelease,
+// a wait for the current writer to finish that takes no lock (the
+// rwsem_wait_killable proposal).
 //
-// PLACEHOLDER: this file carries the final API with a deliberately simple
-// implementation so that dependent packages compile while the real one
-// (state word, FIFO wait queue, handoff) is written. It is replaced whole.
+// It exists instead of sync.RWMutex because devfsd's directory semaphore
+// needs what sync.RWMutex lacks: acquisition that gives up when a context
+// is done (a FUSE INTERRUPT) without leaving anything behind, a wait for a
+// writer without becoming a reader, and a starvation bound that is stated.
+//
+// # The state word
+//
+// Everything a fast path needs is in one 64-bit word, s.state:
+//
+//	bit 63 ........... 8 | 7 .. 3 |    2    |    1    |    0
+//	     reader count    | unused | HANDOFF | WAITERS | WRITER
+//
+//	WRITER   (writerLocked) a writer holds s. Set by the writer that takes
+//	         s (fast path CAS, stealing CAS, TryDownWrite) or by a waker
+//	         granting s to a queued writer; cleared by UpWrite and
+//	         DowngradeWrite.
+//	WAITERS  (flagWaiters) the wait list is not empty. Set and cleared only
+//	         under waitMu, always together with the change to the list, so
+//	         under waitMu it is exactly "s.head != nil".
+//	HANDOFF  (flagHandoff) the first waiter has waited longer than
+//	         waitLimit and must be served next: nobody else may take s,
+//	         neither a fast path nor a stealing writer. Changed only under
+//	         waitMu (see below).
+//	readers  (readerBias units) the number of readers holding s, plus
+//	         readers momentarily testing it on the read fast path.
+//
+// The states, with R = reader count:
+//
+//	0                          free, nobody waiting
+//	R>0                        read-locked, nobody waiting
+//	WRITER                     write-locked, nobody waiting
+//	WAITERS                    free with waiters: a waker is on its way
+//	                           (every release that leaves this state calls
+//	                           one), or a writer may steal
+//	R>0|WAITERS                read-locked; the head waiter is a writer
+//	                           (new readers queue behind it)
+//	WRITER|WAITERS             write-locked with waiters
+//	...|HANDOFF                as above, but s is reserved for the head
+//	                           waiter: only a waker granting the head may
+//	                           take it
+//
+// WRITER and R>0 are never both set except for the transient reader
+// increments of failing read fast paths (a reader adds readerBias, sees
+// WRITER, and removes it again in its slow path); such a transient count
+// only makes others fail and retry, and the reader that removes it calls
+// the waker itself if that removal freed s.
+//
+// HANDOFF is set in exactly one place: markWakeLocked, when a grant to the
+// head waiter fails because s is held (a writer stole it, or readers hold
+// it) and the head has been queued longer than waitLimit. It is cleared in
+// exactly three places, all under waitMu: by the grant to the head waiter
+// (grantWriterLocked, grantReadersLocked — the reservation is used up), by
+// removeLocked when the head waiter it was set for leaves the queue
+// (cancelled), and with WAITERS when the queue empties. The bit therefore
+// always belongs to the current head waiter.
+//
+// # Acquiring
+//
+// DownRead's fast path is one atomic add of readerBias; it succeeds if the
+// result has neither WRITER nor WAITERS (HANDOFF implies WAITERS). DownWrite's
+// is one compare-and-swap from 0 to WRITER. Up calls are one atomic add (or
+// CAS) and take the slow path only if WAITERS is set and the release freed
+// s.
+//
+// A writer that fails its fast path steals s if s is free and HANDOFF is
+// clear, even with waiters queued — writer lock stealing, which keeps s busy
+// while the woken head waiter is still waking up. Readers never steal: once
+// anyone waits, new readers queue. This is how writers are not starved by a
+// stream of readers (new readers queue behind a waiting writer) and how
+// waiters are not starved by stealing writers (after waitLimit the head
+// waiter sets HANDOFF and stealing stops).
+//
+// # The wait list and waking
+//
+// Waiters queue FIFO under waitMu, the semaphore's wait lock, each with
+// one record (a *waiter) and its wake handle (a waitq.Token). Waking is
+// done by markWakeLocked, always under waitMu, which looks at the head:
+//
+//   - a writer at the head is granted s (WRITER set on its behalf) if s is
+//     free; otherwise nothing happens — whoever holds s will call the waker
+//     again when releasing it;
+//   - a reader or WaitForRelease waiter at the head starts a reader phase
+//     (phase-fair, as in the kernel): if no writer holds s, every reader and
+//     WaitForRelease waiter in the queue, up to maxReadersWakeup of them, is
+//     granted at once, skipping the writers between them, and the reader
+//     count is raised by the number of readers in one atomic step before any
+//     of them is woken.
+//
+// The grant is done entirely under waitMu and is the last write a waker
+// makes to a record: it unlinks it and collects its Token into a wake list.
+// The Tokens are posted after waitMu is dropped; a woken waiter owns what it
+// was granted as soon as it receives its Token and may return, and its
+// record may be reused at once (race R1 of DESIGN.md). A waiter whose
+// context ends takes waitMu: if its record is still queued it unlinks it
+// and fails; if it was already granted, it consumes the wakeup in flight —
+// so that no later wait on the same record can receive it (race R2) — and
+// reports success, holding what it was granted. A failed DownReadCtx or
+// DownWriteCtx thus never leaves s held or a record queued.
+//
+// WaitForRelease waiters are never counted as readers: the reader phase
+// adds readerBias only for real readers. If a reader phase woke only
+// WaitForRelease waiters and s is then free, markWakeLocked starts over
+// with the new head, so that a writer queued behind them is not left
+// asleep on a free semaphore (race R3).
+//
+// A waiter that is cancelled while at the head may have been what blocked
+// those behind it (a writer ahead of readers on a read-held s), so
+// removeLocked's callers run markWakeLocked after it.
+//
+// No optimistic spinning on the owner is done, unlike the kernel: a Go
+// goroutine cannot see whether the holder is running. A blocked goroutine
+// parks on its Token's channel.
+//
+// # Contract
+//
+// The zero Sem is unlocked. A Sem must not be copied after first use. A
+// Sem is not tied to a goroutine: it may be released by a goroutine other
+// than the one that acquired it.
+//
+// In the terms of the Go memory model: the n'th call to UpWrite is
+// synchronized before the m'th call to DownWrite or DownRead (or their Ctx
+// and Try forms) returns, for any n < m; DowngradeWrite counts as that
+// UpWrite for later readers and for the next writer. For any call of a
+// DownRead form that holds s, there is an n such that the n'th UpWrite is
+// synchronized before it returns, and its matching UpRead is synchronized
+// before the (n+1)'th DownWrite returns. A WaitForRelease that returns nil
+// after waiting is preceded, in that order, by the UpWrite of the writer it
+// waited for (or by one after it: only "a writer finished" is promised, and
+// another writer may hold s again when it returns); one that returns at
+// once observed no writer holding s and nobody queued.
+//
+// Misuse — UpRead or UpWrite of a semaphore not held that way,
+// DowngradeWrite without the write lock — panics with a message starting
+// "rwsem: ". The checks are best effort: an UpRead racing with a failing
+// read fast path may go unnoticed.
 package rwsem
 
 import (
 	"context"
 	"sync"
+	"sync/atomic"
+	"time"
 )
+
+// The state word. See the package doc.
+const (
+	writerLocked int64 = 1 << 0 // WRITER
+	flagWaiters  int64 = 1 << 1 // WAITERS
+	flagHandoff  int64 = 1 << 2 // HANDOFF
+
+	readerShift       = 8
+	readerBias  int64 = 1 << readerShift
+	readerMask  int64 = ^(readerBias - 1)
+
+	// lockMask: s is held by somebody.
+	lockMask = writerLocked | readerMask
+	// readFailMask: a read fast path must not take s.
+	readFailMask = writerLocked | flagWaiters | flagHandoff
+)
+
+// maxReadersWakeup bounds the number of waiters granted in one reader
+// phase, as the kernel's MAX_READERS_WAKEUP. The rest are granted by the
+// next phase.
+const maxReadersWakeup = 256
+
+// waitLimit is how long a waiter may be passed over before it sets HANDOFF.
+// The kernel's RWSEM_WAIT_TIMEOUT is 4 ms. A variable so tests can shorten
+// it; it is read only by slow paths.
+var waitLimit = 4 * time.Millisecond
 
 // Sem is a reader-writer semaphore. The zero value is unlocked.
 type Sem struct {
-	mu      sync.Mutex
-	readers int
-	writer  bool
-	changed chan struct{}
+	// state is the state word. Atomic; the WAITERS and HANDOFF bits change
+	// only under waitMu.
+	state atomic.Int64
+
+	// waitMu is the wait lock. It is a leaf: nothing else is locked under
+	// it, and no Token is posted under it.
+	waitMu sync.Mutex
+	// head and tail link the queued waiters, FIFO. Guarded by waitMu.
+	head, tail *waiter
+
+	// hooks is nil except in tests. Set before s is used and never changed
+	// while s is in use.
+	hooks *testHooks
 }
 
-func (s *Sem) waitChange() <-chan struct{} {
-	if s.changed == nil {
-		s.changed = make(chan struct{})
+// DownRead takes s for reading, waiting as long as it takes.
+func (s *Sem) DownRead() {
+	if s.state.Add(readerBias)&readFailMask == 0 {
+		return
 	}
-	return s.changed
+	_ = s.downReadSlow(nil, kindRead)
 }
 
-func (s *Sem) broadcast() {
-	if s.changed != nil {
-		close(s.changed)
-		s.changed = nil
-	}
-}
-
-func (s *Sem) DownRead()  { _ = s.DownReadCtx(context.Background()) }
-func (s *Sem) DownWrite() { _ = s.DownWriteCtx(context.Background()) }
-
+// DownReadCtx takes s for reading, or returns ctx.Err() if ctx is done
+// before s could be granted, leaving s as it was and nothing queued. If s
+// can be taken at once it is, even if ctx is already done. If ctx ends just
+// as s is granted, the grant wins: DownReadCtx returns nil and s is held.
 func (s *Sem) DownReadCtx(ctx context.Context) error {
-	for {
-		s.mu.Lock()
-		if !s.writer {
-			s.readers++
-			s.mu.Unlock()
-			return nil
-		}
-		ch := s.waitChange()
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if s.state.Add(readerBias)&readFailMask == 0 {
+		return nil
 	}
+	return s.downReadSlow(ctx, kindRead)
 }
 
-func (s *Sem) DownWriteCtx(ctx context.Context) error {
-	for {
-		s.mu.Lock()
-		if !s.writer && s.readers == 0 {
-			s.writer = true
-			s.mu.Unlock()
-			return nil
-		}
-		ch := s.waitChange()
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
+// TryDownRead takes s for reading if that is possible without waiting: no
+// writer holds s and nobody is queued. It reports whether it did.
 func (s *Sem) TryDownRead() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.writer {
-		return false
+	for {
+		c := s.state.Load()
+		if c&readFailMask != 0 {
+			return false
+		}
+		if s.state.CompareAndSwap(c, c+readerBias) {
+			return true
+		}
 	}
-	s.readers++
-	return true
 }
 
-func (s *Sem) TryDownWrite() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.writer || s.readers > 0 {
-		return false
-	}
-	s.writer = true
-	return true
-}
-
+// UpRead releases s taken for reading. It panics if s is not read-held.
 func (s *Sem) UpRead() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.readers == 0 {
+	c := s.state.Add(-readerBias)
+	if c < 0 || c&flagWaiters != 0 {
+		s.upReadSlow(c)
+	}
+}
+
+func (s *Sem) upReadSlow(c int64) {
+	if c < 0 {
+		s.state.Add(readerBias)
 		panic("rwsem: up_read of unheld semaphore")
 	}
-	s.readers--
-	s.broadcast()
+	if c&lockMask == 0 {
+		s.wake()
+	}
 }
 
+// DownWrite takes s for writing, waiting as long as it takes.
+func (s *Sem) DownWrite() {
+	if s.state.CompareAndSwap(0, writerLocked) {
+		return
+	}
+	_ = s.downWriteSlow(nil)
+}
+
+// DownWriteCtx takes s for writing, or returns ctx.Err() if ctx is done
+// before s could be granted, leaving s as it was and nothing queued. If s
+// can be taken at once it is, even if ctx is already done. If ctx ends just
+// as s is granted, the grant wins: DownWriteCtx returns nil and s is held.
+func (s *Sem) DownWriteCtx(ctx context.Context) error {
+	if s.state.CompareAndSwap(0, writerLocked) {
+		return nil
+	}
+	return s.downWriteSlow(ctx)
+}
+
+// TryDownWrite takes s for writing if nobody holds it and HANDOFF does not
+// reserve it for a waiter (so it may take s ahead of queued waiters, like a
+// stealing writer). It reports whether it did.
+func (s *Sem) TryDownWrite() bool {
+	return s.tryStealWrite()
+}
+
+// tryStealWrite takes s for writing if s is free and not reserved.
+func (s *Sem) tryStealWrite() bool {
+	for {
+		c := s.state.Load()
+		if c&(lockMask|flagHandoff) != 0 {
+			return false
+		}
+		if s.state.CompareAndSwap(c, c|writerLocked) {
+			return true
+		}
+	}
+}
+
+// UpWrite releases s taken for writing. It panics if s is not write-held.
 func (s *Sem) UpWrite() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.writer {
+	if s.state.CompareAndSwap(writerLocked, 0) {
+		return
+	}
+	old := s.state.Add(-writerLocked) + writerLocked
+	if old&writerLocked == 0 {
+		s.state.Add(writerLocked)
 		panic("rwsem: up_write of unheld semaphore")
 	}
-	s.writer = false
-	s.broadcast()
+	if old&flagWaiters != 0 {
+		s.wake()
+	}
 }
 
+// DowngradeWrite turns the write lock the caller holds into a read lock,
+// atomically: no writer can take s in between. Readers queued at the head
+// are granted with it. It panics if s is not write-held.
 func (s *Sem) DowngradeWrite() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.writer {
+	if s.state.CompareAndSwap(writerLocked, readerBias) {
+		return
+	}
+	old := s.state.Add(readerBias-writerLocked) - readerBias + writerLocked
+	if old&writerLocked == 0 {
+		s.state.Add(writerLocked - readerBias)
 		panic("rwsem: downgrade_write of unheld semaphore")
 	}
-	s.writer = false
-	s.readers++
-	s.broadcast()
+	if old&flagWaiters != 0 {
+		s.wake()
+	}
 }
 
-// WaitForRelease waits until the writer holding s (if any) releases it,
-// without taking s.
+// WaitForRelease waits until the writer holding s, if any, releases it,
+// without taking s: it is DownRead followed at once by UpRead, except that
+// the caller never holds s, so it cannot delay a writer by being preempted
+// inside. It returns nil at once if no writer holds s and nobody is queued;
+// otherwise it queues like a reader and returns nil when a reader in its
+// place would have been granted s. Only "a writer finished" is promised:
+// another writer may hold s when it returns. It returns ctx.Err() if ctx is
+// done first, with nothing left queued. WaitForRelease waiters never count
+// as readers and never hold up anyone behind them.
 func (s *Sem) WaitForRelease(ctx context.Context) error {
-	s.mu.Lock()
-	if !s.writer {
-		s.mu.Unlock()
+	if s.state.Load()&readFailMask == 0 {
 		return nil
 	}
-	ch := s.waitChange()
-	s.mu.Unlock()
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return s.waitForReleaseSlow(ctx)
 }

@@ -1,0 +1,8 @@
+//go:build !mutant_r3
+
+package rwsem
+
+// R3 (DESIGN.md section 4): a reader phase that woke only WaitForRelease
+// waiters leaves s as it found it; if s is free, the next waiter (a writer
+// behind them) must be served too. c is the state word after the phase.
+func wakeNextIfFree(c int64) bool { return c&lockMask == 0 }
