@@ -1,0 +1,112 @@
+package dcache
+
+import "sync"
+
+// Kind is the kind of an Event, after devfsd's event names.
+type Kind uint8
+
+const (
+	KindRegister   Kind = iota + 1 // REGISTER: a node was registered (and each parent created for it)
+	KindUnregister                 // UNREGISTER: a registered node was removed
+	KindLookup                     // LOOKUP: a lookup missed and asks the loader
+	KindChange                     // CHANGE: mode or owner changed
+	KindCreate                     // CREATE: a user made a node (mknod, mkdir, symlink, link, rename target)
+	KindDelete                     // DELETE: a user removed a name (unlink, rmdir, rename source or victim)
+	KindExpire                     // EXPIRE: a negative entry timed out (internal; not a devfsd event)
+)
+
+var kindNames = [...]string{"INVALID", "REGISTER", "UNREGISTER", "LOOKUP", "CHANGE", "CREATE", "DELETE", "EXPIRE"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "INVALID"
+}
+
+// Event describes one change. Path is slash-separated and relative to the
+// namespace root ("input/event0"), as devfsd names devices; it is computed
+// when the event is queued and may be stale under a concurrent rename of an
+// ancestor. Parent and Name address the directory entry for a kernel entry
+// or delete notify; Ino the inode for an inode notify.
+type Event struct {
+	Seq    uint64 // queue order, from 1
+	Kind   Kind
+	Path   string
+	Parent uint64 // inode number of the directory holding Name
+	Name   string
+	Ino    uint64 // 0 for LOOKUP and EXPIRE (no inode)
+	Type   Type   // 0 for LOOKUP and EXPIRE
+	Mode   uint32 // S_IFMT | permission bits
+	Major  uint32
+	Minor  uint32
+	Uid    uint32
+	Gid    uint32
+	Origin Caller // who made the change
+}
+
+// FromLoader reports whether the loader (or helper) made the change, so it
+// must not be echoed back to it.
+func (e *Event) FromLoader() bool { return e.Origin.Origin == OriginLoader }
+
+// Sink receives events. Event is called with no dcache mutex held, one
+// call at a time, in queue order, possibly while the calling goroutine holds
+// a directory sem (package lookup holds it across a namespace change). It
+// must therefore only queue: never block, never call into dcache or lookup,
+// never send a kernel notify itself. A sink that drops events must count
+// what it drops.
+type Sink interface {
+	Event(ev Event)
+}
+
+// eventQueue orders events under the namespace locks and delivers them
+// outside them. Whoever flushes first becomes the single deliverer and
+// drains until the queue is empty; the others return at once.
+type eventQueue struct {
+	sink Sink // immutable
+
+	mu sync.Mutex // leaf; taken under dir mus and attrMu
+	// Guarded by mu:
+	seq      uint64
+	pending  []Event
+	flushing bool
+}
+
+// pushLocked queues ev. Preconditions: none beyond the lock order (mu is a
+// leaf); the name says it is called with namespace locks held.
+func (q *eventQueue) pushLocked(ev Event) {
+	if q.sink == nil {
+		return
+	}
+	q.mu.Lock()
+	q.seq++
+	ev.Seq = q.seq
+	q.pending = append(q.pending, ev)
+	q.mu.Unlock()
+}
+
+// flush delivers queued events. Preconditions: no dcache mutex held.
+func (q *eventQueue) flush() {
+	if q.sink == nil {
+		return
+	}
+	q.mu.Lock()
+	if q.flushing {
+		q.mu.Unlock()
+		return
+	}
+	q.flushing = true
+	defer func() { // a panicking sink must not stop delivery for good
+		q.flushing = false
+		q.mu.Unlock()
+	}()
+	for len(q.pending) > 0 {
+		batch := q.pending
+		q.pending = nil
+		q.mu.Unlock()
+		for i := range batch {
+			q.sink.Event(batch[i])
+		}
+		q.mu.Lock()
+	}
+}

@@ -1,0 +1,390 @@
+package dcache
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Options configures a Namespace. Zero fields take the defaults.
+type Options struct {
+	// Generation is the generation number of every inode number; by
+	// default the namespace's creation time in nanoseconds, so that two
+	// daemon runs never hand out the same (ino, gen) pair.
+	Generation uint64
+	// MaxNodes bounds the linked nodes, the root included (ENOSPC).
+	// Default 65536.
+	MaxNodes int64
+	// MaxDepth bounds the number of path components of any node (ENOSPC).
+	// Default 64.
+	MaxDepth int
+	// MaxFileSize bounds a regular file's size (EFBIG). Default 1 MiB.
+	MaxFileSize int64
+	// MaxBytes bounds the content of all linked regular files (ENOSPC).
+	// Default 64 MiB.
+	MaxBytes int64
+	// NegativeTTL is how long a miss stays cached. Default 1 s; negative
+	// means no negative caching.
+	NegativeTTL time.Duration
+	// Now is the clock. Default time.Now. Tests inject one.
+	Now func() time.Time
+	// Sink receives events; nil drops them.
+	Sink Sink
+	// RootMode, RootUid, RootGid: the root directory's attributes.
+	// RootMode defaults to 0755 (set RootModeSet for an explicit 0).
+	RootMode    uint32
+	RootModeSet bool
+	RootUid     uint32
+	RootGid     uint32
+}
+
+// Namespace is one in-memory tree. Its methods are safe for concurrent use.
+type Namespace struct {
+	// Immutable after New:
+	opts     Options
+	gen      uint64
+	maxDepth int
+	root     *Node
+	now      func() time.Time
+
+	inos  atomic.Uint64 // last inode number handed out
+	nodes atomic.Int64  // linked nodes
+	bytes atomic.Int64  // content bytes of linked regular files
+
+	// renameMu serialises cross-directory renames, so that the tree's shape
+	// is stable while one checks ancestry and locks two unrelated dirs.
+	// After every sem, before every dir mu.
+	renameMu sync.Mutex
+
+	events eventQueue
+}
+
+// New returns a namespace holding only its root directory (inode 1).
+func New(opts Options) *Namespace {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Generation == 0 {
+		opts.Generation = uint64(time.Now().UnixNano())
+	}
+	if opts.MaxNodes <= 0 {
+		opts.MaxNodes = 65536
+	}
+	if opts.MaxDepth <= 0 {
+		opts.MaxDepth = 64
+	}
+	if opts.MaxFileSize <= 0 {
+		opts.MaxFileSize = 1 << 20
+	}
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = 64 << 20
+	}
+	if opts.NegativeTTL == 0 {
+		opts.NegativeTTL = time.Second
+	}
+	if !opts.RootModeSet && opts.RootMode == 0 {
+		opts.RootMode = 0755
+	}
+	ns := &Namespace{opts: opts, gen: opts.Generation, maxDepth: opts.MaxDepth, now: opts.Now}
+	ns.events.sink = opts.Sink
+	ns.nodes.Store(1)
+	ns.root = ns.newNode(TypeDir, opts.RootMode, opts.RootUid, opts.RootGid, ns.now())
+	ns.root.nlink = 2
+	return ns
+}
+
+// Root returns the root directory.
+func (ns *Namespace) Root() *Node { return ns.root }
+
+// NegativeTTL returns how long a miss stays cached (0: not at all), for
+// the entry timeout of a negative FUSE reply.
+func (ns *Namespace) NegativeTTL() time.Duration {
+	if ns.opts.NegativeTTL < 0 {
+		return 0
+	}
+	return ns.opts.NegativeTTL
+}
+
+// Now returns the namespace clock's time.
+func (ns *Namespace) Now() time.Time { return ns.now() }
+
+// Statfs reports the node count, content bytes and limits.
+func (ns *Namespace) Statfs() Statfs {
+	return Statfs{
+		Nodes: uint64(ns.nodes.Load()), MaxNodes: uint64(ns.opts.MaxNodes),
+		Bytes: uint64(ns.bytes.Load()), MaxBytes: uint64(ns.opts.MaxBytes),
+		NameMax: NameMax,
+	}
+}
+
+// Flush delivers queued events to the sink. Preconditions: no dcache mutex
+// held. Every dcache method that changes the namespace flushes on return;
+// callers of the ...Locked primitives call Flush after UnlockMu.
+func (ns *Namespace) Flush() { ns.events.flush() }
+
+// EmitLookup queues and delivers a LOOKUP event for name in dir (package
+// lookup calls it on a miss). Preconditions: no dcache mutex held.
+func (ns *Namespace) EmitLookup(dir *Node, name string, c Caller) {
+	ns.events.pushLocked(Event{Kind: KindLookup, Path: dir.childPath(name),
+		Parent: dir.ino, Name: name, Origin: c})
+	ns.events.flush()
+}
+
+// newNode allocates a node with a fresh inode number. It is not linked and
+// not counted.
+func (ns *Namespace) newNode(t Type, mode, uid, gid uint32, now time.Time) *Node {
+	n := &Node{ns: ns, ino: ns.inos.Add(1), typ: t, mode: mode & PermMask,
+		uid: uid, gid: gid, nlink: 1, atime: now, mtime: now, ctime: now}
+	if t == TypeDir {
+		n.dir = &dirState{children: make(map[string]*dentry), nextCookie: 2}
+		n.nlink = 2
+	}
+	return n
+}
+
+// reserveNode counts one more linked node, or fails with ENOSPC.
+func (ns *Namespace) reserveNode() bool {
+	for {
+		c := ns.nodes.Load()
+		if c >= ns.opts.MaxNodes {
+			return false
+		}
+		if ns.nodes.CompareAndSwap(c, c+1) {
+			return true
+		}
+	}
+}
+
+// chargeBytes counts delta more content bytes, or fails.
+func (ns *Namespace) chargeBytes(delta int64) bool {
+	for {
+		c := ns.bytes.Load()
+		if c+delta > ns.opts.MaxBytes {
+			return false
+		}
+		if ns.bytes.CompareAndSwap(c, c+delta) {
+			return true
+		}
+	}
+}
+
+// splitPath splits a slash-separated path relative to the root; leading,
+// trailing and repeated slashes are ignored. Every component must be a
+// valid name.
+func splitPath(op, path string) ([]string, error) {
+	var parts []string
+	for _, p := range strings.Split(path, "/") {
+		if p == "" {
+			continue
+		}
+		if err := CheckName(p); err != nil {
+			return nil, pathErr(op, path, errnoOf(err))
+		}
+		parts = append(parts, p)
+	}
+	return parts, nil
+}
+
+func errnoOf(err error) syscall.Errno {
+	for {
+		switch e := err.(type) {
+		case syscall.Errno:
+			return e
+		case interface{ Unwrap() error }:
+			err = e.Unwrap()
+		default:
+			return syscall.EIO
+		}
+	}
+}
+
+// Resolve walks path from the root without asking the loader and returns
+// the node it names ("" is the root). Symlinks are not followed. ENOENT for
+// a missing component, ENOTDIR for a non-directory one.
+func (ns *Namespace) Resolve(path string) (*Node, error) {
+	parts, err := splitPath("resolve", path)
+	if err != nil {
+		return nil, err
+	}
+	n := ns.root
+	for _, p := range parts {
+		if n.dir == nil {
+			return nil, pathErr("resolve", path, syscall.ENOTDIR)
+		}
+		n.dir.mu.Lock()
+		de := n.dir.children[p]
+		n.dir.mu.Unlock()
+		if de == nil {
+			return nil, pathErr("resolve", path, syscall.ENOENT)
+		}
+		n = de.node
+	}
+	return n, nil
+}
+
+// registerRetries bounds how often Register restarts a walk that met a
+// directory removed under it.
+const registerRetries = 16
+
+// Register creates the node spec describes at path, creating missing parent
+// directories (0755, owned by spec's owner), the devfs_register analogue. It
+// is EEXIST if the name is taken, ENOTDIR if a parent is not a directory. It
+// queues a REGISTER event for each created directory and for the node, and
+// drops any negative entry for the names it creates. It takes only mu, one
+// directory at a time.
+func (ns *Namespace) Register(path string, spec Spec, c Caller) (*Node, error) {
+	n, err := ns.register(path, spec, c)
+	ns.events.flush()
+	return n, err
+}
+
+func (ns *Namespace) register(path string, spec Spec, c Caller) (*Node, error) {
+	parts, err := splitPath("register", path)
+	if err != nil {
+		return nil, err
+	}
+	if len(parts) == 0 {
+		return nil, pathErr("register", path, syscall.EEXIST)
+	}
+	if spec.Type < TypeDir || spec.Type > TypeRegular {
+		return nil, pathErr("register", path, syscall.EINVAL)
+	}
+	if len(parts) > ns.maxDepth {
+		return nil, pathErr("register", path, syscall.ENOSPC)
+	}
+retry:
+	for attempt := 0; ; attempt++ {
+		if attempt == registerRetries {
+			return nil, pathErr("register", path, syscall.ENOENT)
+		}
+		dir := ns.root
+		for i, p := range parts {
+			last := i == len(parts)-1
+			ds := dir.dir
+			now := ns.now()
+			ds.mu.Lock()
+			if ds.dead {
+				ds.mu.Unlock()
+				continue retry
+			}
+			if de := ds.children[p]; de != nil {
+				ds.mu.Unlock()
+				if last {
+					return nil, pathErr("register", path, syscall.EEXIST)
+				}
+				if de.node.dir == nil {
+					return nil, pathErr("register", path, syscall.ENOTDIR)
+				}
+				dir = de.node
+				continue
+			}
+			var n *Node
+			if last {
+				n, err = dir.createLocked(p, spec.Type, spec.Mode, spec.Uid, spec.Gid,
+					spec.Major, spec.Minor, spec.Target, KindRegister, c, now)
+			} else {
+				n, err = dir.createLocked(p, TypeDir, 0755, spec.Uid, spec.Gid,
+					0, 0, "", KindRegister, c, now)
+			}
+			ds.mu.Unlock()
+			if err != nil {
+				return nil, pathErr("register", path, errnoOf(err))
+			}
+			if last {
+				return n, nil
+			}
+			dir = n
+		}
+	}
+}
+
+// Unregister removes the node at path, a directory with everything under
+// it, queueing an UNREGISTER event per node, children before their
+// directory. ENOENT if nothing is there.
+func (ns *Namespace) Unregister(path string, c Caller) error {
+	err := ns.unregister(path, c)
+	ns.events.flush()
+	return err
+}
+
+func (ns *Namespace) unregister(path string, c Caller) error {
+	parts, err := splitPath("unregister", path)
+	if err != nil {
+		return err
+	}
+	if len(parts) == 0 {
+		return pathErr("unregister", path, syscall.EBUSY)
+	}
+	parentPath := strings.Join(parts[:len(parts)-1], "/")
+	name := parts[len(parts)-1]
+	parent, err := ns.Resolve(parentPath)
+	if err != nil {
+		return pathErr("unregister", path, errnoOf(err))
+	}
+	if parent.dir == nil {
+		return pathErr("unregister", path, syscall.ENOTDIR)
+	}
+	now := ns.now()
+	pd := parent.dir
+	pd.mu.Lock()
+	de := pd.children[name]
+	if de == nil {
+		pd.mu.Unlock()
+		return pathErr("unregister", path, syscall.ENOENT)
+	}
+	victim := de.node
+	if victim.dir == nil {
+		victim.attrMu.Lock()
+		ev := victim.eventLocked(KindUnregister, c)
+		victim.attrMu.Unlock()
+		ev.Parent, ev.Name, ev.Path = parent.ino, name, parent.childPath(name)
+		parent.removeLocked(de, now)
+		victim.dropLinkLocked(now)
+		ns.events.pushLocked(ev)
+		pd.mu.Unlock()
+		return nil
+	}
+	// A directory: detach it, then empty the detached subtree one mu at a
+	// time (never two held: see the lock order).
+	victim.attrMu.Lock()
+	ev := victim.eventLocked(KindUnregister, c)
+	victim.attrMu.Unlock()
+	ev.Parent, ev.Name, ev.Path = parent.ino, name, parent.childPath(name)
+	parent.removeLocked(de, now)
+	pd.mu.Unlock()
+	ns.unregisterTree(victim, ev.Path, c, now)
+	victim.dropLinkLocked(now)
+	ns.events.pushLocked(ev)
+	return nil
+}
+
+// unregisterTree marks dir dead and removes everything below it, queueing
+// UNREGISTER events children first. Preconditions: dir is detached from
+// the tree; no mu held.
+func (ns *Namespace) unregisterTree(dir *Node, path string, c Caller, now time.Time) {
+	ds := dir.dir
+	ds.mu.Lock()
+	ds.dead = true
+	var kids []*dentry
+	for _, de := range ds.children {
+		kids = append(kids, de)
+	}
+	for _, de := range kids {
+		dir.removeLocked(de, now)
+	}
+	ds.mu.Unlock()
+	for _, de := range kids {
+		child := de.node
+		child.attrMu.Lock()
+		ev := child.eventLocked(KindUnregister, c)
+		child.attrMu.Unlock()
+		ev.Parent, ev.Name, ev.Path = dir.ino, de.name, path+"/"+de.name
+		if child.dir != nil {
+			ns.unregisterTree(child, ev.Path, c, now)
+		}
+		child.dropLinkLocked(now)
+		ns.events.pushLocked(ev)
+	}
+}

@@ -1,0 +1,355 @@
+package dcache
+
+import (
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/devfsd/devfsd/sync/rwsem"
+)
+
+// Node is an inode: a directory, device, symlink, fifo, socket or regular
+// file. Its methods are safe for concurrent use. A Node stays usable after it
+// is unlinked (Nlink 0): attributes read, content reads and writes.
+type Node struct {
+	// Immutable after creation:
+	ns     *Namespace
+	ino    uint64
+	typ    Type
+	major  uint32    // TypeChar, TypeBlock
+	minor  uint32    // TypeChar, TypeBlock
+	target string    // TypeSymlink
+	dir    *dirState // non-nil iff typ == TypeDir
+
+	// link is the node's most recent name: its directory and name there.
+	// Written under the directory's mu (and renameMu when a directory moves
+	// between parents); read without locks, so a reader may see a name the
+	// node just lost. For a directory it is the only name and its parent
+	// (for "..", depth and the rename ancestor check, both of which hold
+	// renameMu, under which a directory's parent cannot change).
+	link atomic.Pointer[nodeLink]
+
+	attrMu sync.Mutex // leaf: after every dir mu
+	// Guarded by attrMu:
+	mode     uint32 // permission bits only; the type is typ
+	uid      uint32
+	gid      uint32
+	nlink    uint32 // dirs: 2 + subdirectories while linked, 0 once removed
+	atime    time.Time
+	mtime    time.Time
+	ctime    time.Time
+	data     []byte // TypeRegular content
+	unlinked bool   // nlink reached 0: content no longer charged to MaxBytes
+}
+
+type nodeLink struct {
+	parent *Node
+	name   string
+}
+
+// dirState is the directory part of a Node.
+type dirState struct {
+	// sem is the directory's i_sem. dcache never takes it; package lookup
+	// does (see the package doc). It is before mu in the lock order.
+	sem rwsem.Sem
+
+	mu sync.Mutex // after sem and renameMu, before attrMu
+	// Guarded by mu:
+	children   map[string]*dentry
+	order      []*dentry // by cookie, ascending; may hold removed entries
+	removed    int       // removed entries still in order
+	nextCookie uint64    // last cookie handed out; starts at 2 ("." is 1, ".." is 2)
+	negative   map[string]time.Time
+	inflight   map[string]any // package lookup's records, opaque here
+	dead       bool           // removed from the tree: no entries may be added
+}
+
+// dentry is a positive directory entry. Immutable after creation except
+// removed, which is guarded by the directory's mu.
+type dentry struct {
+	name    string
+	node    *Node
+	cookie  uint64
+	removed bool
+}
+
+// Ino returns the inode number: stable, never reused within a namespace.
+func (n *Node) Ino() uint64 { return n.ino }
+
+// Gen returns the generation number of the inode number.
+func (n *Node) Gen() uint64 { return n.ns.gen }
+
+// Type returns the node's type.
+func (n *Node) Type() Type { return n.typ }
+
+// IsDir reports whether n is a directory.
+func (n *Node) IsDir() bool { return n.dir != nil }
+
+// Namespace returns the namespace n belongs to.
+func (n *Node) Namespace() *Namespace { return n.ns }
+
+// Readlink returns a symlink's target.
+func (n *Node) Readlink() (string, error) {
+	if n.typ != TypeSymlink {
+		return "", pathErr("readlink", n.Path(), syscall.EINVAL)
+	}
+	return n.target, nil
+}
+
+// Attr returns a consistent snapshot of n's attributes.
+func (n *Node) Attr() Attr {
+	n.attrMu.Lock()
+	defer n.attrMu.Unlock()
+	return n.attrLocked()
+}
+
+// attrLocked: preconditions: n.attrMu held.
+func (n *Node) attrLocked() Attr {
+	a := Attr{
+		Ino: n.ino, Gen: n.ns.gen, Type: n.typ,
+		Mode:  n.typ.ModeBits() | n.mode,
+		Nlink: n.nlink, Uid: n.uid, Gid: n.gid,
+		Major: n.major, Minor: n.minor,
+		Atime: n.atime, Mtime: n.mtime, Ctime: n.ctime,
+	}
+	switch n.typ {
+	case TypeRegular:
+		a.Size = uint64(len(n.data))
+	case TypeSymlink:
+		a.Size = uint64(len(n.target))
+	}
+	return a
+}
+
+// Path returns one of n's names, slash-separated and relative to the root
+// ("" for the root), or "" once n is unlinked. Under a concurrent rename it
+// may return a name n just lost or is about to get.
+func (n *Node) Path() string {
+	var parts []string
+	depth := 0
+	for m := n; ; {
+		l := m.link.Load()
+		if l == nil || l.parent == nil {
+			if m != n.ns.root {
+				return "" // detached
+			}
+			break
+		}
+		parts = append(parts, l.name)
+		m = l.parent
+		if depth++; depth > n.ns.maxDepth+1 {
+			break // a torn read across renames; never loop
+		}
+	}
+	size := 0
+	for _, p := range parts {
+		size += len(p) + 1
+	}
+	b := make([]byte, 0, size)
+	for i := len(parts) - 1; i >= 0; i-- {
+		if len(b) > 0 {
+			b = append(b, '/')
+		}
+		b = append(b, parts[i]...)
+	}
+	return string(b)
+}
+
+// childPath joins n's path and name.
+func (n *Node) childPath(name string) string {
+	p := n.Path()
+	if p == "" {
+		return name
+	}
+	return p + "/" + name
+}
+
+// Parent returns the directory holding n's most recent name, the root for
+// the root, and nil for an unlinked node.
+func (n *Node) Parent() *Node {
+	if n == n.ns.root {
+		return n
+	}
+	if l := n.link.Load(); l != nil {
+		return l.parent
+	}
+	return nil
+}
+
+// SetAttr changes the attributes selected by in.Valid and returns the new
+// snapshot. A size change is EISDIR on a directory, EINVAL on other
+// non-regular files, EFBIG past Options.MaxFileSize and ENOSPC past
+// Options.MaxBytes. A mode or owner change queues a CHANGE event.
+func (n *Node) SetAttr(in SetAttrIn, c Caller) (Attr, error) {
+	a, err := n.setAttr(in, c)
+	n.ns.events.flush()
+	return a, err
+}
+
+func (n *Node) setAttr(in SetAttrIn, c Caller) (Attr, error) {
+	now := n.ns.now()
+	n.attrMu.Lock()
+	defer n.attrMu.Unlock()
+	if in.Valid&SetSize != 0 {
+		switch n.typ {
+		case TypeRegular:
+		case TypeDir:
+			return n.attrLocked(), pathErr("truncate", n.Path(), syscall.EISDIR)
+		default:
+			return n.attrLocked(), pathErr("truncate", n.Path(), syscall.EINVAL)
+		}
+		if err := n.resizeLocked(in.Size); err != nil {
+			return n.attrLocked(), err
+		}
+		n.mtime = now
+	}
+	if in.Valid&SetMode != 0 {
+		n.mode = in.Mode & PermMask
+	}
+	if in.Valid&SetUid != 0 {
+		n.uid = in.Uid
+	}
+	if in.Valid&SetGid != 0 {
+		n.gid = in.Gid
+	}
+	switch {
+	case in.Valid&SetAtimeNow != 0:
+		n.atime = now
+	case in.Valid&SetAtime != 0:
+		n.atime = in.Atime
+	}
+	switch {
+	case in.Valid&SetMtimeNow != 0:
+		n.mtime = now
+	case in.Valid&SetMtime != 0:
+		n.mtime = in.Mtime
+	}
+	if in.Valid != 0 {
+		n.ctime = now
+	}
+	a := n.attrLocked()
+	if in.Valid&(SetMode|SetUid|SetGid) != 0 && !n.unlinked {
+		if l := n.link.Load(); l != nil || n == n.ns.root {
+			ev := n.eventLocked(KindChange, c)
+			n.ns.events.pushLocked(ev)
+		}
+	}
+	return a, nil
+}
+
+// eventLocked builds an event about n under its current name.
+// Preconditions: n.attrMu held.
+func (n *Node) eventLocked(k Kind, c Caller) Event {
+	ev := Event{Kind: k, Path: n.Path(), Ino: n.ino, Type: n.typ,
+		Mode: n.typ.ModeBits() | n.mode, Major: n.major, Minor: n.minor,
+		Uid: n.uid, Gid: n.gid, Origin: c}
+	if l := n.link.Load(); l != nil {
+		ev.Parent, ev.Name = l.parent.ino, l.name
+	}
+	return ev
+}
+
+// resizeLocked sets the content length. Preconditions: n.attrMu held, n is
+// a regular file.
+func (n *Node) resizeLocked(size uint64) error {
+	if size > uint64(n.ns.opts.MaxFileSize) {
+		return pathErr("truncate", n.Path(), syscall.EFBIG)
+	}
+	old := uint64(len(n.data))
+	if size > old && !n.unlinked {
+		if !n.ns.chargeBytes(int64(size - old)) {
+			return pathErr("truncate", n.Path(), syscall.ENOSPC)
+		}
+	} else if size < old && !n.unlinked {
+		n.ns.bytes.Add(-int64(old - size))
+	}
+	if size <= uint64(cap(n.data)) {
+		if size > old {
+			clear(n.data[old:size])
+		}
+		n.data = n.data[:size]
+		return nil
+	}
+	d := make([]byte, size)
+	copy(d, n.data)
+	n.data = d
+	return nil
+}
+
+// ReadAt reads a regular file's content at off, like pread(2): it returns
+// 0, nil at or past the end.
+func (n *Node) ReadAt(p []byte, off int64) (int, error) {
+	if n.typ != TypeRegular {
+		if n.typ == TypeDir {
+			return 0, pathErr("read", n.Path(), syscall.EISDIR)
+		}
+		return 0, pathErr("read", n.Path(), syscall.EINVAL)
+	}
+	if off < 0 {
+		return 0, pathErr("read", n.Path(), syscall.EINVAL)
+	}
+	n.attrMu.Lock()
+	defer n.attrMu.Unlock()
+	if off >= int64(len(n.data)) {
+		return 0, nil
+	}
+	return copy(p, n.data[off:]), nil
+}
+
+// WriteAt writes a regular file's content at off, like pwrite(2). Past
+// Options.MaxFileSize the write is short, or EFBIG if nothing fits; growth
+// past Options.MaxBytes is ENOSPC.
+func (n *Node) WriteAt(p []byte, off int64) (int, error) {
+	if n.typ != TypeRegular {
+		if n.typ == TypeDir {
+			return 0, pathErr("write", n.Path(), syscall.EISDIR)
+		}
+		return 0, pathErr("write", n.Path(), syscall.EINVAL)
+	}
+	if off < 0 {
+		return 0, pathErr("write", n.Path(), syscall.EINVAL)
+	}
+	max := n.ns.opts.MaxFileSize
+	if off >= max && len(p) > 0 {
+		return 0, pathErr("write", n.Path(), syscall.EFBIG)
+	}
+	if int64(len(p)) > max-off {
+		p = p[:max-off]
+	}
+	now := n.ns.now()
+	n.attrMu.Lock()
+	defer n.attrMu.Unlock()
+	if end := uint64(off) + uint64(len(p)); end > uint64(len(n.data)) {
+		if err := n.resizeLocked(end); err != nil {
+			return 0, err
+		}
+	}
+	copy(n.data[off:], p)
+	n.mtime, n.ctime = now, now
+	return len(p), nil
+}
+
+// dropLinkLocked takes one link from n and returns true when it was the
+// last. Preconditions: the entry is gone from its directory (that
+// directory's mu held, or the directory dead); n.attrMu not held.
+func (n *Node) dropLinkLocked(now time.Time) bool {
+	n.attrMu.Lock()
+	defer n.attrMu.Unlock()
+	n.ctime = now
+	if n.dir != nil {
+		n.nlink = 0
+	} else if n.nlink > 0 {
+		n.nlink--
+	}
+	if n.nlink > 0 {
+		return false
+	}
+	n.unlinked = true
+	n.link.Store(nil)
+	if n.typ == TypeRegular {
+		n.ns.bytes.Add(-int64(len(n.data)))
+	}
+	n.ns.nodes.Add(-1)
+	return true
+}

@@ -1,0 +1,210 @@
+package dcache
+
+import (
+	iofs "io/fs"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Type is a node's file type.
+type Type uint8
+
+const (
+	TypeDir     Type = iota + 1 // directory
+	TypeChar                    // character device (major:minor)
+	TypeBlock                   // block device (major:minor)
+	TypeSymlink                 // symbolic link (target)
+	TypeFifo                    // named pipe
+	TypeSocket                  // Unix socket
+	TypeRegular                 // small regular file, content in memory
+)
+
+var typeNames = [...]string{"invalid", "dir", "char", "block", "symlink", "fifo", "socket", "regular"}
+
+func (t Type) String() string {
+	if int(t) < len(typeNames) {
+		return typeNames[t]
+	}
+	return "invalid"
+}
+
+// ModeBits returns the S_IFMT bits of t.
+func (t Type) ModeBits() uint32 {
+	switch t {
+	case TypeDir:
+		return syscall.S_IFDIR
+	case TypeChar:
+		return syscall.S_IFCHR
+	case TypeBlock:
+		return syscall.S_IFBLK
+	case TypeSymlink:
+		return syscall.S_IFLNK
+	case TypeFifo:
+		return syscall.S_IFIFO
+	case TypeSocket:
+		return syscall.S_IFSOCK
+	case TypeRegular:
+		return syscall.S_IFREG
+	}
+	return 0
+}
+
+// TypeOfMode returns the type of the S_IFMT bits of mode, as mknod(2) reads
+// them: no type bits mean a regular file.
+func TypeOfMode(mode uint32) (Type, bool) {
+	switch mode & syscall.S_IFMT {
+	case 0, syscall.S_IFREG:
+		return TypeRegular, true
+	case syscall.S_IFDIR:
+		return TypeDir, true
+	case syscall.S_IFCHR:
+		return TypeChar, true
+	case syscall.S_IFBLK:
+		return TypeBlock, true
+	case syscall.S_IFLNK:
+		return TypeSymlink, true
+	case syscall.S_IFIFO:
+		return TypeFifo, true
+	case syscall.S_IFSOCK:
+		return TypeSocket, true
+	}
+	return 0, false
+}
+
+// PermMask selects the permission bits of a mode, including set-uid,
+// set-gid and sticky. Modes are stored as given: 0000 stays 0000.
+const PermMask = 07777
+
+// Origin says through which door a request came.
+type Origin uint8
+
+const (
+	// OriginBuiltin is the daemon itself: start-up registrations, the
+	// built-in loader's registrations, negative-entry expiry.
+	OriginBuiltin Origin = iota
+	// OriginFUSE is a process using the mount. The kernel already knows
+	// about the changes it makes.
+	OriginFUSE
+	// OriginLoader is the module loader or helper, including its own
+	// requests through the mount once identified (by pid or socket peer
+	// credential, never by a guess). Events it causes are not echoed back
+	// to it.
+	OriginLoader
+	// OriginControl is the control API on the helper socket.
+	OriginControl
+)
+
+var originNames = [...]string{"builtin", "fuse", "loader", "control"}
+
+func (o Origin) String() string {
+	if int(o) < len(originNames) {
+		return originNames[o]
+	}
+	return "invalid"
+}
+
+// Caller identifies who made a request.
+type Caller struct {
+	Pid    uint32 // process id (0 when not a process)
+	Uid    uint32
+	Gid    uint32
+	Origin Origin
+}
+
+// Attr is a consistent snapshot of a node's attributes.
+type Attr struct {
+	Ino   uint64
+	Gen   uint64
+	Type  Type
+	Mode  uint32 // S_IFMT bits | permission bits
+	Nlink uint32
+	Uid   uint32
+	Gid   uint32
+	Major uint32 // devices only
+	Minor uint32 // devices only
+	Size  uint64 // regular: content length; symlink: target length; dir: 0
+	Atime time.Time
+	Mtime time.Time
+	Ctime time.Time
+}
+
+// Spec describes a node to Register.
+type Spec struct {
+	Type   Type
+	Mode   uint32 // permission bits; stored as given
+	Uid    uint32
+	Gid    uint32
+	Major  uint32 // TypeChar, TypeBlock
+	Minor  uint32 // TypeChar, TypeBlock
+	Target string // TypeSymlink
+}
+
+// DirEntry is one entry returned by ReadDir. Cookie is the entry's readdir
+// offset: a later ReadDir(Cookie, ...) continues after it.
+type DirEntry struct {
+	Name   string
+	Ino    uint64
+	Type   Type
+	Cookie uint64
+}
+
+// SetAttrIn selects and carries the attributes SetAttr changes.
+type SetAttrIn struct {
+	Valid SetAttrMask
+	Mode  uint32 // permission bits
+	Uid   uint32
+	Gid   uint32
+	Size  uint64
+	Atime time.Time // with SetAtime (SetAtimeNow: the namespace clock)
+	Mtime time.Time // with SetMtime (SetMtimeNow: the namespace clock)
+}
+
+// SetAttrMask says which fields of SetAttrIn are valid.
+type SetAttrMask uint32
+
+const (
+	SetMode SetAttrMask = 1 << iota
+	SetUid
+	SetGid
+	SetSize
+	SetAtime
+	SetMtime
+	SetAtimeNow
+	SetMtimeNow
+)
+
+// Rename flags, as renameat2(2).
+const (
+	RenameNoReplace = 1 << 0 // RENAME_NOREPLACE
+	RenameExchange  = 1 << 1 // RENAME_EXCHANGE
+)
+
+// NameMax is the longest name, in bytes.
+const NameMax = 255
+
+// Statfs reports the namespace's size and limits.
+type Statfs struct {
+	Nodes    uint64 // linked nodes, the root included
+	MaxNodes uint64
+	Bytes    uint64 // content bytes of linked regular files
+	MaxBytes uint64
+	NameMax  uint32 // 255
+}
+
+func pathErr(op, path string, e syscall.Errno) error {
+	return &iofs.PathError{Op: op, Path: path, Err: e}
+}
+
+// CheckName returns nil if name can name a directory entry.
+func CheckName(name string) error {
+	switch {
+	case len(name) > NameMax:
+		return pathErr("name", name, syscall.ENAMETOOLONG)
+	case name == "" || name == "." || name == "..":
+		return pathErr("name", name, syscall.EINVAL)
+	case strings.ContainsAny(name, "/\x00"):
+		return pathErr("name", name, syscall.EINVAL)
+	}
+	return nil
+}
