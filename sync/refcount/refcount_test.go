@@ -526,3 +526,56 @@ func TestLivenessWaitZeroHonoursContext(t *testing.T) {
 		})
 	}
 }
+
+// TestDyingBiasKeepsCountAboveZero stops Kill after it has switched shard 0
+// but not shard 1, and drops references through the switched shard whose
+// Gets are still in the unswitched one: central goes below its starting
+// value, and only the bias keeps it from reading as zero (an early
+// WaitZero) or below (a false misuse panic). TryGet fails on the switched
+// shard and still succeeds on the unswitched one, and that reference counts.
+func TestDyingBiasKeepsCountAboveZero(t *testing.T) {
+	r := newRef(2)
+	s0, s1 := &r.shards[0], &r.shards[1]
+	r.getOn(s1) // a holder's Get, in shard 1
+
+	inDying := make(chan struct{})
+	resume := make(chan struct{})
+	testHookKillSwitched = func(i int) {
+		if i == 0 {
+			close(inDying)
+			<-resume
+		}
+	}
+	defer func() { testHookKillSwitched = nil }()
+	waitDone, waitErr := waiter(r)
+	killed := make(chan struct{})
+	go func() {
+		defer close(killed)
+		r.Kill()
+	}()
+	await(t, inDying, "Kill switching shard 0")
+
+	if r.tryGetOn(s0) {
+		t.Error("TryGet on a switched shard succeeded")
+	}
+	if !r.tryGetOn(s1) {
+		t.Error("TryGet on a shard not yet switched failed")
+	}
+	r.putOn(s0) // the holder's Put: to central
+	r.putOn(s0) // the TryGet's Put: to central
+	if got := r.central.Load(); got != bias-1 {
+		t.Errorf("central = bias%+d in the dying mode, want bias-1", got-bias)
+	}
+	if closed(waitDone) {
+		t.Fatalf("WaitZero returned (%v) while Kill was mid-switch", *waitErr)
+	}
+	close(resume)
+	await(t, killed, "Kill")
+	await(t, waitDone, "WaitZero after Kill moved shard 1")
+	if *waitErr != nil {
+		t.Fatal(*waitErr)
+	}
+	if got := r.Count(); got != 0 {
+		t.Fatalf("Count() = %d, want 0", got)
+	}
+}

@@ -36,6 +36,10 @@ type shard struct {
 // reset after they have joined them.
 var testHookShardUpdate func()
 
+// testHookKillSwitched, if set, runs in Kill after shard i is switched (so
+// a test can act in the dying mode). Set and reset by tests around Kill.
+var testHookKillSwitched func(i int)
+
 // procPin and procUnpin are the runtime's (sync.Pool and sync/atomic use the
 // same pair). procPin disables preemption and returns the current P's id;
 // Go 1.23+ keeps them reachable by linkname (go.dev/issue/67401). We only
