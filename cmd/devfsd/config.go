@@ -1,0 +1,458 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	"gopkg.in/yaml.v3"
+)
+
+// Config is everything `devfsd mount` is told. It is filled in three layers,
+// each overriding the one before: Defaults(), then the YAML file given by
+// --config (strict: an unknown key or a bad value is an error naming the key
+// and its line), then the flags given on the command line. Validate checks
+// the result as a whole.
+//
+// The yaml tag of each field is its key in the file; the flag of the same
+// name with '_' spelled '-' sets it on the command line.
+type Config struct {
+	// Mountpoint is the directory to mount on: the DIR argument, else the
+	// file's mountpoint. Made absolute by Validate.
+	Mountpoint string `yaml:"mountpoint"`
+
+	// EntryTimeout, AttrTimeout and NegativeTimeout are how long the
+	// kernel may cache a name, a node's attributes, and a miss. Every
+	// change not made through the mount is pushed to the kernel with a
+	// notify, so these bound staleness only for what notifies cannot
+	// reach; 1s is go-fuse's and libfuse's default.
+	EntryTimeout    time.Duration `yaml:"entry_timeout"`
+	AttrTimeout     time.Duration `yaml:"attr_timeout"`
+	NegativeTimeout time.Duration `yaml:"negative_timeout"`
+
+	// LoaderTimeout bounds a lookup's wait on the loader (DESIGN.md 2.5).
+	LoaderTimeout time.Duration `yaml:"loader_timeout"`
+
+	// ShutdownTimeout bounds draining live requests at SIGTERM/SIGINT
+	// before the unmount; it is kept under 5s so the whole stop is.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	// Loader is the module loader answering misses. Only "builtin" exists
+	// yet; exec and helper come with later issues.
+	Loader string `yaml:"loader"`
+
+	// AllowOther, DefaultPermissions and Dev are the mount options of the
+	// same names (DESIGN.md 2.3: nodes are served with dev).
+	AllowOther         bool `yaml:"allow_other"`
+	DefaultPermissions bool `yaml:"default_permissions"`
+	Dev                bool `yaml:"dev"`
+
+	// Readdirplus is the READDIRPLUS policy: "auto" (the kernel's adaptive
+	// mode), "always" or "never" (DESIGN.md section 7).
+	Readdirplus string `yaml:"readdirplus"`
+
+	// MaxNodes caps the nodes in the namespace; a create past it is ENOSPC.
+	MaxNodes int64 `yaml:"max_nodes"`
+
+	// MaxFileSize caps a regular file's size; growing past it is EFBIG.
+	// In the file and on the command line: bytes, or a number with KiB,
+	// MiB or GiB.
+	MaxFileSize ByteSize `yaml:"max_file_size"`
+
+	// Debug logs every FUSE request and reply (go-fuse's Debug).
+	Debug bool `yaml:"debug"`
+
+	// LogLevel is zap's level: debug, info, warn, error.
+	LogLevel string `yaml:"log_level"`
+	// LogFormat is "auto" (console on a terminal, JSON otherwise),
+	// "console" or "json".
+	LogFormat string `yaml:"log_format"`
+}
+
+// Defaults returns the configuration before any file or flag.
+func Defaults() Config {
+	return Config{
+		EntryTimeout:       time.Second,
+		AttrTimeout:        time.Second,
+		NegativeTimeout:    time.Second,
+		LoaderTimeout:      5 * time.Second,
+		ShutdownTimeout:    3 * time.Second,
+		Loader:             "builtin",
+		AllowOther:         true,
+		DefaultPermissions: true,
+		Dev:                true,
+		Readdirplus:        "auto",
+		MaxNodes:           1 << 20,
+		MaxFileSize:        16 << 20,
+		LogLevel:           "info",
+		LogFormat:          "auto",
+	}
+}
+
+// Validate checks c and makes Mountpoint absolute. Every error names the
+// setting by its file key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...)))
+	}
+	if c.Mountpoint == "" {
+		bad("mountpoint", "missing: give DIR or set mountpoint in the config file")
+	} else if abs, err := filepath.Abs(c.Mountpoint); err != nil {
+		bad("mountpoint", "%v", err)
+	} else {
+		c.Mountpoint = abs
+		if fi, err := os.Stat(abs); err != nil {
+			bad("mountpoint", "%v", err)
+		} else if !fi.IsDir() {
+			bad("mountpoint", "%s is not a directory", abs)
+		}
+	}
+	for _, d := range []struct {
+		key      string
+		v        time.Duration
+		min, max time.Duration
+	}{
+		{"entry_timeout", c.EntryTimeout, 0, time.Hour},
+		{"attr_timeout", c.AttrTimeout, 0, time.Hour},
+		{"negative_timeout", c.NegativeTimeout, 0, time.Hour},
+		{"loader_timeout", c.LoaderTimeout, time.Millisecond, 10 * time.Minute},
+		{"shutdown_timeout", c.ShutdownTimeout, time.Millisecond, time.Minute},
+	} {
+		if d.v < d.min || d.v > d.max {
+			bad(d.key, "%v is out of range [%v, %v]", d.v, d.min, d.max)
+		}
+	}
+	if c.Loader != "builtin" {
+		bad("loader", "%q is not a loader (only \"builtin\" exists yet)", c.Loader)
+	}
+	if !oneOf(c.Readdirplus, "auto", "always", "never") {
+		bad("readdirplus", "%q is not one of auto, always, never", c.Readdirplus)
+	}
+	if c.MaxNodes < 1 {
+		bad("max_nodes", "%d must be at least 1", c.MaxNodes)
+	}
+	if c.MaxFileSize < 0 || c.MaxFileSize > 1<<40 {
+		bad("max_file_size", "%d is out of range [0, 1TiB]", c.MaxFileSize)
+	}
+	if _, err := zapcore.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
+		bad("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	if !oneOf(c.LogFormat, "auto", "console", "json") {
+		bad("log_format", "%q is not one of auto, console, json", c.LogFormat)
+	}
+	return errors.Join(errs...)
+}
+
+func oneOf(s string, set ...string) bool {
+	for _, x := range set {
+		if s == x {
+			return true
+		}
+	}
+	return false
+}
+
+// ByteSize is a size in bytes that reads "16777216", "16MiB", "512KiB".
+type ByteSize int64
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+
+// ParseByteSize parses a number of bytes with an optional unit suffix.
+func ParseByteSize(s string) (ByteSize, error) {
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("invalid size %q (want bytes, or a number with KiB, MiB or GiB)", s)
+	}
+	return ByteSize(n * mult), nil
+}
+
+func (b ByteSize) String() string {
+	for _, u := range sizeUnits {
+		if b != 0 && int64(b)%u.mult == 0 && u.mult > 1 {
+			return fmt.Sprintf("%d%s", int64(b)/u.mult, u.suffix)
+		}
+	}
+	return strconv.FormatInt(int64(b), 10)
+}
+
+// Set implements flag.Value.
+func (b *ByteSize) Set(s string) error {
+	v, err := ParseByteSize(s)
+	if err != nil {
+		return err
+	}
+	*b = v
+	return nil
+}
+
+// parseFile overlays the YAML file at path onto c. It walks the document
+// itself rather than letting yaml.v3 decode into the struct, so that an
+// unknown or repeated key, or a bad value, is reported with its key and
+// line, and so that a duration without a unit ("5") is an error rather than
+// five nanoseconds.
+func parseFile(c *Config, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := parseYAML(c, data); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+func parseYAML(c *Config, data []byte) error {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // an empty file changes nothing
+		}
+		return err
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return fmt.Errorf("line %d: a second YAML document; the config is one mapping", extra.Line)
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode {
+		if len(root.Content) == 0 {
+			return nil
+		}
+		root = root.Content[0]
+	}
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return nil
+	}
+	if root.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: the config must be a mapping of settings (key: value)", root.Line)
+	}
+	fields := configFields(c)
+	seen := map[string]int{}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		key := k.Value
+		if prev, ok := seen[key]; ok {
+			return fmt.Errorf("line %d: %s: set twice (first on line %d)", k.Line, key, prev)
+		}
+		seen[key] = k.Line
+		f, ok := fields[key]
+		if !ok {
+			return fmt.Errorf("line %d: unknown key %q (known keys: %s)", k.Line, key, strings.Join(sortedKeys(fields), ", "))
+		}
+		if err := decodeValue(f, v); err != nil {
+			return fmt.Errorf("line %d: %s: %w", v.Line, key, err)
+		}
+	}
+	return nil
+}
+
+// configFields maps each yaml key of Config to its field in c.
+func configFields(c *Config) map[string]reflect.Value {
+	fields := map[string]reflect.Value{}
+	v := reflect.ValueOf(c).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		if key := v.Type().Field(i).Tag.Get("yaml"); key != "" {
+			fields[key] = v.Field(i)
+		}
+	}
+	return fields
+}
+
+func sortedKeys(m map[string]reflect.Value) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+var (
+	durationType = reflect.TypeOf(time.Duration(0))
+	sizeType     = reflect.TypeOf(ByteSize(0))
+)
+
+// decodeValue sets field f from the YAML value v.
+func decodeValue(f reflect.Value, v *yaml.Node) error {
+	if v.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want a single value, not a %s", kindName(v.Kind))
+	}
+	switch f.Type() {
+	case durationType:
+		d, err := time.ParseDuration(v.Value)
+		if err != nil || v.Tag != "!!str" {
+			return fmt.Errorf("invalid duration %q (want a number with a unit: 500ms, 1s, 2m)", v.Value)
+		}
+		f.SetInt(int64(d))
+		return nil
+	case sizeType:
+		b, err := ParseByteSize(v.Value)
+		if err != nil {
+			return err
+		}
+		f.SetInt(int64(b))
+		return nil
+	}
+	switch f.Kind() {
+	case reflect.String:
+		if v.Tag != "!!str" {
+			return fmt.Errorf("invalid value %q (want a string)", v.Value)
+		}
+		f.SetString(v.Value)
+	case reflect.Bool:
+		var b bool
+		if v.Tag != "!!bool" || v.Decode(&b) != nil {
+			return fmt.Errorf("invalid value %q (want true or false)", v.Value)
+		}
+		f.SetBool(b)
+	case reflect.Int64:
+		var n int64
+		if v.Tag != "!!int" || v.Decode(&n) != nil {
+			return fmt.Errorf("invalid value %q (want an integer)", v.Value)
+		}
+		f.SetInt(n)
+	default:
+		panic(fmt.Sprintf("config: no decoder for %v", f.Type()))
+	}
+	return nil
+}
+
+func kindName(k yaml.Kind) string {
+	switch k {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
+	case yaml.AliasNode:
+		return "alias"
+	}
+	return "document"
+}
+
+// mountFlags binds the flags of `devfsd mount` to c. Flags left off the
+// command line leave c as it was, which is what makes them override the
+// file and nothing else. configPath receives --config.
+func mountFlags(c *Config, configPath *string) *flag.FlagSet {
+	fs := flag.NewFlagSet("devfsd mount", flag.ContinueOnError)
+	fs.StringVar(configPath, "config", "", "YAML config `file` (flags override it)")
+	fs.DurationVar(&c.EntryTimeout, "entry-timeout", c.EntryTimeout, "kernel cache time of a name")
+	fs.DurationVar(&c.AttrTimeout, "attr-timeout", c.AttrTimeout, "kernel cache time of a node's attributes")
+	fs.DurationVar(&c.NegativeTimeout, "negative-timeout", c.NegativeTimeout, "cache time of a miss (daemon and kernel)")
+	fs.DurationVar(&c.LoaderTimeout, "loader-timeout", c.LoaderTimeout, "bound on a lookup's wait for the loader")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on draining requests at SIGTERM/SIGINT")
+	fs.StringVar(&c.Loader, "loader", c.Loader, "module loader: builtin")
+	fs.BoolVar(&c.AllowOther, "allow-other", c.AllowOther, "mount with allow_other")
+	fs.BoolVar(&c.DefaultPermissions, "default-permissions", c.DefaultPermissions, "mount with default_permissions")
+	fs.BoolVar(&c.Dev, "dev", c.Dev, "mount with dev (device nodes open their drivers)")
+	fs.StringVar(&c.Readdirplus, "readdirplus", c.Readdirplus, "READDIRPLUS policy: auto, always, never")
+	fs.Int64Var(&c.MaxNodes, "max-nodes", c.MaxNodes, "most nodes in the namespace")
+	fs.Var(&c.MaxFileSize, "max-file-size", "largest regular `size` (bytes, or with KiB, MiB, GiB)")
+	fs.BoolVar(&c.Debug, "debug", c.Debug, "log every FUSE request")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn, error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: auto (console on a terminal, else JSON), console, json")
+	return fs
+}
+
+// parseInterspersed parses args with fs, allowing flags after positional
+// arguments (`devfsd mount /dev2 --debug`); "--" ends the flags.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		// flag stops at "--" (consumed) or at the first non-flag.
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// loadConfig builds the mount configuration from args (after "mount"):
+// defaults, then --config's file, then the flags. The result is validated.
+// Errors are usage errors: the user said something wrong.
+func loadConfig(args []string, stderr io.Writer) (Config, error) {
+	// First pass: syntax, -h, and where the file is.
+	var path string
+	probe := Defaults()
+	fs := mountFlags(&probe, &path)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { mountUsage(fs) }
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return Config{}, err
+	}
+	cfg := Defaults()
+	if path != "" {
+		if err := parseFile(&cfg, path); err != nil {
+			return Config{}, usageError{err}
+		}
+	}
+	// Second pass: the flags given override the file.
+	fs = mountFlags(&cfg, &path)
+	fs.SetOutput(stderr)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return Config{}, err
+	}
+	switch len(pos) {
+	case 0:
+	case 1:
+		cfg.Mountpoint = pos[0]
+	default:
+		return Config{}, usageError{fmt.Errorf("mount takes one DIR, got %d arguments: %q", len(pos), pos)}
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, usageError{fmt.Errorf("invalid configuration:\n%w", err)}
+	}
+	return cfg, nil
+}
+
+// MarshalLogObject logs the configuration under its file keys, durations
+// and sizes as a person writes them.
+func (c Config) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("mountpoint", c.Mountpoint)
+	enc.AddString("entry_timeout", c.EntryTimeout.String())
+	enc.AddString("attr_timeout", c.AttrTimeout.String())
+	enc.AddString("negative_timeout", c.NegativeTimeout.String())
+	enc.AddString("loader_timeout", c.LoaderTimeout.String())
+	enc.AddString("shutdown_timeout", c.ShutdownTimeout.String())
+	enc.AddString("loader", c.Loader)
+	enc.AddBool("allow_other", c.AllowOther)
+	enc.AddBool("default_permissions", c.DefaultPermissions)
+	enc.AddBool("dev", c.Dev)
+	enc.AddString("readdirplus", c.Readdirplus)
+	enc.AddInt64("max_nodes", c.MaxNodes)
+	enc.AddString("max_file_size", c.MaxFileSize.String())
+	enc.AddBool("debug", c.Debug)
+	enc.AddString("log_level", c.LogLevel)
+	enc.AddString("log_format", c.LogFormat)
+	return nil
+}

@@ -1,0 +1,120 @@
+// Command devfsd serves a /dev-like device namespace from memory over FUSE.
+//
+//	devfsd mount [flags] DIR   mount the namespace on DIR until SIGTERM/SIGINT
+//	devfsd helper              the reference helper daemon (a later issue)
+//	devfsd ctl                 the control client (a later issue)
+//	devfsd --version
+//
+// main is thin: run parses, builds the logger (the only place a zap logger
+// is built; everything else receives one) and hands over to the
+// subcommand. Exit status: 0 on success, 2 for a usage or configuration
+// error, 1 for anything that failed while running.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+)
+
+// version is set at build time:
+//
+//	go build -ldflags "-X main.version=v1.2.3" ./cmd/devfsd
+//
+// Left empty, the module version from the build info is used.
+var version string
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "devfsd:", err)
+		os.Exit(exitCode(err))
+	}
+}
+
+// usageError marks an error the user made on the command line or in the
+// config file: exit status 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func exitCode(err error) int {
+	var u usageError
+	if errors.As(err, &u) {
+		return 2
+	}
+	return 1
+}
+
+// versionString is what --version prints.
+func versionString() string {
+	v := version
+	if v == "" {
+		v = "(unknown)"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+			v = bi.Main.Version
+			for _, s := range bi.Settings {
+				if s.Key == "vcs.revision" {
+					v += " " + s.Value
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("devfsd %s (%s, %s/%s)", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+const usageText = `usage: devfsd <command> [flags]
+       devfsd --version
+
+commands:
+  mount [flags] DIR   serve the device namespace on DIR until SIGTERM/SIGINT
+  helper              the reference helper daemon (not built yet)
+  ctl                 the control client (not built yet)
+
+Run 'devfsd mount -h' for the mount flags.
+`
+
+// run is the whole program but for the exit: args without the program
+// name; output to stdout (what was asked for) and stderr (usage, logs).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("devfsd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usageText) }
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageError{err}
+	}
+	if *showVersion {
+		_, err := fmt.Fprintln(stdout, versionString())
+		return err
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprint(stderr, usageText)
+		return usageError{errors.New("no command given")}
+	}
+	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	switch cmd {
+	case "mount":
+		return runMount(ctx, rest, stderr)
+	case "version":
+		_, err := fmt.Fprintln(stdout, versionString())
+		return err
+	case "helper":
+		return usageError{errors.New("helper: the helper daemon is not built yet; it comes with the helper-loader issue (DESIGN.md section 5)")}
+	case "ctl":
+		return usageError{errors.New("ctl: the control client is not built yet; it comes with the control-API issue (DESIGN.md section 5)")}
+	case "help":
+		fmt.Fprint(stdout, usageText)
+		return nil
+	}
+	fmt.Fprint(stderr, usageText)
+	return usageError{fmt.Errorf("unknown command %q", cmd)}
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+
+	"go.uber.org/zap"
+)
+
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"--version"}, {"-version"}, {"version"}} {
+		var out, errb bytes.Buffer
+		if err := run(context.Background(), args, &out, &errb); err != nil {
+			t.Fatalf("%q: %v", args, err)
+		}
+		got := out.String()
+		if !strings.HasPrefix(got, "devfsd ") || !strings.Contains(got, runtime.Version()) || !strings.HasSuffix(got, "\n") {
+			t.Errorf("%q printed %q", args, got)
+		}
+	}
+	old := version
+	t.Cleanup(func() { version = old })
+	version = "v9.8.7"
+	if got := versionString(); !strings.HasPrefix(got, "devfsd v9.8.7 (") {
+		t.Errorf("versionString() = %q with version set", got)
+	}
+}
+
+// The -ldflags route, end to end: build the binary with a version and run it.
+func TestVersionLdflags(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "devfsd")
+	build := exec.Command("go", "build", "-ldflags", "-X main.version=v0.0.0-test", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(out), "devfsd v0.0.0-test (") {
+		t.Errorf("--version printed %q", out)
+	}
+	// Exit statuses as main sets them.
+	for _, tt := range []struct {
+		args []string
+		code int
+		say  string
+	}{
+		{[]string{"helper"}, 2, "devfsd: helper: "},
+		{[]string{"mount"}, 2, "mountpoint: missing"},
+		{[]string{"mount", t.TempDir()}, 1, "devfsd: the FUSE server is not built yet (issue 4)"},
+	} {
+		cmd := exec.Command(bin, tt.args...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != tt.code {
+			t.Errorf("%q: %v, want exit %d", tt.args, err, tt.code)
+		}
+		if !strings.Contains(stderr.String(), tt.say) {
+			t.Errorf("%q: stderr %q does not say %q", tt.args, stderr.String(), tt.say)
+		}
+	}
+}
+
+func TestDispatch(t *testing.T) {
+	mnt := t.TempDir()
+	tests := []struct {
+		args []string
+		code int    // 0: success
+		say  string // in the error, or in stdout on success
+	}{
+		{nil, 2, "no command"},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{[]string{"--bogus"}, 2, "flag provided but not defined"},
+		{[]string{"helper"}, 2, "helper: the helper daemon is not built yet"},
+		{[]string{"ctl", "ls"}, 2, "ctl: the control client is not built yet"},
+		{[]string{"help"}, 0, "usage: devfsd"},
+		{[]string{"-h"}, 0, ""},
+		{[]string{"mount", "-h"}, 0, ""},
+		{[]string{"mount"}, 2, "mountpoint: missing"},
+		{[]string{"mount", "--bogus", mnt}, 2, "flag provided but not defined"},
+		{[]string{"mount", mnt}, 1, "the FUSE server is not built yet (issue 4)"},
+	}
+	for _, tt := range tests {
+		var out, errb bytes.Buffer
+		err := run(context.Background(), tt.args, &out, &errb)
+		if tt.code == 0 {
+			if err != nil || !strings.Contains(out.String(), tt.say) {
+				t.Errorf("%q: err %v, stdout %q", tt.args, err, out.String())
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("%q: no error", tt.args)
+			continue
+		}
+		if got := exitCode(err); got != tt.code {
+			t.Errorf("%q: exit code %d, want %d (%v)", tt.args, got, tt.code, err)
+		}
+		if !strings.Contains(err.Error(), tt.say) {
+			t.Errorf("%q: error %q does not say %q", tt.args, err, tt.say)
+		}
+	}
+}
+
+// Until the server exists, mount validates everything and fails clearly;
+// it never tells systemd it is ready.
+func TestMountWithoutServerIsNotReady(t *testing.T) {
+	sd := newFakeSystemd(t)
+	var errb bytes.Buffer
+	err := run(context.Background(), []string{"mount", t.TempDir()}, &bytes.Buffer{}, &errb)
+	if !errors.Is(err, errNoServer) {
+		t.Fatalf("err = %v, want errNoServer", err)
+	}
+	for _, msg := range sd.pending() {
+		if msg == "READY=1" {
+			t.Error("READY=1 sent though nothing was mounted")
+		}
+	}
+}
+
+// With a stand-in server: READY=1 when it says the mount is live, then
+// SIGTERM cancels its context, STOPPING=1 is sent, and run returns nil.
+func TestMountReadyThenSIGTERMStopsCleanly(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			sd := newFakeSystemd(t)
+			gotCfg := make(chan Config, 1)
+			old := serve
+			t.Cleanup(func() { serve = old })
+			serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func()) error {
+				gotCfg <- cfg
+				ready()
+				<-ctx.Done()
+				return nil
+			}
+			mnt := t.TempDir()
+			done := make(chan error, 1)
+			var errb bytes.Buffer
+			go func() {
+				done <- run(context.Background(), []string{"mount", "--entry-timeout=0", mnt}, &bytes.Buffer{}, &errb)
+			}()
+			if got := sd.next(); got != "READY=1" {
+				t.Fatalf("first notification %q, want READY=1", got)
+			}
+			if cfg := <-gotCfg; cfg.Mountpoint != mnt || cfg.EntryTimeout != 0 {
+				t.Errorf("serve got %+v", cfg)
+			}
+			if err := syscall.Kill(os.Getpid(), sig); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("run = %v after %v", err, sig)
+			}
+			if got := sd.next(); got != "STOPPING=1" {
+				t.Errorf("notification %q, want STOPPING=1", got)
+			}
+			if extra := sd.pending(); len(extra) != 0 {
+				t.Errorf("extra notifications %q", extra)
+			}
+			if !strings.Contains(errb.String(), "stopped") {
+				t.Errorf("log does not say stopped: %s", errb.String())
+			}
+		})
+	}
+}
+
+// A server failing while running is an error with exit status 1, and
+// systemd still hears STOPPING=1.
+func TestMountServerFailure(t *testing.T) {
+	sd := newFakeSystemd(t)
+	old := serve
+	t.Cleanup(func() { serve = old })
+	boom := errors.New("fuse: connection lost")
+	serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func()) error {
+		ready()
+		return boom
+	}
+	err := run(context.Background(), []string{"mount", t.TempDir()}, &bytes.Buffer{}, &bytes.Buffer{})
+	if !errors.Is(err, boom) || exitCode(err) != 1 {
+		t.Fatalf("err = %v (exit %d), want the server's error, exit 1", err, exitCode(err))
+	}
+	if got := sd.pending(); len(got) != 2 || got[0] != "READY=1" || got[1] != "STOPPING=1" {
+		t.Errorf("notifications %q, want READY=1 then STOPPING=1", got)
+	}
+}

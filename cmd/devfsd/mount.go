@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+)
+
+func mountUsage(fs *flag.FlagSet) {
+	fmt.Fprintf(fs.Output(), "usage: devfsd mount [flags] DIR\n\nflags (override the --config file, which overrides the defaults):\n")
+	fs.PrintDefaults()
+}
+
+// runMount is `devfsd mount`: configuration, logger, signals, then serve.
+func runMount(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, err := loadConfig(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		var u usageError
+		if !errors.As(err, &u) {
+			err = usageError{err} // a flag syntax error
+		}
+		return err
+	}
+	log, err := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return usageError{err}
+	}
+	defer func() { _ = log.Sync() }()
+
+	// The first SIGTERM or SIGINT cancels ctx: serve unmounts cleanly,
+	// bounded by cfg.ShutdownTimeout. Once it has, the signals take their
+	// default action again, so a second one kills a shutdown that hangs.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	lc := &lifecycle{log: log}
+	context.AfterFunc(ctx, func() {
+		stop()
+		lc.Stopping()
+	})
+
+	log.Info("starting",
+		zap.String("version", versionString()),
+		zap.String("mountpoint", cfg.Mountpoint),
+		zap.Object("config", cfg))
+	err = serve(ctx, cfg, log, lc.Ready)
+	lc.Stopping()
+	if err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
