@@ -163,6 +163,9 @@ const (
 	lockMask = writerLocked | readerMask
 	// readFailMask: a read fast path must not take s.
 	readFailMask = writerLocked | flagWaiters | flagHandoff
+	// upReadSlowMask: UpRead must look further (WAITERS, or the sign bit
+	// of a negative reader count).
+	upReadSlowMask = uint64(flagWaiters) | 1<<63
 )
 
 // maxReadersWakeup bounds the number of waiters granted in one reader
@@ -227,12 +230,16 @@ func (s *Sem) TryDownRead() bool {
 
 // UpRead releases s taken for reading. It panics if s is not read-held.
 func (s *Sem) UpRead() {
-	c := s.state.Add(-readerBias)
-	if c < 0 || c&flagWaiters != 0 {
+	// Slow if waiters are queued, or if the count went negative (misuse).
+	if c := s.state.Add(-readerBias); uint64(c)&upReadSlowMask != 0 {
 		s.upReadSlow(c)
 	}
 }
 
+// upReadSlow is UpRead with waiters queued, or misuse. It is kept out of
+// line so that UpRead inlines.
+//
+//go:noinline
 func (s *Sem) upReadSlow(c int64) {
 	if c < 0 {
 		s.state.Add(readerBias)
@@ -284,9 +291,14 @@ func (s *Sem) tryStealWrite() bool {
 
 // UpWrite releases s taken for writing. It panics if s is not write-held.
 func (s *Sem) UpWrite() {
-	if s.state.CompareAndSwap(writerLocked, 0) {
-		return
+	if !s.state.CompareAndSwap(writerLocked, 0) {
+		s.upWriteSlow()
 	}
+}
+
+// upWriteSlow is UpWrite with waiters queued, readers testing the state
+// word, or misuse.
+func (s *Sem) upWriteSlow() {
 	old := s.state.Add(-writerLocked) + writerLocked
 	if old&writerLocked == 0 {
 		s.state.Add(writerLocked)
@@ -301,9 +313,14 @@ func (s *Sem) UpWrite() {
 // atomically: no writer can take s in between. Readers queued at the head
 // are granted with it. It panics if s is not write-held.
 func (s *Sem) DowngradeWrite() {
-	if s.state.CompareAndSwap(writerLocked, readerBias) {
-		return
+	if !s.state.CompareAndSwap(writerLocked, readerBias) {
+		s.downgradeSlow()
 	}
+}
+
+// downgradeSlow is DowngradeWrite with waiters queued, readers testing the
+// state word, or misuse.
+func (s *Sem) downgradeSlow() {
 	old := s.state.Add(readerBias-writerLocked) - readerBias + writerLocked
 	if old&writerLocked == 0 {
 		s.state.Add(writerLocked - readerBias)
