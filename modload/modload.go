@@ -62,8 +62,9 @@ func (t NodeType) String() string {
 // devfs_mk_symlink took, as one value so that a catalogue can be a table.
 type Node struct {
 	// Path is where the node goes, relative to the mount root ("net/tun").
-	// Missing parent directories are created by the Registrar (mode 0755,
-	// owned by root).
+	// Missing parent directories are created by the Registrar, mode 0755
+	// with an owner of its choosing (dcache: the node's); a loader that
+	// cares registers the directory first.
 	Path string
 	Type NodeType
 	// Perm holds the permission bits (and setuid, setgid, sticky: 07777),
@@ -153,8 +154,8 @@ func ValidatePath(p string) error {
 
 // Registrar is how a loader puts nodes into the namespace.
 //
-// Register creates n.Path with the parents it lacks (directories 0755 root,
-// as devfs did). If the name exists already, whatever it is, Register
+// Register creates n.Path with the parents it lacks (directories 0755, as
+// devfs did). If the name exists already, whatever it is, Register
 // changes nothing and returns an error for which errors.Is(err,
 // syscall.EEXIST) holds; loaders treat that as success (see IgnoreExist),
 // which makes a module that is loaded again, or whose node was made by

@@ -99,7 +99,9 @@ func one(n ...modload.Node) []modload.Node { return n }
 
 // catalogue is the built-in module table. Names of device and symlink nodes
 // never collide between modules (checked at init and by the tests); a
-// directory may be shared.
+// directory may be shared. A module lists its directories before their
+// contents, so they are 0755 root:root as devtmpfs makes them, whatever
+// owner the Registrar would give a parent it creates.
 var catalogue = buildCatalogue()
 
 func buildCatalogue() []Module {
@@ -128,14 +130,14 @@ func buildCatalogue() []Module {
 		)},
 		{Name: "vt", Description: "virtual consoles tty0-tty63", Nodes: chrSeq("tty%d", 64, 4, 0, 0620, gidTTY)},
 		{Name: "serial", Description: "8250 UART serial ports ttyS0-ttyS3", Nodes: chrSeq("ttyS%d", 4, 4, 64, 0660, gidDialout)},
-		{Name: "tun", Description: "TUN/TAP network device", Nodes: one(chr("net/tun", 10, 200, 0666, gidRoot))},
+		{Name: "tun", Description: "TUN/TAP network device", Nodes: one(dir("net", 0755), chr("net/tun", 10, 200, 0666, gidRoot))},
 		{Name: "kvm", Description: "kernel-based virtual machine", Nodes: one(chr("kvm", 10, 232, 0666, gidRoot))},
 		{Name: "vhost-net", Description: "host kernel accelerator for virtio net", Nodes: one(chr("vhost-net", 10, 238, 0666, gidRoot))},
 		{Name: "vhost-vsock", Description: "host kernel driver for virtio vsock", Nodes: one(chr("vhost-vsock", 10, 241, 0666, gidRoot))},
 		{Name: "fuse", Description: "filesystem in user space", Nodes: one(chr("fuse", 10, 229, 0666, gidRoot))},
 		{Name: "cuse", Description: "character device in user space", Nodes: one(chr("cuse", 10, 203, 0600, gidRoot))},
 		{Name: "input", Description: "input core: the unified mouse and event queues 0-31", Nodes: cat(
-			one(chr("input/mice", 13, 63, 0660, gidRoot)),
+			one(dir("input", 0755), chr("input/mice", 13, 63, 0660, gidRoot)),
 			chrSeq("input/event%d", 32, 13, 64, 0660, gidRoot),
 		)},
 		// devices.txt names 10:223 /dev/input/uinput; the kernel has
@@ -143,6 +145,7 @@ func buildCatalogue() []Module {
 		// user of it looks.
 		{Name: "uinput", Description: "user level driver support for input", Nodes: one(chr("uinput", 10, 223, 0600, gidRoot))},
 		{Name: "dri", Description: "direct rendering: card0 and its render node", Nodes: one(
+			dir("dri", 0755),
 			chr("dri/card0", 226, 0, 0660, gidVideo),
 			chr("dri/renderD128", 226, 128, 0666, gidRoot),
 		)},
@@ -154,6 +157,7 @@ func buildCatalogue() []Module {
 		// devices.txt gives ALSA major 116 without minors; these are the
 		// static minors of include/sound/minors.h for card 0, device 0.
 		{Name: "snd", Description: "ALSA card 0: control, pcm, hwdep, midi, sequencer, timer", Nodes: one(
+			dir("snd", 0755),
 			chr("snd/controlC0", 116, 0, 0660, gidAudio),
 			chr("snd/seq", 116, 1, 0660, gidAudio),
 			chr("snd/hwC0D0", 116, 4, 0660, gidAudio),
@@ -165,12 +169,12 @@ func buildCatalogue() []Module {
 		{Name: "i2c-dev", Description: "I2C adapters 0-15", Nodes: chrSeq("i2c-%d", 16, 89, 0, 0600, gidRoot)},
 		{Name: "watchdog", Description: "watchdog timer", Nodes: one(chr("watchdog", 10, 130, 0600, gidRoot))},
 		{Name: "hwrng", Description: "hardware random number generator", Nodes: one(chr("hwrng", 10, 183, 0600, gidRoot))},
-		{Name: "dm", Description: "device-mapper control", Nodes: one(chr("mapper/control", 10, 236, 0600, gidRoot))},
+		{Name: "dm", Description: "device-mapper control", Nodes: one(dir("mapper", 0755), chr("mapper/control", 10, 236, 0600, gidRoot))},
 		{Name: "btrfs", Description: "btrfs control device", Nodes: one(chr("btrfs-control", 10, 234, 0600, gidRoot))},
 		{Name: "autofs", Description: "autofs control device", Nodes: one(chr("autofs", 10, 235, 0600, gidRoot))},
 		{Name: "uhid", Description: "user-space I/O driver support for HID", Nodes: one(chr("uhid", 10, 239, 0600, gidRoot))},
 		{Name: "rfkill", Description: "radio transmission switches", Nodes: one(chr("rfkill", 10, 242, 0664, gidRoot))},
-		{Name: "vfio", Description: "VFIO container", Nodes: one(chr("vfio/vfio", 10, 196, 0666, gidRoot))},
+		{Name: "vfio", Description: "VFIO container", Nodes: one(dir("vfio", 0755), chr("vfio/vfio", 10, 196, 0666, gidRoot))},
 		{Name: "ppp", Description: "device independent PPP interface", Nodes: one(chr("ppp", 108, 0, 0600, gidRoot))},
 	}
 	for i := 0; i < 26; i++ {

@@ -1,6 +1,7 @@
 package builtin
 
 import (
+	"path"
 	"regexp"
 	"strconv"
 	"testing"
@@ -329,5 +330,27 @@ func TestBaseSet(t *testing.T) {
 	b.Nodes[0].Perm = 0
 	if Base().Nodes[0].Perm == 0 {
 		t.Error("Base() shares its slice with the catalogue")
+	}
+}
+
+// Every directory a module's nodes live in is declared by that module
+// before its contents, so the loader, not the Registrar, decides its mode
+// and owner.
+func TestCatalogueDirsBeforeContents(t *testing.T) {
+	for _, m := range Modules() {
+		declared := map[string]bool{}
+		for _, n := range m.Nodes {
+			for p := path.Dir(n.Path); p != "."; p = path.Dir(p) {
+				if !declared[p] {
+					t.Errorf("module %s: %s comes before its directory %s is declared", m.Name, n.Path, p)
+				}
+			}
+			if n.Type == modload.Directory {
+				declared[n.Path] = true
+				if n.Perm != 0755 && n.Perm != 01777 || n.UID != 0 || n.GID != 0 {
+					t.Errorf("module %s: directory %v, want 0755 (or 1777) root:root", m.Name, n)
+				}
+			}
+		}
 	}
 }
