@@ -65,9 +65,12 @@ type Config struct {
 	MaxNodes int64 `yaml:"max_nodes"`
 
 	// MaxFileSize caps a regular file's size; growing past it is EFBIG.
-	// In the file and on the command line: bytes, or a number with KiB,
-	// MiB or GiB.
+	// MaxBytes caps the content of all regular files together; past it a
+	// write is ENOSPC. In the file and on the command line: bytes, or a
+	// number with KiB, MiB or GiB. The defaults are dcache's: /dev holds
+	// small files.
 	MaxFileSize ByteSize `yaml:"max_file_size"`
+	MaxBytes    ByteSize `yaml:"max_bytes"`
 
 	// Debug logs every FUSE request and reply (go-fuse's Debug).
 	Debug bool `yaml:"debug"`
@@ -93,7 +96,8 @@ func Defaults() Config {
 		Dev:                true,
 		Readdirplus:        "auto",
 		MaxNodes:           1 << 20,
-		MaxFileSize:        16 << 20,
+		MaxFileSize:        1 << 20,
+		MaxBytes:           64 << 20,
 		LogLevel:           "info",
 		LogFormat:          "auto",
 	}
@@ -143,7 +147,12 @@ func (c *Config) Validate() error {
 		bad("max_nodes", "%d must be at least 1", c.MaxNodes)
 	}
 	if c.MaxFileSize < 0 || c.MaxFileSize > 1<<40 {
-		bad("max_file_size", "%d is out of range [0, 1TiB]", c.MaxFileSize)
+		bad("max_file_size", "%v is out of range [0, 1024GiB]", c.MaxFileSize)
+	}
+	if c.MaxBytes < 0 || c.MaxBytes > 1<<40 {
+		bad("max_bytes", "%v is out of range [0, 1024GiB]", c.MaxBytes)
+	} else if c.MaxBytes < c.MaxFileSize {
+		bad("max_bytes", "%v is less than max_file_size %v", c.MaxBytes, c.MaxFileSize)
 	}
 	if _, err := zapcore.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
 		bad("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
@@ -368,7 +377,8 @@ func mountFlags(c *Config, configPath *string) *flag.FlagSet {
 	fs.BoolVar(&c.Dev, "dev", c.Dev, "mount with dev (device nodes open their drivers)")
 	fs.StringVar(&c.Readdirplus, "readdirplus", c.Readdirplus, "READDIRPLUS policy: auto, always, never")
 	fs.Int64Var(&c.MaxNodes, "max-nodes", c.MaxNodes, "most nodes in the namespace")
-	fs.Var(&c.MaxFileSize, "max-file-size", "largest regular `size` (bytes, or with KiB, MiB, GiB)")
+	fs.Var(&c.MaxFileSize, "max-file-size", "largest regular file: `size` in bytes, or with KiB, MiB, GiB")
+	fs.Var(&c.MaxBytes, "max-bytes", "most content of all regular files together: `size`")
 	fs.BoolVar(&c.Debug, "debug", c.Debug, "log every FUSE request")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: auto (console on a terminal, else JSON), console, json")
@@ -451,6 +461,7 @@ func (c Config) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("readdirplus", c.Readdirplus)
 	enc.AddInt64("max_nodes", c.MaxNodes)
 	enc.AddString("max_file_size", c.MaxFileSize.String())
+	enc.AddString("max_bytes", c.MaxBytes.String())
 	enc.AddBool("debug", c.Debug)
 	enc.AddString("log_level", c.LogLevel)
 	enc.AddString("log_format", c.LogFormat)

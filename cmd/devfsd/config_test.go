@@ -58,6 +58,7 @@ allow_other: false
 readdirplus: never
 max_nodes: 5000
 max_file_size: 4MiB
+max_bytes: 1GiB
 debug: true
 log_level: debug
 `)
@@ -76,6 +77,7 @@ log_level: debug
 			c.Readdirplus = "never"
 			c.MaxNodes = 5000
 			c.MaxFileSize = 4 << 20
+			c.MaxBytes = 1 << 30
 			c.Debug = true
 			c.LogLevel = "debug"
 		}},
@@ -92,6 +94,7 @@ log_level: debug
 			c.Readdirplus = "always"
 			c.MaxNodes = 7
 			c.MaxFileSize = 512 << 10
+			c.MaxBytes = 1 << 30
 			c.Debug = false
 			c.LogLevel = "debug"
 		}},
@@ -205,7 +208,9 @@ func TestConfigValidation(t *testing.T) {
 		{"max nodes", []string{"--max-nodes=0", mnt}, "max_nodes: 0 must be at least 1"},
 		{"log level", []string{"--log-level=chatty", mnt}, "log_level"},
 		{"log format", []string{"--log-format=xml", mnt}, "log_format"},
-		{"several at once", []string{"--max-nodes=0", "--log-format=xml", mnt}, "max_nodes"},
+		{"max bytes under file size", []string{"--max-file-size=2MiB", "--max-bytes=1MiB", mnt}, "max_bytes: 1MiB is less than max_file_size 2MiB"},
+		{"file size too big", []string{"--max-file-size=2048GiB", "--max-bytes=4096GiB", mnt}, "max_file_size: 2048GiB is out of range"},
+		{"several at once", []string{"--max-nodes=0", "--log-format=xml", mnt}, "max_nodes: 0 must be at least 1\nlog_format: \"xml\""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -14,11 +14,16 @@ var errNoServer = errors.New("the FUSE server is not built yet (issue 4)")
 // (flags, config file, validation, logger, signals, sd_notify) is done.
 //
 // Its contract, for the fs engineer:
-//   - build the namespace (dcache), the built-in loader over it
-//     (builtin.New(registrar, log) with a small adapter from dcache to
-//     modload.Registrar; loader.RegisterBase(ctx) before mounting), the
-//     lookup path with the loader adapted to lookup's interface, and the
-//     fs server with cfg's timeouts and mount options;
+//   - build the namespace: dcache.New with MaxNodes, MaxFileSize, MaxBytes
+//     from cfg and NegativeTTL = cfg.NegativeTimeout (dcache reads 0 as
+//     "default 1s": pass a negative TTL when cfg says 0);
+//   - the built-in loader over it: l := builtin.New(nsRegistrar{ns}, log)
+//     (wire.go), then l.RegisterBase(ctx) before mounting;
+//   - the lookup path with l adapted to lookup's loader interface (a
+//     one-function adapter: modload.Caller from lookup's caller) and
+//     cfg.LoaderTimeout;
+//   - the fs server with cfg's timeouts, Readdirplus, Debug and the mount
+//     options AllowOther, DefaultPermissions, Dev;
 //   - mount on cfg.Mountpoint, then call ready() once the mount is live
 //     (it sends READY=1 to systemd when NOTIFY_SOCKET is set);
 //   - serve until ctx is cancelled (SIGTERM/SIGINT; STOPPING=1 is already
