@@ -19,9 +19,8 @@ var errNoServer = errors.New("the FUSE server is not built yet (issue 4)")
 //     "default 1s": pass a negative TTL when cfg says 0);
 //   - the built-in loader over it: l := builtin.New(nsRegistrar{ns}, log)
 //     (wire.go), then l.RegisterBase(ctx) before mounting;
-//   - the lookup path with l adapted to lookup's loader interface (a
-//     one-function adapter: modload.Caller from lookup's caller) and
-//     cfg.LoaderTimeout;
+//   - the lookup path: lookup.New(ns, lookup.LoaderFunc(loaderFunc(l)),
+//     lookup.Options{Timeout: cfg.LoaderTimeout, ...}) (wire.go);
 //   - the fs server with cfg's timeouts, Readdirplus, Debug and the mount
 //     options AllowOther, DefaultPermissions, Dev;
 //   - mount on cfg.Mountpoint, then call ready() once the mount is live

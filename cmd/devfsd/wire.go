@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"syscall"
 
@@ -41,4 +42,13 @@ func (r nsRegistrar) Register(n modload.Node) error {
 		Target: n.Target,
 	}, dcache.Caller{Origin: dcache.OriginBuiltin})
 	return err
+}
+
+// loaderFunc adapts a modload.Loader to the shape of lookup's Loader
+// (lookup.Caller is dcache.Caller): wire it as
+// lookup.LoaderFunc(loaderFunc(l)).
+func loaderFunc(l modload.Loader) func(ctx context.Context, dir, name string, c dcache.Caller) error {
+	return func(ctx context.Context, dir, name string, c dcache.Caller) error {
+		return l.Load(ctx, dir, name, modload.Caller{PID: c.Pid, UID: c.Uid, GID: c.Gid})
+	}
 }
