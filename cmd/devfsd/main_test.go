@@ -59,7 +59,7 @@ func TestVersionLdflags(t *testing.T) {
 	}{
 		{[]string{"helper"}, 2, "devfsd: helper: "},
 		{[]string{"mount"}, 2, "mountpoint: missing"},
-		{[]string{"mount", t.TempDir()}, 1, "devfsd: the FUSE server is not built yet (issue 4)"},
+		{[]string{"mount", filepath.Join(t.TempDir(), "missing")}, 2, "mountpoint: stat"},
 	} {
 		cmd := exec.Command(bin, tt.args...)
 		var stderr bytes.Buffer
@@ -92,7 +92,6 @@ func TestDispatch(t *testing.T) {
 		{[]string{"mount", "-h"}, 0, ""},
 		{[]string{"mount"}, 2, "mountpoint: missing"},
 		{[]string{"mount", "--bogus", mnt}, 2, "flag provided but not defined"},
-		{[]string{"mount", mnt}, 1, "the FUSE server is not built yet (issue 4)"},
 	}
 	for _, tt := range tests {
 		var out, errb bytes.Buffer
@@ -116,14 +115,20 @@ func TestDispatch(t *testing.T) {
 	}
 }
 
-// Until the server exists, mount validates everything and fails clearly;
-// it never tells systemd it is ready.
-func TestMountWithoutServerIsNotReady(t *testing.T) {
+// A server that cannot mount fails clearly and never tells systemd it is
+// ready.
+func TestMountFailureIsNotReady(t *testing.T) {
 	sd := newFakeSystemd(t)
+	old := serve
+	t.Cleanup(func() { serve = old })
+	boom := errors.New("cannot mount on DIR: mount(2) as root: EPERM; fusermount3: exit 1")
+	serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func()) error {
+		return boom
+	}
 	var errb bytes.Buffer
 	err := run(context.Background(), []string{"mount", t.TempDir()}, &bytes.Buffer{}, &errb)
-	if !errors.Is(err, errNoServer) {
-		t.Fatalf("err = %v, want errNoServer", err)
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want the mount error", err)
 	}
 	for _, msg := range sd.pending() {
 		if msg == "READY=1" {

@@ -1,0 +1,184 @@
+package main
+
+// Test-only hooks. They exist so that tests/integration can drive the
+// daemon, a separate process, into states no user can reach yet (there is
+// no control socket before the control-API issue): a slow loader, and
+// registrations made outside FUSE. They are switched on only by these
+// environment variables, are logged at warn level when on, and are not
+// part of the configuration or of the documented interface:
+//
+//	DEVFSD_TEST_LOADER_DELAY=DURATION
+//	    every load waits DURATION before the built-in loader runs (the
+//	    wait ends early when the load's deadline passes).
+//	DEVFSD_TEST_HOOK_FILE=PATH
+//	    on SIGUSR2 the daemon reads PATH, one command a line:
+//	        register char|block PATH MAJOR MINOR [MODE]
+//	        register dir PATH [MODE]
+//	        register symlink PATH TARGET
+//	        unregister PATH
+//	    applies them in order through dcache.Namespace.Register and
+//	    Unregister (Origin builtin, as the loader's registrations are), and
+//	    then writes PATH.done atomically: the number of SIGUSR2s handled so
+//	    far on the first line, then one line per command, "ok" or the error.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/modload"
+)
+
+type testHooks struct {
+	loaderDelay time.Duration
+	hookFile    string
+}
+
+func testHooksFromEnv() (testHooks, error) {
+	var h testHooks
+	if v := os.Getenv("DEVFSD_TEST_LOADER_DELAY"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return h, usageError{fmt.Errorf("DEVFSD_TEST_LOADER_DELAY=%q: not a duration", v)}
+		}
+		h.loaderDelay = d
+	}
+	h.hookFile = os.Getenv("DEVFSD_TEST_HOOK_FILE")
+	return h, nil
+}
+
+// delayedLoader delays every load (DEVFSD_TEST_LOADER_DELAY).
+type delayedLoader struct {
+	l     modload.Loader
+	delay time.Duration
+}
+
+func (d delayedLoader) Load(ctx context.Context, dir, name string, c modload.Caller) error {
+	t := time.NewTimer(d.delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return d.l.Load(ctx, dir, name, c)
+}
+
+// start installs the SIGUSR2 hook if DEVFSD_TEST_HOOK_FILE is set and
+// returns its stop function.
+func (h testHooks) start(ns *dcache.Namespace, log *zap.Logger) func() {
+	if h.hookFile == "" {
+		return func() {}
+	}
+	log.Warn("TEST HOOK: SIGUSR2 applies the commands of a file", zap.String("file", h.hookFile))
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGUSR2)
+	done := make(chan struct{})
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-sigs:
+			case <-done:
+				return
+			}
+			n++
+			var out bytes.Buffer
+			fmt.Fprintf(&out, "%d\n", n)
+			for _, r := range runHookFile(ns, h.hookFile) {
+				fmt.Fprintln(&out, r)
+			}
+			tmp := h.hookFile + ".done.tmp"
+			if err := os.WriteFile(tmp, out.Bytes(), 0o644); err == nil {
+				err = os.Rename(tmp, h.hookFile+".done")
+				if err != nil {
+					log.Error("test hook: writing the result", zap.Error(err))
+				}
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(sigs)
+		close(done)
+	}
+}
+
+func runHookFile(ns *dcache.Namespace, path string) []string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return []string{"error: " + err.Error()}
+	}
+	var res []string
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	builtinCaller := dcache.Caller{Origin: dcache.OriginBuiltin}
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		err := func() error {
+			switch {
+			case f[0] == "unregister" && len(f) == 2:
+				return ns.Unregister(f[1], builtinCaller)
+			case f[0] == "register" && len(f) >= 3:
+				spec := dcache.Spec{Mode: 0o644}
+				var perr error
+				num := func(s string, base int) uint32 {
+					v, e := strconv.ParseUint(s, base, 32)
+					if e != nil && perr == nil {
+						perr = e
+					}
+					return uint32(v)
+				}
+				switch f[1] {
+				case "char", "block":
+					if len(f) < 5 {
+						return fmt.Errorf("want register %s PATH MAJOR MINOR [MODE]", f[1])
+					}
+					spec.Type = dcache.TypeChar
+					if f[1] == "block" {
+						spec.Type = dcache.TypeBlock
+					}
+					spec.Major, spec.Minor = num(f[3], 10), num(f[4], 10)
+					if len(f) > 5 {
+						spec.Mode = num(f[5], 8)
+					}
+				case "dir":
+					spec.Type, spec.Mode = dcache.TypeDir, 0o755
+					if len(f) > 3 {
+						spec.Mode = num(f[3], 8)
+					}
+				case "symlink":
+					if len(f) != 4 {
+						return fmt.Errorf("want register symlink PATH TARGET")
+					}
+					spec.Type, spec.Mode, spec.Target = dcache.TypeSymlink, 0o777, f[3]
+				default:
+					return fmt.Errorf("unknown type %q", f[1])
+				}
+				if perr != nil {
+					return perr
+				}
+				_, rerr := ns.Register(f[2], spec, builtinCaller)
+				return rerr
+			}
+			return fmt.Errorf("bad command %q", sc.Text())
+		}()
+		if err != nil {
+			res = append(res, "error: "+err.Error())
+		} else {
+			res = append(res, "ok")
+		}
+	}
+	return res
+}

@@ -1,0 +1,94 @@
+// Package fs is devfsd's FUSE server: go-fuse v2's raw API
+// (fuse.RawFileSystem) over the namespace of package dcache and the lookup
+// protocol of package lookup. There is one tree, the namespace; the server
+// keeps no tree of its own, only what the FUSE protocol obliges it to
+// remember about the kernel: which node ids the kernel holds, and which
+// files it has open.
+//
+// # Node ids and FORGET
+//
+// A node's FUSE node id is its dcache inode number (the root is 1), with
+// the namespace's generation number, so ids are never reused and never
+// allocated here. The server's node table maps each id the kernel holds to
+// its *dcache.Node with the kernel's lookup count: every reply that gives
+// the kernel an entry — LOOKUP, MKNOD, MKDIR, SYMLINK, LINK, CREATE, and
+// every READDIRPLUS entry but "." and ".." — adds one before it is sent,
+// and FORGET and BATCH_FORGET subtract. An id stays valid until the kernel
+// forgets it, even after the node was unlinked, renamed or unregistered;
+// when its count reaches zero the id leaves the table, and the node is
+// untouched: a node never vanishes from the namespace because the kernel
+// dropped its caches (drop_caches), and nothing the kernel forgets can
+// bring a removed node back, because lookups answer only from the
+// namespace.
+//
+// # Requests
+//
+// LOOKUP runs lookup.Resolver.Lookup, which asks the loader on a miss and
+// waits; a miss is answered as a negative entry that the kernel caches for
+// the negative timeout. MKNOD, MKDIR, SYMLINK, LINK, UNLINK, RMDIR and
+// RENAME(2) run the Resolver's changes, which wait for a load of the same
+// name in flight. GETATTR, SETATTR, READLINK and file content go straight
+// to the dcache.Node. READDIR and READDIRPLUS list through the Resolver
+// (which never asks the loader), offsets being dcache's stable cookies,
+// "." and ".." included. STATFS reports the namespace's limits and a name
+// limit of 255. ACCESS checks mode bits (only sent without
+// default_permissions). OPEN, CREATE, READ, WRITE, FLUSH, FSYNC, RELEASE
+// and FALLOCATE (mode 0 and KEEP_SIZE) serve small regular files; a handle
+// holds its *dcache.Node, so an unlinked file stays readable and writable
+// through it. Extended attributes are not real here and are disabled
+// (ENOSYS once; the kernel stops asking). Everything else is ENOSYS from
+// the embedded fuse.NewDefaultRawFileSystem.
+//
+// Errors from dcache and lookup wrap a syscall.Errno and are mapped with
+// errors.As; anything else is a bug below, logged and answered EIO. Modes
+// and owners are passed through as stored: mode 0000 stays 0000. The
+// caller's pid, uid and gid come from the request header as a
+// dcache.Caller with Origin OriginFUSE.
+//
+// # Interrupts
+//
+// A FUSE INTERRUPT closes the request's cancel channel; a request that may
+// wait gets a context (reqCtx) that is done then, or when shutdown begins.
+// Package lookup honours it only before anything changed and answers
+// EINTR, so a lookup waiting on a slow loader returns EINTR at once when
+// its caller is killed, and the load goes on for the other waiters.
+//
+// # Kernel cache invalidation
+//
+// The NotifyQueue is the namespace's event sink. Changes made through
+// FUSE need no notify (the kernel made them). For every other change —
+// REGISTER (loader, control API), UNREGISTER, the expiry of a negative
+// entry, a mode or owner change by the daemon — it queues an entry notify
+// (which also kills a negative dentry), a delete notify, or an inode
+// (attribute) notify. One worker goroutine sends them, never a handler and
+// never with a namespace lock held: the kernel applies a notify under its
+// own directory lock, which a process blocked in one of our requests may
+// hold. The queue is bounded; overflow is counted and logged, and costs at
+// most one cache timeout of staleness in the kernel.
+//
+// # Shutdown
+//
+// Live requests are counted with sync/refcount. Shutdown closes the
+// stopping channel (waits in flight end with EINTR), kills the count (new
+// requests are refused with ENOTCONN; FORGET and RELEASE are always
+// served, they have no answer to refuse), drains it for at most the
+// shutdown timeout, unmounts (lazily if the mount is busy), waits a bounded
+// time for the serve loop to end and stops the notify worker. It is
+// idempotent and bounded.
+//
+// # The server and its own mount
+//
+// The daemon never touches its own mount: Mount does not use go-fuse's
+// WaitMount (which opens a file in the mount from the serving process);
+// the mount is live once NewServer has returned, INIT being complete.
+//
+// # Lock order
+//
+//	lookup and dcache locks (see those packages; taken inside their calls)
+//	  nodeTable shard mutex, handleTable mutex, NotifyQueue.mu (leaves;
+//	  never held across a call)
+//
+// No lock of this package is held while calling lookup or dcache, nor
+// while sending a notify; every unlock is deferred or immediately follows
+// code that cannot panic.
+package fs

@@ -1,0 +1,261 @@
+package fs
+
+import (
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"go.uber.org/zap"
+
+	"github.com/devfsd/devfsd/dcache"
+)
+
+// The kernel caches names, attributes and misses for the timeouts the
+// server gives it. Changes made through the mount update those caches by
+// themselves; every other change — a registration by the loader or the
+// control API, an unregistration, a negative entry that expired, an
+// attribute changed by the daemon — must be pushed to the kernel with a
+// notify. A notify must never be sent from a FUSE handler nor with a
+// namespace lock held: the kernel takes its own directory lock to apply
+// it, and that lock may be held by a process whose request is waiting on
+// that handler or lock. So the dcache event sink (NotifyQueue.Event) only
+// queues, and one worker goroutine sends.
+//
+// Overflow. The queue is bounded (NotifyOptions.Size). An event that finds
+// it full is dropped and counted (Stats.NotifyDropped), and the worker
+// logs the count at warn level once it has caught up. What is lost is
+// bounded: the kernel forgets a stale name or attribute after the entry,
+// attribute or negative timeout, whichever applies, so a dropped notify
+// costs at most one timeout of staleness and never an inconsistency inside
+// the daemon, whose namespace stays the only truth.
+
+// noticeKind is what a notify asks the kernel to do.
+type noticeKind uint8
+
+const (
+	noticeEntry  noticeKind = iota + 1 // EntryNotify(parent, name): forget the name, positive or negative
+	noticeDelete                       // DeleteNotify(parent, child, name): the name is gone
+	noticeInode                        // InodeNotify(child): forget the attributes
+)
+
+func (k noticeKind) String() string {
+	switch k {
+	case noticeEntry:
+		return "entry"
+	case noticeDelete:
+		return "delete"
+	case noticeInode:
+		return "inode"
+	}
+	return "invalid"
+}
+
+// notice is one queued notify.
+type notice struct {
+	kind   noticeKind
+	parent uint64
+	child  uint64
+	name   string
+}
+
+// notifier is the part of *fuse.Server the worker uses; tests fake it.
+type notifier interface {
+	EntryNotify(parent uint64, name string) fuse.Status
+	DeleteNotify(parent uint64, child uint64, name string) fuse.Status
+	InodeNotify(node uint64, off int64, length int64) fuse.Status
+}
+
+// DefaultNotifyQueue is the default bound of the notify queue.
+const DefaultNotifyQueue = 65536
+
+// NotifyQueue turns namespace events into kernel notifies. It is the
+// dcache.Sink of the namespace a Server serves: make it first, pass it as
+// dcache.Options.Sink, then hand it to New. Until the server is mounted
+// it drops every event — the kernel has nothing cached yet.
+type NotifyQueue struct {
+	max int // immutable
+
+	mu sync.Mutex // a leaf
+	// Guarded by mu:
+	q       []notice
+	enabled bool // the mount is live: queue
+	closed  bool // the worker is stopping: drop
+
+	wake chan struct{} // capacity 1: "the queue is not empty"
+
+	queued  atomic.Uint64 // notices queued
+	dropped atomic.Uint64 // notices dropped because the queue was full
+	sent    atomic.Uint64 // notices the kernel accepted
+	failed  atomic.Uint64 // notices the kernel refused (other than ENOENT)
+}
+
+// NewNotifyQueue returns a queue holding at most size notices (size <= 0:
+// DefaultNotifyQueue).
+func NewNotifyQueue(size int) *NotifyQueue {
+	if size <= 0 {
+		size = DefaultNotifyQueue
+	}
+	return &NotifyQueue{max: size, wake: make(chan struct{}, 1)}
+}
+
+var _ dcache.Sink = (*NotifyQueue)(nil)
+
+// Event implements dcache.Sink: it turns a change the kernel cannot know
+// of (one not made through FUSE) into a notice and queues it. It never
+// blocks and never calls into dcache, lookup or the kernel.
+func (nq *NotifyQueue) Event(ev dcache.Event) {
+	if ev.Origin.Origin == dcache.OriginFUSE {
+		return // the kernel made this change itself
+	}
+	var n notice
+	switch ev.Kind {
+	case dcache.KindRegister, dcache.KindCreate, dcache.KindExpire:
+		n = notice{kind: noticeEntry, parent: ev.Parent, name: ev.Name}
+	case dcache.KindUnregister, dcache.KindDelete:
+		n = notice{kind: noticeDelete, parent: ev.Parent, child: ev.Ino, name: ev.Name}
+	case dcache.KindChange:
+		n = notice{kind: noticeInode, child: ev.Ino}
+	default:
+		return // LOOKUP: nothing changed
+	}
+	if n.kind != noticeInode && (n.parent == 0 || n.name == "") {
+		return
+	}
+	nq.push(n)
+}
+
+func (nq *NotifyQueue) push(n notice) {
+	nq.mu.Lock()
+	if !nq.enabled || nq.closed {
+		nq.mu.Unlock()
+		return
+	}
+	if len(nq.q) >= nq.max {
+		nq.mu.Unlock()
+		nq.dropped.Add(1)
+		return
+	}
+	nq.q = append(nq.q, n)
+	nq.mu.Unlock()
+	nq.queued.Add(1)
+	select {
+	case nq.wake <- struct{}{}:
+	default:
+	}
+}
+
+// enable starts queueing (the mount is live).
+func (nq *NotifyQueue) enable() {
+	nq.mu.Lock()
+	nq.enabled = true
+	nq.mu.Unlock()
+}
+
+// close stops queueing and wakes the worker so that it can exit.
+func (nq *NotifyQueue) close() {
+	nq.mu.Lock()
+	nq.closed = true
+	nq.q = nil
+	nq.mu.Unlock()
+	select {
+	case nq.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the queued notices and empties the queue; done reports
+// that the queue was closed.
+func (nq *NotifyQueue) take() (batch []notice, done bool) {
+	nq.mu.Lock()
+	defer nq.mu.Unlock()
+	batch, nq.q = nq.q, nil
+	return batch, nq.closed
+}
+
+// len returns the number of queued notices.
+func (nq *NotifyQueue) len() int {
+	nq.mu.Lock()
+	defer nq.mu.Unlock()
+	return len(nq.q)
+}
+
+// run is the worker: it sends queued notices, in order, until close. It
+// holds no lock while it sends. A notice may block in the kernel for as
+// long as a request on its directory is in flight; that is why it runs
+// here and nowhere else.
+func (nq *NotifyQueue) run(k notifier, log *zap.Logger) {
+	var reportedDrops uint64
+	for {
+		batch, done := nq.take()
+		if done {
+			return
+		}
+		for _, n := range batch {
+			st := send(k, n)
+			switch st {
+			case fuse.OK:
+				nq.sent.Add(1)
+			case fuse.ENOENT:
+				// The kernel holds nothing under that name or id:
+				// nothing to invalidate.
+				nq.sent.Add(1)
+			default:
+				nq.failed.Add(1)
+				if st != fuse.Status(syscall.ENODEV) && st != fuse.Status(syscall.EBADF) {
+					log.Debug("notify refused", zap.Stringer("kind", n.kind),
+						zap.Uint64("parent", n.parent), zap.Uint64("ino", n.child),
+						zap.String("name", n.name), zap.Stringer("status", st))
+				}
+			}
+		}
+		if d := nq.dropped.Load(); d != reportedDrops {
+			log.Warn("notify queue overflowed; the kernel may serve stale names until their timeouts",
+				zap.Uint64("dropped_total", d), zap.Int("queue_size", nq.max))
+			reportedDrops = d
+		}
+		if len(batch) == 0 {
+			<-nq.wake
+		}
+	}
+}
+
+func send(k notifier, n notice) fuse.Status {
+	switch n.kind {
+	case noticeEntry:
+		return k.EntryNotify(n.parent, n.name)
+	case noticeDelete:
+		return k.DeleteNotify(n.parent, n.child, n.name)
+	case noticeInode:
+		return k.InodeNotify(n.child, -1, 0) // attributes only
+	}
+	return fuse.EINVAL
+}
+
+// NotifyStats counts the queue's work.
+type NotifyStats struct {
+	Queued, Dropped, Sent, Failed uint64
+	Pending                       int
+}
+
+// Stats returns the queue's counters.
+func (nq *NotifyQueue) Stats() NotifyStats {
+	return NotifyStats{Queued: nq.queued.Load(), Dropped: nq.dropped.Load(),
+		Sent: nq.sent.Load(), Failed: nq.failed.Load(), Pending: nq.len()}
+}
+
+// stopWorker closes nq and waits up to d for the worker to exit. A worker
+// blocked in the kernel (a notify waiting on a directory lock) is left
+// behind; the process exit ends it.
+func stopWorker(nq *NotifyQueue, exited <-chan struct{}, d time.Duration) bool {
+	nq.close()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-exited:
+		return true
+	case <-t.C:
+		return false
+	}
+}

@@ -1,0 +1,393 @@
+package fs
+
+import (
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"go.uber.org/zap"
+
+	"github.com/devfsd/devfsd/dcache"
+)
+
+// Every handler that answers a request counts itself live first (enter)
+// and uncounts with a deferred Put, so that a panic recovered by go-fuse
+// leaves the count right; no handler holds a lock of its own across a call
+// into lookup or dcache, and those packages unlock with defer on every
+// path that can panic.
+
+func caller(h *fuse.InHeader) dcache.Caller {
+	return dcache.Caller{Pid: h.Pid, Uid: h.Uid, Gid: h.Gid, Origin: dcache.OriginFUSE}
+}
+
+// status maps err and logs the unexpected ones (EIO fallbacks).
+func (s *Server) status(op string, err error) fuse.Status {
+	st := toStatus(err)
+	if err != nil && !known(err) {
+		s.log.Error("unexpected error", zap.String("op", op), zap.Error(err))
+	}
+	return st
+}
+
+// node returns the node the kernel calls id.
+func (s *Server) node(id uint64) (*dcache.Node, fuse.Status) {
+	n := s.nodes.get(id)
+	if n == nil {
+		s.log.Warn("request for a node id the kernel was never given or forgot", zap.Uint64("id", id))
+		return nil, fuse.Status(syscall.ESTALE)
+	}
+	return n, fuse.OK
+}
+
+// dir returns the directory the kernel calls id.
+func (s *Server) dir(id uint64) (*dcache.Node, fuse.Status) {
+	n, st := s.node(id)
+	if st != fuse.OK {
+		return nil, st
+	}
+	if !n.IsDir() {
+		return nil, fuse.ENOTDIR
+	}
+	return n, fuse.OK
+}
+
+// entry fills out for n and counts the lookup the reply hands the kernel.
+func (s *Server) entry(n *dcache.Node, out *fuse.EntryOut) {
+	a := n.Attr()
+	out.NodeId = s.nodes.ref(n)
+	out.Generation = a.Gen
+	out.SetEntryTimeout(s.entryTO)
+	out.SetAttrTimeout(s.attrTO)
+	fillAttr(&a, &out.Attr)
+}
+
+// Lookup is LOOKUP: the lookup protocol of package lookup, which asks the
+// loader on a miss. A miss is answered as a negative entry cached for the
+// negative timeout (NodeId 0), or plain ENOENT when that timeout is 0.
+func (s *Server) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	if !s.enter() {
+		return errShutdown
+	}
+	defer s.live.Put()
+	dir, st := s.dir(h.NodeId)
+	if st != fuse.OK {
+		return st
+	}
+	ctx := s.ctx(cancel)
+	n, err := s.res.Lookup(ctx, dir, name, caller(h))
+	ctx.release()
+	if err != nil {
+		st := s.status("lookup", err)
+		if st == fuse.ENOENT && s.negTO > 0 {
+			*out = fuse.EntryOut{}
+			out.SetEntryTimeout(s.negTO)
+			return fuse.OK
+		}
+		return st
+	}
+	s.entry(n, out)
+	return fuse.OK
+}
+
+// Forget is FORGET and each item of BATCH_FORGET: no reply, never refused.
+func (s *Server) Forget(id, nlookup uint64) {
+	s.nodes.forget(id, nlookup)
+}
+
+// GetAttr is GETATTR.
+func (s *Server) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	if !s.enter() {
+		return errShutdown
+	}
+	defer s.live.Put()
+	n, st := s.node(in.NodeId)
+	if st != fuse.OK {
+		return st
+	}
+	a := n.Attr()
+	fillAttr(&a, &out.Attr)
+	out.SetTimeout(s.attrTO)
+	return fuse.OK
+}
+
+// SetAttr is SETATTR: chmod, chown, truncate, utimens. The kernel clears
+// set-user-id and set-group-id itself (the server does not negotiate
+// handle_killpriv): on write, truncate and chown it sends a SETATTR whose
+// mode has them cleared, possibly together with the owner change.
+func (s *Server) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	if !s.enter() {
+		return errShutdown
+	}
+	defer s.live.Put()
+	n, st := s.node(in.NodeId)
+	if st != fuse.OK {
+		return st
+	}
+	var sa dcache.SetAttrIn
+	v := in.Valid
+	if v&fuse.FATTR_MODE != 0 {
+		sa.Valid |= dcache.SetMode
+		sa.Mode = in.Mode
+	}
+	if v&fuse.FATTR_UID != 0 {
+		sa.Valid |= dcache.SetUid
+		sa.Uid = in.Uid
+	}
+	if v&fuse.FATTR_GID != 0 {
+		sa.Valid |= dcache.SetGid
+		sa.Gid = in.Gid
+	}
+	if v&fuse.FATTR_SIZE != 0 {
+		sa.Valid |= dcache.SetSize
+		sa.Size = in.Size
+	}
+	switch {
+	case v&fuse.FATTR_ATIME_NOW != 0:
+		sa.Valid |= dcache.SetAtimeNow
+	case v&fuse.FATTR_ATIME != 0:
+		sa.Valid |= dcache.SetAtime
+		sa.Atime = time.Unix(int64(in.Atime), int64(in.Atimensec))
+	}
+	switch {
+	case v&fuse.FATTR_MTIME_NOW != 0:
+		sa.Valid |= dcache.SetMtimeNow
+	case v&fuse.FATTR_MTIME != 0:
+		sa.Valid |= dcache.SetMtime
+		sa.Mtime = time.Unix(int64(in.Mtime), int64(in.Mtimensec))
+	}
+	a, err := n.SetAttr(sa, caller(&in.InHeader))
+	if err != nil {
+		return s.status("setattr", err)
+	}
+	fillAttr(&a, &out.Attr)
+	out.SetTimeout(s.attrTO)
+	return fuse.OK
+}
+
+// Mknod is MKNOD: devices, fifos, sockets, regular files.
+func (s *Server) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	if !s.enter() {
+		return errShutdown
+	}
+	defer s.live.Put()
+	dir, st := s.dir(in.NodeId)
+	if st != fuse.OK {
+		return st
+	}
+	major, minor := splitDev(in.Rdev)
+	ctx := s.ctx(cancel)
+	n, err := s.res.Mknod(ctx, dir, name, in.Mode, major, minor, caller(&in.InHeader))
+	ctx.release()
+	if err != nil {
+		return s.status("mknod", err)
+	}
+	s.entry(n, out)
+	return fuse.OK
+}
+
+// Mkdir is MKDIR.
+func (s *Server) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	if !s.enter() {
+		return errShutdown
+	}
+	defer s.live.Put()
+	dir, st := s.dir(in.NodeId)
+	if st != fuse.OK {
+		return st
+	}
+	ctx := s.ctx(cancel)
+	n, err := s.res.Mkdir(ctx, dir, name, in.Mode&dcache.PermMask, caller(&in.InHeader))
+	ctx.release()
+	if err != nil {
+		return s.status("mkdir", err)
+	}
+	s.entry(n, out)
+	return fuse.OK
+}
+
+// Symlink is SYMLINK: linkName in the directory, pointing at pointedTo.
+func (s *Server) Symlink(cancel <-chan struct{}, h *fuse.InHeader, pointedTo, linkName string, out *fuse.EntryOut) fuse.Status {
+	if !s.enter() {
+		return errShutdown
+	}
+	defer s.live.Put()
+	dir, st := s.dir(h.NodeId)
+	if st != fuse.OK {
+		return st
+	}
+	ctx := s.ctx(cancel)
+	n, err := s.res.Symlink(ctx, dir, linkName, pointedTo, caller(h))
+	ctx.release()
+	if err != nil {
+		return s.status("symlink", err)
+	}
+	s.entry(n, out)
+	return fuse.OK
+}
+
+// Readlink is READLINK.
+func (s *Server) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
+	if !s.enter() {
+		return nil, errShutdown
+	}
+	defer s.live.Put()
+	n, st := s.node(h.NodeId)
+	if st != fuse.OK {
+		return nil, st
+	}
+	t, err := n.Readlink()
+	if err != nil {
+		return nil, s.status("readlink", err)
+	}
+	return []byte(t), fuse.OK
+}
+
+// Link is LINK: a new name for an existing node.
+func (s *Server) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
+	if !s.enter() {
+		return errShutdown
+	}
+	defer s.live.Put()
+	dir, st := s.dir(in.NodeId)
+	if st != fuse.OK {
+		return st
+	}
+	target, st := s.node(in.Oldnodeid)
+	if st != fuse.OK {
+		return st
+	}
+	ctx := s.ctx(cancel)
+	err := s.res.Link(ctx, dir, name, target, caller(&in.InHeader))
+	ctx.release()
+	if err != nil {
+		return s.status("link", err)
+	}
+	s.entry(target, out)
+	return fuse.OK
+}
+
+// Unlink is UNLINK. The node lives on for whoever holds it (open handles,
+// the kernel's node id) with nlink 0.
+func (s *Server) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	if !s.enter() {
+		return errShutdown
+	}
+	defer s.live.Put()
+	dir, st := s.dir(h.NodeId)
+	if st != fuse.OK {
+		return st
+	}
+	ctx := s.ctx(cancel)
+	err := s.res.Unlink(ctx, dir, name, caller(h))
+	ctx.release()
+	return s.status("unlink", err)
+}
+
+// Rmdir is RMDIR.
+func (s *Server) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	if !s.enter() {
+		return errShutdown
+	}
+	defer s.live.Put()
+	dir, st := s.dir(h.NodeId)
+	if st != fuse.OK {
+		return st
+	}
+	ctx := s.ctx(cancel)
+	err := s.res.Rmdir(ctx, dir, name, caller(h))
+	ctx.release()
+	return s.status("rmdir", err)
+}
+
+// Rename is RENAME and RENAME2 (flags RENAME_NOREPLACE, RENAME_EXCHANGE;
+// RENAME_WHITEOUT is EINVAL, as on a file system without whiteouts).
+func (s *Server) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
+	if !s.enter() {
+		return errShutdown
+	}
+	defer s.live.Put()
+	if in.Flags&^(dcache.RenameNoReplace|dcache.RenameExchange) != 0 {
+		return fuse.EINVAL
+	}
+	oldDir, st := s.dir(in.NodeId)
+	if st != fuse.OK {
+		return st
+	}
+	newDir, st := s.dir(in.Newdir)
+	if st != fuse.OK {
+		return st
+	}
+	ctx := s.ctx(cancel)
+	err := s.res.Rename(ctx, oldDir, oldName, newDir, newName, in.Flags, caller(&in.InHeader))
+	ctx.release()
+	return s.status("rename", err)
+}
+
+// Access is ACCESS. With default_permissions (the default) the kernel
+// checks permissions itself and never sends it; without, this is the
+// check: the owner, group and other bits against the caller's ids (its
+// supplementary groups are not known), root passing everything but an
+// execute check on a file with no execute bit.
+func (s *Server) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
+	if !s.enter() {
+		return errShutdown
+	}
+	defer s.live.Put()
+	n, st := s.node(in.NodeId)
+	if st != fuse.OK {
+		return st
+	}
+	a := n.Attr()
+	return accessStatus(&a, in.Uid, in.Gid, in.Mask)
+}
+
+func accessStatus(a *dcache.Attr, uid, gid, mask uint32) fuse.Status {
+	mask &= 7 // R_OK 4, W_OK 2, X_OK 1; F_OK 0
+	if mask == 0 {
+		return fuse.OK
+	}
+	if uid == 0 {
+		if mask&1 != 0 && a.Type != dcache.TypeDir && a.Mode&0111 == 0 {
+			return fuse.EACCES
+		}
+		return fuse.OK
+	}
+	var bits uint32
+	switch {
+	case uid == a.Uid:
+		bits = (a.Mode >> 6) & 7
+	case gid == a.Gid:
+		bits = (a.Mode >> 3) & 7
+	default:
+		bits = a.Mode & 7
+	}
+	if bits&mask != mask {
+		return fuse.EACCES
+	}
+	return fuse.OK
+}
+
+// StatFs is STATFS: the namespace's node and byte limits as file and
+// block counts, and the real name limit (255).
+func (s *Server) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+	if !s.enter() {
+		return errShutdown
+	}
+	defer s.live.Put()
+	fs := s.ns.Statfs()
+	out.Bsize = blockSize
+	out.Frsize = blockSize
+	out.NameLen = fs.NameMax
+	out.Blocks = fs.MaxBytes / blockSize
+	used := (fs.Bytes + blockSize - 1) / blockSize
+	if used > out.Blocks {
+		used = out.Blocks
+	}
+	out.Bfree = out.Blocks - used
+	out.Bavail = out.Bfree
+	out.Files = fs.MaxNodes
+	if fs.Nodes < fs.MaxNodes {
+		out.Ffree = fs.MaxNodes - fs.Nodes
+	}
+	return fuse.OK
+}

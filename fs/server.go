@@ -1,0 +1,382 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/lookup"
+	"github.com/devfsd/devfsd/sync/refcount"
+)
+
+// fuseRootID is the node id of the mount's root; it is also the inode
+// number of the namespace's root.
+const fuseRootID = fuse.FUSE_ROOT_ID
+
+// Readdirplus policies (Options.Readdirplus).
+const (
+	ReaddirplusAuto   = "auto"   // the kernel's adaptive mode (CAP_READDIRPLUS_AUTO)
+	ReaddirplusAlways = "always" // READDIRPLUS for every listing
+	ReaddirplusNever  = "never"  // plain READDIR only
+)
+
+// Defaults of Options (see README.md, "Timeouts").
+const (
+	DefaultEntryTimeout    = time.Second
+	DefaultAttrTimeout     = time.Second
+	DefaultNegativeTimeout = time.Second
+	DefaultShutdownTimeout = 3 * time.Second
+)
+
+// Options configure a Server. A zero timeout is a real zero (the kernel
+// caches nothing); use the Default constants for the defaults.
+type Options struct {
+	// EntryTimeout, AttrTimeout and NegativeTimeout are how long the
+	// kernel may cache a name, a node's attributes and a miss. Changes
+	// not made through the mount are pushed to the kernel with notifies,
+	// so these bound staleness only where a notify was lost.
+	EntryTimeout    time.Duration
+	AttrTimeout     time.Duration
+	NegativeTimeout time.Duration
+
+	// Readdirplus is ReaddirplusAuto (""), ReaddirplusAlways or
+	// ReaddirplusNever.
+	Readdirplus string
+
+	// AllowOther, DefaultPermissions and Dev are the mount options of
+	// those names. Without DefaultPermissions the server checks nothing:
+	// every caller may do everything the namespace allows.
+	AllowOther         bool
+	DefaultPermissions bool
+	Dev                bool
+
+	// ShutdownTimeout bounds the drain of live requests at Shutdown.
+	// Default DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+
+	// Debug logs every request and reply (go-fuse's debug output), at
+	// debug level through Logger.
+	Debug bool
+
+	// Logger receives the server's logs; nil: none.
+	Logger *zap.Logger
+}
+
+// Server is the FUSE server over one namespace: a fuse.RawFileSystem whose
+// node ids are the namespace's inode numbers. Make one with New, then
+// Mount it; Shutdown ends it.
+type Server struct {
+	fuse.RawFileSystem // ENOSYS for everything not implemented here
+
+	// Immutable after New:
+	res     *lookup.Resolver
+	ns      *dcache.Namespace
+	nq      *NotifyQueue
+	opts    Options
+	log     *zap.Logger
+	entryTO time.Duration
+	attrTO  time.Duration
+	negTO   time.Duration
+
+	nodes   *nodeTable
+	handles *handleTable
+
+	// live counts the requests being served; Shutdown kills it.
+	live *refcount.Ref
+	// stopping is closed when Shutdown begins: waits end with EINTR.
+	stopping chan struct{}
+
+	// Set by Mount:
+	srv        *fuse.Server
+	mountpoint string
+	direct     bool          // mounted with mount(2), not fusermount
+	served     chan struct{} // closed when the serve loop returns
+	notifyDone chan struct{} // closed when the notify worker returns
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+
+	refused atomic.Uint64 // requests refused while shutting down
+	panics  atomic.Uint64 // handler panics recovered
+}
+
+// New returns a server over res's namespace. nq must be the Sink of that
+// namespace (see NotifyQueue).
+func New(res *lookup.Resolver, nq *NotifyQueue, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if nq == nil {
+		nq = NewNotifyQueue(0)
+	}
+	ns := res.Namespace()
+	return &Server{
+		RawFileSystem: fuse.NewDefaultRawFileSystem(),
+		res:           res,
+		ns:            ns,
+		nq:            nq,
+		opts:          opts,
+		log:           opts.Logger,
+		entryTO:       max(opts.EntryTimeout, 0),
+		attrTO:        max(opts.AttrTimeout, 0),
+		negTO:         max(opts.NegativeTimeout, 0),
+		nodes:         newNodeTable(ns.Root()),
+		handles:       newHandleTable(),
+		live:          refcount.New(),
+		stopping:      make(chan struct{}),
+		served:        make(chan struct{}),
+		notifyDone:    make(chan struct{}),
+	}
+}
+
+func (s *Server) String() string { return "devfsd" }
+
+// mountOptions builds go-fuse's options from s.opts.
+func (s *Server) mountOptions(direct bool) *fuse.MountOptions {
+	o := &fuse.MountOptions{
+		AllowOther: s.opts.AllowOther,
+		FsName:     "devfsd",
+		Name:       "devfsd",
+		// The server's own reads of the mount never happen (see the
+		// package doc), so no poll hack; xattrs are not real here.
+		DisableXAttrs: true,
+		Debug:         s.opts.Debug,
+		Logger:        zap.NewStdLog(s.log.Named("fuse")),
+		PanicHandler:  s.panicked,
+		DirectMount:   direct,
+		// Without this a DirectMount refuses a fallback to fusermount;
+		// Mount does its own fallback so that it can report both errors.
+		DirectMountStrict: direct,
+		MaxBackground:     64,
+	}
+	if s.opts.Dev {
+		o.Options = append(o.Options, "dev")
+	} else {
+		o.Options = append(o.Options, "nodev")
+	}
+	o.Options = append(o.Options, "nosuid")
+	if s.opts.DefaultPermissions {
+		o.Options = append(o.Options, "default_permissions")
+	}
+	switch s.opts.Readdirplus {
+	case ReaddirplusNever:
+		o.DisableReadDirPlus = true
+	case ReaddirplusAlways:
+	default:
+		o.ExtraCapabilities |= fuse.CAP_READDIRPLUS_AUTO
+	}
+	return o
+}
+
+func (s *Server) panicked(v any) fuse.Status {
+	s.panics.Add(1)
+	s.log.Error("panic in a FUSE handler (recovered; answered EIO)",
+		zap.Any("panic", v), zap.Stack("stack"))
+	return fuse.EIO
+}
+
+// Mount mounts the namespace on dir and starts serving it. As root it
+// mounts with mount(2) and falls back to fusermount3; otherwise it uses
+// fusermount3 only. When it returns nil the mount is live: the kernel has
+// completed INIT and requests are being read.
+//
+// The server never waits for its own mount by touching it (go-fuse's
+// WaitMount opens a file in it): the process serving a FUSE mount must not
+// use that mount itself, so "live" is judged by INIT, which NewServer has
+// completed before it returns.
+func (s *Server) Mount(dir string) error {
+	if s.srv != nil {
+		return errors.New("fs: already mounted")
+	}
+	var errs []string
+	var srv *fuse.Server
+	var err error
+	if os.Geteuid() == 0 {
+		srv, err = fuse.NewServer(s, dir, s.mountOptions(true))
+		if err == nil {
+			s.direct = true
+		} else {
+			errs = append(errs, fmt.Sprintf("mount(2) as root: %v", err))
+		}
+	}
+	if srv == nil {
+		if _, lerr := lookFusermount(); lerr != nil {
+			errs = append(errs, "fusermount3: not found in $PATH (install fuse3)")
+		} else if srv, err = fuse.NewServer(s, dir, s.mountOptions(false)); err != nil {
+			hint := ""
+			if s.opts.AllowOther && os.Geteuid() != 0 {
+				hint = " (allow_other needs user_allow_other in /etc/fuse.conf, or --allow-other=false)"
+			}
+			errs = append(errs, fmt.Sprintf("fusermount3: %v%s", strings.TrimSpace(err.Error()), hint))
+		}
+	}
+	if srv == nil {
+		return fmt.Errorf("cannot mount on %s: %s", dir, strings.Join(errs, "; "))
+	}
+	s.srv = srv
+	s.mountpoint = dir
+	s.nq.enable()
+	go func() {
+		defer close(s.notifyDone)
+		s.nq.run(srv, s.log.Named("notify"))
+	}()
+	go func() {
+		defer close(s.served)
+		srv.Serve()
+	}()
+	s.log.Info("mounted", zap.String("mountpoint", dir), zap.Bool("direct", s.direct),
+		zap.Bool("dev", s.opts.Dev), zap.Bool("allow_other", s.opts.AllowOther),
+		zap.Bool("default_permissions", s.opts.DefaultPermissions),
+		zap.String("readdirplus", s.readdirplusPolicy()))
+	return nil
+}
+
+func (s *Server) readdirplusPolicy() string {
+	if s.opts.Readdirplus == "" {
+		return ReaddirplusAuto
+	}
+	return s.opts.Readdirplus
+}
+
+// Served is closed when the serve loop has ended: after Shutdown, or when
+// the mount was taken away from outside (umount, fusermount3 -u).
+func (s *Server) Served() <-chan struct{} { return s.served }
+
+// Shutdown stops the server: new requests are refused (ENOTCONN), waits
+// in flight (lookups on a loader) end with EINTR, live requests are
+// drained for at most Options.ShutdownTimeout, and the mount is unmounted
+// — lazily if it is busy. It is idempotent and bounded: every call returns
+// the first call's result, within about twice the shutdown timeout
+// whatever the kernel or the loader do.
+func (s *Server) Shutdown() error {
+	s.shutdownOnce.Do(func() { s.shutdownErr = s.shutdown() })
+	return s.shutdownErr
+}
+
+func (s *Server) shutdown() error {
+	start := time.Now()
+	close(s.stopping)
+	<-s.live.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+	err := s.live.WaitZero(ctx)
+	cancel()
+	if err != nil {
+		s.log.Warn("shutdown: requests still running at the deadline; unmounting anyway",
+			zap.Int64("live", s.live.Count()), zap.Duration("timeout", s.opts.ShutdownTimeout))
+	}
+	if s.srv == nil {
+		return nil
+	}
+	uerr := s.unmount()
+	// The serve loop ends when the kernel ends the connection. A lazy
+	// unmount of a busy mount may keep it: bound the wait.
+	t := time.NewTimer(s.opts.ShutdownTimeout)
+	select {
+	case <-s.served:
+	case <-t.C:
+		s.log.Warn("shutdown: the kernel kept the connection open (files still open on a lazily unmounted mount); exiting anyway")
+	}
+	t.Stop()
+	if !stopWorker(s.nq, s.notifyDone, 100*time.Millisecond) {
+		s.log.Warn("shutdown: notify worker blocked in the kernel; leaving it")
+	}
+	s.log.Info("unmounted", zap.String("mountpoint", s.mountpoint),
+		zap.Duration("took", time.Since(start)), zap.Uint64("refused", s.refused.Load()))
+	return uerr
+}
+
+// unmount takes the mount down: a plain unmount, and a lazy one if that
+// fails (EBUSY: a process has its cwd or a file open in it).
+func (s *Server) unmount() error {
+	select {
+	case <-s.served:
+		return nil // already gone (unmounted from outside)
+	default:
+	}
+	dir := s.mountpoint
+	if s.direct {
+		if err := unix.Unmount(dir, 0); err == nil {
+			return nil
+		} else if err == unix.EINVAL {
+			return nil // not mounted any more
+		}
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+			return fmt.Errorf("unmount %s: %w", dir, err)
+		}
+		return nil
+	}
+	bin, err := lookFusermount()
+	if err != nil {
+		return fmt.Errorf("unmount %s: %w", dir, err)
+	}
+	if out, err := exec.Command(bin, "-u", dir).CombinedOutput(); err == nil {
+		return nil
+	} else {
+		s.log.Debug("fusermount -u failed; unmounting lazily", zap.ByteString("output", out), zap.Error(err))
+	}
+	if out, err := exec.Command(bin, "-u", "-z", dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("unmount %s: %s: %v: %s", dir, bin, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// enter counts a request as live, or reports that the server is shutting
+// down and the request must be refused.
+func (s *Server) enter() bool {
+	if s.live.TryGet() {
+		return true
+	}
+	s.refused.Add(1)
+	return false
+}
+
+// errShutdown is the answer to a request that arrives during shutdown.
+const errShutdown = fuse.Status(syscall.ENOTCONN)
+
+// ctx returns the context of a request that may wait.
+func (s *Server) ctx(cancel <-chan struct{}) *reqCtx {
+	return &reqCtx{intr: cancel, stop: s.stopping}
+}
+
+// Stats describes the server's state.
+type Stats struct {
+	KnownNodes  int64 // node ids the kernel holds (root excluded)
+	OpenFiles   int   // open file handles
+	LiveReqs    int64 // requests being served (a snapshot)
+	Refused     uint64
+	Panics      uint64
+	Notify      NotifyStats
+	LookupStats lookup.Stats
+}
+
+// Stats returns a snapshot of the server's counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		KnownNodes: s.nodes.len(), OpenFiles: s.handles.len(),
+		LiveReqs: s.live.Count(), Refused: s.refused.Load(), Panics: s.panics.Load(),
+		Notify: s.nq.Stats(), LookupStats: s.res.Stats(),
+	}
+}
+
+// lookFusermount finds fusermount3, or the older fusermount.
+func lookFusermount() (string, error) {
+	if p, err := exec.LookPath("fusermount3"); err == nil {
+		return p, nil
+	}
+	return exec.LookPath("fusermount")
+}
