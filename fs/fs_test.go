@@ -1,0 +1,270 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	iofs "io/fs"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/devfsd/devfsd/dcache"
+)
+
+func TestToStatus(t *testing.T) {
+	pe := func(e syscall.Errno) error { return &iofs.PathError{Op: "lookup", Path: "x", Err: e} }
+	tests := []struct {
+		name string
+		err  error
+		want fuse.Status
+	}{
+		{"nil", nil, fuse.OK},
+		{"bare errno", syscall.EEXIST, fuse.Status(syscall.EEXIST)},
+		{"path error", pe(syscall.ENOENT), fuse.ENOENT},
+		{"wrapped twice", fmt.Errorf("outer: %w", pe(syscall.ENAMETOOLONG)), fuse.Status(syscall.ENAMETOOLONG)},
+		{"lookup's load error", &iofs.PathError{Op: "lookup", Path: "x",
+			Err: fmt.Errorf("%w (load: %v)", syscall.ENOENT, errors.New("no module"))}, fuse.ENOENT},
+		{"interrupted", pe(syscall.EINTR), fuse.EINTR},
+		{"context canceled", context.Canceled, fuse.EINTR},
+		{"deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), fuse.EINTR},
+		{"zero errno", syscall.Errno(0), fuse.EIO},
+		{"unknown", errors.New("boom"), fuse.EIO},
+	}
+	for _, tt := range tests {
+		if got := toStatus(tt.err); got != tt.want {
+			t.Errorf("%s: toStatus(%v) = %v, want %v", tt.name, tt.err, got, tt.want)
+		}
+	}
+}
+
+func newTable(t *testing.T) (*nodeTable, *dcache.Namespace) {
+	ns := dcache.New(dcache.Options{})
+	return newNodeTable(ns.Root()), ns
+}
+
+func mk(t *testing.T, ns *dcache.Namespace, name string) *dcache.Node {
+	t.Helper()
+	n, err := ns.Register(name, dcache.Spec{Type: dcache.TypeChar, Mode: 0o666, Major: 1, Minor: 3}, dcache.Caller{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestNodeTableForgetCounting(t *testing.T) {
+	tab, ns := newTable(t)
+	n := mk(t, ns, "null")
+	id := n.Ino()
+	if tab.get(id) != nil {
+		t.Fatal("id known before any lookup")
+	}
+	for i := 0; i < 3; i++ {
+		if got := tab.ref(n); got != id {
+			t.Fatalf("ref = %d, want the inode number %d", got, id)
+		}
+	}
+	if got := tab.lookups(id); got != 3 {
+		t.Fatalf("lookups = %d, want 3", got)
+	}
+	if tab.forget(id, 2) {
+		t.Fatal("forget 2 of 3 dropped the id")
+	}
+	if tab.get(id) != n {
+		t.Fatal("id lost while the kernel still holds one lookup")
+	}
+	// Unlinking does not invalidate the id; only the last FORGET does.
+	if err := ns.Unregister("null", dcache.Caller{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := tab.get(id); got != n || got.Attr().Nlink != 0 {
+		t.Fatalf("after unregister: get = %v (nlink %d)", got, got.Attr().Nlink)
+	}
+	if !tab.forget(id, 1) {
+		t.Fatal("last forget did not drop the id")
+	}
+	if tab.get(id) != nil || tab.len() != 0 {
+		t.Fatalf("id still known after its last forget (len %d)", tab.len())
+	}
+	// Forgetting an unknown id, or the root, changes nothing.
+	if tab.forget(id, 1) || tab.forget(fuseRootID, 100) {
+		t.Fatal("forget of an unknown id or the root reported a drop")
+	}
+	if tab.get(fuseRootID) != ns.Root() || tab.ref(ns.Root()) != fuseRootID {
+		t.Fatal("the root is not id 1")
+	}
+	// Over-forgetting drops rather than wraps.
+	m := mk(t, ns, "zero")
+	tab.ref(m)
+	if !tab.forget(m.Ino(), 5) || tab.get(m.Ino()) != nil {
+		t.Fatal("over-forget did not drop the id")
+	}
+}
+
+// Lookups and forgets of the same ids from many goroutines, in any
+// interleaving, leave each id's count at lookups minus forgets.
+func TestNodeTableConcurrentLookupForget(t *testing.T) {
+	tab, ns := newTable(t)
+	var nodes []*dcache.Node
+	for i := 0; i < 8; i++ {
+		nodes = append(nodes, mk(t, ns, fmt.Sprintf("n%d", i)))
+	}
+	const per = 2000
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < per; i++ {
+				n := nodes[i%len(nodes)]
+				tab.ref(n)
+				tab.ref(n)
+				tab.forget(n.Ino(), 1)
+			}
+		}()
+	}
+	wg.Wait()
+	var total uint64
+	for _, n := range nodes {
+		total += tab.lookups(n.Ino())
+	}
+	if want := uint64(4 * per); total != want {
+		t.Fatalf("total lookups %d, want %d", total, want)
+	}
+	for _, n := range nodes {
+		tab.forget(n.Ino(), tab.lookups(n.Ino()))
+	}
+	if tab.len() != 0 {
+		t.Fatalf("%d ids left after forgetting everything", tab.len())
+	}
+}
+
+// fakeNotifier records notifies.
+type fakeNotifier struct {
+	mu    sync.Mutex
+	got   []string
+	reply fuse.Status
+	block chan struct{} // if non-nil, every notify waits for it
+}
+
+func (f *fakeNotifier) rec(s string) fuse.Status {
+	if f.block != nil {
+		<-f.block
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.got = append(f.got, s)
+	return f.reply
+}
+func (f *fakeNotifier) EntryNotify(p uint64, name string) fuse.Status {
+	return f.rec(fmt.Sprintf("entry %d %s", p, name))
+}
+func (f *fakeNotifier) DeleteNotify(p, c uint64, name string) fuse.Status {
+	return f.rec(fmt.Sprintf("delete %d %d %s", p, c, name))
+}
+func (f *fakeNotifier) InodeNotify(n uint64, off, l int64) fuse.Status {
+	return f.rec(fmt.Sprintf("inode %d %d", n, off))
+}
+func (f *fakeNotifier) list() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.got...)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Which events become which notifies: only changes not made through FUSE,
+// in order, each of the right kind.
+func TestNotifyQueueTranslatesEvents(t *testing.T) {
+	nq := NewNotifyQueue(0)
+	builtin := dcache.Caller{Origin: dcache.OriginBuiltin}
+	fuseCaller := dcache.Caller{Origin: dcache.OriginFUSE, Pid: 42}
+	evs := []dcache.Event{
+		{Kind: dcache.KindRegister, Parent: 1, Name: "before-mount", Ino: 2, Origin: builtin}, // dropped: not enabled
+	}
+	for _, ev := range evs {
+		nq.Event(ev)
+	}
+	nq.enable()
+	for _, ev := range []dcache.Event{
+		{Kind: dcache.KindRegister, Parent: 1, Name: "loop0", Ino: 10, Origin: builtin},
+		{Kind: dcache.KindCreate, Parent: 1, Name: "mine", Ino: 11, Origin: fuseCaller}, // the kernel knows
+		{Kind: dcache.KindDelete, Parent: 1, Name: "mine", Ino: 11, Origin: fuseCaller}, // the kernel knows
+		{Kind: dcache.KindLookup, Parent: 1, Name: "x", Origin: fuseCaller},
+		{Kind: dcache.KindUnregister, Parent: 5, Name: "event0", Ino: 12, Origin: dcache.Caller{Origin: dcache.OriginControl}},
+		{Kind: dcache.KindExpire, Parent: 1, Name: "nvidia0", Origin: builtin},
+		{Kind: dcache.KindChange, Parent: 1, Name: "tty", Ino: 13, Origin: dcache.Caller{Origin: dcache.OriginLoader}},
+		{Kind: dcache.KindChange, Parent: 1, Name: "tty", Ino: 13, Origin: fuseCaller},
+	} {
+		nq.Event(ev)
+	}
+	f := &fakeNotifier{}
+	done := make(chan struct{})
+	go func() { defer close(done); nq.run(f, zapNop()) }()
+	want := []string{"entry 1 loop0", "delete 5 12 event0", "entry 1 nvidia0", "inode 13 -1"}
+	waitFor(t, "notifies", func() bool { return len(f.list()) >= len(want) })
+	nq.close()
+	<-done
+	got := f.list()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("notifies %q, want %q", got, want)
+	}
+	if st := nq.Stats(); st.Sent != 4 || st.Dropped != 0 || st.Pending != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// A full queue drops and counts; it never blocks the event sink, even
+// while the worker is stuck in the kernel.
+func TestNotifyQueueOverflowCountsAndNeverBlocks(t *testing.T) {
+	nq := NewNotifyQueue(4)
+	nq.enable()
+	f := &fakeNotifier{block: make(chan struct{}), reply: fuse.ENOENT}
+	done := make(chan struct{})
+	go func() { defer close(done); nq.run(f, zapNop()) }()
+	ev := func(i int) dcache.Event {
+		return dcache.Event{Kind: dcache.KindRegister, Parent: 1, Name: fmt.Sprint(i), Origin: dcache.Caller{}}
+	}
+	nq.Event(ev(0))
+	waitFor(t, "the worker to take the first notice", func() bool { return nq.len() == 0 })
+	// The worker is now blocked in "the kernel"; these must not block.
+	finished := make(chan struct{})
+	go func() {
+		for i := 1; i <= 10; i++ {
+			nq.Event(ev(i))
+		}
+		close(finished)
+	}()
+	select {
+	case <-finished:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Event blocked on a full queue")
+	}
+	if st := nq.Stats(); st.Dropped != 6 || st.Pending != 4 {
+		t.Fatalf("stats %+v, want 6 dropped and 4 pending", st)
+	}
+	close(f.block)
+	waitFor(t, "the queue to drain", func() bool { return len(f.list()) == 5 })
+	if st := nq.Stats(); st.Sent != 5 || st.Failed != 0 {
+		t.Errorf("ENOENT (nothing cached) must count as sent: %+v", st)
+	}
+	if !stopWorker(nq, done, 5*time.Second) {
+		t.Fatal("worker did not stop")
+	}
+	nq.Event(ev(99)) // after close: dropped silently
+	if nq.len() != 0 {
+		t.Fatal("queued after close")
+	}
+}
