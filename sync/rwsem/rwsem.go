@@ -24,8 +24,8 @@
 //	WAITERS  (flagWaiters) the wait list is not empty. Set and cleared only
 //	         under waitMu, always together with the change to the list, so
 //	         under waitMu it is exactly "s.head != nil".
-//	HANDOFF  (flagHandoff) the first waiter has waited longer than
-//	         waitLimit and must be served next: nobody else may take s,
+//	HANDOFF  (flagHandoff) the first waiter has been passed over for
+//	         longer than waitLimit and must be served next: nobody else may take s,
 //	         neither a fast path nor a stealing writer. Changed only under
 //	         waitMu (see below).
 //	readers  (readerBias units) the number of readers holding s, plus
@@ -54,7 +54,8 @@
 //
 // HANDOFF is set in exactly one place: markWakeLocked, when a grant to the
 // head waiter fails because s is held (a writer stole it, or readers hold
-// it) and the head has been queued longer than waitLimit. It is cleared in
+// it) and the head has been passed over for longer than waitLimit,
+// counted from the first such failure. It is cleared in
 // exactly three places, all under waitMu: by the grant to the head waiter
 // (grantWriterLocked, grantReadersLocked — the reservation is used up), by
 // removeLocked when the head waiter it was set for leaves the queue
@@ -110,13 +111,28 @@
 // with the new head, so that a writer queued behind them is not left
 // asleep on a free semaphore (race R3).
 //
+// The wait list is not a waitq.Queue, though it shares its mechanism. Who
+// may be woken depends on the state word, and waking must change it —
+// raise the reader count, set WRITER, clear WAITERS and HANDOFF — in the
+// same critical section that takes the waiters off the list; a waker that
+// changed the state word after dropping a queue lock would let a stealing
+// writer in between, or leave WAITERS set on an empty list. waitq.Queue's
+// lock is its own and its wake policy knows only exclusive and
+// non-exclusive, not reader phases. What rwsem takes from waitq is the
+// wake handle, waitq.Token (one per record, posted once per grant,
+// consumed before the record is reused), and the collect-under-the-lock,
+// post-after discipline of waitq.WakeList.
+//
 // A waiter that is cancelled while at the head may have been what blocked
 // those behind it (a writer ahead of readers on a read-held s), so
 // removeLocked's callers run markWakeLocked after it.
 //
 // No optimistic spinning on the owner is done, unlike the kernel: a Go
-// goroutine cannot see whether the holder is running. A blocked goroutine
-// parks on its Token's channel.
+// goroutine cannot see whether the holder is running. Instead a writer
+// that would be the first to queue yields the processor a few times
+// (writerYields), retrying to steal, so that holders which are runnable
+// but not running can finish before WAITERS diverts every new reader into
+// the queue. A blocked goroutine parks on its Token's channel.
 //
 // # Contract
 //

@@ -2,6 +2,7 @@ package rwsem
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"time"
 
@@ -32,10 +33,14 @@ type waiter struct {
 	// record is put back.
 	tok waitq.Token
 
-	// kind and since are set before the record is queued and not changed
-	// while it is queued.
-	kind  waitKind
-	since time.Time // when queued: the start of the handoff wait limit
+	// kind is set before the record is queued and not changed while it is
+	// queued.
+	kind waitKind
+	// passedOver is when a grant to this record, at the head, first failed
+	// because s was held: the start of its handoff wait limit. Zero until
+	// then (the clock is read only on a pass-over, not on every enqueue).
+	// Guarded by Sem.waitMu.
+	passedOver time.Time
 
 	// prev and next link the record into its Sem's wait list, and queued
 	// is true while it is linked. Guarded by Sem.waitMu. Unlinking and
@@ -72,7 +77,6 @@ func (s *Sem) putRecord(w *waiter) {
 // setting WAITERS if w is the first waiter, with adj added to it in the
 // same atomic step. s.waitMu must be held.
 func (s *Sem) enqueueLocked(w *waiter, adj int64) int64 {
-	w.since = time.Now()
 	w.queued = true
 	w.prev = s.tail
 	if s.tail != nil {
@@ -168,11 +172,18 @@ func (s *Sem) markWakeLocked(wl *wakeList) {
 }
 
 // passedOverLocked is called when the grant to the head waiter w failed
-// because s is held. If w has waited longer than waitLimit it reserves s
-// for w by setting HANDOFF — the only place the bit is set. s.waitMu must
-// be held.
+// because s is held. If w has been passed over for longer than waitLimit
+// (counted from its first pass-over at the head) it reserves s for w by
+// setting HANDOFF — the only place the bit is set. s.waitMu must be held.
 func (s *Sem) passedOverLocked(w *waiter, c int64) {
-	if c&flagHandoff == 0 && time.Since(w.since) > waitLimit {
+	if c&flagHandoff != 0 {
+		return
+	}
+	now := time.Now()
+	if w.passedOver.IsZero() {
+		w.passedOver = now
+	}
+	if now.Sub(w.passedOver) >= waitLimit {
 		s.state.Or(flagHandoff)
 	}
 }
@@ -272,8 +283,26 @@ func (s *Sem) downReadSlow(ctx context.Context, k waitKind) error {
 	return s.sleep(ctx, w)
 }
 
+// writerYields bounds how often a writer yields, retrying to steal s,
+// before it queues.
+const writerYields = 4
+
 // downWriteSlow is DownWrite after its fast path failed.
 func (s *Sem) downWriteSlow(ctx context.Context) error {
+	// Before queueing — which sets WAITERS and so sends every new reader
+	// to the queue too — give the holders a few chances to finish, as
+	// long as nobody is queued yet. Without this, a holder preempted on an
+	// oversubscribed P starts a convoy in which most operations queue
+	// (see test/bench/README.md). Bounded, so a writer queues soon.
+	for range writerYields {
+		if s.tryStealWrite() {
+			return nil
+		}
+		if s.state.Load()&flagWaiters != 0 {
+			break
+		}
+		runtime.Gosched()
+	}
 	if s.tryStealWrite() {
 		return nil
 	}
@@ -315,6 +344,13 @@ func (s *Sem) sleep(ctx context.Context, w *waiter) error {
 	var done <-chan struct{}
 	if ctx != nil {
 		done = ctx.Done()
+	}
+	if done == nil {
+		// DownRead, DownWrite, or a context that never ends: a plain
+		// receive is much cheaper than a select.
+		w.tok.Consume()
+		s.putRecord(w)
+		return nil
 	}
 	select {
 	case <-w.tok.C():
