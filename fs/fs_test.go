@@ -268,3 +268,39 @@ func TestNotifyQueueOverflowCountsAndNeverBlocks(t *testing.T) {
 		t.Fatal("queued after close")
 	}
 }
+
+// Sync returns once every notice queued before it was sent, and not
+// before.
+func TestNotifyQueueSync(t *testing.T) {
+	nq := NewNotifyQueue(0)
+	nq.enable()
+	if err := nq.Sync(context.Background()); err != nil {
+		t.Fatal("Sync of an empty queue:", err)
+	}
+	f := &fakeNotifier{block: make(chan struct{})}
+	done := make(chan struct{})
+	go func() { defer close(done); nq.run(f, zapNop()) }()
+	for i := 0; i < 3; i++ {
+		nq.Event(dcache.Event{Kind: dcache.KindRegister, Parent: 1, Name: fmt.Sprint(i)})
+	}
+	synced := make(chan error, 1)
+	go func() { synced <- nq.Sync(context.Background()) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	if err := nq.Sync(ctx); err == nil {
+		t.Fatal("Sync returned while the worker was blocked")
+	}
+	cancel()
+	close(f.block)
+	select {
+	case err := <-synced:
+		if err != nil || len(f.list()) != 3 {
+			t.Fatalf("Sync: %v after %d notifies", err, len(f.list()))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Sync did not return after the notifies were sent")
+	}
+	stopWorker(nq, done, 5*time.Second)
+	if err := nq.Sync(context.Background()); err != nil {
+		t.Fatal("Sync after close:", err)
+	}
+}

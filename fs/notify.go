@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -54,6 +55,7 @@ func (k noticeKind) String() string {
 
 // notice is one queued notify.
 type notice struct {
+	seq    uint64 // queue order, from 1
 	kind   noticeKind
 	parent uint64
 	child  uint64
@@ -79,9 +81,12 @@ type NotifyQueue struct {
 
 	mu sync.Mutex // a leaf
 	// Guarded by mu:
-	q       []notice
-	enabled bool // the mount is live: queue
-	closed  bool // the worker is stopping: drop
+	q        []notice
+	enabled  bool          // the mount is live: queue
+	closed   bool          // the worker is stopping: drop
+	seqIn    uint64        // seq of the last notice queued
+	seqOut   uint64        // seq of the last notice sent (or discarded)
+	progress chan struct{} // closed and replaced when seqOut moves
 
 	wake chan struct{} // capacity 1: "the queue is not empty"
 
@@ -97,7 +102,7 @@ func NewNotifyQueue(size int) *NotifyQueue {
 	if size <= 0 {
 		size = DefaultNotifyQueue
 	}
-	return &NotifyQueue{max: size, wake: make(chan struct{}, 1)}
+	return &NotifyQueue{max: size, wake: make(chan struct{}, 1), progress: make(chan struct{})}
 }
 
 var _ dcache.Sink = (*NotifyQueue)(nil)
@@ -137,6 +142,8 @@ func (nq *NotifyQueue) push(n notice) {
 		nq.dropped.Add(1)
 		return
 	}
+	nq.seqIn++
+	n.seq = nq.seqIn
 	nq.q = append(nq.q, n)
 	nq.mu.Unlock()
 	nq.queued.Add(1)
@@ -158,6 +165,7 @@ func (nq *NotifyQueue) close() {
 	nq.mu.Lock()
 	nq.closed = true
 	nq.q = nil
+	nq.advanceLocked(nq.seqIn) // what is left will never be sent
 	nq.mu.Unlock()
 	select {
 	case nq.wake <- struct{}{}:
@@ -172,6 +180,42 @@ func (nq *NotifyQueue) take() (batch []notice, done bool) {
 	defer nq.mu.Unlock()
 	batch, nq.q = nq.q, nil
 	return batch, nq.closed
+}
+
+// advanceLocked records that every notice up to seq was sent (or will
+// never be) and wakes Sync. Preconditions: nq.mu held.
+func (nq *NotifyQueue) advanceLocked(seq uint64) {
+	if seq <= nq.seqOut {
+		return
+	}
+	nq.seqOut = seq
+	close(nq.progress)
+	nq.progress = make(chan struct{})
+}
+
+// Sync waits until every notice queued before the call has been sent to
+// the kernel (or dropped, or the queue closed), or until ctx ends. A
+// registration made outside FUSE — the control API, the test hook —
+// calls it after the registration returned, with no namespace lock held
+// and outside any FUSE handler, so that its caller's next system call on
+// the mount sees the change. It must never be called from a FUSE handler
+// or a loader's Load: the notify may wait on a directory lock that the
+// handler's caller holds.
+func (nq *NotifyQueue) Sync(ctx context.Context) error {
+	nq.mu.Lock()
+	target := nq.seqIn
+	for nq.seqOut < target {
+		ch := nq.progress
+		nq.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		nq.mu.Lock()
+	}
+	nq.mu.Unlock()
+	return nil
 }
 
 // len returns the number of queued notices.
@@ -194,6 +238,9 @@ func (nq *NotifyQueue) run(k notifier, log *zap.Logger) {
 		}
 		for _, n := range batch {
 			st := send(k, n)
+			nq.mu.Lock()
+			nq.advanceLocked(n.seq)
+			nq.mu.Unlock()
 			switch st {
 			case fuse.OK:
 				nq.sent.Add(1)

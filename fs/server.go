@@ -353,6 +353,10 @@ func (s *Server) ctx(cancel <-chan struct{}) *reqCtx {
 	return &reqCtx{intr: cancel, stop: s.stopping}
 }
 
+// SyncNotifies waits until the kernel has been sent every notify queued
+// so far (see NotifyQueue.Sync for who may call it), or ctx ends.
+func (s *Server) SyncNotifies(ctx context.Context) error { return s.nq.Sync(ctx) }
+
 // Stats describes the server's state.
 type Stats struct {
 	KnownNodes  int64 // node ids the kernel holds (root excluded)

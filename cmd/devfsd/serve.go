@@ -86,7 +86,7 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 		return err
 	}
 	ready()
-	stopHooks := hooks.start(ns, log)
+	stopHooks := hooks.start(ns, srv.SyncNotifies, log)
 	defer stopHooks()
 
 	select {

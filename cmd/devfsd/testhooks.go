@@ -17,8 +17,10 @@ package main
 //	        register symlink PATH TARGET
 //	        unregister PATH
 //	    applies them in order through dcache.Namespace.Register and
-//	    Unregister (Origin builtin, as the loader's registrations are), and
-//	    then writes PATH.done atomically: the number of SIGUSR2s handled so
+//	    Unregister (Origin builtin, as the loader's registrations are),
+//	    waits until the kernel has been sent the resulting notifies (as a
+//	    control API would before answering), and then writes PATH.done
+//	    atomically: the number of SIGUSR2s handled so
 //	    far on the first line, then one line per command, "ok" or the error.
 
 import (
@@ -76,7 +78,7 @@ func (d delayedLoader) Load(ctx context.Context, dir, name string, c modload.Cal
 
 // start installs the SIGUSR2 hook if DEVFSD_TEST_HOOK_FILE is set and
 // returns its stop function.
-func (h testHooks) start(ns *dcache.Namespace, log *zap.Logger) func() {
+func (h testHooks) start(ns *dcache.Namespace, syncNotifies func(context.Context) error, log *zap.Logger) func() {
 	if h.hookFile == "" {
 		return func() {}
 	}
@@ -95,7 +97,13 @@ func (h testHooks) start(ns *dcache.Namespace, log *zap.Logger) func() {
 			n++
 			var out bytes.Buffer
 			fmt.Fprintf(&out, "%d\n", n)
-			for _, r := range runHookFile(ns, h.hookFile) {
+			results := runHookFile(ns, h.hookFile)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := syncNotifies(ctx); err != nil {
+				log.Error("test hook: notifies not sent", zap.Error(err))
+			}
+			cancel()
+			for _, r := range results {
 				fmt.Fprintln(&out, r)
 			}
 			tmp := h.hookFile + ".done.tmp"

@@ -1,0 +1,289 @@
+// Package integration mounts devfsd as a separate process and acts on the
+// mount through system calls. It uses a minimal local helper rather than
+// test/harness, which was not yet committed when these tests were written:
+// TestMain builds cmd/devfsd once; start runs `devfsd mount` on a fresh
+// directory with a NOTIFY_SOCKET of its own, waits (polling
+// /proc/self/mountinfo against a deadline, never sleeping blindly) for the
+// mount, and registers a cleanup that stops the daemon, lazily unmounts
+// and removes the directory, whatever the test did.
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	mountDeadline = 20 * time.Second
+	exitDeadline  = 5 * time.Second
+)
+
+var devfsdBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		if os.Geteuid() != 0 {
+			fmt.Println("integration: skipped, needs root")
+			return 0
+		}
+		if _, err := os.Stat("/dev/fuse"); err != nil {
+			fmt.Println("integration: skipped, no /dev/fuse")
+			return 0
+		}
+		dir, err := os.MkdirTemp("", "devfsd-integration-bin-")
+		if err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		devfsdBin = filepath.Join(dir, "devfsd")
+		build := exec.Command("go", "build", "-race", "-o", devfsdBin, "github.com/devfsd/devfsd/cmd/devfsd")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Printf("go build: %v\n%s", err, out)
+			return 1
+		}
+		return m.Run()
+	}())
+}
+
+// daemon is one running `devfsd mount`.
+type daemon struct {
+	t      *testing.T
+	mnt    string
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	exited chan struct{}
+	err    error // the process's exit, once exited is closed
+	ready  chan string
+	// hookFile is DEVFSD_TEST_HOOK_FILE, when the test asked for hooks.
+	hookFile string
+	hookSeq  int
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type opts struct {
+	args  []string // extra flags for devfsd mount
+	env   []string // extra environment
+	hooks bool     // set DEVFSD_TEST_HOOK_FILE
+}
+
+// start mounts devfsd on a fresh directory and waits until it is live and
+// has said READY=1.
+func start(t *testing.T, o opts) *daemon {
+	t.Helper()
+	base := t.TempDir()
+	mnt := filepath.Join(base, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sockPath := filepath.Join(base, "notify.sock")
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{t: t, mnt: mnt, out: &syncBuffer{}, exited: make(chan struct{}), ready: make(chan string, 16)}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := sock.Read(buf)
+			if err != nil {
+				return
+			}
+			d.ready <- string(buf[:n])
+		}
+	}()
+	args := append([]string{"mount", "--log-level=debug"}, o.args...)
+	args = append(args, mnt)
+	d.cmd = exec.Command(devfsdBin, args...)
+	d.cmd.Dir = "/" // never the mount
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	// GORACE: the race runtime otherwise sleeps 1 s at exit.
+	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath, "GORACE=atexit_sleep_ms=0 halt_on_error=0")
+	d.cmd.Env = append(d.cmd.Env, o.env...)
+	if o.hooks {
+		d.hookFile = filepath.Join(base, "hooks")
+		d.cmd.Env = append(d.cmd.Env, "DEVFSD_TEST_HOOK_FILE="+d.hookFile)
+	}
+	if err := d.cmd.Start(); err != nil {
+		sock.Close()
+		t.Fatal(err)
+	}
+	go func() {
+		d.err = d.cmd.Wait()
+		close(d.exited)
+	}()
+	t.Cleanup(func() {
+		d.stop()
+		sock.Close()
+		if strings.Contains(d.out.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector fired in devfsd")
+		}
+		if t.Failed() {
+			t.Logf("devfsd output:\n%s", d.out.String())
+		}
+	})
+	// READY=1 must come, and only once the mount is live.
+	deadline := time.NewTimer(mountDeadline)
+	defer deadline.Stop()
+	for {
+		select {
+		case msg := <-d.ready:
+			if !strings.Contains(msg, "READY=1") {
+				continue
+			}
+			if !mounted(t, mnt) {
+				t.Fatalf("READY=1 before the mount is in /proc/self/mountinfo")
+			}
+			return d
+		case <-d.exited:
+			t.Fatalf("devfsd exited before READY=1: %v\n%s", d.err, d.out.String())
+		case <-deadline.C:
+			t.Fatalf("no READY=1 within %v\n%s", mountDeadline, d.out.String())
+		}
+	}
+}
+
+// mounted reports whether dir is a mount point now.
+func mounted(t *testing.T, dir string) bool {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescape(fields[4]) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+func unescape(s string) string {
+	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
+}
+
+// waitUnmounted polls mountinfo until dir is no mount point, or d passes.
+func waitUnmounted(t *testing.T, dir string, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for mounted(t, dir) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return true
+}
+
+// stop sends SIGTERM, waits, kills, unmounts lazily: always leaves
+// nothing behind.
+func (d *daemon) stop() {
+	select {
+	case <-d.exited:
+	default:
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(exitDeadline):
+			d.t.Errorf("devfsd did not exit within %v of SIGTERM; killing it", exitDeadline)
+			d.cmd.Process.Kill()
+			<-d.exited
+		}
+	}
+	if mounted(d.t, d.mnt) {
+		unix.Unmount(d.mnt, unix.MNT_DETACH)
+	}
+}
+
+// path returns a path in the mount.
+func (d *daemon) path(name string) string { return filepath.Join(d.mnt, name) }
+
+// alive reports whether the daemon is still running.
+func (d *daemon) alive() bool {
+	select {
+	case <-d.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// hook applies commands through the daemon's SIGUSR2 test hook (see
+// cmd/devfsd/testhooks.go) and waits for them to be done.
+func (d *daemon) hook(cmds ...string) {
+	d.t.Helper()
+	if d.hookFile == "" {
+		d.t.Fatal("daemon started without hooks")
+	}
+	if err := os.WriteFile(d.hookFile, []byte(strings.Join(cmds, "\n")+"\n"), 0o644); err != nil {
+		d.t.Fatal(err)
+	}
+	d.hookSeq++
+	if err := d.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		d.t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		data, err := os.ReadFile(d.hookFile + ".done")
+		if err == nil {
+			lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+			if lines[0] == fmt.Sprint(d.hookSeq) {
+				for i, l := range lines[1:] {
+					if l != "ok" {
+						d.t.Fatalf("hook %q: %s", cmds[i], l)
+					}
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("hook %q not applied within 10s", cmds)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func errnoOf(err error) syscall.Errno {
+	var e syscall.Errno
+	for err != nil {
+		if x, ok := err.(syscall.Errno); ok {
+			return x
+		}
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			break
+		}
+		err = u.Unwrap()
+	}
+	return e
+}
