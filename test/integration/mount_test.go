@@ -497,4 +497,3 @@ func TestRegisterInvalidatesKernelNegativeCache(t *testing.T) {
 		t.Fatalf("readlink x: %q %v", target, err)
 	}
 }
-
