@@ -48,10 +48,15 @@
 // # Interrupts
 //
 // A FUSE INTERRUPT closes the request's cancel channel; a request that may
-// wait gets a context (reqCtx) that is done then, or when shutdown begins.
-// Package lookup honours it only before anything changed and answers
-// EINTR, so a lookup waiting on a slow loader returns EINTR at once when
-// its caller is killed, and the load goes on for the other waiters.
+// wait gets a context (reqCtx) that is done when shutdown begins, or when
+// the interrupt came from a fatal signal: its waits are killable, not
+// interruptible. The kernel sends INTERRUPT for any signal, and Go's
+// runtime alone sends its programs SIGURG many times a second; answering
+// those with EINTR would fail open(2) and stat(2) calls that no local file
+// system fails (see reqCtx). Package lookup honours a done context only
+// before anything changed and answers EINTR, so a `stat` killed while it
+// waits on a slow loader returns at once, and the load goes on for the
+// other waiters.
 //
 // # Kernel cache invalidation
 //

@@ -46,7 +46,7 @@ func (s *Server) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, 
 		return st
 	}
 	c := caller(&in.InHeader)
-	ctx := s.ctx(cancel)
+	ctx := s.ctx(cancel, in.Pid)
 	defer ctx.release()
 	n, err := s.res.Mknod(ctx, dir, name, syscall.S_IFREG|(in.Mode&dcache.PermMask), 0, 0, c)
 	if err != nil {
@@ -202,7 +202,7 @@ func (s *Server) listDir(cancel <-chan struct{}, in *fuse.ReadIn, perEntry int) 
 		return nil, nil, st
 	}
 	max := int(in.Size)/perEntry + 1
-	ctx := s.ctx(cancel)
+	ctx := s.ctx(cancel, in.Pid)
 	ents, err := s.res.ReadDir(ctx, dir, in.Offset, max, caller(&in.InHeader))
 	ctx.release()
 	if err != nil {

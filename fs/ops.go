@@ -73,7 +73,7 @@ func (s *Server) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 	if st != fuse.OK {
 		return st
 	}
-	ctx := s.ctx(cancel)
+	ctx := s.ctx(cancel, h.Pid)
 	n, err := s.res.Lookup(ctx, dir, name, caller(h))
 	ctx.release()
 	if err != nil {
@@ -175,7 +175,7 @@ func (s *Server) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, ou
 		return st
 	}
 	major, minor := splitDev(in.Rdev)
-	ctx := s.ctx(cancel)
+	ctx := s.ctx(cancel, in.Pid)
 	n, err := s.res.Mknod(ctx, dir, name, in.Mode, major, minor, caller(&in.InHeader))
 	ctx.release()
 	if err != nil {
@@ -195,7 +195,7 @@ func (s *Server) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, ou
 	if st != fuse.OK {
 		return st
 	}
-	ctx := s.ctx(cancel)
+	ctx := s.ctx(cancel, in.Pid)
 	n, err := s.res.Mkdir(ctx, dir, name, in.Mode&dcache.PermMask, caller(&in.InHeader))
 	ctx.release()
 	if err != nil {
@@ -215,7 +215,7 @@ func (s *Server) Symlink(cancel <-chan struct{}, h *fuse.InHeader, pointedTo, li
 	if st != fuse.OK {
 		return st
 	}
-	ctx := s.ctx(cancel)
+	ctx := s.ctx(cancel, h.Pid)
 	n, err := s.res.Symlink(ctx, dir, linkName, pointedTo, caller(h))
 	ctx.release()
 	if err != nil {
@@ -256,7 +256,7 @@ func (s *Server) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out 
 	if st != fuse.OK {
 		return st
 	}
-	ctx := s.ctx(cancel)
+	ctx := s.ctx(cancel, in.Pid)
 	err := s.res.Link(ctx, dir, name, target, caller(&in.InHeader))
 	ctx.release()
 	if err != nil {
@@ -277,7 +277,7 @@ func (s *Server) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) f
 	if st != fuse.OK {
 		return st
 	}
-	ctx := s.ctx(cancel)
+	ctx := s.ctx(cancel, h.Pid)
 	err := s.res.Unlink(ctx, dir, name, caller(h))
 	ctx.release()
 	return s.status("unlink", err)
@@ -293,7 +293,7 @@ func (s *Server) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fu
 	if st != fuse.OK {
 		return st
 	}
-	ctx := s.ctx(cancel)
+	ctx := s.ctx(cancel, h.Pid)
 	err := s.res.Rmdir(ctx, dir, name, caller(h))
 	ctx.release()
 	return s.status("rmdir", err)
@@ -317,7 +317,7 @@ func (s *Server) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newN
 	if st != fuse.OK {
 		return st
 	}
-	ctx := s.ctx(cancel)
+	ctx := s.ctx(cancel, in.Pid)
 	err := s.res.Rename(ctx, oldDir, oldName, newDir, newName, in.Flags, caller(&in.InHeader))
 	ctx.release()
 	return s.status("rename", err)

@@ -349,8 +349,8 @@ func (s *Server) enter() bool {
 const errShutdown = fuse.Status(syscall.ENOTCONN)
 
 // ctx returns the context of a request that may wait.
-func (s *Server) ctx(cancel <-chan struct{}) *reqCtx {
-	return &reqCtx{intr: cancel, stop: s.stopping}
+func (s *Server) ctx(cancel <-chan struct{}, pid uint32) *reqCtx {
+	return &reqCtx{intr: cancel, stop: s.stopping, pid: pid}
 }
 
 // SyncNotifies waits until the kernel has been sent every notify queued

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -306,5 +307,55 @@ func TestShutdownInterruptsWaitingLookups(t *testing.T) {
 		if st := <-res; st != fuse.EINTR {
 			t.Errorf("waiting lookup at shutdown: %v, want EINTR", st)
 		}
+	}
+}
+
+func TestSigkillPending(t *testing.T) {
+	for _, tt := range []struct {
+		status string
+		want   bool
+	}{
+		{"Name:\tx\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n", false},
+		{"Name:\tx\nSigPnd:\t0000000000000100\nShdPnd:\t0000000000000000\n", true},
+		{"Name:\tx\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000004100\n", true},
+		{"Name:\tx\nSigPnd:\t0000000000000002\nShdPnd:\t0000000000004000\n", false}, // SIGINT and SIGTERM pending: handled, so not fatal
+	} {
+		if got := sigkillPending([]byte(tt.status)); got != tt.want {
+			t.Errorf("%q: %v, want %v", tt.status, got, tt.want)
+		}
+	}
+	if dying(uint32(os.Getpid())) {
+		t.Error("the test process counts as dying")
+	}
+}
+
+// An interrupt from a signal that does not kill the caller (Go's SIGURG,
+// SIGCHLD, ...) does not fail the request: the lookup waits on and
+// answers from the load.
+func TestNonFatalInterruptIsIgnored(t *testing.T) {
+	release := make(chan struct{})
+	r := newRig(t, Options{}, func(ctx context.Context, ns *dcache.Namespace, dir, name string) error {
+		<-release
+		_, err := ns.Register(name, dcache.Spec{Type: dcache.TypeChar, Mode: 0o600, Major: 10, Minor: 1}, dcache.Caller{})
+		return err
+	})
+	cancel := make(chan struct{})
+	res := make(chan fuse.Status, 1)
+	go func() {
+		var out fuse.EntryOut
+		h := hdr(1)
+		h.Pid = uint32(os.Getpid()) // alive, no SIGKILL pending
+		res <- r.s.Lookup(cancel, &h, "slow", &out)
+	}()
+	waitFor(t, "the load to start", func() bool { return r.loads.Load() == 1 })
+	close(cancel)
+	select {
+	case st := <-res:
+		t.Fatalf("lookup ended with %v on a non-fatal interrupt", st)
+	case <-time.After(3 * killPoll):
+	}
+	close(release)
+	if st := <-res; st != fuse.OK {
+		t.Fatalf("lookup after the load: %v, want OK", st)
 	}
 }
