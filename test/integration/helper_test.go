@@ -100,6 +100,12 @@ type opts struct {
 func start(t *testing.T, o opts) *daemon {
 	t.Helper()
 	base := t.TempDir()
+	// Let other users reach the mount (allow_other is the default).
+	for _, dir := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	mnt := filepath.Join(base, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)

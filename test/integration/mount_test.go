@@ -497,3 +497,76 @@ func TestRegisterInvalidatesKernelNegativeCache(t *testing.T) {
 		t.Fatalf("readlink x: %q %v", target, err)
 	}
 }
+
+// A write by a user without CAP_FSETID clears set-user-id and
+// set-group-id (the kernel asks with a SETATTR, the server applies it).
+func TestWriteClearsSetuid(t *testing.T) {
+	d := start(t, opts{})
+	p := d.path("shm/suid")
+	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Chmod(p, 0o6777); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	cmd := exec.Command(sh, "-c", `echo more >> "$1"`, "sh", p)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("write as nobody: %v %s", err, out)
+	}
+	if st := lstat(t, p); st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 || st.Size != 6 {
+		t.Fatalf("after a write by nobody: mode %o size %d, want set-id bits cleared", st.Mode, st.Size)
+	}
+}
+
+// Times: a change to a directory's entries moves its mtime and ctime; a
+// chmod moves the node's ctime and not its mtime; a write moves both.
+func TestTimesMove(t *testing.T) {
+	d := start(t, opts{args: []string{"--attr-timeout=0", "--entry-timeout=0"}})
+	if err := unix.Mkdir(d.path("t"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	past := []unix.Timespec{{Sec: 1000}, {Sec: 1000}}
+	reset := func(p string) {
+		t.Helper()
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, past, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reset(d.path("t"))
+	before := lstat(t, d.path("t"))
+	if err := unix.Mknod(d.path("t/f"), unix.S_IFREG|0o644, 0); err != nil {
+		t.Fatal(err)
+	}
+	after := lstat(t, d.path("t"))
+	if after.Mtim.Sec == 1000 || after.Ctim == before.Ctim {
+		t.Errorf("mknod did not move the parent's times: mtime %v ctime %v -> %v", after.Mtim, before.Ctim, after.Ctim)
+	}
+	reset(d.path("t/f"))
+	f0 := lstat(t, d.path("t/f"))
+	if err := unix.Chmod(d.path("t/f"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f1 := lstat(t, d.path("t/f"))
+	if f1.Mtim.Sec != 1000 || f1.Ctim == f0.Ctim {
+		t.Errorf("chmod: mtime %v (want 1000), ctime %v -> %v", f1.Mtim, f0.Ctim, f1.Ctim)
+	}
+	if err := os.WriteFile(d.path("t/f"), []byte("data"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if f2 := lstat(t, d.path("t/f")); f2.Mtim.Sec == 1000 || f2.Ctim == f1.Ctim {
+		t.Errorf("write: mtime %v ctime %v", f2.Mtim, f2.Ctim)
+	}
+	reset(d.path("t"))
+	if err := unix.Unlink(d.path("t/f")); err != nil {
+		t.Fatal(err)
+	}
+	if st := lstat(t, d.path("t")); st.Mtim.Sec == 1000 {
+		t.Errorf("unlink did not move the parent's mtime")
+	}
+}
