@@ -1,0 +1,15 @@
+//go:build !mutant_r4
+
+package lookup
+
+import "context"
+
+// finishMiss ends a miss for its owner: step 4 (unpublish, wake every
+// waiter, drop the owner's reference), then step 5's lock (sem shared). A
+// waiter may hold sem exclusive while it sleeps on the call, so waking it
+// must come first: this order is the fix of the 2003 devfs deadlock (race
+// R4). On return without error the owner holds sem shared.
+func (r *Resolver) finishMiss(ctx context.Context, cl *call) error {
+	r.complete(cl)
+	return r.retake(ctx, cl.dir, cl.name)
+}

@@ -1,0 +1,373 @@
+package lookup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	iofs "io/fs"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/sync/waitq"
+)
+
+// Caller identifies who made a request; see dcache.Caller.
+type Caller = dcache.Caller
+
+// Loader loads what provides name in directory dir (a path relative to the
+// namespace root, "" for the root), registering nodes through
+// dcache.Namespace.Register while it runs. It returns when done: nil or an
+// error, the lookup then looks at the namespace again either way. Load
+// must honour ctx (it ends at the deadline), be safe for concurrent use,
+// and must not look names up through the mount unless its lookups are
+// recognised as the loader's (see Options.IsLoader).
+type Loader interface {
+	Load(ctx context.Context, dir, name string, caller Caller) error
+}
+
+// LoaderFunc adapts a function to a Loader.
+type LoaderFunc func(ctx context.Context, dir, name string, caller Caller) error
+
+// Load calls f.
+func (f LoaderFunc) Load(ctx context.Context, dir, name string, caller Caller) error {
+	return f(ctx, dir, name, caller)
+}
+
+// DefaultTimeout bounds a load and every wait by default.
+const DefaultTimeout = 5 * time.Second
+
+// Options configures a Resolver.
+type Options struct {
+	// Timeout bounds each load and each wait on one. Default 5 s.
+	Timeout time.Duration
+	// IsLoader recognises the loader's own requests (by pid and
+	// descendants, or by the peer credential of its socket), which bypass
+	// every wait. A Caller with Origin dcache.OriginLoader bypasses
+	// whatever IsLoader says. Nil: only that origin.
+	IsLoader func(Caller) bool
+}
+
+// Resolver runs the lookup protocol over one namespace. Its methods are
+// safe for concurrent use.
+type Resolver struct {
+	// Immutable after New:
+	ns       *dcache.Namespace
+	loader   Loader // nil: misses are plain ENOENT
+	timeout  time.Duration
+	isLoader func(Caller) bool
+	hooks    hooks // tests only
+
+	published atomic.Int64 // calls published in some in-flight slot table
+	live      atomic.Int64 // calls with a reference left
+	loads     atomic.Int64 // Load calls made
+}
+
+// hooks let tests force interleavings; nil fields are skipped. Set before
+// the Resolver is used.
+type hooks struct {
+	// published runs in the owner after step 2, holding sem shared.
+	published func(dir *dcache.Node, name string)
+	// waiting runs in a waiter that prepared its wait and is about to
+	// sleep; writer waiters hold the directory sem exclusive.
+	waiting func(name string, writer bool)
+	// loaded runs in the owner after the load (or the deadline), before
+	// steps 4 and 5.
+	loaded func(name string)
+}
+
+// New returns a Resolver over ns asking loader (nil: none) on a miss.
+func New(ns *dcache.Namespace, loader Loader, opts Options) *Resolver {
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	return &Resolver{ns: ns, loader: loader, timeout: opts.Timeout, isLoader: opts.IsLoader}
+}
+
+// Namespace returns the namespace r serves.
+func (r *Resolver) Namespace() *dcache.Namespace { return r.ns }
+
+// Stats counts in-flight records and loads.
+type Stats struct {
+	InFlight int64 // records published in a directory's slot table
+	Live     int64 // records some goroutine still holds a reference to
+	Loads    int64 // Load calls made so far
+}
+
+// Stats returns the current counts. Once no lookup is running both
+// InFlight and Live are 0.
+func (r *Resolver) Stats() Stats {
+	return Stats{InFlight: r.published.Load(), Live: r.live.Load(), Loads: r.loads.Load()}
+}
+
+// bypass reports whether c is the loader itself.
+func (r *Resolver) bypass(c Caller) bool {
+	return c.Origin == dcache.OriginLoader || (r.isLoader != nil && r.isLoader(c))
+}
+
+func pathErr(op, path string, e syscall.Errno) error {
+	return &iofs.PathError{Op: op, Path: path, Err: e}
+}
+
+// interrupted is the error for a wait cut short by the caller's context.
+func interrupted(op, name string) error { return pathErr(op, name, syscall.EINTR) }
+
+// call is one in-flight load of one name in one directory, shared by
+// every lookup of that name that misses while it runs; modelled on x/sync
+// singleflight's call.
+type call struct {
+	// Set before the call is published, read-only afterwards:
+	r    *Resolver
+	dir  *dcache.Node
+	name string
+
+	// refs counts the references: the owner's and one per waiter. It is
+	// raised only under dir's mu while the call is published (so never
+	// from zero) and dropped anywhere; the call's life ends at zero.
+	refs atomic.Int32
+
+	// Guarded by dir's mu:
+	done bool // unpublished and its waiters woken (step 4 ran)
+
+	// wq holds the waiters. A waiter prepares its wait under dir's mu
+	// while !done; step 4 wakes them all under the same mu, so no wakeup
+	// is lost. wq's own lock is a leaf.
+	wq waitq.Queue
+
+	// Written by the owner before step 4, read by waiters after their
+	// wakeup (which the wakeup orders after the write):
+	err error // the load's outcome, for errors and logs
+}
+
+// get takes a reference. Preconditions: c.dir's mu held, c published.
+func (c *call) get() {
+	if c.refs.Add(1) <= 1 {
+		panic("lookup: reference taken on a finished lookup record")
+	}
+}
+
+// put drops a reference; the last one ends the record's life.
+func (c *call) put() {
+	switch n := c.refs.Add(-1); {
+	case n == 0:
+		c.r.live.Add(-1)
+	case n < 0:
+		panic("lookup: lookup record released more often than taken")
+	}
+}
+
+// Lookup returns the node named name in dir, asking the loader if it is
+// missing (see the package doc). ENOENT if it is not there afterwards,
+// EINTR if ctx ends while waiting, ENOTDIR if dir is not a directory.
+func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c Caller) (*dcache.Node, error) {
+	if !dir.IsDir() {
+		return nil, pathErr("lookup", name, syscall.ENOTDIR)
+	}
+	if err := dcache.CheckName(name); err != nil {
+		return nil, err
+	}
+	if r.bypass(c) {
+		return dir.Lookup(name)
+	}
+	sem := dir.Sem()
+	if sem.DownReadCtx(ctx) != nil {
+		return nil, interrupted("lookup", name)
+	}
+	// Step 1.
+	dir.LockMu()
+	child, negative := dir.ChildLocked(name)
+	if child != nil || negative || dir.DeadLocked() || r.loader == nil {
+		if child == nil && !negative && r.loader == nil {
+			dir.AddNegativeLocked(name)
+		}
+		dir.UnlockMu()
+		sem.UpRead()
+		r.ns.Flush()
+		return answer(child, name)
+	}
+	if cl, ok := dir.InflightLocked(name).(*call); ok {
+		// A load is in flight: wait on it like devfs_d_revalidate_wait,
+		// but without sem (a lookup need not keep it).
+		cl.get()
+		w := cl.wq.Prepare(false)
+		dir.UnlockMu()
+		sem.UpRead()
+		r.ns.Flush()
+		err := r.wait(ctx, cl, w, false)
+		cl.put()
+		if err != nil {
+			return nil, err
+		}
+		return r.lookAgain(ctx, dir, name)
+	}
+	// Step 2.
+	cl := &call{r: r, dir: dir, name: name}
+	cl.refs.Store(1)
+	r.live.Add(1)
+	dir.SetInflightLocked(name, cl)
+	r.published.Add(1)
+	dir.UnlockMu()
+	if h := r.hooks.published; h != nil {
+		h(dir, name)
+	}
+	// Step 3.
+	sem.UpRead()
+	r.ns.Flush()
+	r.ns.EmitLookup(dir, name, c)
+	if !r.load(ctx, cl, c) {
+		return nil, interrupted("lookup", name) // step 4 handed off
+	}
+	if h := r.hooks.loaded; h != nil {
+		h(name)
+	}
+	// Steps 4 and 5, in the order of finish_r4.go.
+	if err := r.finishMiss(ctx, cl); err != nil {
+		return nil, err
+	}
+	dir.LockMu()
+	child, _ = dir.ChildLocked(name)
+	dir.UnlockMu()
+	sem.UpRead()
+	r.ns.Flush()
+	return answerLoad(child, name, cl.err)
+}
+
+func answer(child *dcache.Node, name string) (*dcache.Node, error) {
+	if child == nil {
+		return nil, pathErr("lookup", name, syscall.ENOENT)
+	}
+	return child, nil
+}
+
+// answerLoad answers after a load: ENOENT, wrapping the load's error if
+// it failed so that logs can say why.
+func answerLoad(child *dcache.Node, name string, loadErr error) (*dcache.Node, error) {
+	if child != nil {
+		return child, nil
+	}
+	if loadErr != nil && !errors.Is(loadErr, syscall.ENOENT) {
+		return nil, &iofs.PathError{Op: "lookup", Path: name,
+			Err: fmt.Errorf("%w (load: %v)", syscall.ENOENT, loadErr)}
+	}
+	return nil, pathErr("lookup", name, syscall.ENOENT)
+}
+
+// lookAgain is step 5 for a waiter: take sem shared, look once more.
+func (r *Resolver) lookAgain(ctx context.Context, dir *dcache.Node, name string) (*dcache.Node, error) {
+	sem := dir.Sem()
+	if sem.DownReadCtx(ctx) != nil {
+		return nil, interrupted("lookup", name)
+	}
+	dir.LockMu()
+	child, _ := dir.ChildLocked(name)
+	dir.UnlockMu()
+	sem.UpRead()
+	r.ns.Flush()
+	return answer(child, name)
+}
+
+// errDeadline is a load's outcome when the deadline passed first.
+var errDeadline = errors.New("loader did not finish before the deadline")
+
+// load runs step 3's wait: it starts the Load and waits for it, the
+// deadline, or ctx. It returns true when the owner should go on with steps
+// 4 and 5, and false when ctx ended first; step 4 is then done by a
+// goroutine that waits for the load or the deadline in the owner's place,
+// with the owner's reference.
+func (r *Resolver) load(ctx context.Context, cl *call, c Caller) bool {
+	loadCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
+	done := make(chan error, 1)
+	dirPath := cl.dir.Path()
+	r.loads.Add(1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				done <- fmt.Errorf("lookup: loader panicked: %v", p)
+			}
+		}()
+		done <- r.loader.Load(loadCtx, dirPath, cl.name, c)
+	}()
+	select {
+	case err := <-done:
+		cl.err = err
+		cancel()
+		return true
+	case <-loadCtx.Done():
+		cl.err = errDeadline
+		cancel()
+		return true
+	case <-ctx.Done():
+		go func() {
+			select {
+			case err := <-done:
+				cl.err = err
+			case <-loadCtx.Done():
+				cl.err = errDeadline
+			}
+			cancel()
+			r.complete(cl)
+			r.ns.Flush()
+		}()
+		return false
+	}
+}
+
+// complete is step 4: under mu, unpublish cl, cache the miss if the name is
+// still absent, wake every waiter; then drop the owner's reference.
+// Preconditions: no dcache lock held; cl published; called once per call.
+func (r *Resolver) complete(cl *call) {
+	dir := cl.dir
+	dir.LockMu()
+	dir.ClearInflightLocked(cl.name, cl)
+	r.published.Add(-1)
+	cl.done = true
+	if child, _ := dir.ChildLocked(cl.name); child == nil {
+		dir.AddNegativeLocked(cl.name)
+	}
+	cl.wq.WakeAll()
+	dir.UnlockMu()
+	cl.put()
+}
+
+// retake is step 5's lock: sem shared again.
+func (r *Resolver) retake(ctx context.Context, dir *dcache.Node, name string) error {
+	if dir.Sem().DownReadCtx(ctx) != nil {
+		return interrupted("lookup", name)
+	}
+	return nil
+}
+
+// wait sleeps on cl with the prepared w, bounded by r.timeout and ctx. It
+// returns EINTR if ctx ended, nil otherwise (woken, or the bound passed:
+// the caller looks at the namespace and answers from it).
+func (r *Resolver) wait(ctx context.Context, cl *call, w *waitq.Waiter, writer bool) error {
+	if h := r.hooks.waiting; h != nil {
+		h(cl.name, writer)
+	}
+	wctx, cancel := context.WithTimeout(ctx, r.timeout)
+	err := w.Wait(wctx)
+	cancel()
+	if err != nil && ctx.Err() != nil {
+		return interrupted("lookup", cl.name)
+	}
+	return nil
+}
+
+// waitForLoadLocked waits, holding dir's sem exclusive as devfs's
+// revalidate did, for a load of name in flight in dir, if any.
+// Preconditions: dir's sem held exclusive; no mu held.
+func (r *Resolver) waitForLoadLocked(ctx context.Context, dir *dcache.Node, name string) error {
+	dir.LockMu()
+	cl, ok := dir.InflightLocked(name).(*call)
+	if !ok {
+		dir.UnlockMu()
+		return nil
+	}
+	cl.get()
+	w := cl.wq.Prepare(false)
+	dir.UnlockMu()
+	err := r.wait(ctx, cl, w, true)
+	cl.put()
+	return err
+}
