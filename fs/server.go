@@ -220,7 +220,7 @@ func (s *Server) Mount(dir string) error {
 		} else if srv, err = fuse.NewServer(s, dir, s.mountOptions(false)); err != nil {
 			hint := ""
 			if s.opts.AllowOther && os.Geteuid() != 0 {
-				hint = " (allow_other needs user_allow_other in /etc/fuse.conf, or --allow-other=false)"
+				hint = " (its own message is above; note that as a user allow_other needs user_allow_other in /etc/fuse.conf, else pass --allow-other=false)"
 			}
 			errs = append(errs, fmt.Sprintf("fusermount3: %v%s", strings.TrimSpace(err.Error()), hint))
 		}
