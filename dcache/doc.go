@@ -53,12 +53,24 @@
 // the path-level protocol: Lookup and every name-changing FUSE operation
 // that must wait on a record (take sem, wait, call dcache).
 //
+// # For the FUSE server
+//
+// fs addresses nodes by (Ino, Gen) and keeps its own node-id table; GETATTR
+// is Node.Attr, SETATTR Node.SetAttr (mode, owner, times, size), READ and
+// WRITE Node.ReadAt and Node.WriteAt, READLINK Node.Readlink, STATFS
+// Namespace.Statfs (with NameMax 255), and "..": Node.Parent. LOOKUP,
+// READDIR and the namespace changes go through package lookup, which takes
+// the directory sems and then calls the Node methods here. From the events,
+// fs queues kernel notifies for changes not made through FUSE (Origin other
+// than OriginFUSE: REGISTER and UNREGISTER from the loader or control API,
+// EXPIRE) and sends them from a worker, never from Sink.Event itself.
+//
 // # Lock order
 //
 //	Node.dir.sem (package lookup; two directories of a rename in inode order)
 //	  Namespace.renameMu (cross-directory Rename only)
 //	    Node.dir.mu (ancestor before descendant; see below)
-//	      Node.attrMu (leaf for attributes and content)
+//	      Node.attrMu (attributes and content; never two at once)
 //	        Namespace.events.mu
 //
 // At most one directory mu is held at a time, with these exceptions: Rmdir

@@ -229,7 +229,8 @@ func (ns *Namespace) Resolve(path string) (*Node, error) {
 const registerRetries = 16
 
 // Register creates the node spec describes at path, creating missing parent
-// directories (0755, owned by spec's owner), the devfs_register analogue. It
+// directories (0755, owned by root, as devfs did), the devfs_register
+// analogue. It
 // is EEXIST if the name is taken, ENOTDIR if a parent is not a directory. It
 // queues a REGISTER event for each created directory and for the node, and
 // drops any negative entry for the names it creates. It takes only mu, one
@@ -285,7 +286,7 @@ retry:
 				n, err = dir.createLocked(p, spec.Type, spec.Mode, spec.Uid, spec.Gid,
 					spec.Major, spec.Minor, spec.Target, KindRegister, c, now)
 			} else {
-				n, err = dir.createLocked(p, TypeDir, 0755, spec.Uid, spec.Gid,
+				n, err = dir.createLocked(p, TypeDir, 0755, 0, 0,
 					0, 0, "", KindRegister, c, now)
 			}
 			ds.mu.Unlock()

@@ -30,7 +30,7 @@ type Node struct {
 	// renameMu, under which a directory's parent cannot change).
 	link atomic.Pointer[nodeLink]
 
-	attrMu sync.Mutex // leaf: after every dir mu
+	attrMu sync.Mutex // after every dir mu, before the event queue lock; never two held
 	// Guarded by attrMu:
 	mode     uint32 // permission bits only; the type is typ
 	uid      uint32
