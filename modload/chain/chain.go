@@ -1,0 +1,42 @@
+// Package chain joins the helper loader and a fallback: while a helper is
+// attached every load goes to it (and only to it); while none is, to the
+// fallback (the built-in catalogue by default, or nothing).
+//
+// A load that was pending when the helper went away is answered ENOENT by
+// the helper loader and is not retried on the fallback: the rule is
+// that a dead helper's pending lookups end at once. The next lookup of the
+// name (after the negative entry expires) goes to the fallback.
+package chain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/devfsd/devfsd/modload"
+	"github.com/devfsd/devfsd/modload/helper"
+)
+
+// Loader is the chain. Fallback may be nil: misses with no helper attached
+// are then ENOENT.
+type Loader struct {
+	Helper   *helper.Loader
+	Fallback modload.Loader
+}
+
+var _ modload.Loader = Loader{}
+
+// Load implements modload.Loader.
+func (c Loader) Load(ctx context.Context, dir, name string, caller modload.Caller) error {
+	if c.Helper != nil {
+		err := c.Helper.Load(ctx, dir, name, caller)
+		if !errors.Is(err, helper.ErrNotAttached) {
+			return err
+		}
+	}
+	if c.Fallback == nil {
+		return fmt.Errorf("chain: no helper attached and no fallback loader: %w", syscall.ENOENT)
+	}
+	return c.Fallback.Load(ctx, dir, name, caller)
+}

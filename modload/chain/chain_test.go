@@ -1,0 +1,59 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"os"
+	"syscall"
+	"testing"
+
+	"github.com/devfsd/devfsd/modload"
+	"github.com/devfsd/devfsd/modload/helper"
+)
+
+type conn struct{ ch chan helper.Request }
+
+func (c conn) Send(r helper.Request) bool { c.ch <- r; return true }
+
+func TestHelperFirstFallbackWhileNoneAttached(t *testing.T) {
+	var fellBack int
+	fb := modload.LoaderFunc(func(ctx context.Context, dir, name string, c modload.Caller) error {
+		fellBack++
+		return nil
+	})
+	h := helper.New(nil)
+	c := Loader{Helper: h, Fallback: fb}
+	if err := c.Load(context.Background(), "", "x", modload.Caller{}); err != nil || fellBack != 1 {
+		t.Fatalf("no helper: err %v, fallback calls %d", err, fellBack)
+	}
+	cn := conn{make(chan helper.Request, 1)}
+	s, err := h.Attach(helper.Identity{Pid: uint32(os.Getpid())}, cn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 1)
+	go func() { res <- c.Load(context.Background(), "", "y", modload.Caller{}) }()
+	req := <-cn.ch
+	s.Done(req.ID, nil)
+	if err := <-res; err != nil || fellBack != 1 {
+		t.Fatalf("with helper: err %v, fallback calls %d", err, fellBack)
+	}
+	// A load pending when the helper goes is ENOENT, not retried.
+	go func() { res <- c.Load(context.Background(), "", "z", modload.Caller{}) }()
+	<-cn.ch
+	s.Detach("test")
+	if err := <-res; !errors.Is(err, syscall.ENOENT) || fellBack != 1 {
+		t.Fatalf("helper gone: err %v, fallback calls %d", err, fellBack)
+	}
+	// Then the fallback again.
+	if err := c.Load(context.Background(), "", "w", modload.Caller{}); err != nil || fellBack != 2 {
+		t.Fatalf("after the helper: err %v, fallback calls %d", err, fellBack)
+	}
+}
+
+func TestNoFallbackIsENOENT(t *testing.T) {
+	c := Loader{Helper: helper.New(nil)}
+	if err := c.Load(context.Background(), "", "x", modload.Caller{}); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("Load = %v", err)
+	}
+}
