@@ -1,0 +1,273 @@
+// Package client is the Go client of devfsd's control socket: the control
+// API, the event stream and the helper protocol (see docs/api.md). `devfsd
+// ctl` is built on it, and so is the reference helper.
+//
+// A helper attaches with [Client.AttachHelper], reads LOOKUP requests from
+// the stream, registers what it provides with [Client.Register] (on the
+// same Client or any other made in the same process: the daemon knows the
+// helper by its process, from the socket's peer credentials) and answers
+// each request with [HelperStream.Done].
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/devfsd/devfsd/control/wire"
+)
+
+// Client talks to one daemon's socket. Safe for concurrent use.
+type Client struct {
+	hc *http.Client
+}
+
+// New returns a client of the socket at path. Nothing is dialled yet.
+func New(path string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+		MaxIdleConns:    4,
+		IdleConnTimeout: 30 * time.Second,
+	}
+	return &Client{hc: &http.Client{Transport: tr}}
+}
+
+// Close drops idle connections.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
+// Error is an error answer of the daemon.
+type Error struct {
+	Status  int    // HTTP status
+	Code    string // stable: see package wire
+	Message string
+	Field   string
+}
+
+func (e *Error) Error() string {
+	if e.Field != "" {
+		return fmt.Sprintf("%s (%s): %s", e.Code, e.Field, e.Message)
+	}
+	return e.Code + ": " + e.Message
+}
+
+// Code returns the error code of err if it is an *Error, else "".
+func Code(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}
+
+// ErrUnreachable wraps failures to reach the daemon at all.
+var ErrUnreachable = errors.New("the daemon cannot be reached")
+
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	u := "http://devfsd" + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var eb wire.ErrorBody
+		if json.Unmarshal(b, &eb) != nil || eb.Error.Code == "" {
+			return nil, &Error{Status: resp.StatusCode, Code: "http_" + fmt.Sprint(resp.StatusCode), Message: strings.TrimSpace(string(b))}
+		}
+		return nil, &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message, Field: eb.Error.Field}
+	}
+	return resp, nil
+}
+
+func (c *Client) call(ctx context.Context, method, path string, q url.Values, body, out any) error {
+	resp, err := c.do(ctx, method, path, q, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Stat returns the node at path ("" is the root).
+func (c *Client) Stat(ctx context.Context, path string) (wire.Node, error) {
+	var n wire.Node
+	err := c.call(ctx, http.MethodGet, "/v1/stat", url.Values{"path": {path}}, nil, &n)
+	return n, err
+}
+
+// List returns the nodes in directory path (the node itself if it is not a
+// directory), the whole subtree if recursive.
+func (c *Client) List(ctx context.Context, path string, recursive bool) (wire.List, error) {
+	var l wire.List
+	q := url.Values{"path": {path}}
+	if recursive {
+		q.Set("recursive", "true")
+	}
+	err := c.call(ctx, http.MethodGet, "/v1/list", q, nil, &l)
+	return l, err
+}
+
+// Register registers a node.
+func (c *Client) Register(ctx context.Context, r wire.RegisterRequest) (wire.Node, error) {
+	var n wire.Node
+	err := c.call(ctx, http.MethodPost, "/v1/register", nil, r, &n)
+	return n, err
+}
+
+// Unregister removes the node at path (a directory with its contents).
+func (c *Client) Unregister(ctx context.Context, path string) error {
+	return c.call(ctx, http.MethodPost, "/v1/unregister", nil, wire.PathRequest{Path: path}, nil)
+}
+
+// Chmod sets the permission bits of path; mode is octal ("0660").
+func (c *Client) Chmod(ctx context.Context, path, mode string) (wire.Node, error) {
+	var n wire.Node
+	err := c.call(ctx, http.MethodPost, "/v1/chmod", nil, wire.ChmodRequest{Path: path, Mode: mode}, &n)
+	return n, err
+}
+
+// Chown sets the owner and/or group of path (nil: unchanged).
+func (c *Client) Chown(ctx context.Context, path string, uid, gid *int64) (wire.Node, error) {
+	var n wire.Node
+	err := c.call(ctx, http.MethodPost, "/v1/chown", nil, wire.ChownRequest{Path: path, Uid: uid, Gid: gid}, &n)
+	return n, err
+}
+
+// Wait returns once path exists, or fails with code "timeout" after
+// timeout.
+func (c *Client) Wait(ctx context.Context, path string, timeout time.Duration) (wire.Wait, error) {
+	var w wire.Wait
+	err := c.call(ctx, http.MethodGet, "/v1/wait", url.Values{"path": {path}, "timeout": {timeout.String()}}, nil, &w)
+	return w, err
+}
+
+// Stats returns the daemon's counters.
+func (c *Client) Stats(ctx context.Context) (wire.Stats, error) {
+	var s wire.Stats
+	err := c.call(ctx, http.MethodGet, "/v1/stats", nil, nil, &s)
+	return s, err
+}
+
+// Reload asks the daemon to reload its configuration.
+func (c *Client) Reload(ctx context.Context) error {
+	return c.call(ctx, http.MethodPost, "/v1/reload", nil, struct{}{}, nil)
+}
+
+// Stream is an NDJSON stream of records.
+type Stream struct {
+	body io.ReadCloser
+	sc   *bufio.Scanner
+	raw  []byte
+}
+
+func newStream(body io.ReadCloser) *Stream {
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	return &Stream{body: body, sc: sc}
+}
+
+// Next returns the next record; io.EOF when the daemon ended the stream.
+func (s *Stream) Next() (wire.Record, error) {
+	var rec wire.Record
+	if !s.sc.Scan() {
+		if err := s.sc.Err(); err != nil {
+			return rec, err
+		}
+		return rec, io.EOF
+	}
+	s.raw = s.sc.Bytes()
+	err := json.Unmarshal(s.raw, &rec)
+	return rec, err
+}
+
+// Raw returns the JSON line of the last record Next returned.
+func (s *Stream) Raw() []byte { return s.raw }
+
+// Close ends the stream.
+func (s *Stream) Close() error { return s.body.Close() }
+
+// Events opens the event stream with a buffer of buffer events (0: the
+// daemon's default).
+func (c *Client) Events(ctx context.Context, buffer int) (*Stream, error) {
+	q := url.Values{}
+	if buffer > 0 {
+		q.Set("buffer", fmt.Sprint(buffer))
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/events", q, nil)
+	if err != nil {
+		return nil, err
+	}
+	return newStream(resp.Body), nil
+}
+
+// HelperStream is an attached helper's stream of LOOKUP requests and
+// events. The first record was "hello"; Hello returns it.
+type HelperStream struct {
+	*Stream
+	c     *Client
+	hello wire.Record
+}
+
+// AttachHelper makes the calling process the daemon's loader until the
+// stream is closed or the process exits.
+func (c *Client) AttachHelper(ctx context.Context) (*HelperStream, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/helper", nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	hs := &HelperStream{Stream: newStream(resp.Body), c: c}
+	rec, err := hs.Next()
+	if err != nil || rec.Type != "hello" {
+		hs.Close()
+		return nil, fmt.Errorf("helper stream: no hello record (%v)", err)
+	}
+	hs.hello = rec
+	return hs, nil
+}
+
+// Hello returns the hello record: the identity the daemon saw.
+func (hs *HelperStream) Hello() wire.Record { return hs.hello }
+
+// Done answers LOOKUP id; loadErr, if not empty, says why nothing was
+// registered (for the daemon's log).
+func (hs *HelperStream) Done(ctx context.Context, id uint64, loadErr string) error {
+	return hs.c.call(ctx, http.MethodPost, "/v1/helper/done", nil, wire.DoneRequest{ID: id, Error: loadErr}, nil)
+}

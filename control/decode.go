@@ -1,0 +1,428 @@
+package control
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/devfsd/devfsd/control/wire"
+	"github.com/devfsd/devfsd/dcache"
+)
+
+// Limits of what a request may carry.
+const (
+	MaxBody    = 64 << 10 // bytes of a request body
+	maxPath    = 4095     // bytes of a path (PATH_MAX - 1)
+	maxTarget  = 4095     // bytes of a symlink target
+	maxMajor   = 1<<12 - 1
+	maxMinor   = 1<<20 - 1
+	maxOwnerID = 1<<32 - 2 // 4294967295 is "no change" to chown(2)
+)
+
+// apiError is a rejected request: an HTTP status and a wire.Error.
+type apiError struct {
+	status int
+	body   wire.Error
+}
+
+func (e *apiError) Error() string { return e.body.Code + ": " + e.body.Message }
+
+func errf(status int, code, field, format string, a ...any) *apiError {
+	return &apiError{status: status, body: wire.Error{Code: code, Field: field, Message: fmt.Sprintf(format, a...)}}
+}
+
+func bad(code, field, format string, a ...any) *apiError {
+	return errf(http.StatusBadRequest, code, field, format, a...)
+}
+
+// readBody reads at most MaxBody bytes of r's body.
+func readBody(r *http.Request) ([]byte, *apiError) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	if err != nil {
+		return nil, bad(wire.CodeBadJSON, "", "reading the body: %v", err)
+	}
+	if len(b) > MaxBody {
+		return nil, errf(http.StatusRequestEntityTooLarge, wire.CodeBodyTooLarge, "",
+			"the body is over %d bytes", MaxBody)
+	}
+	return b, nil
+}
+
+// object is a decoded JSON object: each known field's raw value.
+type object map[string]json.RawMessage
+
+// decodeObject reads body as exactly one JSON object whose keys are all in
+// known (matched exactly: encoding/json alone would match "PATH" to
+// "path"), none twice, with nothing after it.
+func decodeObject(body []byte, known ...string) (object, *apiError) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, bad(wire.CodeBadJSON, "", "the body is not JSON: %v", jsonErr(err))
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, bad(wire.CodeBadJSON, "", "the body must be one JSON object")
+	}
+	obj := object{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, bad(wire.CodeBadJSON, "", "the body is not JSON: %v", jsonErr(err))
+		}
+		key, _ := tok.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, bad(wire.CodeBadJSON, "", "the body is not JSON: %v", jsonErr(err))
+		}
+		if !contains(known, key) {
+			return nil, bad(wire.CodeUnknownField, key, "unknown field %q (this endpoint takes %s)",
+				key, strings.Join(known, ", "))
+		}
+		if _, dup := obj[key]; dup {
+			return nil, bad(wire.CodeDuplicateField, key, "field %q given twice", key)
+		}
+		obj[key] = raw
+	}
+	if _, err := dec.Token(); err != nil { // the closing '}'
+		return nil, bad(wire.CodeBadJSON, "", "the body is not JSON: %v", jsonErr(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, bad(wire.CodeBadJSON, "", "data after the JSON object")
+	}
+	return obj, nil
+}
+
+func jsonErr(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func contains(set []string, s string) bool {
+	for _, x := range set {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// str returns field k as a string; ok false if absent.
+func (o object) str(k string) (string, bool, *apiError) {
+	raw, ok := o[k]
+	if !ok {
+		return "", false, nil
+	}
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", false, bad(wire.CodeBadType, k, "%s must be a string, not %s", k, jsonKind(raw))
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false, bad(wire.CodeBadJSON, k, "%s: %v", k, err)
+	}
+	if !utf8.ValidString(s) {
+		return "", false, bad(wire.CodeBadType, k, "%s is not valid UTF-8", k)
+	}
+	return s, true, nil
+}
+
+// int returns field k as an integer; ok false if absent. rangeErr is the
+// code for a number outside [lo, hi].
+func (o object) int(k string, lo, hi int64, rangeCode string) (int64, bool, *apiError) {
+	raw, ok := o[k]
+	if !ok {
+		return 0, false, nil
+	}
+	if len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
+		return 0, false, bad(wire.CodeBadType, k, "%s must be an integer, not %s", k, jsonKind(raw))
+	}
+	if bytes.ContainsAny(raw, ".eE") {
+		return 0, false, bad(wire.CodeBadType, k, "%s must be an integer, not %s", k, raw)
+	}
+	v, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil || v < lo || v > hi {
+		return 0, false, bad(rangeCode, k, "%s %s is out of range [%d, %d]", k, raw, lo, hi)
+	}
+	return v, true, nil
+}
+
+func jsonKind(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return "nothing"
+	}
+	switch raw[0] {
+	case '"':
+		return "a string"
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "a number"
+}
+
+// checkPath validates a namespace path: relative to the root, clean, each
+// element a valid name. root says whether "" (the root) is allowed.
+func checkPath(field, p string, root bool) *apiError {
+	if p == "" {
+		if root {
+			return nil
+		}
+		return bad(wire.CodeInvalidPath, field, "%s: the root is not allowed here", field)
+	}
+	if len(p) > maxPath {
+		return bad(wire.CodePathTooLong, field, "%s is %d bytes, over %d", field, len(p), maxPath)
+	}
+	if strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
+		return bad(wire.CodeInvalidPath, field, "%s %q: paths are relative to the namespace root, without a leading or trailing slash", field, p)
+	}
+	for _, e := range strings.Split(p, "/") {
+		switch {
+		case e == "":
+			return bad(wire.CodeInvalidPath, field, "%s %q has an empty element", field, p)
+		case e == "." || e == "..":
+			return bad(wire.CodeInvalidPath, field, "%s %q has a %q element", field, p, e)
+		case strings.IndexByte(e, 0) >= 0:
+			return bad(wire.CodeInvalidPath, field, "%s %q has a NUL byte", field, p)
+		case len(e) > dcache.NameMax:
+			return bad(wire.CodeNameTooLong, field, "%s: an element is %d bytes, over %d", field, len(e), dcache.NameMax)
+		}
+	}
+	return nil
+}
+
+// parseMode reads an octal permission string: 1 to 5 octal digits, at
+// most 07777.
+func parseMode(field, s string) (uint32, *apiError) {
+	if len(s) == 0 || len(s) > 5 {
+		return 0, bad(wire.CodeInvalidMode, field, "%s %q is not an octal mode such as \"0660\"", field, s)
+	}
+	for _, c := range s {
+		if c < '0' || c > '7' {
+			return 0, bad(wire.CodeInvalidMode, field, "%s %q is not an octal mode such as \"0660\"", field, s)
+		}
+	}
+	v, _ := strconv.ParseUint(s, 8, 32)
+	if v > dcache.PermMask {
+		return 0, bad(wire.CodeInvalidMode, field, "%s %q has bits outside the permission bits 07777", field, s)
+	}
+	return uint32(v), nil
+}
+
+func (o object) mode(k string) (uint32, bool, *apiError) {
+	if raw, ok := o[k]; ok && len(raw) > 0 && raw[0] != '"' {
+		return 0, false, bad(wire.CodeBadType, k, "%s must be an octal string such as \"0660\", not %s", k, jsonKind(raw))
+	}
+	s, ok, e := o.str(k)
+	if e != nil || !ok {
+		return 0, ok, e
+	}
+	m, e := parseMode(k, s)
+	return m, e == nil, e
+}
+
+func (o object) path(k string, root bool) (string, *apiError) {
+	p, ok, e := o.str(k)
+	if e != nil {
+		return "", e
+	}
+	if !ok {
+		return "", bad(wire.CodeMissingField, k, "%s is required", k)
+	}
+	return p, checkPath(k, p, root)
+}
+
+var nodeTypes = map[string]dcache.Type{
+	"char": dcache.TypeChar, "block": dcache.TypeBlock, "dir": dcache.TypeDir,
+	"symlink": dcache.TypeSymlink, "fifo": dcache.TypeFifo, "socket": dcache.TypeSocket,
+}
+
+// registration is a validated POST /v1/register.
+type registration struct {
+	Path string
+	Spec dcache.Spec
+}
+
+// decodeRegister decodes and validates a register body.
+func decodeRegister(body []byte) (registration, *apiError) {
+	var reg registration
+	o, e := decodeObject(body, "path", "type", "mode", "major", "minor", "uid", "gid", "target")
+	if e != nil {
+		return reg, e
+	}
+	if reg.Path, e = o.path("path", false); e != nil {
+		return reg, e
+	}
+	ts, ok, e := o.str("type")
+	if e != nil {
+		return reg, e
+	}
+	if !ok {
+		return reg, bad(wire.CodeMissingField, "type", "type is required (char, block, dir, symlink, fifo, socket)")
+	}
+	t, ok := nodeTypes[ts]
+	if !ok {
+		return reg, bad(wire.CodeInvalidType, "type", "type %q is not one of char, block, dir, symlink, fifo, socket", ts)
+	}
+	reg.Spec.Type = t
+	mode, ok, e := o.mode("mode")
+	if e != nil {
+		return reg, e
+	}
+	if !ok {
+		switch t {
+		case dcache.TypeChar, dcache.TypeBlock:
+			mode = 0600
+		case dcache.TypeDir:
+			mode = 0755
+		case dcache.TypeSymlink:
+			mode = 0777
+		default:
+			mode = 0644
+		}
+	}
+	reg.Spec.Mode = mode
+	major, hasMajor, e := o.int("major", 0, maxMajor, wire.CodeInvalidDevice)
+	if e != nil {
+		return reg, e
+	}
+	minor, hasMinor, e := o.int("minor", 0, maxMinor, wire.CodeInvalidDevice)
+	if e != nil {
+		return reg, e
+	}
+	device := t == dcache.TypeChar || t == dcache.TypeBlock
+	switch {
+	case device && !hasMajor:
+		return reg, bad(wire.CodeMissingField, "major", "a %s device needs major", ts)
+	case device && !hasMinor:
+		return reg, bad(wire.CodeMissingField, "minor", "a %s device needs minor", ts)
+	case !device && (hasMajor || hasMinor):
+		return reg, bad(wire.CodeInvalidDevice, "major", "a %s has no device number", ts)
+	}
+	reg.Spec.Major, reg.Spec.Minor = uint32(major), uint32(minor)
+	uid, _, e := o.int("uid", 0, maxOwnerID, wire.CodeInvalidOwner)
+	if e != nil {
+		return reg, e
+	}
+	gid, _, e := o.int("gid", 0, maxOwnerID, wire.CodeInvalidOwner)
+	if e != nil {
+		return reg, e
+	}
+	reg.Spec.Uid, reg.Spec.Gid = uint32(uid), uint32(gid)
+	target, hasTarget, e := o.str("target")
+	if e != nil {
+		return reg, e
+	}
+	switch {
+	case t == dcache.TypeSymlink && !hasTarget:
+		return reg, bad(wire.CodeMissingField, "target", "a symlink needs target")
+	case t != dcache.TypeSymlink && hasTarget:
+		return reg, bad(wire.CodeInvalidTarget, "target", "a %s has no target", ts)
+	case hasTarget && (target == "" || len(target) > maxTarget || strings.IndexByte(target, 0) >= 0):
+		return reg, bad(wire.CodeInvalidTarget, "target", "target must be 1 to %d bytes without NUL", maxTarget)
+	}
+	reg.Spec.Target = target
+	return reg, nil
+}
+
+// decodePath decodes {"path": P} (unregister).
+func decodePath(body []byte) (string, *apiError) {
+	o, e := decodeObject(body, "path")
+	if e != nil {
+		return "", e
+	}
+	return o.path("path", false)
+}
+
+// decodeChmod decodes {"path": P, "mode": "0660"}.
+func decodeChmod(body []byte) (string, uint32, *apiError) {
+	o, e := decodeObject(body, "path", "mode")
+	if e != nil {
+		return "", 0, e
+	}
+	p, e := o.path("path", true)
+	if e != nil {
+		return "", 0, e
+	}
+	m, ok, e := o.mode("mode")
+	if e != nil {
+		return "", 0, e
+	}
+	if !ok {
+		return "", 0, bad(wire.CodeMissingField, "mode", "mode is required")
+	}
+	return p, m, nil
+}
+
+// chown is a validated chown request; a nil owner is left unchanged.
+type chown struct {
+	Path     string
+	Uid, Gid *uint32
+}
+
+// decodeChown decodes {"path": P, "uid": U, "gid": G}, one of uid and gid
+// at least.
+func decodeChown(body []byte) (chown, *apiError) {
+	var c chown
+	o, e := decodeObject(body, "path", "uid", "gid")
+	if e != nil {
+		return c, e
+	}
+	if c.Path, e = o.path("path", true); e != nil {
+		return c, e
+	}
+	uid, hasUid, e := o.int("uid", 0, maxOwnerID, wire.CodeInvalidOwner)
+	if e != nil {
+		return c, e
+	}
+	gid, hasGid, e := o.int("gid", 0, maxOwnerID, wire.CodeInvalidOwner)
+	if e != nil {
+		return c, e
+	}
+	if !hasUid && !hasGid {
+		return c, bad(wire.CodeMissingField, "uid", "give uid, gid or both")
+	}
+	if hasUid {
+		u := uint32(uid)
+		c.Uid = &u
+	}
+	if hasGid {
+		g := uint32(gid)
+		c.Gid = &g
+	}
+	return c, nil
+}
+
+// decodeDone decodes {"id": N, "error": "..."}.
+func decodeDone(body []byte) (uint64, string, *apiError) {
+	o, e := decodeObject(body, "id", "error")
+	if e != nil {
+		return 0, "", e
+	}
+	id, ok, e := o.int("id", 1, 1<<62, wire.CodeInvalidArgument)
+	if e != nil {
+		return 0, "", e
+	}
+	if !ok {
+		return 0, "", bad(wire.CodeMissingField, "id", "id is required")
+	}
+	msg, _, e := o.str("error")
+	if e != nil {
+		return 0, "", e
+	}
+	if len(msg) > 4096 {
+		return 0, "", bad(wire.CodeInvalidArgument, "error", "error is over 4096 bytes")
+	}
+	return uint64(id), msg, nil
+}

@@ -1,0 +1,378 @@
+// Package control is devfsd's control socket: HTTP/1.1 + JSON on one Unix
+// socket, every endpoint under /v1/ (docs/api.md documents each one). It
+// serves the control API (register, unregister, list, stat, chmod, chown,
+// wait, stats, reload), the event stream, and the helper protocol, through
+// which a helper daemon outside the process becomes the module loader
+// (package modload/helper holds the loader side).
+//
+// # Identity and authorization
+//
+// Who a request comes from is read from the connection, never from the
+// request: SO_PEERCRED on the accepted socket gives the pid, uid and gid of
+// the process that connected (http.Server.ConnContext stores it in the
+// connection's context). Anyone who can connect may read (stat, list,
+// wait, events, stats); only uid 0, or the configured WriteUID or
+// WriteGID, may change the namespace or attach as the helper. Requests
+// from the attached helper or its descendants are the loader's own
+// (dcache.OriginLoader), so their events are not echoed back to it.
+//
+// # Validation
+//
+// Every body is one JSON object of at most MaxBody bytes whose fields are
+// matched exactly (no unknown, duplicate or case-folded keys), each of the
+// right JSON type; paths, names, modes, device numbers, owners and targets
+// are checked before anything changes. A rejected request changes nothing
+// and is answered {"error":{"code":...,"message":...}} with a stable code
+// (package wire lists them) and a fitting HTTP status.
+//
+// # Lock order
+//
+// No lock of this package is held across a call into dcache or the helper
+// loader. The Hub's locks are leaves taken inside dcache's event delivery.
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/devfsd/devfsd/control/wire"
+	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/modload/helper"
+)
+
+// Options configures a Server.
+type Options struct {
+	// Path is the socket's path. Its directory is made (0755) if missing.
+	Path string
+	// Mode is the socket file's mode; default 0600 (root only).
+	Mode os.FileMode
+	// WriteUID and WriteGID, if not negative, may change the namespace
+	// besides root. If WriteGID is not negative the socket's group is set
+	// to it.
+	WriteUID, WriteGID int64
+
+	Namespace *dcache.Namespace // required
+	Hub       *Hub              // required: the namespace's sink
+	// Helper is the helper loader that helpers attach to; nil: the helper
+	// endpoints answer not_supported.
+	Helper *helper.Loader
+	// Fallback names the loader used while no helper is attached, for
+	// stats.
+	Fallback string
+	// SyncNotifies waits until the kernel has been told of every change
+	// made so far (fs.Server.SyncNotifies). Changes made through the socket
+	// call it before answering, so the caller's next system call on the
+	// mount sees them — except the helper's, which may be made while a
+	// lookup holds the kernel's directory lock the notify needs. Nil: no
+	// wait.
+	SyncNotifies func(context.Context) error
+	// Extra returns the counters of the other layers for GET /v1/stats.
+	Extra func() map[string]uint64
+	// MaxSubscribers bounds concurrent event streams and waits; default 64.
+	MaxSubscribers int
+	// Logger; nil: none.
+	Logger *zap.Logger
+}
+
+// Server is the control socket.
+type Server struct {
+	opts  Options
+	log   *zap.Logger
+	ln    *net.UnixListener
+	ino   uint64 // the socket file's inode, to remove only our own
+	http  *http.Server
+	base  context.Context
+	stop  context.CancelFunc
+	slots chan struct{} // one token per event stream or wait
+
+	serveDone chan struct{}
+	shutOnce  sync.Once
+	shutErr   error
+}
+
+type credKey struct{}
+
+// Cred is a connection's peer credential.
+type Cred struct {
+	Pid, Uid, Gid uint32
+	OK            bool // false: SO_PEERCRED failed; the peer may only read
+}
+
+func credOf(r *http.Request) Cred {
+	c, _ := r.Context().Value(credKey{}).(Cred)
+	return c
+}
+
+// peerCred reads SO_PEERCRED from c.
+func peerCred(c net.Conn) Cred {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return Cred{}
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return Cred{}
+	}
+	var cred Cred
+	_ = raw.Control(func(fd uintptr) {
+		u, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if err == nil {
+			cred = Cred{Pid: uint32(u.Pid), Uid: u.Uid, Gid: u.Gid, OK: true}
+		}
+	})
+	return cred
+}
+
+// ErrInUse is Listen's error when another process answers on the socket.
+var ErrInUse = errors.New("control: another process answers on the socket")
+
+// Listen creates the socket: a stale socket file (nothing answers on it)
+// is replaced; a live one is ErrInUse; any other file there is an error.
+// The socket is not served until Serve.
+func Listen(opts Options) (*Server, error) {
+	if opts.Namespace == nil || opts.Hub == nil {
+		return nil, errors.New("control: Listen needs a Namespace and a Hub")
+	}
+	if opts.Mode == 0 {
+		opts.Mode = 0600
+	}
+	if opts.MaxSubscribers <= 0 {
+		opts.MaxSubscribers = 64
+	}
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if err := os.MkdirAll(filepath.Dir(opts.Path), 0755); err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	if err := removeStale(opts.Path); err != nil {
+		return nil, err
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: opts.Path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	ln.SetUnlinkOnClose(false) // Shutdown removes the file, if still ours
+	fail := func(err error) (*Server, error) {
+		ln.Close()
+		os.Remove(opts.Path)
+		return nil, fmt.Errorf("control: %s: %w", opts.Path, err)
+	}
+	if err := os.Chmod(opts.Path, opts.Mode); err != nil {
+		return fail(err)
+	}
+	if opts.WriteGID >= 0 {
+		if err := os.Lchown(opts.Path, -1, int(opts.WriteGID)); err != nil {
+			return fail(err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(opts.Path, &st); err != nil {
+		return fail(err)
+	}
+	s := &Server{opts: opts, log: log, ln: ln, ino: st.Ino,
+		slots: make(chan struct{}, opts.MaxSubscribers), serveDone: make(chan struct{})}
+	s.base, s.stop = context.WithCancel(context.Background())
+	s.http = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		BaseContext:       func(net.Listener) context.Context { return s.base },
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, credKey{}, peerCred(c))
+		},
+		ErrorLog: zap.NewStdLog(log.Named("http")),
+	}
+	return s, nil
+}
+
+// removeStale removes a socket file at path that nothing answers on.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("control: %s exists and is not a socket; not replacing it", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%w: %s (is another devfsd running?)", ErrInUse, path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("control: probing %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("control: removing the stale socket: %w", err)
+	}
+	return nil
+}
+
+// Path returns the socket's path.
+func (s *Server) Path() string { return s.opts.Path }
+
+// Serve serves the socket in a goroutine until Shutdown.
+func (s *Server) Serve() {
+	go func() {
+		defer close(s.serveDone)
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("control socket stopped", zap.Error(err))
+		}
+	}()
+}
+
+// Shutdown stops the server: streams and waits end, live requests get
+// until ctx ends, then every connection is closed and the socket file
+// removed (if it is still ours). Idempotent; bounded by ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutOnce.Do(func() {
+		s.stop() // ends event streams, helper streams and waits
+		err := s.http.Shutdown(ctx)
+		if err != nil {
+			err = s.http.Close()
+		}
+		s.ln.Close()
+		var st unix.Stat_t
+		if unix.Lstat(s.opts.Path, &st) == nil && st.Ino == s.ino {
+			os.Remove(s.opts.Path)
+		}
+		s.shutErr = err
+	})
+	return s.shutErr
+}
+
+// canWrite reports whether c may change the namespace.
+func (s *Server) canWrite(c Cred) bool {
+	if !c.OK {
+		return false
+	}
+	return c.Uid == 0 || (s.opts.WriteUID >= 0 && int64(c.Uid) == s.opts.WriteUID) ||
+		(s.opts.WriteGID >= 0 && int64(c.Gid) == s.opts.WriteGID)
+}
+
+// fromHelper reports whether c is the attached helper or its descendant.
+func (s *Server) fromHelper(c Cred) bool {
+	return c.OK && s.opts.Helper != nil && s.opts.Helper.IsHelper(c.Pid)
+}
+
+// caller is the dcache.Caller of a change made by c.
+func (s *Server) caller(c Cred) dcache.Caller {
+	o := dcache.OriginControl
+	if s.fromHelper(c) {
+		o = dcache.OriginLoader
+	}
+	return dcache.Caller{Pid: c.Pid, Uid: c.Uid, Gid: c.Gid, Origin: o}
+}
+
+// route is one endpoint.
+type route struct {
+	method string
+	write  bool // needs write authorization
+	h      func(*Server, http.ResponseWriter, *http.Request) *apiError
+}
+
+var routes = map[string]route{
+	"/v1/stat":        {http.MethodGet, false, (*Server).handleStat},
+	"/v1/list":        {http.MethodGet, false, (*Server).handleList},
+	"/v1/register":    {http.MethodPost, true, (*Server).handleRegister},
+	"/v1/unregister":  {http.MethodPost, true, (*Server).handleUnregister},
+	"/v1/chmod":       {http.MethodPost, true, (*Server).handleChmod},
+	"/v1/chown":       {http.MethodPost, true, (*Server).handleChown},
+	"/v1/wait":        {http.MethodGet, false, (*Server).handleWait},
+	"/v1/events":      {http.MethodGet, false, (*Server).handleEvents},
+	"/v1/stats":       {http.MethodGet, false, (*Server).handleStats},
+	"/v1/reload":      {http.MethodPost, true, (*Server).handleReload},
+	"/v1/helper":      {http.MethodGet, true, (*Server).handleHelper},
+	"/v1/helper/done": {http.MethodPost, false, (*Server).handleDone},
+}
+
+// ServeHTTP routes a request and answers its error, if any.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rt, ok := routes[r.URL.Path]
+	if !ok {
+		writeError(w, errf(http.StatusNotFound, wire.CodeUnknownEndpoint, "", "no endpoint %s", r.URL.Path))
+		return
+	}
+	if r.Method != rt.method && !(rt.method == http.MethodGet && r.Method == http.MethodHead) {
+		w.Header().Set("Allow", rt.method)
+		writeError(w, errf(http.StatusMethodNotAllowed, wire.CodeMethod, "", "%s takes %s, not %s", r.URL.Path, rt.method, r.Method))
+		return
+	}
+	if s.base.Err() != nil {
+		writeError(w, errf(http.StatusServiceUnavailable, wire.CodeShuttingDown, "", "the daemon is stopping"))
+		return
+	}
+	c := credOf(r)
+	if rt.write && !s.canWrite(c) {
+		writeError(w, errf(http.StatusForbidden, wire.CodePermission, "",
+			"uid %d may not change the namespace (root or the configured control_uid/control_gid only)", c.Uid))
+		return
+	}
+	if e := rt.h(s, w, r); e != nil {
+		if e.status >= 500 {
+			s.log.Error("control request failed", zap.String("path", r.URL.Path), zap.Error(e))
+		} else {
+			s.log.Debug("control request rejected", zap.String("path", r.URL.Path),
+				zap.Uint32("pid", c.Pid), zap.Uint32("uid", c.Uid), zap.Error(e))
+		}
+		writeError(w, e)
+	}
+}
+
+func writeError(w http.ResponseWriter, e *apiError) {
+	writeJSON(w, e.status, wire.ErrorBody{Error: e.body})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":"internal","message":"encoding the answer failed"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// errnoError maps a dcache error to an API error.
+func errnoError(err error) *apiError {
+	var no syscall.Errno
+	if !errors.As(err, &no) {
+		return errf(http.StatusInternalServerError, wire.CodeInternal, "", "%v", err)
+	}
+	switch no {
+	case syscall.ENOENT:
+		return errf(http.StatusNotFound, wire.CodeNotFound, "path", "%v", err)
+	case syscall.EEXIST:
+		return errf(http.StatusConflict, wire.CodeExists, "path", "%v", err)
+	case syscall.ENOTDIR:
+		return errf(http.StatusConflict, wire.CodeNotDir, "path", "%v", err)
+	case syscall.EBUSY:
+		return errf(http.StatusConflict, wire.CodeBusy, "path", "%v", err)
+	case syscall.ENOSPC:
+		return errf(http.StatusInsufficientStorage, wire.CodeNoSpace, "path", "%v", err)
+	case syscall.ENAMETOOLONG:
+		return bad(wire.CodeNameTooLong, "path", "%v", err)
+	case syscall.EINVAL:
+		return bad(wire.CodeInvalidArgument, "", "%v", err)
+	}
+	return errf(http.StatusInternalServerError, wire.CodeInternal, "", "%v", err)
+}
