@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -47,9 +49,26 @@ type Config struct {
 	// before the unmount; it is kept under 5s so the whole stop is.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
-	// Loader is the module loader answering misses. Only "builtin" exists
-	// yet; exec and helper come with later issues.
+	// Loader is the fallback module loader: it answers misses while no
+	// helper is attached to the control socket (an attached helper always
+	// comes first). "builtin" (the embedded catalogue) or "none" (misses
+	// are ENOENT until a helper attaches).
 	Loader string `yaml:"loader"`
+
+	// Socket is the control socket's path (HTTP/1.1 + JSON, docs/api.md).
+	// Empty: /run/devfsd/ followed by the mountpoint escaped as systemd
+	// escapes paths and ".sock" (the mount on /dev: /run/devfsd/dev.sock),
+	// so that several daemons on one host never share a socket. "none":
+	// no socket (and no helper).
+	Socket string `yaml:"socket"`
+	// SocketMode is the socket file's mode, octal; 0600 lets only root
+	// connect. Anyone who can connect may read the tree and its events.
+	SocketMode OctalMode `yaml:"socket_mode"`
+	// ControlUID and ControlGID, if not -1, may change the namespace
+	// through the socket (and attach as the helper) besides root. With
+	// ControlGID set the socket's group is that gid.
+	ControlUID int64 `yaml:"control_uid"`
+	ControlGID int64 `yaml:"control_gid"`
 
 	// AllowOther, DefaultPermissions and Dev are the mount options of the
 	// same names (DESIGN.md 2.3: nodes are served with dev).
@@ -83,6 +102,55 @@ type Config struct {
 	LogFormat string `yaml:"log_format"`
 }
 
+// maxSocketPath is the longest path a Unix socket address holds.
+const maxSocketPath = 107
+
+// SocketDir is where default sockets live.
+const SocketDir = "/run/devfsd"
+
+// SocketPath returns the control socket's path for mountpoint: Socket, or
+// the default derived from mountpoint; "" for none.
+func (c *Config) SocketPath(mountpoint string) string {
+	switch c.Socket {
+	case "none":
+		return ""
+	case "":
+		return DefaultSocket(mountpoint)
+	}
+	return c.Socket
+}
+
+// DefaultSocket is the default control socket of a mount on mountpoint:
+// SocketDir/ESCAPED.sock, ESCAPED being mountpoint escaped as
+// systemd-escape --path does ("/dev" -> "dev", "/tmp/a b" -> "tmp-a\x20b"),
+// or a hash of it when that would not fit in a socket address.
+func DefaultSocket(mountpoint string) string {
+	p := strings.Trim(filepath.Clean(mountpoint), "/")
+	var b strings.Builder
+	if p == "" {
+		b.WriteString("-")
+	}
+	for i := 0; i < len(p); i++ {
+		ch := p[i]
+		switch {
+		case ch == '/':
+			b.WriteByte('-')
+		case ch == '.' && i == 0:
+			fmt.Fprintf(&b, `\x%02x`, ch)
+		case ch >= 'a' && ch <= 'z', ch >= 'A' && ch <= 'Z', ch >= '0' && ch <= '9', ch == '_', ch == '.', ch == ':':
+			b.WriteByte(ch)
+		default:
+			fmt.Fprintf(&b, `\x%02x`, ch)
+		}
+	}
+	s := SocketDir + "/" + b.String() + ".sock"
+	if len(s) > maxSocketPath {
+		sum := sha256.Sum256([]byte(mountpoint))
+		s = SocketDir + "/" + hex.EncodeToString(sum[:16]) + ".sock"
+	}
+	return s
+}
+
 // Defaults returns the configuration before any file or flag.
 func Defaults() Config {
 	return Config{
@@ -92,6 +160,9 @@ func Defaults() Config {
 		LoaderTimeout:      5 * time.Second,
 		ShutdownTimeout:    3 * time.Second,
 		Loader:             "builtin",
+		SocketMode:         0600,
+		ControlUID:         -1,
+		ControlGID:         -1,
 		AllowOther:         true,
 		DefaultPermissions: true,
 		Dev:                true,
@@ -138,8 +209,24 @@ func (c *Config) Validate() error {
 			bad(d.key, "%v is out of range [%v, %v]", d.v, d.min, d.max)
 		}
 	}
-	if c.Loader != "builtin" {
-		bad("loader", "%q is not a loader (only \"builtin\" exists yet)", c.Loader)
+	if c.Loader != "builtin" && c.Loader != "none" {
+		bad("loader", "%q is not a loader (builtin or none; a helper attaches through the socket)", c.Loader)
+	}
+	if c.Socket != "" && c.Socket != "none" && !filepath.IsAbs(c.Socket) {
+		bad("socket", "%q is not an absolute path (or none)", c.Socket)
+	} else if len(c.SocketPath(c.Mountpoint)) > maxSocketPath {
+		bad("socket", "%q is over %d bytes, the limit of a Unix socket path", c.Socket, maxSocketPath)
+	}
+	if c.SocketMode == 0 || c.SocketMode > 0777 {
+		bad("socket_mode", "%v is not a socket mode (0001 to 0777)", c.SocketMode)
+	}
+	for _, id := range []struct {
+		key string
+		v   int64
+	}{{"control_uid", c.ControlUID}, {"control_gid", c.ControlGID}} {
+		if id.v < -1 || id.v > 1<<32-2 {
+			bad(id.key, "%d is not a uid/gid (or -1 for none)", id.v)
+		}
 	}
 	switch c.Readdirplus { // on and off: the test harness's spelling
 	case "on":
@@ -305,7 +392,23 @@ func sortedKeys(m map[string]reflect.Value) []string {
 	return keys
 }
 
+// OctalMode is a file mode written in octal: "0600" or 0600 in the file.
+type OctalMode uint32
+
+func (m OctalMode) String() string { return fmt.Sprintf("%04o", uint32(m)) }
+
+// Set implements flag.Value.
+func (m *OctalMode) Set(s string) error {
+	v, err := strconv.ParseUint(s, 8, 32)
+	if err != nil {
+		return fmt.Errorf("invalid mode %q (want octal, such as 0600)", s)
+	}
+	*m = OctalMode(v)
+	return nil
+}
+
 var (
+	modeType     = reflect.TypeOf(OctalMode(0))
 	durationType = reflect.TypeOf(time.Duration(0))
 	sizeType     = reflect.TypeOf(ByteSize(0))
 )
@@ -322,6 +425,13 @@ func decodeValue(f reflect.Value, v *yaml.Node) error {
 			return fmt.Errorf("invalid duration %q (want a number with a unit: 500ms, 1s, 2m)", v.Value)
 		}
 		f.SetInt(int64(d))
+		return nil
+	case modeType:
+		var m OctalMode
+		if err := m.Set(v.Value); err != nil {
+			return err
+		}
+		f.SetUint(uint64(m))
 		return nil
 	case sizeType:
 		b, err := ParseByteSize(v.Value)
@@ -378,7 +488,11 @@ func mountFlags(c *Config, configPath *string) *flag.FlagSet {
 	fs.DurationVar(&c.NegativeTimeout, "negative-timeout", c.NegativeTimeout, "cache time of a miss (daemon and kernel)")
 	fs.DurationVar(&c.LoaderTimeout, "loader-timeout", c.LoaderTimeout, "bound on a lookup's wait for the loader")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on draining requests at SIGTERM/SIGINT")
-	fs.StringVar(&c.Loader, "loader", c.Loader, "module loader: builtin")
+	fs.StringVar(&c.Loader, "loader", c.Loader, "fallback module loader while no helper is attached: builtin, none")
+	fs.StringVar(&c.Socket, "socket", c.Socket, "control socket `path` (default /run/devfsd/ESCAPED-MOUNTPOINT.sock; none: no socket)")
+	fs.Var(&c.SocketMode, "socket-mode", "control socket file `mode`, octal (default 0600)")
+	fs.Int64Var(&c.ControlUID, "control-uid", c.ControlUID, "`uid` allowed to change the namespace through the socket besides root (-1: none)")
+	fs.Int64Var(&c.ControlGID, "control-gid", c.ControlGID, "`gid` allowed to change the namespace through the socket besides root (-1: none)")
 	fs.BoolVar(&c.AllowOther, "allow-other", c.AllowOther, "mount with allow_other")
 	fs.BoolVar(&c.DefaultPermissions, "default-permissions", c.DefaultPermissions, "mount with default_permissions")
 	fs.BoolVar(&c.Dev, "dev", c.Dev, "mount with dev (device nodes open their drivers)")
@@ -462,6 +576,10 @@ func (c Config) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("loader_timeout", c.LoaderTimeout.String())
 	enc.AddString("shutdown_timeout", c.ShutdownTimeout.String())
 	enc.AddString("loader", c.Loader)
+	enc.AddString("socket", c.SocketPath(c.Mountpoint))
+	enc.AddString("socket_mode", c.SocketMode.String())
+	enc.AddInt64("control_uid", c.ControlUID)
+	enc.AddInt64("control_gid", c.ControlGID)
 	enc.AddBool("allow_other", c.AllowOther)
 	enc.AddBool("default_permissions", c.DefaultPermissions)
 	enc.AddBool("dev", c.Dev)

@@ -2,13 +2,14 @@
 //
 //	devfsd mount [flags] DIR   mount the namespace on DIR until SIGTERM/SIGINT
 //	devfsd helper              the reference helper daemon (a later issue)
-//	devfsd ctl                 the control client (a later issue)
+//	devfsd ctl COMMAND         the control client (ctl.go; exit statuses there)
 //	devfsd --version
 //
 // main is thin: run parses, builds the logger (the only place a zap logger
 // is built; everything else receives one) and hands over to the
 // subcommand. Exit status: 0 on success, 2 for a usage or configuration
-// error, 1 for anything that failed while running.
+// error, 1 for anything that failed while running; `devfsd ctl` adds the
+// statuses 3 to 8 of ctlUsage.
 package main
 
 import (
@@ -48,6 +49,10 @@ func exitCode(err error) int {
 	if errors.As(err, &u) {
 		return 2
 	}
+	var x exitError
+	if errors.As(err, &x) {
+		return x.code
+	}
 	return 1
 }
 
@@ -74,7 +79,7 @@ const usageText = `usage: devfsd <command> [flags]
 commands:
   mount [flags] DIR   serve the device namespace on DIR until SIGTERM/SIGINT
   helper              the reference helper daemon (not built yet)
-  ctl                 the control client (not built yet)
+  ctl COMMAND         the control client of a running daemon (devfsd ctl -h)
 
 Run 'devfsd mount -h' for the mount flags.
 `
@@ -110,7 +115,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "helper":
 		return usageError{errors.New("helper: the helper daemon is not built yet; it comes with the helper-loader issue (DESIGN.md section 5)")}
 	case "ctl":
-		return usageError{errors.New("ctl: the control client is not built yet; it comes with the control-API issue (DESIGN.md section 5)")}
+		return runCtl(ctx, rest, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, usageText)
 		return nil

@@ -4,15 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	iofs "io/fs"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/control"
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/fs"
 	"github.com/devfsd/devfsd/lookup"
 	"github.com/devfsd/devfsd/modload"
 	"github.com/devfsd/devfsd/modload/builtin"
+	"github.com/devfsd/devfsd/modload/chain"
+	"github.com/devfsd/devfsd/modload/helper"
 )
 
 // errUnmountedOutside is serve's error when the mount went away without
@@ -26,17 +30,24 @@ var errUnmountedOutside = errors.New("the mount was removed from outside the dae
 //   - the namespace: dcache.New with MaxNodes, MaxFileSize, MaxBytes from
 //     cfg and NegativeTTL = cfg.NegativeTimeout (dcache reads 0 as
 //     "default 1s", so a configured 0 is passed as negative: no negative
-//     caching), its event sink being the fs notify queue;
+//     caching), its event sink being a control.Hub that passes every event to the
+//     fs notify queue and fans it out to the control socket's consumers;
 //   - the built-in loader over it, builtin.New(nsRegistrar{ns}, log)
 //     (wire.go), and its base set, registered before the mount;
-//   - the lookup path: lookup.New(ns, loader, {Timeout: cfg.LoaderTimeout});
+//   - the loader chain: the helper loader (modload/helper) first while a
+//     helper is attached, else the fallback cfg.Loader (builtin or none);
+//   - the lookup path: lookup.New(ns, chain, {Timeout: cfg.LoaderTimeout,
+//     IsLoader: the helper and its descendants});
 //   - the fs server with cfg's timeouts, Readdirplus, Debug and the mount
 //     options AllowOther, DefaultPermissions, Dev;
 //
-// then mounts on cfg.Mountpoint, calls ready() once the mount is live
+// then creates the control socket (control.Listen: a live socket of
+// another daemon fails the start before anything is mounted), mounts on
+// cfg.Mountpoint, serves the socket, calls ready() once both are live
 // (READY=1 to systemd when NOTIFY_SOCKET is set), serves until ctx is
-// cancelled (SIGTERM/SIGINT) or the mount is taken away, and shuts the
-// server down: refuse new requests, drain live ones for at most
+// cancelled (SIGTERM/SIGINT) or the mount is taken away, and shuts down:
+// first the control socket (bounded, idempotent: streams end, the helper
+// detaches, the socket file goes), then the server: refuse new requests, drain live ones for at most
 // cfg.ShutdownTimeout, unmount. It returns nil after a clean stop.
 //
 // Test-only behaviour is switched on by environment variables, never by
@@ -49,6 +60,9 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 		return err
 	}
 	nq := fs.NewNotifyQueue(0)
+	// The hub fans events out to the notify queue (kernel notifies) and
+	// to the control socket's subscribers; it is the namespace's sink.
+	hub := control.NewHub(nq)
 	negTTL := cfg.NegativeTimeout
 	if negTTL == 0 {
 		negTTL = -1 // dcache: negative means no negative caching
@@ -58,18 +72,28 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 		MaxFileSize: int64(cfg.MaxFileSize),
 		MaxBytes:    int64(cfg.MaxBytes),
 		NegativeTTL: negTTL,
-		Sink:        nq,
+		Sink:        hub,
 	})
 	bl := builtin.New(nsRegistrar{ns}, log)
 	if err := bl.RegisterBase(ctx); err != nil {
 		return fmt.Errorf("registering the base set: %w", err)
 	}
-	var loader modload.Loader = bl
-	if hooks.loaderDelay > 0 {
-		log.Warn("TEST HOOK: every load is delayed", zap.Duration("delay", hooks.loaderDelay))
-		loader = delayedLoader{bl, hooks.loaderDelay}
+	var fallback modload.Loader
+	if cfg.Loader == "builtin" {
+		fallback = bl
 	}
-	res := lookup.New(ns, lookup.LoaderFunc(loaderFunc(loader)), lookup.Options{Timeout: cfg.LoaderTimeout})
+	if hooks.loaderDelay > 0 && fallback != nil {
+		log.Warn("TEST HOOK: every load is delayed", zap.Duration("delay", hooks.loaderDelay))
+		fallback = delayedLoader{fallback, hooks.loaderDelay}
+	}
+	// An attached helper answers every miss; the fallback answers while
+	// none is. The helper and its descendants bypass the lookup wait.
+	hl := helper.New(log)
+	loader := chain.Loader{Helper: hl, Fallback: fallback}
+	res := lookup.New(ns, lookup.LoaderFunc(loaderFunc(loader)), lookup.Options{
+		Timeout:  cfg.LoaderTimeout,
+		IsLoader: func(c dcache.Caller) bool { return hl.IsHelper(c.Pid) },
+	})
 	srv := fs.New(res, nq, fs.Options{
 		EntryTimeout:       cfg.EntryTimeout,
 		AttrTimeout:        cfg.AttrTimeout,
@@ -82,8 +106,44 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 		Debug:              cfg.Debug,
 		Logger:             log.Named("fs"),
 	})
+	// The socket is made before the mount (a live socket of another
+	// daemon fails the start before anything is mounted) and served once
+	// the mount is live, before READY=1.
+	var ctl *control.Server
+	if sock := cfg.SocketPath(cfg.Mountpoint); sock != "" {
+		ctl, err = control.Listen(control.Options{
+			Path:         sock,
+			Mode:         iofs.FileMode(cfg.SocketMode),
+			WriteUID:     cfg.ControlUID,
+			WriteGID:     cfg.ControlGID,
+			Namespace:    ns,
+			Hub:          hub,
+			Helper:       hl,
+			Fallback:     cfg.Loader,
+			SyncNotifies: srv.SyncNotifies,
+			Extra: func() map[string]uint64 {
+				ls, st := res.Stats(), srv.Stats()
+				return map[string]uint64{
+					"lookup_in_flight": uint64(ls.InFlight), "lookup_loads": uint64(ls.Loads),
+					"notify_sent": st.Notify.Sent, "notify_dropped": st.Notify.Dropped,
+					"notify_failed": st.Notify.Failed,
+				}
+			},
+			Logger: log.Named("control"),
+		})
+		if err != nil {
+			return err
+		}
+		// Closed first at shutdown, so that no change arrives while the
+		// mount drains; bounded and idempotent.
+		defer stopControl(ctl, log)
+	}
 	if err := srv.Mount(cfg.Mountpoint); err != nil {
 		return err
+	}
+	if ctl != nil {
+		ctl.Serve()
+		log.Info("control socket is live", zap.String("socket", ctl.Path()))
 	}
 	ready()
 	stopHooks := hooks.start(ns, srv.SyncNotifies, log)
@@ -94,10 +154,16 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 		log.Info("shutting down", zap.Duration("shutdown_timeout", cfg.ShutdownTimeout))
 	case <-srv.Served():
 		log.Warn("the mount is gone; shutting down")
+		if ctl != nil {
+			stopControl(ctl, log)
+		}
 		_ = srv.Shutdown()
 		return errUnmountedOutside
 	}
 	start := time.Now()
+	if ctl != nil {
+		stopControl(ctl, log)
+	}
 	if err := srv.Shutdown(); err != nil {
 		return err
 	}
@@ -105,4 +171,17 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 	log.Info("server stopped", zap.Duration("took", time.Since(start)),
 		zap.Uint64("notifies_sent", st.Notify.Sent), zap.Uint64("notifies_dropped", st.Notify.Dropped))
 	return nil
+}
+
+// controlShutdown bounds closing the control socket.
+const controlShutdown = time.Second
+
+// stopControl closes the control socket: streams end, helpers detach
+// (their pending lookups are answered at once), the socket file goes.
+func stopControl(ctl *control.Server, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), controlShutdown)
+	defer cancel()
+	if err := ctl.Shutdown(ctx); err != nil {
+		log.Warn("control socket: connections closed by force", zap.Error(err))
+	}
 }
