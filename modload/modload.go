@@ -19,7 +19,11 @@
 // is "".
 //
 // Loaders live in subpackages: modload/builtin is the embedded default
-// catalogue of real Linux device numbers.
+// catalogue of real Linux device numbers; modload/helper forwards misses to
+// a helper daemon attached from outside the process (its transport, the
+// control socket, is package control, behind a small interface); and
+// modload/chain asks the helper while one is attached and a fallback
+// (builtin, by default) while none is.
 package modload
 
 import (
