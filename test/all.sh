@@ -48,6 +48,10 @@ step "go test -race ./..." go test -race -count=1 -timeout 30m ./...
 step "go test -race -cpu 1,2 (concurrency packages)" \
 	go test -race -count=1 -cpu 1,2 -timeout 30m $(concurrency_pkgs)
 step "mutants" bash test/mutants.sh
+# Bounded fuzzing of the control socket's request decoder (the seed corpus
+# already runs in the plain go test pass above).
+step "fuzz control decoder (30s)" \
+	go test ./control -run '^$' -fuzz '^FuzzDecode$' -fuzztime 30s
 if [ -x test/model/check.sh ]; then
 	step "spin models" bash test/model/check.sh
 fi
