@@ -78,6 +78,7 @@ func TestLoadRegistersTheWholeModule(t *testing.T) {
 		{"dri", "renderD128", "dri", []string{"dri/card0"}},
 		{"", "nvidiactl", "nvidia", []string{"nvidia0", "nvidia7"}},
 		{"", "snd", "snd", []string{"snd/controlC0", "snd/timer", "snd/pcmC0D0p", "snd/pcmC0D0c"}},
+		{"", "dsp", "sound", []string{"mixer", "audio", "sequencer", "midi00", "sequencer2"}},
 		{"", "sdc", "sdc", []string{"sdc1", "sdc15"}},
 		{"", "sdz7", "sdz", []string{"sdz"}},
 		{"", "i2c-3", "i2c-dev", []string{"i2c-0", "i2c-15"}},

@@ -166,6 +166,17 @@ func buildCatalogue() []Module {
 			chr("snd/pcmC0D0c", 116, 24, 0660, gidAudio),
 			chr("snd/timer", 116, 33, 0660, gidAudio),
 		)},
+		// The Open Sound System's card 0 (devices.txt, major 14), what
+		// ALSA's OSS emulation (snd-pcm-oss, snd-mixer-oss, snd-seq-oss)
+		// registers and what devfsd.conf files of the 2.4 era name.
+		{Name: "sound", Description: "OSS sound card 0: mixer, sequencer, midi00, dsp, audio, sequencer2", Nodes: one(
+			chr("mixer", 14, 0, 0660, gidAudio),
+			chr("sequencer", 14, 1, 0660, gidAudio),
+			chr("midi00", 14, 2, 0660, gidAudio),
+			chr("dsp", 14, 3, 0660, gidAudio),
+			chr("audio", 14, 4, 0660, gidAudio),
+			chr("sequencer2", 14, 8, 0660, gidAudio),
+		)},
 		{Name: "i2c-dev", Description: "I2C adapters 0-15", Nodes: chrSeq("i2c-%d", 16, 89, 0, 0600, gidRoot)},
 		{Name: "watchdog", Description: "watchdog timer", Nodes: one(chr("watchdog", 10, 130, 0600, gidRoot))},
 		{Name: "hwrng", Description: "hardware random number generator", Nodes: one(chr("hwrng", 10, 183, 0600, gidRoot))},
