@@ -186,11 +186,8 @@ func run() error {
 				dump()
 				return nil
 			}
-			select {
-			case <-served:
-			case <-time.After(2 * time.Second):
-				log.Printf("barefs: serve loop still running 2s after unmount; exiting")
-			}
+			// Unmounted: the kernel is done with us; no need to
+			// wait for the serve loop to notice.
 			dump()
 			return nil
 		}

@@ -436,6 +436,22 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 	return uint32(len(data)), 0
 }
 
+// Allocate supports plain fallocate (extend) and FALLOC_FL_KEEP_SIZE (a
+// no-op: there are no blocks to reserve).
+func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off, size uint64, mode uint32) syscall.Errno {
+	const keepSize = 0x01 // FALLOC_FL_KEEP_SIZE
+	if mode&^keepSize != 0 {
+		return syscall.EOPNOTSUPP
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if end := off + size; mode&keepSize == 0 && end > uint64(len(n.data)) {
+		n.data = resize(n.data, end)
+		n.touchLocked(false, true, true)
+	}
+	return 0
+}
+
 func (n *node) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno { return 0 }
 
 func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno { return 0 }
