@@ -48,8 +48,8 @@ func (h *Hub) Event(ev dcache.Event) {
 	if h.next != nil {
 		h.next.Event(ev)
 	}
-	if ev.Kind == dcache.KindExpire {
-		return // internal: a negative entry timed out
+	if ev.Kind.Internal() {
+		return // EXPIRE, TOUCH: the daemon's own, not devfsd events
 	}
 	h.lastSeq.Store(ev.Seq)
 	it := item{ev: ev, at: h.now()}

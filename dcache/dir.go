@@ -64,7 +64,7 @@ func (n *Node) expireLocked(name string) {
 // held.
 func (n *Node) AddNegativeLocked(name string) {
 	ds := n.dir
-	ttl := n.ns.opts.NegativeTTL
+	ttl := time.Duration(n.ns.negTTL.Load())
 	if ttl <= 0 || ds.dead || ds.children[name] != nil {
 		return
 	}
@@ -253,7 +253,7 @@ func (d *Node) removeLocked(de *dentry, now time.Time) {
 // createLocked makes a new node named name in d and queues a kind event.
 // Preconditions: d's mu held; name valid; no attrMu held.
 func (d *Node) createLocked(name string, t Type, mode, uid, gid, major, minor uint32,
-	target string, kind Kind, c Caller, now time.Time) (*Node, error) {
+	target string, kind Kind, c Caller, now time.Time, times ...time.Time) (*Node, error) {
 	ds := d.dir
 	if ds.dead {
 		return nil, syscall.ENOENT
@@ -279,6 +279,15 @@ func (d *Node) createLocked(name string, t Type, mode, uid, gid, major, minor ui
 	}
 	n := d.ns.newNode(t, mode, uid, gid, now)
 	n.major, n.minor, n.target = major, minor, target
+	if len(times) == 2 { // Spec.Atime, Spec.Mtime of a registration
+		if !times[0].IsZero() {
+			n.atime = times[0]
+		}
+		if !times[1].IsZero() {
+			n.mtime = times[1]
+		}
+	}
+	d.ns.byType[t].Add(1)
 	d.insertLocked(name, n, now)
 	n.attrMu.Lock()
 	ev := n.eventLocked(kind, c)

@@ -72,6 +72,7 @@
 //	    Node.dir.mu (ancestor before descendant; see below)
 //	      Node.attrMu (attributes and content; never two at once)
 //	        Namespace.events.mu
+//	      Options.RegisterHook's own lock (a leaf of its owner; see below)
 //
 // At most one directory mu is held at a time, with these exceptions: Rmdir
 // and Rename take a victim directory's mu after its parent's (ancestor before
@@ -82,12 +83,15 @@
 // is whose ancestor) changes only under renameMu, so the ancestor-first
 // order is well defined whenever it is used. Registration walks a path one
 // mu at a time and retries from the root if it meets a directory that an
-// Unregister removed under it.
+// Unregister removed under it. Register calls Options.RegisterHook with the
+// mu of the directory it creates in held, so the hook must not block nor
+// call back into dcache.
 //
 // # Events
 //
 // Every change queues an Event (REGISTER, UNREGISTER, LOOKUP, CHANGE, CREATE,
-// DELETE, and EXPIRE for a negative entry that timed out) while the change's
+// DELETE, and two internal kinds: EXPIRE for a negative entry that timed
+// out, TOUCH for a change of times alone) while the change's
 // mu is held, so events are queued in the order the changes were made. They
 // are delivered to Options.Sink after every dcache mutex is released, one
 // goroutine at a time and in queue order. The goroutine that delivers them
@@ -98,7 +102,9 @@
 // FUSE (the kernel already knows) from registrations, unregistrations and
 // expiries (the kernel must be told, from a worker), and need not echo the
 // loader's own changes back to it. Callers of the ...Locked primitives call
-// Flush after releasing mu.
+// Flush after releasing mu. LastSeq numbers the last event queued, so a
+// consumer can wait until it has handled every change made so far; a
+// rename's events are queued adjacently and marked Renamed.
 //
 // # Limits and errors
 //

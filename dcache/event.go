@@ -13,9 +13,15 @@ const (
 	KindCreate                     // CREATE: a user made a node (mknod, mkdir, symlink, link, rename target)
 	KindDelete                     // DELETE: a user removed a name (unlink, rmdir, rename source or victim)
 	KindExpire                     // EXPIRE: a negative entry timed out (internal; not a devfsd event)
+	KindTouch                      // TOUCH: times changed without mode or owner (internal; not a devfsd event)
 )
 
-var kindNames = [...]string{"INVALID", "REGISTER", "UNREGISTER", "LOOKUP", "CHANGE", "CREATE", "DELETE", "EXPIRE"}
+var kindNames = [...]string{"INVALID", "REGISTER", "UNREGISTER", "LOOKUP", "CHANGE", "CREATE", "DELETE", "EXPIRE", "TOUCH"}
+
+// Internal reports whether k is one of the daemon's own kinds (EXPIRE,
+// TOUCH) rather than a devfsd event: consumers outside the daemon never
+// see them.
+func (k Kind) Internal() bool { return k == KindExpire || k == KindTouch }
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -43,6 +49,14 @@ type Event struct {
 	Uid    uint32
 	Gid    uint32
 	Origin Caller // who made the change
+	// Renamed marks the DELETE and CREATE events of one rename (two of
+	// each for RENAME_EXCHANGE): the node moved, it was not removed and
+	// made anew. A rename queues its Renamed events together, with
+	// consecutive Seq, each CREATE after the DELETE of the same Ino, so
+	// a consumer that keeps per-node state (package state) can hold a
+	// Renamed DELETE until its CREATE arrives, which it always does in
+	// the same delivery.
+	Renamed bool
 }
 
 // FromLoader reports whether the loader (or helper) made the change, so it
@@ -83,6 +97,28 @@ func (q *eventQueue) pushLocked(ev Event) {
 	ev.Seq = q.seq
 	q.pending = append(q.pending, ev)
 	q.mu.Unlock()
+}
+
+// pushAllLocked queues evs with consecutive sequence numbers, nothing
+// between them. Preconditions: as pushLocked.
+func (q *eventQueue) pushAllLocked(evs ...Event) {
+	if q.sink == nil {
+		return
+	}
+	q.mu.Lock()
+	for _, ev := range evs {
+		q.seq++
+		ev.Seq = q.seq
+		q.pending = append(q.pending, ev)
+	}
+	q.mu.Unlock()
+}
+
+// lastSeq returns the sequence number of the last event queued.
+func (q *eventQueue) lastSeq() uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.seq
 }
 
 // flush delivers queued events. Preconditions: no dcache mutex held.

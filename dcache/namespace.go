@@ -32,6 +32,16 @@ type Options struct {
 	Now func() time.Time
 	// Sink receives events; nil drops them.
 	Sink Sink
+	// RegisterHook, if not nil, may change the Spec of every node that
+	// Register creates (the node and each missing parent, which are given
+	// as a directory of mode 0755 owned by root) before it is created; path
+	// is the node's clean path. Package state uses it to re-apply the
+	// attributes a user gave a registered device before a restart, so that
+	// nobody ever sees the device with other ones. It is called with a
+	// directory mu held: it must not block, and must not call into dcache
+	// or lookup; a map lookup under a leaf mutex of its own is what it is
+	// for.
+	RegisterHook func(path string, spec Spec) Spec
 	// RootMode, RootUid, RootGid: the root directory's attributes.
 	// RootMode defaults to 0755 (set RootModeSet for an explicit 0).
 	RootMode    uint32
@@ -49,9 +59,13 @@ type Namespace struct {
 	root     *Node
 	now      func() time.Time
 
-	inos  atomic.Uint64 // last inode number handed out
-	nodes atomic.Int64  // linked nodes
-	bytes atomic.Int64  // content bytes of linked regular files
+	inos   atomic.Uint64                 // last inode number handed out
+	nodes  atomic.Int64                  // linked nodes
+	bytes  atomic.Int64                  // content bytes of linked regular files
+	byType [TypeRegular + 1]atomic.Int64 // linked nodes by type, for metrics
+	// negTTL is how long a miss stays cached, in nanoseconds (<= 0: not
+	// at all); SetNegativeTTL changes it while the namespace is in use.
+	negTTL atomic.Int64
 
 	// renameMu serialises cross-directory renames, so that the tree's shape
 	// is stable while one checks ancestry and locks two unrelated dirs.
@@ -89,9 +103,11 @@ func New(opts Options) *Namespace {
 	}
 	ns := &Namespace{opts: opts, gen: opts.Generation, maxDepth: opts.MaxDepth, now: opts.Now}
 	ns.events.sink = opts.Sink
+	ns.negTTL.Store(int64(opts.NegativeTTL))
 	ns.nodes.Store(1)
 	ns.root = ns.newNode(TypeDir, opts.RootMode, opts.RootUid, opts.RootGid, ns.now())
 	ns.root.nlink = 2
+	ns.byType[TypeDir].Store(1)
 	return ns
 }
 
@@ -101,10 +117,71 @@ func (ns *Namespace) Root() *Node { return ns.root }
 // NegativeTTL returns how long a miss stays cached (0: not at all), for
 // the entry timeout of a negative FUSE reply.
 func (ns *Namespace) NegativeTTL() time.Duration {
-	if ns.opts.NegativeTTL < 0 {
-		return 0
+	return max(time.Duration(ns.negTTL.Load()), 0)
+}
+
+// SetNegativeTTL changes how long a miss stays cached (<= 0: not at all)
+// for the misses cached from now on, and drops every cached miss that
+// would outlive the new time (all of them when caching is turned off),
+// queueing an EXPIRE event for each so that the kernel forgets it too. It
+// returns how many it dropped. A daemon calls it when its configuration is
+// reloaded. Preconditions: no dcache mutex held.
+func (ns *Namespace) SetNegativeTTL(ttl time.Duration) int {
+	if ttl == 0 {
+		ttl = -1
 	}
-	return ns.opts.NegativeTTL
+	ns.negTTL.Store(int64(ttl))
+	limit := time.Time{} // drop all
+	if ttl > 0 {
+		limit = ns.now().Add(ttl)
+	}
+	return ns.DropNegatives(limit)
+}
+
+// DropNegatives drops every cached miss that expires after limit (the
+// zero time: every one), queueing an EXPIRE event for each (the kernel is
+// told to forget its negative entry), and returns how many. A daemon
+// whose loader changed calls it with the zero time: a name the old loader
+// could not provide may be one the new loader can. Positive entries are
+// untouched. Preconditions: no dcache mutex held.
+func (ns *Namespace) DropNegatives(limit time.Time) int {
+	dropped := 0
+	stack := []*Node{ns.root}
+	for len(stack) > 0 {
+		d := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		d.dir.mu.Lock()
+		for name, exp := range d.dir.negative {
+			if limit.IsZero() || exp.After(limit) {
+				d.expireLocked(name)
+				dropped++
+			}
+		}
+		for _, de := range d.dir.children {
+			if de.node.dir != nil {
+				stack = append(stack, de.node)
+			}
+		}
+		d.dir.mu.Unlock()
+	}
+	ns.events.flush()
+	return dropped
+}
+
+// LastSeq returns the sequence number of the last event queued: every
+// change that returned before the call has an event numbered at most
+// this. A consumer that must know a change was handled (package state,
+// before a FUSE reply) waits until its sink has seen this number.
+func (ns *Namespace) LastSeq() uint64 { return ns.events.lastSeq() }
+
+// NodesByType returns the number of linked nodes of each type, indexed by
+// Type (index 0 is unused).
+func (ns *Namespace) NodesByType() [TypeRegular + 1]int64 {
+	var out [TypeRegular + 1]int64
+	for i := range ns.byType {
+		out[i] = ns.byType[i].Load()
+	}
+	return out
 }
 
 // Now returns the namespace clock's time.
@@ -281,14 +358,18 @@ retry:
 				dir = de.node
 				continue
 			}
-			var n *Node
+			s := Spec{Type: TypeDir, Mode: 0755}
 			if last {
-				n, err = dir.createLocked(p, spec.Type, spec.Mode, spec.Uid, spec.Gid,
-					spec.Major, spec.Minor, spec.Target, KindRegister, c, now)
-			} else {
-				n, err = dir.createLocked(p, TypeDir, 0755, 0, 0,
-					0, 0, "", KindRegister, c, now)
+				s = spec
 			}
+			if h := ns.opts.RegisterHook; h != nil {
+				s = h(strings.Join(parts[:i+1], "/"), s)
+				if s.Type != spec.Type && last || s.Type != TypeDir && !last {
+					panic("dcache: RegisterHook changed a node's type")
+				}
+			}
+			n, err := dir.createLocked(p, s.Type, s.Mode, s.Uid, s.Gid,
+				s.Major, s.Minor, s.Target, KindRegister, c, now, s.Atime, s.Mtime)
 			ds.mu.Unlock()
 			if err != nil {
 				return nil, pathErr("register", path, errnoOf(err))

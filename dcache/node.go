@@ -180,7 +180,8 @@ func (n *Node) Parent() *Node {
 // SetAttr changes the attributes selected by in.Valid and returns the new
 // snapshot. A size change is EISDIR on a directory, EINVAL on other
 // non-regular files, EFBIG past Options.MaxFileSize and ENOSPC past
-// Options.MaxBytes. A mode or owner change queues a CHANGE event.
+// Options.MaxBytes. A mode or owner change queues a CHANGE event; a change
+// of times alone queues an internal TOUCH event.
 func (n *Node) SetAttr(in SetAttrIn, c Caller) (Attr, error) {
 	a, err := n.setAttr(in, c)
 	n.ns.events.flush()
@@ -229,9 +230,14 @@ func (n *Node) setAttr(in SetAttrIn, c Caller) (Attr, error) {
 		n.ctime = now
 	}
 	a := n.attrLocked()
-	if in.Valid&(SetMode|SetUid|SetGid) != 0 && !n.unlinked {
+	const times = SetAtime | SetMtime | SetAtimeNow | SetMtimeNow
+	if in.Valid&(SetMode|SetUid|SetGid|times) != 0 && !n.unlinked {
 		if l := n.link.Load(); l != nil || n == n.ns.root {
-			ev := n.eventLocked(KindChange, c)
+			kind := KindChange
+			if in.Valid&(SetMode|SetUid|SetGid) == 0 {
+				kind = KindTouch // internal: for whoever keeps times (package state)
+			}
+			ev := n.eventLocked(kind, c)
 			n.ns.events.pushLocked(ev)
 		}
 	}
@@ -347,6 +353,7 @@ func (n *Node) dropLinkLocked(now time.Time) bool {
 	}
 	n.unlinked = true
 	n.link.Store(nil)
+	n.ns.byType[n.typ].Add(-1)
 	if n.typ == TypeRegular {
 		n.ns.bytes.Add(-int64(len(n.data)))
 	}

@@ -12,7 +12,8 @@ import "syscall"
 // onto directory) and ENOTEMPTY (onto a non-empty directory). EXDEV across
 // namespaces; EINVAL for unknown or conflicting flags; ENOSPC when a moved
 // directory would pass Options.MaxDepth. It queues DELETE and CREATE
-// events (and a DELETE for a replaced node).
+// events marked Renamed, adjacent (see Event.Renamed), and a plain DELETE
+// for a replaced node before them.
 //
 // Locks: a cross-directory rename takes renameMu, then both directories'
 // mus, ancestor first; then the victim directory's mu, and for the depth
@@ -135,9 +136,10 @@ func (ns *Namespace) rename(oldDir *Node, oldName string, newDir *Node, newName 
 			evs = append(evs, n.eventLocked(KindCreate, c))
 			n.attrMu.Unlock()
 		}
-		for _, ev := range evs {
-			ns.events.pushLocked(ev)
+		for i := range evs {
+			evs[i].Renamed = true
 		}
+		ns.events.pushAllLocked(evs...)
 		return nil
 	}
 	if nde != nil {
@@ -147,13 +149,14 @@ func (ns *Namespace) rename(oldDir *Node, oldName string, newDir *Node, newName 
 	ev := src.eventLocked(KindDelete, c)
 	src.attrMu.Unlock()
 	ev.Parent, ev.Name, ev.Path = oldDir.ino, oldName, oldDir.childPath(oldName)
-	ns.events.pushLocked(ev)
+	ev.Renamed = true
 	oldDir.removeLocked(ode, now)
 	newDir.insertLocked(newName, src, now)
 	src.attrMu.Lock()
 	src.ctime = now
-	ev = src.eventLocked(KindCreate, c)
+	ev2 := src.eventLocked(KindCreate, c)
 	src.attrMu.Unlock()
-	ns.events.pushLocked(ev)
+	ev2.Renamed = true
+	ns.events.pushAllLocked(ev, ev2) // adjacent: see Event.Renamed
 	return nil
 }

@@ -138,6 +138,10 @@ type Spec struct {
 	Major  uint32 // TypeChar, TypeBlock
 	Minor  uint32 // TypeChar, TypeBlock
 	Target string // TypeSymlink
+	// Atime and Mtime, if not zero, are the node's times instead of the
+	// time of registration (a restored node keeps the times it had).
+	Atime time.Time
+	Mtime time.Time
 }
 
 // DirEntry is one entry returned by ReadDir. Cookie is the entry's readdir
