@@ -18,8 +18,11 @@
  * record fields) is merged into the neighbouring step, since nobody can
  * observe it without waitMu. Token posts and receives are separate steps.
  *
- * Abstractions. time.Since(w.since) > waitLimit is a free choice (the
- * model may set HANDOFF at any pass-over). maxReadersWakeup (256) is never
+ * Abstractions. Whether the head has been passed over for waitLimit
+ * (w.passedOver) is a free choice: the model may set HANDOFF at any
+ * pass-over. downWriteSlow's bounded yield loop (writerYields) retries
+ * tryStealWrite; a failed attempt writes nothing, so the loop is one
+ * steal attempt that the scheduler may delay: it is modelled as one. maxReadersWakeup (256) is never
  * reached with five goroutines. readerBias is 8 here (1<<8 in Go): only
  * its being above the flag bits matters. The record pool is a per-goroutine
  * LIFO free list of one record, as in the tests' freeList: a goroutine's
@@ -157,7 +160,8 @@ inline removeLocked(w) {
 	}
 }
 
-/* passedOverLocked: the head was passed over; maybe set HANDOFF. */
+/* passedOverLocked: the head was passed over; maybe set HANDOFF
+ * (now - w.passedOver >= waitLimit, or not yet). */
 inline passedOverLocked(c) {
 	if
 	:: (c & HO) == 0 -> if :: st = st | HO :: skip fi   /* waitLimit passed, or not */
@@ -296,7 +300,8 @@ inline consumeGrantWakeup(w) {
 }
 
 /*
- * sleep: wait for the grant, or (cancellable) for ctx. err = 0: granted
+ * sleep: wait for the grant, or (cancellable) for ctx. Without a ctx
+ * (cancellable 0) Go does a plain tok.Consume: the first branch alone. err = 0: granted
  * (s held as asked); err = 1: cancelled, nothing held or queued.
  */
 inline sleep(w, cancellable) {
@@ -359,7 +364,7 @@ inline downWrite(w, cancellable) {      /* DownWrite, DownWriteCtx */
 	if
 	:: ok -> err = 0
 	:: else ->                           /* downWriteSlow */
-		atomic {                         /* tryStealWrite */
+		atomic {                         /* tryStealWrite (the writerYields loop: see the header) */
 			if
 			:: !LOCKED(st) && (st & HO) == 0 -> st = st | W; ok = 1
 			:: else -> ok = 0
