@@ -74,6 +74,20 @@
 // events; events reach the sink, which must only queue, after every dcache
 // mutex is released.
 //
+// # Model
+//
+// test/model/lookup.pml is a spin model of the miss protocol: Lookup
+// (owner and waiter paths, lookAgain, load and its hand-off goroutine,
+// finishMiss, complete, wait) and Unlink (lockForChange,
+// waitForLoadLocked) as Promela processes and inlines of the same names,
+// over the slot table, the call's references and its waitq.Queue, with a
+// loader that answers, fails, hangs or registers late. test/model/check.sh
+// proves with it that there is no deadlock, that a waiter is released
+// without EINTR only after step 4, and that no record is used after its
+// last reference, and that the R4 order (switch MUT_R4) and a record on
+// the owner's stack (MUT_STACK) are caught; docs/model.md gives the
+// bounds. Change the model with the code.
+//
 // # Lock order
 //
 //	dcache dir sem (this package; two of a rename in inode order)

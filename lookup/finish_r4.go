@@ -9,6 +9,7 @@ import "context"
 // waiter may hold sem exclusive while it sleeps on the call, so waking it
 // must come first: this order is the fix of the 2003 devfs deadlock (race
 // R4). On return without error the owner holds sem shared.
+// Model: finishMiss in proctype Lookup, test/model/lookup.pml.
 func (r *Resolver) finishMiss(ctx context.Context, cl *call) error {
 	r.complete(cl)
 	return r.retake(ctx, cl.dir, cl.name)

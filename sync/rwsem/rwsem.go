@@ -134,6 +134,16 @@
 // but not running can finish before WAITERS diverts every new reader into
 // the queue. A blocked goroutine parks on its Token's channel.
 //
+// # Model
+//
+// test/model/rwsem.pml is a spin model of this algorithm: the state word,
+// the wait list, reader phases, handoff, stealing, the wake list posted
+// after waitMu and record reuse, one Promela inline per function of slow.go
+// and rwsem.go under the same name. test/model/check.sh proves mutual
+// exclusion, no lost wakeup and R1 to R3 with it, for the bounded set of
+// goroutines docs/model.md describes, and that each mutant's bug is
+// found. Change the model with the code.
+//
 // # Contract
 //
 // The zero Sem is unlocked. A Sem must not be copied after first use. A

@@ -114,6 +114,7 @@ func (s *Sem) unlinkLocked(w *waiter) {
 // HANDOFF if it was the head (the bit was its) and WAITERS if the list is
 // now empty. It returns the state word after the change and whether w was
 // the head. s.waitMu must be held and w queued.
+// Model: removeLocked in test/model/rwsem.pml.
 func (s *Sem) removeLocked(w *waiter) (c int64, wasHead bool) {
 	wasHead = s.head == w
 	s.unlinkLocked(w)
@@ -155,6 +156,7 @@ func (s *Sem) issue(wl *wakeList) {
 // markWakeLocked grants s to the waiters at the head of the queue that can
 // have it now, collecting their wake handles into wl. s.waitMu must be held.
 // See "The wait list and waking" in the package doc.
+// Model: markWakeLocked in test/model/rwsem.pml.
 func (s *Sem) markWakeLocked(wl *wakeList) {
 	for {
 		w := s.head
@@ -191,6 +193,7 @@ func (s *Sem) passedOverLocked(w *waiter, c int64) {
 // grantWriterLocked grants s to the writer w at the head of the queue if s
 // is free. Granting clears HANDOFF (used up) and, if w was the only waiter,
 // WAITERS. s.waitMu must be held.
+// Model: grantWriterLocked in test/model/rwsem.pml.
 func (s *Sem) grantWriterLocked(w *waiter, wl *wakeList) {
 	for {
 		c := s.state.Load()
@@ -217,6 +220,7 @@ func (s *Sem) grantWriterLocked(w *waiter, wl *wakeList) {
 // caller should look at the head again: the phase woke only WaitForRelease
 // waiters, s is free and others are still queued (race R3). s.waitMu must
 // be held.
+// Model: grantReadersLocked in test/model/rwsem.pml (R3: again).
 func (s *Sem) grantReadersLocked(wl *wakeList) (again bool) {
 	head := s.head
 	// Count the phase first: the state word must be raised for all the
@@ -288,6 +292,8 @@ func (s *Sem) downReadSlow(ctx context.Context, k waitKind) error {
 const writerYields = 4
 
 // downWriteSlow is DownWrite after its fast path failed.
+// Model: downWrite in test/model/rwsem.pml (the yield loop is one steal
+// attempt there: a failed attempt writes nothing).
 func (s *Sem) downWriteSlow(ctx context.Context) error {
 	// Before queueing — which sets WAITERS and so sends every new reader
 	// to the queue too — give the holders a few chances to finish, as
@@ -340,6 +346,7 @@ func (s *Sem) waitForReleaseSlow(ctx context.Context) error {
 
 // sleep waits on the queued record w until it is granted (nil) or ctx is
 // done (ctx.Err(), w dequeued, nothing held). It returns w to the pool.
+// Model: sleep in test/model/rwsem.pml (R2: consumeGrantWakeup).
 func (s *Sem) sleep(ctx context.Context, w *waiter) error {
 	var done <-chan struct{}
 	if ctx != nil {

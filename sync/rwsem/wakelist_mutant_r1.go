@@ -6,6 +6,7 @@ package rwsem
 // the waiter records themselves and walked after waitMu is dropped: the
 // waker reads (and clears) a record's link after posting its wakeup, when
 // the woken waiter may already have returned and reused the record.
+// Model: switch MUT_R1 in test/model/rwsem.pml.
 
 type wakeLink struct{ wakeNext *waiter }
 

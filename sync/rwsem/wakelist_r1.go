@@ -8,6 +8,8 @@ import "github.com/devfsd/devfsd/sync/waitq"
 // The wake list holds the records' wake handles, copied under waitMu; after
 // waitMu is dropped only the handles are used, never the records, which
 // their owners may already have reused.
+// Model: wlAdd and issue in test/model/rwsem.pml; switch MUT_R1 is
+// wakelist_mutant_r1.go.
 
 // wakeLink adds nothing to a record in this build.
 type wakeLink struct{}

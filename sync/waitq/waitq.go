@@ -55,6 +55,14 @@
 // exclusive waiter, passes it on to the next exclusive waiter (WakeOne), so
 // that the wakeup is not lost; it reports whether that happened.
 //
+// # Model
+//
+// test/model/lookup.pml models Prepare, Wait (with the race between
+// cancellation and a wakeup), finish and WakeAll as package lookup uses
+// them, as inlines of the same names; the Token rules (one post per grant,
+// consumed before reuse) are checked in test/model/rwsem.pml, whose wait
+// list uses them. See docs/model.md.
+//
 // # Memory model
 //
 // A wake call that wakes a Waiter is synchronized before the Wait (or
