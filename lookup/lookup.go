@@ -35,6 +35,13 @@ func (f LoaderFunc) Load(ctx context.Context, dir, name string, caller Caller) e
 	return f(ctx, dir, name, caller)
 }
 
+// Namer may be implemented by a Loader to say which loader a load is about
+// to ask ("helper", "builtin", ...), for metrics and the audit log
+// (MissInfo.Loader). It is asked once per load, when the load starts.
+type Namer interface {
+	LoaderName() string
+}
+
 // DefaultTimeout bounds a load and every wait by default.
 const DefaultTimeout = 5 * time.Second
 
@@ -47,21 +54,70 @@ type Options struct {
 	// every wait. A Caller with Origin dcache.OriginLoader bypasses
 	// whatever IsLoader says. Nil: only that origin.
 	IsLoader func(Caller) bool
+	// Observe, if not nil, is told of every load once it has ended (the
+	// miss decision: what was asked, of whom, with what result, how
+	// long), after the record was finished, with no lock held, from the
+	// goroutine that finished it. It must not block for long: lookups of
+	// the name wait for nothing, but the caller that owned the load does
+	// not answer until it returns.
+	Observe func(MissInfo)
 }
+
+// MissInfo describes one load: a lookup that missed and asked the loader.
+type MissInfo struct {
+	Dir, Name string // the directory's path ("" for the root) and the name
+	Caller    Caller // who missed first (the record's owner)
+	Loader    string // Namer's answer when the load started, or ""
+	// Result is ResultFound (the name exists afterwards), ResultAbsent
+	// (the loader finished without providing it), ResultTimeout (the
+	// deadline passed first) or ResultError (the loader failed and the
+	// name is absent).
+	Result   string
+	Err      error         // the loader's error, if any
+	Duration time.Duration // from the miss to the end of the load
+	Waiters  int           // other lookups and changes that waited on it
+}
+
+// The results of a load (MissInfo.Result).
+const (
+	ResultFound   = "found"
+	ResultAbsent  = "absent"
+	ResultTimeout = "timeout"
+	ResultError   = "error"
+)
 
 // Resolver runs the lookup protocol over one namespace. Its methods are
 // safe for concurrent use.
 type Resolver struct {
 	// Immutable after New:
 	ns       *dcache.Namespace
-	loader   Loader // nil: misses are plain ENOENT
-	timeout  time.Duration
 	isLoader func(Caller) bool
+	observe  func(MissInfo)
 	hooks    hooks // tests only
+
+	// Changed by SetLoader and SetTimeout while lookups run; each load
+	// reads them once, when it starts.
+	loader  atomic.Pointer[loaderBox] // nil box or nil Loader: misses are plain ENOENT
+	timeout atomic.Int64              // time.Duration
 
 	published atomic.Int64 // calls published in some in-flight slot table
 	live      atomic.Int64 // calls with a reference left
 	loads     atomic.Int64 // Load calls made
+	waiting   atomic.Int64 // waiters sleeping on a call now
+
+	// Lookup outcomes at step 1, for metrics; each on its own cache
+	// line, since every lookup adds to one of them.
+	hits    paddedCount // the name was there
+	negHits paddedCount // a fresh negative entry answered
+	misses  paddedCount // neither: a load was started or joined
+}
+
+type loaderBox struct{ l Loader }
+
+// paddedCount is a counter alone on its cache line.
+type paddedCount struct {
+	n atomic.Uint64
+	_ [56]byte
 }
 
 // hooks let tests force interleavings; nil fields are skipped. Set before
@@ -82,23 +138,57 @@ func New(ns *dcache.Namespace, loader Loader, opts Options) *Resolver {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
-	return &Resolver{ns: ns, loader: loader, timeout: opts.Timeout, isLoader: opts.IsLoader}
+	r := &Resolver{ns: ns, isLoader: opts.IsLoader, observe: opts.Observe}
+	r.SetLoader(loader)
+	r.SetTimeout(opts.Timeout)
+	return r
 }
+
+// SetLoader makes l (nil: none) the loader of every load that starts from
+// now on; loads already running finish with the loader they started with.
+// Safe while lookups run (a configuration reload calls it).
+func (r *Resolver) SetLoader(l Loader) { r.loader.Store(&loaderBox{l}) }
+
+// SetTimeout changes Options.Timeout (<= 0: DefaultTimeout) for the loads
+// and waits that start from now on. Safe while lookups run.
+func (r *Resolver) SetTimeout(d time.Duration) {
+	if d <= 0 {
+		d = DefaultTimeout
+	}
+	r.timeout.Store(int64(d))
+}
+
+// Timeout returns the current bound of a load and a wait.
+func (r *Resolver) Timeout() time.Duration { return time.Duration(r.timeout.Load()) }
+
+func (r *Resolver) currentLoader() Loader { return r.loader.Load().l }
 
 // Namespace returns the namespace r serves.
 func (r *Resolver) Namespace() *dcache.Namespace { return r.ns }
 
-// Stats counts in-flight records and loads.
+// Stats counts in-flight records, loads and lookup outcomes.
 type Stats struct {
 	InFlight int64 // records published in a directory's slot table
 	Live     int64 // records some goroutine still holds a reference to
 	Loads    int64 // Load calls made so far
+	Waiting  int64 // waiters sleeping on a record now
+
+	// What step 1 of each lookup (not the loader's own) found: the name
+	// (Hits), a fresh negative entry (NegativeHits), or neither (Misses:
+	// the lookup started or joined a load, or, with no loader, answered
+	// ENOENT at once). Loads <= Misses always.
+	Hits, NegativeHits, Misses uint64
 }
 
-// Stats returns the current counts. Once no lookup is running both
-// InFlight and Live are 0.
+// Stats returns the current counts. Once no lookup is running InFlight,
+// Live and Waiting are 0.
 func (r *Resolver) Stats() Stats {
-	return Stats{InFlight: r.published.Load(), Live: r.live.Load(), Loads: r.loads.Load()}
+	// Loads is read before Misses: every load counts its miss first, so
+	// a snapshot never shows more loads than misses.
+	loads := r.loads.Load()
+	return Stats{InFlight: r.published.Load(), Live: r.live.Load(), Loads: loads,
+		Waiting: r.waiting.Load(), Hits: r.hits.n.Load(), NegativeHits: r.negHits.n.Load(),
+		Misses: r.misses.n.Load()}
 }
 
 // bypass reports whether c is the loader itself.
@@ -138,6 +228,14 @@ type call struct {
 	// Written by the owner before step 4, read by waiters after their
 	// wakeup (which the wakeup orders after the write):
 	err error // the load's outcome, for errors and logs
+
+	// For Options.Observe; set by the owner before the load starts, read
+	// in step 4:
+	caller  Caller
+	loader  string
+	start   time.Time
+	timeout bool         // the deadline passed first (written with err)
+	waiters atomic.Int32 // references taken by waiters
 }
 
 // get takes a reference. Preconditions: c.dir's mu held, c published.
@@ -177,8 +275,17 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 	// Step 1.
 	dir.LockMu()
 	child, negative := dir.ChildLocked(name)
-	if child != nil || negative || dir.DeadLocked() || r.loader == nil {
-		if child == nil && !negative && r.loader == nil {
+	loader := r.currentLoader()
+	switch {
+	case child != nil:
+		r.hits.n.Add(1)
+	case negative:
+		r.negHits.n.Add(1)
+	default:
+		r.misses.n.Add(1)
+	}
+	if child != nil || negative || dir.DeadLocked() || loader == nil {
+		if child == nil && !negative && loader == nil {
 			dir.AddNegativeLocked(name)
 		}
 		dir.UnlockMu()
@@ -190,6 +297,7 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 		// A load is in flight: wait on it like devfs_d_revalidate_wait,
 		// but without sem (a lookup need not keep it).
 		cl.get()
+		cl.waiters.Add(1)
 		w := cl.wq.Prepare(false)
 		dir.UnlockMu()
 		sem.UpRead()
@@ -202,7 +310,7 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 		return r.lookAgain(ctx, dir, name)
 	}
 	// Step 2.
-	cl := &call{r: r, dir: dir, name: name}
+	cl := &call{r: r, dir: dir, name: name, caller: c}
 	cl.refs.Store(1)
 	r.live.Add(1)
 	dir.SetInflightLocked(name, cl)
@@ -215,7 +323,7 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 	sem.UpRead()
 	r.ns.Flush()
 	r.ns.EmitLookup(dir, name, c)
-	if !r.load(ctx, cl, c) {
+	if !r.load(ctx, cl, c, loader) {
 		return nil, interrupted("lookup", name) // step 4 handed off
 	}
 	if h := r.hooks.loaded; h != nil {
@@ -275,10 +383,14 @@ var errDeadline = errors.New("loader did not finish before the deadline")
 // 4 and 5, and false when ctx ended first; step 4 is then done by a
 // goroutine that waits for the load or the deadline in the owner's place,
 // with the owner's reference.
-func (r *Resolver) load(ctx context.Context, cl *call, c Caller) bool {
-	loadCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
+func (r *Resolver) load(ctx context.Context, cl *call, c Caller, loader Loader) bool {
+	loadCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Timeout())
 	done := make(chan error, 1)
 	dirPath := cl.dir.Path()
+	if nm, ok := loader.(Namer); ok {
+		cl.loader = nm.LoaderName()
+	}
+	cl.start = time.Now()
 	r.loads.Add(1)
 	go func() {
 		defer func() {
@@ -286,7 +398,7 @@ func (r *Resolver) load(ctx context.Context, cl *call, c Caller) bool {
 				done <- fmt.Errorf("lookup: loader panicked: %v", p)
 			}
 		}()
-		done <- r.loader.Load(loadCtx, dirPath, cl.name, c)
+		done <- loader.Load(loadCtx, dirPath, cl.name, c)
 	}()
 	select {
 	case err := <-done:
@@ -294,7 +406,7 @@ func (r *Resolver) load(ctx context.Context, cl *call, c Caller) bool {
 		cancel()
 		return true
 	case <-loadCtx.Done():
-		cl.err = errDeadline
+		cl.err, cl.timeout = errDeadline, true
 		cancel()
 		return true
 	case <-ctx.Done():
@@ -303,7 +415,7 @@ func (r *Resolver) load(ctx context.Context, cl *call, c Caller) bool {
 			case err := <-done:
 				cl.err = err
 			case <-loadCtx.Done():
-				cl.err = errDeadline
+				cl.err, cl.timeout = errDeadline, true
 			}
 			cancel()
 			r.complete(cl)
@@ -322,12 +434,34 @@ func (r *Resolver) complete(cl *call) {
 	dir.ClearInflightLocked(cl.name, cl)
 	r.published.Add(-1)
 	cl.done = true
-	if child, _ := dir.ChildLocked(cl.name); child == nil {
+	child, _ := dir.ChildLocked(cl.name)
+	if child == nil {
 		dir.AddNegativeLocked(cl.name)
 	}
 	cl.wq.WakeAll()
 	dir.UnlockMu()
+	if r.observe != nil {
+		r.observe(cl.info(child != nil))
+	}
 	cl.put()
+}
+
+// info describes cl's load for Options.Observe. Preconditions: step 4 ran
+// (cl.err and cl.timeout are written).
+func (cl *call) info(found bool) MissInfo {
+	mi := MissInfo{Dir: cl.dir.Path(), Name: cl.name, Caller: cl.caller, Loader: cl.loader,
+		Err: cl.err, Duration: time.Since(cl.start), Waiters: int(cl.waiters.Load())}
+	switch {
+	case found:
+		mi.Result = ResultFound
+	case cl.timeout:
+		mi.Result = ResultTimeout
+	case cl.err != nil && !errors.Is(cl.err, syscall.ENOENT):
+		mi.Result = ResultError
+	default:
+		mi.Result = ResultAbsent
+	}
+	return mi
 }
 
 // retake is step 5's lock: sem shared again.
@@ -345,8 +479,10 @@ func (r *Resolver) wait(ctx context.Context, cl *call, w *waitq.Waiter, writer b
 	if h := r.hooks.waiting; h != nil {
 		h(cl.name, writer)
 	}
-	wctx, cancel := context.WithTimeout(ctx, r.timeout)
+	wctx, cancel := context.WithTimeout(ctx, r.Timeout())
+	r.waiting.Add(1)
 	err := w.Wait(wctx)
+	r.waiting.Add(-1)
 	cancel()
 	if err != nil && ctx.Err() != nil {
 		return interrupted("lookup", cl.name)
@@ -365,6 +501,7 @@ func (r *Resolver) waitForLoadLocked(ctx context.Context, dir *dcache.Node, name
 		return nil
 	}
 	cl.get()
+	cl.waiters.Add(1)
 	w := cl.wq.Prepare(false)
 	dir.UnlockMu()
 	err := r.wait(ctx, cl, w, true)

@@ -1,0 +1,90 @@
+package lookup
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/devfsd/devfsd/dcache"
+)
+
+type namedLoader struct {
+	name string
+	fn   LoaderFunc
+}
+
+func (n namedLoader) Load(ctx context.Context, dir, name string, c Caller) error {
+	return n.fn(ctx, dir, name, c)
+}
+func (n namedLoader) LoaderName() string { return n.name }
+
+// Every load is observed once, with the loader asked and the result; the
+// counters tell hits, negative hits and misses apart, and loads never
+// outnumber misses.
+func TestObserveAndCounters(t *testing.T) {
+	ns, clk := newNS()
+	var mu sync.Mutex
+	var seen []MissInfo
+	reg := namedLoader{"cat", func(ctx context.Context, dir, name string, c Caller) error {
+		switch name {
+		case "dev":
+			_, err := ns.Register(name, dcache.Spec{Type: dcache.TypeChar, Major: 1, Minor: 1}, helper)
+			return err
+		case "broken":
+			return errors.New("exploded")
+		case "slow":
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return syscall.ENOENT
+	}}
+	r := New(ns, reg, Options{Timeout: 50 * time.Millisecond, Observe: func(mi MissInfo) {
+		mu.Lock()
+		seen = append(seen, mi)
+		mu.Unlock()
+	}})
+	root := ns.Root()
+	ctx := context.Background()
+	for _, tc := range []struct{ name, result string }{
+		{"dev", ResultFound}, {"nothing", ResultAbsent}, {"broken", ResultError}, {"slow", ResultTimeout},
+	} {
+		r.Lookup(ctx, root, tc.name, user)
+		mu.Lock()
+		got := seen[len(seen)-1]
+		mu.Unlock()
+		if got.Name != tc.name || got.Result != tc.result || got.Loader != "cat" || got.Caller != user {
+			t.Errorf("%s: observed %+v, want result %s from cat", tc.name, got, tc.result)
+		}
+	}
+	r.Lookup(ctx, root, "dev", user)     // hit
+	r.Lookup(ctx, root, "nothing", user) // negative hit
+	st := r.Stats()
+	if st.Hits != 1 || st.NegativeHits != 1 || st.Misses != 4 || st.Loads != 4 || st.InFlight != 0 || st.Waiting != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	// A new loader and timeout apply to the next load.
+	clk.Advance(time.Hour)
+	r.SetLoader(namedLoader{"other", func(context.Context, string, string, Caller) error {
+		_, err := ns.Register("nothing", dcache.Spec{Type: dcache.TypeFifo}, helper)
+		return err
+	}})
+	r.SetTimeout(time.Second)
+	if n, err := r.Lookup(ctx, root, "nothing", user); err != nil || n == nil {
+		t.Fatalf("after SetLoader: %v", err)
+	}
+	if r.Timeout() != time.Second {
+		t.Errorf("Timeout %v", r.Timeout())
+	}
+	mu.Lock()
+	if got := seen[len(seen)-1]; got.Loader != "other" || got.Result != ResultFound {
+		t.Errorf("after SetLoader observed %+v", got)
+	}
+	mu.Unlock()
+	r.SetLoader(nil)
+	if _, err := r.Lookup(ctx, root, "gone", user); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("no loader: %v", err)
+	}
+}
