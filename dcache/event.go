@@ -1,6 +1,9 @@
 package dcache
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // Kind is the kind of an Event, after devfsd's event names.
 type Kind uint8
@@ -48,6 +51,9 @@ type Event struct {
 	Minor  uint32
 	Uid    uint32
 	Gid    uint32
+	Target string    // symlinks: the target
+	Atime  time.Time // the node's times when the event was queued (0 for LOOKUP, EXPIRE)
+	Mtime  time.Time
 	Origin Caller // who made the change
 	// Renamed marks the DELETE and CREATE events of one rename (two of
 	// each for RENAME_EXCHANGE): the node moved, it was not removed and

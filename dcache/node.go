@@ -249,7 +249,7 @@ func (n *Node) setAttr(in SetAttrIn, c Caller) (Attr, error) {
 func (n *Node) eventLocked(k Kind, c Caller) Event {
 	ev := Event{Kind: k, Path: n.Path(), Ino: n.ino, Type: n.typ,
 		Mode: n.typ.ModeBits() | n.mode, Major: n.major, Minor: n.minor,
-		Uid: n.uid, Gid: n.gid, Origin: c}
+		Uid: n.uid, Gid: n.gid, Target: n.target, Atime: n.atime, Mtime: n.mtime, Origin: c}
 	if l := n.link.Load(); l != nil {
 		ev.Parent, ev.Name = l.parent.ino, l.name
 	}
