@@ -71,6 +71,18 @@
 // hold. The queue is bounded; overflow is counted and logged, and costs at
 // most one cache timeout of staleness in the kernel.
 //
+// # Persistence and observation
+//
+// With Options.Journal (package state), a request that changed the
+// namespace or a kept node's attributes — MKNOD, MKDIR, SYMLINK, LINK,
+// UNLINK, RMDIR, RENAME, SETATTR of anything but a regular file — is
+// answered only once the journal says the change is on disk: the reply is
+// the acknowledgement, so an acknowledged change survives a crash. The
+// wait happens after the change, with no lock held; a failing journal
+// turns the answer into EIO. Options.Observer is told how long each
+// request took, by opcode (metrics); SetTimeouts changes the kernel's
+// cache timeouts while requests are served (a configuration reload).
+//
 // # Shutdown
 //
 // Live requests are counted with sync/refcount. Shutdown closes the

@@ -56,8 +56,8 @@ func (s *Server) entry(n *dcache.Node, out *fuse.EntryOut) {
 	a := n.Attr()
 	out.NodeId = s.nodes.ref(n)
 	out.Generation = a.Gen
-	out.SetEntryTimeout(s.entryTO)
-	out.SetAttrTimeout(s.attrTO)
+	out.SetEntryTimeout(s.entryTimeout())
+	out.SetAttrTimeout(s.attrTimeout())
 	fillAttr(&a, &out.Attr)
 }
 
@@ -68,7 +68,7 @@ func (s *Server) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.live.Put()
+	defer s.exit(opLookup, s.start())
 	dir, st := s.dir(h.NodeId)
 	if st != fuse.OK {
 		return st
@@ -78,9 +78,9 @@ func (s *Server) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 	ctx.release()
 	if err != nil {
 		st := s.status("lookup", err)
-		if st == fuse.ENOENT && s.negTO > 0 {
+		if neg := s.negTimeout(); st == fuse.ENOENT && neg > 0 {
 			*out = fuse.EntryOut{}
-			out.SetEntryTimeout(s.negTO)
+			out.SetEntryTimeout(neg)
 			return fuse.OK
 		}
 		return st
@@ -99,14 +99,14 @@ func (s *Server) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.A
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.live.Put()
+	defer s.exit(opGetAttr, s.start())
 	n, st := s.node(in.NodeId)
 	if st != fuse.OK {
 		return st
 	}
 	a := n.Attr()
 	fillAttr(&a, &out.Attr)
-	out.SetTimeout(s.attrTO)
+	out.SetTimeout(s.attrTimeout())
 	return fuse.OK
 }
 
@@ -118,7 +118,7 @@ func (s *Server) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.A
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.live.Put()
+	defer s.exit(opSetAttr, s.start())
 	n, st := s.node(in.NodeId)
 	if st != fuse.OK {
 		return st
@@ -159,8 +159,13 @@ func (s *Server) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.A
 	if err != nil {
 		return s.status("setattr", err)
 	}
+	if a.Type != dcache.TypeRegular { // regular files are not kept
+		if st := s.durable("setattr"); st != fuse.OK {
+			return st
+		}
+	}
 	fillAttr(&a, &out.Attr)
-	out.SetTimeout(s.attrTO)
+	out.SetTimeout(s.attrTimeout())
 	return fuse.OK
 }
 
@@ -169,7 +174,7 @@ func (s *Server) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, ou
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.live.Put()
+	defer s.exit(opMknod, s.start())
 	dir, st := s.dir(in.NodeId)
 	if st != fuse.OK {
 		return st
@@ -181,6 +186,9 @@ func (s *Server) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, ou
 	if err != nil {
 		return s.status("mknod", err)
 	}
+	if st := s.durable("mknod"); st != fuse.OK {
+		return st
+	}
 	s.entry(n, out)
 	return fuse.OK
 }
@@ -190,7 +198,7 @@ func (s *Server) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, ou
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.live.Put()
+	defer s.exit(opMkdir, s.start())
 	dir, st := s.dir(in.NodeId)
 	if st != fuse.OK {
 		return st
@@ -201,6 +209,9 @@ func (s *Server) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, ou
 	if err != nil {
 		return s.status("mkdir", err)
 	}
+	if st := s.durable("mkdir"); st != fuse.OK {
+		return st
+	}
 	s.entry(n, out)
 	return fuse.OK
 }
@@ -210,7 +221,7 @@ func (s *Server) Symlink(cancel <-chan struct{}, h *fuse.InHeader, pointedTo, li
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.live.Put()
+	defer s.exit(opSymlink, s.start())
 	dir, st := s.dir(h.NodeId)
 	if st != fuse.OK {
 		return st
@@ -221,6 +232,9 @@ func (s *Server) Symlink(cancel <-chan struct{}, h *fuse.InHeader, pointedTo, li
 	if err != nil {
 		return s.status("symlink", err)
 	}
+	if st := s.durable("symlink"); st != fuse.OK {
+		return st
+	}
 	s.entry(n, out)
 	return fuse.OK
 }
@@ -230,7 +244,7 @@ func (s *Server) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fus
 	if !s.enter() {
 		return nil, errShutdown
 	}
-	defer s.live.Put()
+	defer s.exit(opReadlink, s.start())
 	n, st := s.node(h.NodeId)
 	if st != fuse.OK {
 		return nil, st
@@ -247,7 +261,7 @@ func (s *Server) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out 
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.live.Put()
+	defer s.exit(opLink, s.start())
 	dir, st := s.dir(in.NodeId)
 	if st != fuse.OK {
 		return st
@@ -262,6 +276,9 @@ func (s *Server) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out 
 	if err != nil {
 		return s.status("link", err)
 	}
+	if st := s.durable("link"); st != fuse.OK {
+		return st
+	}
 	s.entry(target, out)
 	return fuse.OK
 }
@@ -272,7 +289,7 @@ func (s *Server) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) f
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.live.Put()
+	defer s.exit(opUnlink, s.start())
 	dir, st := s.dir(h.NodeId)
 	if st != fuse.OK {
 		return st
@@ -280,7 +297,10 @@ func (s *Server) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) f
 	ctx := s.ctx(cancel, h.Pid)
 	err := s.res.Unlink(ctx, dir, name, caller(h))
 	ctx.release()
-	return s.status("unlink", err)
+	if err != nil {
+		return s.status("unlink", err)
+	}
+	return s.durable("unlink")
 }
 
 // Rmdir is RMDIR.
@@ -288,7 +308,7 @@ func (s *Server) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fu
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.live.Put()
+	defer s.exit(opRmdir, s.start())
 	dir, st := s.dir(h.NodeId)
 	if st != fuse.OK {
 		return st
@@ -296,7 +316,10 @@ func (s *Server) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fu
 	ctx := s.ctx(cancel, h.Pid)
 	err := s.res.Rmdir(ctx, dir, name, caller(h))
 	ctx.release()
-	return s.status("rmdir", err)
+	if err != nil {
+		return s.status("rmdir", err)
+	}
+	return s.durable("rmdir")
 }
 
 // Rename is RENAME and RENAME2 (flags RENAME_NOREPLACE, RENAME_EXCHANGE;
@@ -305,7 +328,7 @@ func (s *Server) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newN
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.live.Put()
+	defer s.exit(opRename, s.start())
 	if in.Flags&^(dcache.RenameNoReplace|dcache.RenameExchange) != 0 {
 		return fuse.EINVAL
 	}
@@ -320,7 +343,10 @@ func (s *Server) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newN
 	ctx := s.ctx(cancel, in.Pid)
 	err := s.res.Rename(ctx, oldDir, oldName, newDir, newName, in.Flags, caller(&in.InHeader))
 	ctx.release()
-	return s.status("rename", err)
+	if err != nil {
+		return s.status("rename", err)
+	}
+	return s.durable("rename")
 }
 
 // Access is ACCESS. With default_permissions (the default) the kernel
@@ -332,7 +358,7 @@ func (s *Server) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.live.Put()
+	defer s.exit(opAccess, s.start())
 	n, st := s.node(in.NodeId)
 	if st != fuse.OK {
 		return st
@@ -373,7 +399,7 @@ func (s *Server) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.Stat
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.live.Put()
+	defer s.exit(opStatFs, s.start())
 	fs := s.ns.Statfs()
 	out.Bsize = blockSize
 	out.Frsize = blockSize

@@ -72,7 +72,27 @@ type Options struct {
 
 	// Logger receives the server's logs; nil: none.
 	Logger *zap.Logger
+
+	// Observer, if not nil, is told how long each request took (metrics).
+	Observer OpObserver
+
+	// Journal, if not nil, keeps changes across restarts (package state):
+	// a request that changed the namespace or a node's attributes is
+	// answered only once WaitDurable says the change is on disk, so that
+	// an acknowledged change survives a crash. If it fails, the request is
+	// answered EIO (the change was made in memory but is not kept).
+	Journal Journal
 }
+
+// Journal is what the server needs of the state store.
+type Journal interface {
+	// WaitDurable waits until every change up to the namespace's event
+	// seq is on disk.
+	WaitDurable(ctx context.Context, seq uint64) error
+}
+
+// durableTimeout bounds a request's wait for the journal.
+const durableTimeout = 10 * time.Second
 
 // Server is the FUSE server over one namespace: a fuse.RawFileSystem whose
 // node ids are the namespace's inode numbers. Make one with New, then
@@ -81,14 +101,17 @@ type Server struct {
 	fuse.RawFileSystem // ENOSYS for everything not implemented here
 
 	// Immutable after New:
-	res     *lookup.Resolver
-	ns      *dcache.Namespace
-	nq      *NotifyQueue
-	opts    Options
-	log     *zap.Logger
-	entryTO time.Duration
-	attrTO  time.Duration
-	negTO   time.Duration
+	res  *lookup.Resolver
+	ns   *dcache.Namespace
+	nq   *NotifyQueue
+	opts Options
+	log  *zap.Logger
+
+	// The kernel's cache timeouts, in nanoseconds; SetTimeouts changes
+	// them while requests are served.
+	entryTO atomic.Int64
+	attrTO  atomic.Int64
+	negTO   atomic.Int64
 
 	nodes   *nodeTable
 	handles *handleTable
@@ -125,16 +148,13 @@ func New(res *lookup.Resolver, nq *NotifyQueue, opts Options) *Server {
 		nq = NewNotifyQueue(0)
 	}
 	ns := res.Namespace()
-	return &Server{
+	s := &Server{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		res:           res,
 		ns:            ns,
 		nq:            nq,
 		opts:          opts,
 		log:           opts.Logger,
-		entryTO:       max(opts.EntryTimeout, 0),
-		attrTO:        max(opts.AttrTimeout, 0),
-		negTO:         max(opts.NegativeTimeout, 0),
 		nodes:         newNodeTable(ns.Root()),
 		handles:       newHandleTable(),
 		live:          refcount.New(),
@@ -142,6 +162,43 @@ func New(res *lookup.Resolver, nq *NotifyQueue, opts Options) *Server {
 		served:        make(chan struct{}),
 		notifyDone:    make(chan struct{}),
 	}
+	s.SetTimeouts(opts.EntryTimeout, opts.AttrTimeout, opts.NegativeTimeout)
+	return s
+}
+
+// SetTimeouts changes the entry, attribute and negative timeouts given to
+// the kernel in replies from now on (a configuration reload); negative
+// values are 0. What the kernel cached before keeps the timeout it was
+// given: a name's answer does not change with its timeout, so nothing is
+// invalidated (the negative entries whose time is cut are dropped by
+// dcache.Namespace.SetNegativeTTL, which tells the kernel).
+func (s *Server) SetTimeouts(entry, attr, negative time.Duration) {
+	s.entryTO.Store(int64(max(entry, 0)))
+	s.attrTO.Store(int64(max(attr, 0)))
+	s.negTO.Store(int64(max(negative, 0)))
+}
+
+func (s *Server) entryTimeout() time.Duration { return time.Duration(s.entryTO.Load()) }
+func (s *Server) attrTimeout() time.Duration  { return time.Duration(s.attrTO.Load()) }
+func (s *Server) negTimeout() time.Duration   { return time.Duration(s.negTO.Load()) }
+
+// durable waits until the changes made so far are kept (Options.Journal),
+// and returns the status to answer: OK, or EIO if they cannot be kept.
+// Called after a change succeeded, with no lock held; the request's own
+// interrupt is not honoured here, the change being made.
+func (s *Server) durable(op string) fuse.Status {
+	j := s.opts.Journal
+	if j == nil {
+		return fuse.OK
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), durableTimeout)
+	err := j.WaitDurable(ctx, s.ns.LastSeq())
+	cancel()
+	if err != nil {
+		s.log.Error("a change was made but cannot be kept; answering EIO", zap.String("op", op), zap.Error(err))
+		return fuse.EIO
+	}
+	return fuse.OK
 }
 
 func (s *Server) String() string { return "devfsd" }

@@ -1,0 +1,69 @@
+package fs
+
+import "time"
+
+// Op is a FUSE request kind the server answers, for OpObserver.
+type Op uint8
+
+// The requests the server times (FORGET, RELEASE and RELEASEDIR have no
+// answer and are not timed).
+const (
+	opLookup Op = iota
+	opGetAttr
+	opSetAttr
+	opMknod
+	opMkdir
+	opSymlink
+	opReadlink
+	opLink
+	opUnlink
+	opRmdir
+	opRename
+	opAccess
+	opStatFs
+	opOpen
+	opCreate
+	opRead
+	opWrite
+	opFallocate
+	opOpenDir
+	opReadDir
+	opReadDirPlus
+	NumOps // the number of Ops
+)
+
+var opNames = [NumOps]string{"LOOKUP", "GETATTR", "SETATTR", "MKNOD", "MKDIR", "SYMLINK", "READLINK", "LINK", "UNLINK", "RMDIR", "RENAME", "ACCESS", "STATFS", "OPEN", "CREATE", "READ", "WRITE", "FALLOCATE", "OPENDIR", "READDIR", "READDIRPLUS"}
+
+// String returns the opcode's FUSE name: "LOOKUP", "GETATTR", ...
+func (o Op) String() string {
+	if o < NumOps {
+		return opNames[o]
+	}
+	return "INVALID"
+}
+
+// OpObserver is told how long each answered request took, from its
+// arrival in the handler to its answer. It is called on every request,
+// from the handler's goroutine: it must be cheap and must not allocate
+// (an array of pre-resolved histograms indexed by Op is the intended
+// shape).
+type OpObserver interface {
+	ObserveOp(op Op, d time.Duration)
+}
+
+// start returns the time a request started, if anyone observes requests.
+func (s *Server) start() time.Time {
+	if s.opts.Observer == nil {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
+// exit ends a request that enter counted: it is no longer live, and the
+// observer is told how long it took.
+func (s *Server) exit(op Op, start time.Time) {
+	s.live.Put()
+	if o := s.opts.Observer; o != nil {
+		o.ObserveOp(op, time.Since(start))
+	}
+}
