@@ -198,6 +198,9 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) *apiErro
 	if err != nil {
 		return errnoError(err)
 	}
+	if e := s.durable(r.Context()); e != nil {
+		return e
+	}
 	s.synced(r.Context(), c)
 	writeJSON(w, http.StatusCreated, nodeOf(reg.Path, n))
 	return nil
@@ -216,6 +219,9 @@ func (s *Server) handleUnregister(w http.ResponseWriter, r *http.Request) *apiEr
 	if err := s.opts.Namespace.Unregister(p, s.caller(c)); err != nil {
 		return errnoError(err)
 	}
+	if e := s.durable(r.Context()); e != nil {
+		return e
+	}
 	s.synced(r.Context(), c)
 	writeJSON(w, http.StatusOK, wire.PathRequest{Path: p})
 	return nil
@@ -229,6 +235,9 @@ func (s *Server) setAttr(w http.ResponseWriter, r *http.Request, p string, in dc
 	c := credOf(r)
 	if _, err := n.SetAttr(in, s.caller(c)); err != nil {
 		return errnoError(err)
+	}
+	if e := s.durable(r.Context()); e != nil {
+		return e
 	}
 	s.synced(r.Context(), c)
 	writeJSON(w, http.StatusOK, nodeOf(p, n))
@@ -420,7 +429,7 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) *apiError {
 	out := wire.Stats{Nodes: fs.Nodes, MaxNodes: fs.MaxNodes, Bytes: fs.Bytes, MaxBytes: fs.MaxBytes,
 		Events: wire.EventStats{LastSeq: hs.LastSeq, Subscribers: hs.Subscribers,
 			Delivered: hs.Delivered, Missed: hs.Missed},
-		Fallback: s.opts.Fallback}
+		Fallback: *s.fallback.Load()}
 	if s.opts.Helper != nil {
 		h := s.opts.Helper.Stats()
 		out.Helper = wire.HelperStats{Attached: h.Attached, Pid: h.Pid, Sessions: h.Sessions, Sent: h.Sent,
@@ -434,8 +443,47 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) *apiError {
 }
 
 func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) *apiError {
-	return errf(http.StatusNotImplemented, wire.CodeNotSupported, "",
-		"reloading the configuration is not supported yet; restart the daemon to apply a new one")
+	if s.opts.Reload == nil {
+		return errf(http.StatusNotImplemented, wire.CodeNotSupported, "",
+			"this daemon cannot reload its configuration; restart it to apply a new one")
+	}
+	if r.ContentLength != 0 {
+		body, e := readBody(r)
+		if e != nil {
+			return e
+		}
+		if _, e := decodeObject(body); e != nil { // {} or nothing: reload takes no fields
+			return e
+		}
+	}
+	c := credOf(r)
+	res, err := s.opts.Reload(r.Context())
+	if errors.Is(err, ErrInvalidConfig) {
+		s.log.Warn("reload refused: the configuration is invalid; the running one stays",
+			zap.Uint32("pid", c.Pid), zap.Error(err))
+		return bad(wire.CodeInvalidConfig, "", "%v", err)
+	}
+	if err != nil {
+		return errf(http.StatusInternalServerError, wire.CodeInternal, "", "%v", err)
+	}
+	if res.Changed == nil {
+		res.Changed = []string{}
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// durable waits until the changes so far are kept (Options.Journal).
+func (s *Server) durable(ctx context.Context) *apiError {
+	if s.opts.Journal == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout*5)
+	defer cancel()
+	if err := s.opts.Journal.WaitDurable(ctx, s.opts.Namespace.LastSeq()); err != nil {
+		return errf(http.StatusInternalServerError, wire.CodeInternal, "", "the change was made but cannot be kept: %v", err)
+	}
+	return nil
 }
 
 // helperConn is the helper loader's transport to one helper stream.

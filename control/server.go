@@ -41,6 +41,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -80,6 +81,20 @@ type Options struct {
 	SyncNotifies func(context.Context) error
 	// Extra returns the counters of the other layers for GET /v1/stats.
 	Extra func() map[string]uint64
+	// Metrics, if not nil, serves GET /metrics (Prometheus text format),
+	// to anyone who can connect.
+	Metrics http.Handler
+	// Reload, if not nil, reloads the daemon's configuration for POST
+	// /v1/reload: it returns what changed, or an error — ErrInvalidConfig
+	// wrapped if the configuration was rejected (nothing changed then).
+	// Nil: reload answers not_supported.
+	Reload func(context.Context) (wire.Reload, error)
+	// Journal, if not nil, keeps changes across restarts (package
+	// state): a change made through the socket is answered once it is on
+	// disk, as one made through the mount.
+	Journal interface {
+		WaitDurable(ctx context.Context, seq uint64) error
+	}
 	// MaxSubscribers bounds concurrent event streams and waits; default 64.
 	MaxSubscribers int
 	// Logger; nil: none.
@@ -88,8 +103,14 @@ type Options struct {
 
 // Server is the control socket.
 type Server struct {
-	opts  Options
-	log   *zap.Logger
+	opts Options
+	log  *zap.Logger
+
+	// Who may write besides root, and the fallback's name; a reload
+	// changes them while requests are served.
+	writeUID, writeGID atomic.Int64
+	fallback           atomic.Pointer[string]
+
 	ln    *net.UnixListener
 	ino   uint64 // the socket file's inode, to remove only our own
 	http  *http.Server
@@ -185,6 +206,9 @@ func Listen(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: log, ln: ln, ino: st.Ino,
 		slots: make(chan struct{}, opts.MaxSubscribers), serveDone: make(chan struct{})}
+	s.writeUID.Store(opts.WriteUID)
+	s.writeGID.Store(opts.WriteGID)
+	s.SetFallback(opts.Fallback)
 	s.base, s.stop = context.WithCancel(context.Background())
 	s.http = &http.Server{
 		Handler:           s,
@@ -264,9 +288,32 @@ func (s *Server) canWrite(c Cred) bool {
 	if !c.OK {
 		return false
 	}
-	return c.Uid == 0 || (s.opts.WriteUID >= 0 && int64(c.Uid) == s.opts.WriteUID) ||
-		(s.opts.WriteGID >= 0 && int64(c.Gid) == s.opts.WriteGID)
+	uid, gid := s.writeUID.Load(), s.writeGID.Load()
+	return c.Uid == 0 || (uid >= 0 && int64(c.Uid) == uid) || (gid >= 0 && int64(c.Gid) == gid)
 }
+
+// SetWriters changes who may write besides root (a reload): requests
+// arriving from now on are judged by the new uid and gid (-1: none), and
+// the socket file's group becomes gid (root's group for -1).
+func (s *Server) SetWriters(uid, gid int64) error {
+	s.writeUID.Store(uid)
+	old := s.writeGID.Swap(gid)
+	if old == gid {
+		return nil
+	}
+	g := int(max(gid, 0))
+	if err := os.Lchown(s.opts.Path, -1, g); err != nil {
+		return fmt.Errorf("control: %s: %w", s.opts.Path, err)
+	}
+	return nil
+}
+
+// SetFallback changes the fallback loader's name shown by stats.
+func (s *Server) SetFallback(name string) { s.fallback.Store(&name) }
+
+// ErrInvalidConfig marks a reload refused because the new configuration
+// is invalid; Options.Reload wraps it.
+var ErrInvalidConfig = errors.New("invalid configuration")
 
 // fromHelper reports whether c is the attached helper or its descendant.
 func (s *Server) fromHelper(c Cred) bool {
@@ -306,6 +353,15 @@ var routes = map[string]route{
 
 // ServeHTTP routes a request and answers its error, if any.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/metrics" && s.opts.Metrics != nil {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", http.MethodGet)
+			writeError(w, errf(http.StatusMethodNotAllowed, wire.CodeMethod, "", "/metrics takes GET, not %s", r.Method))
+			return
+		}
+		s.opts.Metrics.ServeHTTP(w, r)
+		return
+	}
 	rt, ok := routes[r.URL.Path]
 	if !ok {
 		writeError(w, errf(http.StatusNotFound, wire.CodeUnknownEndpoint, "", "no endpoint %s", r.URL.Path))

@@ -35,7 +35,7 @@ The client of a running devfsd's control socket (docs/api.md).
   monitor [--json] [--buffer N]     print events as they happen, until SIGINT/SIGTERM
   wait [--timeout T] PATH           return once PATH exists; fail after T (default 5s)
   stats [--json]                    the daemon's counters
-  reload                            reload the configuration (not supported yet)
+  reload [--json]                   reload the configuration (as SIGHUP does)
 
 PATH is relative to the mount's root; a leading / is ignored.
 
@@ -51,7 +51,7 @@ Exit status:
   5  permission denied (only root or control_uid/control_gid may change)
   6  timeout (wait: the name did not appear in time)
   7  the daemon cannot be reached (no socket, nothing answers)
-  8  not supported (reload, for now)
+  8  not supported
 Errors are printed to stderr as "devfsd: ctl: CODE: message", CODE being
 the daemon's stable error code (docs/api.md).
 `
@@ -312,10 +312,24 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			printStats(stdout, st)
 			return nil
 		case "reload":
+			js := asJSON()
 			if _, err := parse(0, 0); err != nil {
 				return err
 			}
-			return ctlErr(c.Reload(ctx))
+			res, err := c.Reload(ctx)
+			if err != nil {
+				return ctlErr(err)
+			}
+			if *js {
+				return printJSON(stdout, res)
+			}
+			if len(res.Changed) == 0 {
+				fmt.Fprintln(stdout, "reloaded: nothing changed")
+			} else {
+				fmt.Fprintf(stdout, "reloaded: changed %s; %d cached misses invalidated\n",
+					strings.Join(res.Changed, ", "), res.Invalidated)
+			}
+			return nil
 		case "help":
 			fmt.Fprint(stdout, ctlUsage)
 			return nil

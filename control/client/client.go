@@ -186,9 +186,31 @@ func (c *Client) Stats(ctx context.Context) (wire.Stats, error) {
 	return s, err
 }
 
-// Reload asks the daemon to reload its configuration.
-func (c *Client) Reload(ctx context.Context) error {
-	return c.call(ctx, http.MethodPost, "/v1/reload", nil, struct{}{}, nil)
+// Reload asks the daemon to reload its configuration and returns what
+// changed. An invalid configuration is an *Error with code invalid_config
+// (nothing changed).
+func (c *Client) Reload(ctx context.Context) (wire.Reload, error) {
+	var r wire.Reload
+	err := c.call(ctx, http.MethodPost, "/v1/reload", nil, struct{}{}, &r)
+	return r, err
+}
+
+// Metrics returns the daemon's metrics in Prometheus text format (GET
+// /metrics).
+func (c *Client) Metrics(ctx context.Context) (string, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/metrics", nil, nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET /metrics: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	return string(b), nil
 }
 
 // Stream is an NDJSON stream of records.

@@ -187,8 +187,17 @@ const (
 	CodeHelperAttached   = "helper_attached"       // 409 another helper is attached
 	CodeNoSpace          = "no_space"              // 507 max_nodes or the depth limit reached
 	CodeTimeout          = "timeout"               // 504 wait: the name did not appear in time
-	CodeNotSupported     = "not_supported"         // 501 reload: not built yet
+	CodeNotSupported     = "not_supported"         // 501 this daemon does not do that (no helper, no reload)
+	CodeInvalidConfig    = "invalid_config"        // 400 reload: the configuration file or flags are invalid; nothing changed
 	CodeTooManyConsumers = "too_many_subscribers"  // 503 the event subscriber limit is reached
 	CodeShuttingDown     = "shutting_down"         // 503 the daemon is stopping
 	CodeInternal         = "internal"              // 500 a bug; logged
 )
+
+// Reload is the answer of POST /v1/reload: what the new configuration
+// changed (file keys), and how many cached misses were dropped (in the
+// daemon and the kernel) because their answer may have changed.
+type Reload struct {
+	Changed     []string `json:"changed"`
+	Invalidated int      `json:"invalidated"`
+}

@@ -445,7 +445,7 @@ func TestControlBadInputChangesNothing(t *testing.T) {
 		{"unknown parameter", "GET", "/v1/stat?path=keep&x=1", "", 400, wire.CodeUnknownField},
 		{"bad timeout", "GET", "/v1/wait?path=x&timeout=-1s", "", 400, wire.CodeInvalidArgument},
 		{"done from a non-helper", "POST", "/v1/helper/done", `{"id":1}`, 403, wire.CodeNotHelper},
-		{"reload", "POST", "/v1/reload", `{}`, 501, wire.CodeNotSupported},
+		{"reload with a field", "POST", "/v1/reload", `{"config":"x"}`, 400, wire.CodeUnknownField},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			status, code := rawRequest(t, d.sock, tt.method, tt.target, tt.body)
@@ -519,8 +519,8 @@ func TestControlCtlCommands(t *testing.T) {
 	if _, errOut, code := d.ctl(t, nil, "wait", "--timeout=200ms", "never"); code != 6 || !strings.Contains(errOut, "timeout") {
 		t.Errorf("wait for a name that never comes: exit %d %q, want 6", code, errOut)
 	}
-	if _, _, code := d.ctl(t, nil, "reload"); code != 8 {
-		t.Errorf("reload: exit %d, want 8", code)
+	if out, errOut, code := d.ctl(t, nil, "reload"); code != 0 || !strings.Contains(out, "nothing changed") {
+		t.Errorf("reload of an unchanged configuration: exit %d %q %q, want 0 and nothing changed", code, out, errOut)
 	}
 	if _, _, code := d.ctl(t, nil, "bogus"); code != 2 {
 		t.Errorf("unknown command: exit %d, want 2", code)
