@@ -16,7 +16,7 @@ func (s *Server) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opOpen, s.start())
+	defer s.exit(OpOpen, s.start())
 	n, st := s.node(in.NodeId)
 	if st != fuse.OK {
 		return st
@@ -40,7 +40,7 @@ func (s *Server) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, 
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opCreate, s.start())
+	defer s.exit(OpCreate, s.start())
 	dir, st := s.dir(in.NodeId)
 	if st != fuse.OK {
 		return st
@@ -84,7 +84,7 @@ func (s *Server) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse
 	if !s.enter() {
 		return nil, errShutdown
 	}
-	defer s.exit(opRead, s.start())
+	defer s.exit(OpRead, s.start())
 	n, st := s.file(in.Fh)
 	if st != fuse.OK {
 		return nil, st
@@ -104,7 +104,7 @@ func (s *Server) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (u
 	if !s.enter() {
 		return 0, errShutdown
 	}
-	defer s.exit(opWrite, s.start())
+	defer s.exit(OpWrite, s.start())
 	n, st := s.file(in.Fh)
 	if st != fuse.OK {
 		return 0, st
@@ -144,7 +144,7 @@ func (s *Server) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.St
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opFallocate, s.start())
+	defer s.exit(OpFallocate, s.start())
 	n, st := s.file(in.Fh)
 	if st != fuse.OK {
 		if n, st = s.node(in.NodeId); st != fuse.OK {
@@ -178,7 +178,7 @@ func (s *Server) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Open
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opOpenDir, s.start())
+	defer s.exit(OpOpenDir, s.start())
 	if _, st := s.dir(in.NodeId); st != fuse.OK {
 		return st
 	}
@@ -217,7 +217,7 @@ func (s *Server) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirE
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opReadDir, s.start())
+	defer s.exit(OpReadDir, s.start())
 	_, ents, st := s.listDir(cancel, in, minDirent)
 	if st != fuse.OK {
 		return st
@@ -240,7 +240,7 @@ func (s *Server) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opReadDirPlus, s.start())
+	defer s.exit(OpReadDirPlus, s.start())
 	dir, ents, st := s.listDir(cancel, in, minDirent+entryOutSize)
 	if st != fuse.OK {
 		return st

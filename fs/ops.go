@@ -68,7 +68,7 @@ func (s *Server) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opLookup, s.start())
+	defer s.exit(OpLookup, s.start())
 	dir, st := s.dir(h.NodeId)
 	if st != fuse.OK {
 		return st
@@ -99,7 +99,7 @@ func (s *Server) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.A
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opGetAttr, s.start())
+	defer s.exit(OpGetAttr, s.start())
 	n, st := s.node(in.NodeId)
 	if st != fuse.OK {
 		return st
@@ -118,7 +118,7 @@ func (s *Server) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.A
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opSetAttr, s.start())
+	defer s.exit(OpSetAttr, s.start())
 	n, st := s.node(in.NodeId)
 	if st != fuse.OK {
 		return st
@@ -174,7 +174,7 @@ func (s *Server) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, ou
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opMknod, s.start())
+	defer s.exit(OpMknod, s.start())
 	dir, st := s.dir(in.NodeId)
 	if st != fuse.OK {
 		return st
@@ -198,7 +198,7 @@ func (s *Server) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, ou
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opMkdir, s.start())
+	defer s.exit(OpMkdir, s.start())
 	dir, st := s.dir(in.NodeId)
 	if st != fuse.OK {
 		return st
@@ -221,7 +221,7 @@ func (s *Server) Symlink(cancel <-chan struct{}, h *fuse.InHeader, pointedTo, li
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opSymlink, s.start())
+	defer s.exit(OpSymlink, s.start())
 	dir, st := s.dir(h.NodeId)
 	if st != fuse.OK {
 		return st
@@ -244,7 +244,7 @@ func (s *Server) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fus
 	if !s.enter() {
 		return nil, errShutdown
 	}
-	defer s.exit(opReadlink, s.start())
+	defer s.exit(OpReadlink, s.start())
 	n, st := s.node(h.NodeId)
 	if st != fuse.OK {
 		return nil, st
@@ -261,7 +261,7 @@ func (s *Server) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out 
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opLink, s.start())
+	defer s.exit(OpLink, s.start())
 	dir, st := s.dir(in.NodeId)
 	if st != fuse.OK {
 		return st
@@ -289,7 +289,7 @@ func (s *Server) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) f
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opUnlink, s.start())
+	defer s.exit(OpUnlink, s.start())
 	dir, st := s.dir(h.NodeId)
 	if st != fuse.OK {
 		return st
@@ -308,7 +308,7 @@ func (s *Server) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fu
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opRmdir, s.start())
+	defer s.exit(OpRmdir, s.start())
 	dir, st := s.dir(h.NodeId)
 	if st != fuse.OK {
 		return st
@@ -328,7 +328,7 @@ func (s *Server) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newN
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opRename, s.start())
+	defer s.exit(OpRename, s.start())
 	if in.Flags&^(dcache.RenameNoReplace|dcache.RenameExchange) != 0 {
 		return fuse.EINVAL
 	}
@@ -358,7 +358,7 @@ func (s *Server) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opAccess, s.start())
+	defer s.exit(OpAccess, s.start())
 	n, st := s.node(in.NodeId)
 	if st != fuse.OK {
 		return st
@@ -399,7 +399,7 @@ func (s *Server) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.Stat
 	if !s.enter() {
 		return errShutdown
 	}
-	defer s.exit(opStatFs, s.start())
+	defer s.exit(OpStatFs, s.start())
 	fs := s.ns.Statfs()
 	out.Bsize = blockSize
 	out.Frsize = blockSize

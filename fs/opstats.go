@@ -8,27 +8,27 @@ type Op uint8
 // The requests the server times (FORGET, RELEASE and RELEASEDIR have no
 // answer and are not timed).
 const (
-	opLookup Op = iota
-	opGetAttr
-	opSetAttr
-	opMknod
-	opMkdir
-	opSymlink
-	opReadlink
-	opLink
-	opUnlink
-	opRmdir
-	opRename
-	opAccess
-	opStatFs
-	opOpen
-	opCreate
-	opRead
-	opWrite
-	opFallocate
-	opOpenDir
-	opReadDir
-	opReadDirPlus
+	OpLookup Op = iota
+	OpGetAttr
+	OpSetAttr
+	OpMknod
+	OpMkdir
+	OpSymlink
+	OpReadlink
+	OpLink
+	OpUnlink
+	OpRmdir
+	OpRename
+	OpAccess
+	OpStatFs
+	OpOpen
+	OpCreate
+	OpRead
+	OpWrite
+	OpFallocate
+	OpOpenDir
+	OpReadDir
+	OpReadDirPlus
 	NumOps // the number of Ops
 )
 

@@ -1,0 +1,256 @@
+// Package audit logs every miss decision — a lookup that missed and asked
+// the loader: who asked (pid, uid, gid, the process's comm), for what
+// name, of which loader, with what result, how long it took — at info
+// level through zap, and, if configured, as JSON lines to a file of its
+// own (cmd builds both loggers; this package builds none).
+//
+// # Rate limit
+//
+// A storm of misses on one name (a program probing /dev/nvidia0 in a
+// loop) must not flood the log. Each name has a token bucket
+// (golang.org/x/time/rate; default 1 line a second, bursts of 5); a miss
+// that finds the bucket empty is not logged but counted, and the next line
+// for that name says how many were held back ("suppressed": N). Names
+// whose lines are held back when they go quiet are summed up by a line
+// "misses suppressed" at most every SummaryEvery, and at Close; so every
+// decision is either logged or counted in a later line. At most MaxNames
+// names have a bucket of their own; past that, idle buckets are dropped,
+// and if none is idle the other names share one bucket (name "*").
+//
+// Decisions are the loads of package lookup (its Observe hook): one per
+// load, the first caller's; lookups that joined the load are counted in
+// the line ("waiters"), and answers from a cached miss are not decisions
+// (they are counted in the metrics).
+package audit
+
+import (
+	"bytes"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/devfsd/devfsd/lookup"
+)
+
+// Options configures an Auditor. Zero fields take the defaults.
+type Options struct {
+	// Log receives the lines at info level (the daemon's logger); nil:
+	// none.
+	Log *zap.Logger
+	// File, if not nil, receives the same lines (a JSON-lines logger on
+	// the --audit-log file).
+	File *zap.Logger
+	// Rate and Burst are each name's bucket: default 1 line a second,
+	// bursts of 5.
+	Rate  rate.Limit
+	Burst int
+	// MaxNames bounds the names with a bucket of their own; default 4096.
+	MaxNames int
+	// SummaryEvery is how often held-back counts of quiet names are
+	// logged; default 10 s.
+	SummaryEvery time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Auditor logs miss decisions. Safe for concurrent use.
+type Auditor struct {
+	opts Options
+	logs []*zap.Logger
+
+	mu sync.Mutex // a leaf
+	// Guarded by mu:
+	names    map[string]*bucket
+	overflow *bucket
+
+	suppressed atomic.Uint64 // lines held back, ever
+	logged     atomic.Uint64 // lines written (per logger), ever
+
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+type bucket struct {
+	lim  *rate.Limiter
+	held uint64 // held back since the last line for this name
+}
+
+// New returns an auditor; Close stops its summary ticker.
+func New(opts Options) *Auditor {
+	if opts.Rate == 0 {
+		opts.Rate = 1
+	}
+	if opts.Burst <= 0 {
+		opts.Burst = 5
+	}
+	if opts.MaxNames <= 0 {
+		opts.MaxNames = 4096
+	}
+	if opts.SummaryEvery <= 0 {
+		opts.SummaryEvery = 10 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	a := &Auditor{opts: opts, names: make(map[string]*bucket),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	if opts.Log != nil {
+		a.logs = append(a.logs, opts.Log.Named("audit"))
+	}
+	if opts.File != nil {
+		a.logs = append(a.logs, opts.File)
+	}
+	go a.summaries()
+	return a
+}
+
+func (a *Auditor) newBucket() *bucket {
+	return &bucket{lim: rate.NewLimiter(a.opts.Rate, a.opts.Burst)}
+}
+
+// bucketLocked returns name's bucket. Preconditions: a.mu held.
+func (a *Auditor) bucketLocked(name string, now time.Time) (string, *bucket) {
+	if b := a.names[name]; b != nil {
+		return name, b
+	}
+	if len(a.names) >= a.opts.MaxNames {
+		for n, b := range a.names { // drop the idle ones: a full bucket, nothing held
+			if b.held == 0 && b.lim.TokensAt(now) >= float64(a.opts.Burst) {
+				delete(a.names, n)
+			}
+		}
+	}
+	if len(a.names) >= a.opts.MaxNames {
+		if a.overflow == nil {
+			a.overflow = a.newBucket()
+		}
+		return "*", a.overflow
+	}
+	b := a.newBucket()
+	a.names[name] = b
+	return name, b
+}
+
+// Miss records one miss decision (lookup.Options.Observe).
+func (a *Auditor) Miss(mi lookup.MissInfo) {
+	path := mi.Name
+	if mi.Dir != "" {
+		path = mi.Dir + "/" + mi.Name
+	}
+	now := a.opts.Now()
+	a.mu.Lock()
+	key, b := a.bucketLocked(path, now)
+	if !b.lim.AllowN(now, 1) {
+		b.held++
+		a.mu.Unlock()
+		a.suppressed.Add(1)
+		return
+	}
+	held := b.held
+	b.held = 0
+	a.mu.Unlock()
+	fields := []zap.Field{
+		zap.String("name", path),
+		zap.Uint32("pid", mi.Caller.Pid),
+		zap.Uint32("uid", mi.Caller.Uid),
+		zap.Uint32("gid", mi.Caller.Gid),
+		zap.String("comm", comm(mi.Caller.Pid)),
+		zap.String("origin", mi.Caller.Origin.String()),
+		zap.String("loader", mi.Loader),
+		zap.String("result", mi.Result),
+		zap.Duration("duration", mi.Duration),
+		zap.Int("waiters", mi.Waiters),
+	}
+	if mi.Err != nil && mi.Result != lookup.ResultFound {
+		fields = append(fields, zap.String("error", mi.Err.Error()))
+	}
+	if held > 0 {
+		fields = append(fields, zap.Uint64("suppressed", held))
+	}
+	if key == "*" {
+		fields = append(fields, zap.Bool("shared_limit", true))
+	}
+	for _, l := range a.logs {
+		l.Info("miss", fields...)
+	}
+	a.logged.Add(1)
+}
+
+// comm returns the command name of process (thread) pid, from /proc.
+func comm(pid uint32) string {
+	if pid == 0 {
+		return ""
+	}
+	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/comm")
+	if err != nil {
+		return "?"
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+// summaries logs the held-back counts of quiet names every SummaryEvery.
+func (a *Auditor) summaries() {
+	defer close(a.done)
+	t := time.NewTicker(a.opts.SummaryEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			a.flush(false)
+		case <-a.stop:
+			a.flush(true)
+			return
+		}
+	}
+}
+
+// flush logs "misses suppressed" for each name with held-back lines whose
+// bucket would let a line through (it went quiet), or for all at the end.
+func (a *Auditor) flush(all bool) {
+	type held struct {
+		name string
+		n    uint64
+	}
+	var out []held
+	now := a.opts.Now()
+	a.mu.Lock()
+	take := func(name string, b *bucket) {
+		if b.held > 0 && (all || b.lim.TokensAt(now) >= 1) {
+			out = append(out, held{name, b.held})
+			b.held = 0
+		}
+	}
+	for n, b := range a.names {
+		take(n, b)
+	}
+	if a.overflow != nil {
+		take("*", a.overflow)
+	}
+	a.mu.Unlock()
+	for _, h := range out {
+		for _, l := range a.logs {
+			l.Info("misses suppressed", zap.String("name", h.name), zap.Uint64("suppressed", h.n))
+		}
+	}
+}
+
+// Suppressed returns how many lines were held back so far.
+func (a *Auditor) Suppressed() uint64 { return a.suppressed.Load() }
+
+// Logged returns how many decisions were logged so far.
+func (a *Auditor) Logged() uint64 { return a.logged.Load() }
+
+// Close logs the held-back counts that remain and stops the ticker.
+// Idempotent.
+func (a *Auditor) Close() {
+	a.once.Do(func() {
+		close(a.stop)
+		<-a.done
+	})
+}

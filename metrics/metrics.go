@@ -1,0 +1,170 @@
+// Package metrics exposes devfsd's counters as Prometheus metrics. Only cmd
+// builds the registry (as only cmd builds the logger) and hands it to New
+// with the daemon's parts; the layers themselves never import Prometheus.
+//
+// Most values already exist as atomic counters in the layers (lookup
+// outcomes, in-flight records, notifies, events, nodes by type, live
+// requests) and are read when the registry is scraped, so the hot paths
+// pay nothing for them. Two things are observed as they happen: each
+// FUSE request's latency (fs.OpObserver: an array of histograms resolved
+// once, indexed by opcode, no allocation per request) and each load
+// (lookup's Observe hook: the miss path, which starts a goroutine anyway).
+//
+// # Metrics
+//
+//	devfsd_lookups_total{result="hit|negative_hit|miss"}   step 1 of each lookup
+//	devfsd_loads_started_total                             loads started (<= misses)
+//	devfsd_loads_total{loader,result}                      loads finished: found, absent, timeout, error
+//	devfsd_load_duration_seconds{loader}                   histogram
+//	devfsd_lookup_inflight_records                         records published now
+//	devfsd_lookup_waiters                                  lookups and changes waiting on one now
+//	devfsd_fuse_request_duration_seconds{op}               histogram; _count is requests by opcode
+//	devfsd_live_requests                                   FUSE requests being served
+//	devfsd_kernel_notify_total{result="sent|failed|dropped"}
+//	devfsd_events_emitted_total                            events the namespace queued
+//	devfsd_events_delivered_total                          events handed to socket consumers
+//	devfsd_events_overrun_total                            events consumers missed (full buffers)
+//	devfsd_nodes{type}                                     linked nodes by type
+//	devfsd_state_commits_total, devfsd_state_commit_seconds_total, devfsd_state_entries
+//	devfsd_audit_suppressed_total                          audit lines held back by the rate limit
+//	devfsd_reloads_total{result="ok|invalid|failed"}
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/devfsd/devfsd/control"
+	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/fs"
+	"github.com/devfsd/devfsd/lookup"
+	"github.com/devfsd/devfsd/state"
+)
+
+// Sources are where the scraped values come from. Nil fields leave their
+// metrics out.
+type Sources struct {
+	Namespace  *dcache.Namespace
+	Lookup     func() lookup.Stats
+	Server     func() fs.Stats
+	Hub        func() control.HubStats
+	State      func() state.Stats
+	Suppressed func() uint64 // audit lines held back
+}
+
+// Metrics holds what is observed as it happens.
+type Metrics struct {
+	ops     [fs.NumOps]prometheus.Observer
+	loads   *prometheus.CounterVec
+	loadDur *prometheus.HistogramVec
+	reloads *prometheus.CounterVec
+}
+
+// Latency buckets: FUSE requests take microseconds to (loads) seconds.
+var (
+	opBuckets   = prometheus.ExponentialBuckets(10e-6, 4, 10) // 10µs .. 2.6s
+	loadBuckets = prometheus.ExponentialBuckets(100e-6, 4, 10)
+)
+
+// New registers devfsd's metrics in reg.
+func New(reg prometheus.Registerer, src Sources) *Metrics {
+	m := &Metrics{
+		loads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "devfsd_loads_total", Help: "Loads finished, by the loader asked and the result (found, absent, timeout, error).",
+		}, []string{"loader", "result"}),
+		loadDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "devfsd_load_duration_seconds", Help: "Time from a miss to the end of its load.", Buckets: loadBuckets,
+		}, []string{"loader"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "devfsd_reloads_total", Help: "Configuration reloads, by result (ok, invalid, failed).",
+		}, []string{"result"}),
+	}
+	opHist := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "devfsd_fuse_request_duration_seconds", Help: "FUSE requests answered, by opcode, with their latency.", Buckets: opBuckets,
+	}, []string{"op"})
+	for op := fs.Op(0); op < fs.NumOps; op++ {
+		m.ops[op] = opHist.WithLabelValues(op.String())
+	}
+	for _, r := range []string{"ok", "invalid", "failed"} {
+		m.reloads.WithLabelValues(r)
+	}
+	reg.MustRegister(m.loads, m.loadDur, m.reloads, opHist)
+
+	counter := func(name, help string, labels prometheus.Labels, f func() float64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, f))
+	}
+	gauge := func(name, help string, labels prometheus.Labels, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, f))
+	}
+	if f := src.Lookup; f != nil {
+		const help = "Lookups by what the first look found: the name (hit), a cached miss (negative_hit), nothing (miss: a load was started or joined)."
+		counter("devfsd_lookups_total", help, prometheus.Labels{"result": "hit"}, func() float64 { return float64(f().Hits) })
+		counter("devfsd_lookups_total", help, prometheus.Labels{"result": "negative_hit"}, func() float64 { return float64(f().NegativeHits) })
+		counter("devfsd_lookups_total", help, prometheus.Labels{"result": "miss"}, func() float64 { return float64(f().Misses) })
+		counter("devfsd_loads_started_total", "Loads started (at most the misses).", nil, func() float64 { return float64(f().Loads) })
+		gauge("devfsd_lookup_inflight_records", "In-flight lookup records published now.", nil, func() float64 { return float64(f().InFlight) })
+		gauge("devfsd_lookup_waiters", "Lookups and changes waiting on an in-flight record now.", nil, func() float64 { return float64(f().Waiting) })
+	}
+	if f := src.Server; f != nil {
+		gauge("devfsd_live_requests", "FUSE requests being served.", nil, func() float64 { return float64(f().LiveReqs) })
+		const help = "Kernel cache notifies: sent (accepted or nothing to invalidate), failed (refused), dropped (queue full)."
+		counter("devfsd_kernel_notify_total", help, prometheus.Labels{"result": "sent"}, func() float64 { return float64(f().Notify.Sent) })
+		counter("devfsd_kernel_notify_total", help, prometheus.Labels{"result": "failed"}, func() float64 { return float64(f().Notify.Failed) })
+		counter("devfsd_kernel_notify_total", help, prometheus.Labels{"result": "dropped"}, func() float64 { return float64(f().Notify.Dropped) })
+	}
+	if ns := src.Namespace; ns != nil {
+		counter("devfsd_events_emitted_total", "Events the namespace queued (every change, lookup miss and expiry).", nil,
+			func() float64 { return float64(ns.LastSeq()) })
+		for t := dcache.TypeDir; t <= dcache.TypeRegular; t++ {
+			t := t
+			gauge("devfsd_nodes", "Linked nodes by type.", prometheus.Labels{"type": t.String()},
+				func() float64 { return float64(ns.NodesByType()[t]) })
+		}
+	}
+	if f := src.Hub; f != nil {
+		counter("devfsd_events_delivered_total", "Events handed to event-stream consumers.", nil, func() float64 { return float64(f().Delivered) })
+		counter("devfsd_events_overrun_total", "Events consumers missed because their buffer was full (each reported as an overrun record).", nil,
+			func() float64 { return float64(f().Missed) })
+		gauge("devfsd_event_subscribers", "Event-stream consumers.", nil, func() float64 { return float64(f().Subscribers) })
+	}
+	if f := src.State; f != nil {
+		counter("devfsd_state_commits_total", "Journal records written, one fsync each (group commits).", nil, func() float64 { return float64(f().Commits) })
+		counter("devfsd_state_commit_seconds_total", "Time spent writing and fsyncing journal records.", nil,
+			func() float64 { return f().SyncTotal.Seconds() })
+		gauge("devfsd_state_entries", "Paths whose nodes or attributes are kept across restarts.", nil, func() float64 { return float64(f().Entries) })
+	}
+	if f := src.Suppressed; f != nil {
+		counter("devfsd_audit_suppressed_total", "Audit lines held back by the per-name rate limit.", nil, func() float64 { return float64(f()) })
+	}
+	return m
+}
+
+// ObserveOp implements fs.OpObserver.
+func (m *Metrics) ObserveOp(op fs.Op, d time.Duration) {
+	if op < fs.NumOps {
+		m.ops[op].Observe(d.Seconds())
+	}
+}
+
+var _ fs.OpObserver = (*Metrics)(nil)
+
+// ObserveLoad counts a finished load (lookup's Observe hook).
+func (m *Metrics) ObserveLoad(mi lookup.MissInfo) {
+	loader := mi.Loader
+	if loader == "" {
+		loader = "unknown"
+	}
+	m.loads.WithLabelValues(loader, mi.Result).Inc()
+	m.loadDur.WithLabelValues(loader).Observe(mi.Duration.Seconds())
+}
+
+// Reloaded counts a reload by result: "ok", "invalid" or "failed".
+func (m *Metrics) Reloaded(result string) { m.reloads.WithLabelValues(result).Inc() }
+
+// Handler serves g in the Prometheus text format.
+func Handler(g prometheus.Gatherer) http.Handler {
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+}
