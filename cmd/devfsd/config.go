@@ -51,9 +51,16 @@ type Config struct {
 
 	// Loader is the fallback module loader: it answers misses while no
 	// helper is attached to the control socket (an attached helper always
-	// comes first). "builtin" (the embedded catalogue) or "none" (misses
-	// are ENOENT until a helper attaches).
+	// comes first). "builtin" (the embedded catalogue), "exec" (ExecProgram
+	// per miss, modload/exec) or "none" (misses are ENOENT until a helper
+	// attaches).
 	Loader string `yaml:"loader"`
+	// ExecProgram is the absolute path of the program the exec loader runs
+	// per miss (argv: the name; env: DEVNAME, DEVPATH, ACTION=lookup,
+	// MNTPNT); ExecTimeout bounds each run, after which its process group
+	// is killed (the lookup's own loader_timeout bounds it too).
+	ExecProgram string        `yaml:"exec_program"`
+	ExecTimeout time.Duration `yaml:"exec_timeout"`
 
 	// Socket is the control socket's path (HTTP/1.1 + JSON, docs/api.md).
 	// Empty: /run/devfsd/ followed by the mountpoint escaped as systemd
@@ -160,6 +167,7 @@ func Defaults() Config {
 		LoaderTimeout:      5 * time.Second,
 		ShutdownTimeout:    3 * time.Second,
 		Loader:             "builtin",
+		ExecTimeout:        3 * time.Second,
 		SocketMode:         0600,
 		ControlUID:         -1,
 		ControlGID:         -1,
@@ -204,13 +212,22 @@ func (c *Config) Validate() error {
 		{"negative_timeout", c.NegativeTimeout, 0, time.Hour},
 		{"loader_timeout", c.LoaderTimeout, time.Millisecond, 10 * time.Minute},
 		{"shutdown_timeout", c.ShutdownTimeout, time.Millisecond, time.Minute},
+		{"exec_timeout", c.ExecTimeout, time.Millisecond, 10 * time.Minute},
 	} {
 		if d.v < d.min || d.v > d.max {
 			bad(d.key, "%v is out of range [%v, %v]", d.v, d.min, d.max)
 		}
 	}
-	if c.Loader != "builtin" && c.Loader != "none" {
-		bad("loader", "%q is not a loader (builtin or none; a helper attaches through the socket)", c.Loader)
+	if c.Loader != "builtin" && c.Loader != "none" && c.Loader != "exec" {
+		bad("loader", "%q is not a loader (builtin, exec or none; a helper attaches through the socket)", c.Loader)
+	}
+	switch {
+	case c.Loader == "exec" && c.ExecProgram == "":
+		bad("exec_program", "missing: loader exec runs this program per miss")
+	case c.Loader == "exec" && !filepath.IsAbs(c.ExecProgram):
+		bad("exec_program", "%q is not an absolute path", c.ExecProgram)
+	case c.Loader != "exec" && c.ExecProgram != "":
+		bad("exec_program", "set, but loader is %q, not exec", c.Loader)
 	}
 	if c.Socket != "" && c.Socket != "none" && !filepath.IsAbs(c.Socket) {
 		bad("socket", "%q is not an absolute path (or none)", c.Socket)
@@ -488,7 +505,9 @@ func mountFlags(c *Config, configPath *string) *flag.FlagSet {
 	fs.DurationVar(&c.NegativeTimeout, "negative-timeout", c.NegativeTimeout, "cache time of a miss (daemon and kernel)")
 	fs.DurationVar(&c.LoaderTimeout, "loader-timeout", c.LoaderTimeout, "bound on a lookup's wait for the loader")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on draining requests at SIGTERM/SIGINT")
-	fs.StringVar(&c.Loader, "loader", c.Loader, "fallback module loader while no helper is attached: builtin, none")
+	fs.StringVar(&c.Loader, "loader", c.Loader, "fallback module loader while no helper is attached: builtin, exec, none")
+	fs.StringVar(&c.ExecProgram, "exec-program", c.ExecProgram, "loader exec: the `program` run per miss (absolute path)")
+	fs.DurationVar(&c.ExecTimeout, "exec-timeout", c.ExecTimeout, "loader exec: bound on each run; its process group is killed past it")
 	fs.StringVar(&c.Socket, "socket", c.Socket, "control socket `path` (default /run/devfsd/ESCAPED-MOUNTPOINT.sock; none: no socket)")
 	fs.Var(&c.SocketMode, "socket-mode", "control socket file `mode`, octal (default 0600)")
 	fs.Int64Var(&c.ControlUID, "control-uid", c.ControlUID, "`uid` allowed to change the namespace through the socket besides root (-1: none)")
@@ -576,6 +595,10 @@ func (c Config) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("loader_timeout", c.LoaderTimeout.String())
 	enc.AddString("shutdown_timeout", c.ShutdownTimeout.String())
 	enc.AddString("loader", c.Loader)
+	if c.Loader == "exec" {
+		enc.AddString("exec_program", c.ExecProgram)
+		enc.AddString("exec_timeout", c.ExecTimeout.String())
+	}
 	enc.AddString("socket", c.SocketPath(c.Mountpoint))
 	enc.AddString("socket_mode", c.SocketMode.String())
 	enc.AddInt64("control_uid", c.ControlUID)

@@ -16,6 +16,7 @@ import (
 	"github.com/devfsd/devfsd/modload"
 	"github.com/devfsd/devfsd/modload/builtin"
 	"github.com/devfsd/devfsd/modload/chain"
+	mexec "github.com/devfsd/devfsd/modload/exec"
 	"github.com/devfsd/devfsd/modload/helper"
 )
 
@@ -35,9 +36,11 @@ var errUnmountedOutside = errors.New("the mount was removed from outside the dae
 //   - the built-in loader over it, builtin.New(nsRegistrar{ns}, log)
 //     (wire.go), and its base set, registered before the mount;
 //   - the loader chain: the helper loader (modload/helper) first while a
-//     helper is attached, else the fallback cfg.Loader (builtin or none);
+//     helper is attached, else the fallback cfg.Loader (builtin, exec
+//     (modload/exec: cfg.ExecProgram per miss) or none);
 //   - the lookup path: lookup.New(ns, chain, {Timeout: cfg.LoaderTimeout,
-//     IsLoader: the helper and its descendants});
+//     IsLoader: the helper and its descendants, and the process groups of
+//     the exec loader's running programs});
 //   - the fs server with cfg's timeouts, Readdirplus, Debug and the mount
 //     options AllowOther, DefaultPermissions, Dev;
 //
@@ -79,8 +82,18 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 		return fmt.Errorf("registering the base set: %w", err)
 	}
 	var fallback modload.Loader
-	if cfg.Loader == "builtin" {
+	var el *mexec.Loader // the exec loader, when it is the fallback
+	switch cfg.Loader {
+	case "builtin":
 		fallback = bl
+	case "exec":
+		el, err = mexec.New(mexec.Options{Program: cfg.ExecProgram, Timeout: cfg.ExecTimeout,
+			Mountpoint: cfg.Mountpoint, Socket: cfg.SocketPath(cfg.Mountpoint),
+			Registrar: nsRegistrar{ns}, Logger: log})
+		if err != nil {
+			return err
+		}
+		fallback = el
 	}
 	if hooks.loaderDelay > 0 && fallback != nil {
 		log.Warn("TEST HOOK: every load is delayed", zap.Duration("delay", hooks.loaderDelay))
@@ -91,8 +104,9 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 	hl := helper.New(log)
 	loader := chain.Loader{Helper: hl, Fallback: fallback}
 	res := lookup.New(ns, lookup.LoaderFunc(loaderFunc(loader)), lookup.Options{
-		Timeout:  cfg.LoaderTimeout,
-		IsLoader: func(c dcache.Caller) bool { return hl.IsHelper(c.Pid) },
+		Timeout: cfg.LoaderTimeout,
+		// The exec loader's programs (their process groups) bypass too.
+		IsLoader: func(c dcache.Caller) bool { return hl.IsHelper(c.Pid) || (el != nil && el.IsLoader(c.Pid)) },
 	})
 	srv := fs.New(res, nq, fs.Options{
 		EntryTimeout:       cfg.EntryTimeout,

@@ -38,7 +38,7 @@ func TestSocketConfig(t *testing.T) {
 		{[]string{"--socket-mode=999", mnt}, `invalid mode "999"`},
 		{[]string{"--socket-mode=0", mnt}, "socket_mode: 0000 is not a socket mode"},
 		{[]string{"--control-uid=-2", mnt}, "control_uid: -2 is not a uid"},
-		{[]string{"--loader=exec", mnt}, `loader: "exec" is not a loader`},
+		{[]string{"--loader=modprobe", mnt}, `loader: "modprobe" is not a loader`},
 	} {
 		cfg, err := loadConfig(tt.args, &strings.Builder{})
 		if tt.say == "" {
