@@ -1,7 +1,7 @@
 // Command devfsd serves a /dev-like device namespace from memory over FUSE.
 //
 //	devfsd mount [flags] DIR   mount the namespace on DIR until SIGTERM/SIGINT
-//	devfsd helper              the reference helper daemon (a later issue)
+//	devfsd helper [flags]      the reference helper daemon (helper.go; devfsd.conf)
 //	devfsd ctl COMMAND         the control client (ctl.go; exit statuses there)
 //	devfsd --version
 //
@@ -78,7 +78,7 @@ const usageText = `usage: devfsd <command> [flags]
 
 commands:
   mount [flags] DIR   serve the device namespace on DIR until SIGTERM/SIGINT
-  helper              the reference helper daemon (not built yet)
+  helper [flags]      the devfsd.conf helper daemon (devfsd helper -h)
   ctl COMMAND         the control client of a running daemon (devfsd ctl -h)
 
 Run 'devfsd mount -h' for the mount flags.
@@ -113,7 +113,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		_, err := fmt.Fprintln(stdout, versionString())
 		return err
 	case "helper":
-		return usageError{errors.New("helper: the helper daemon is not built yet; it comes with the helper-loader issue (DESIGN.md section 5)")}
+		return runHelper(ctx, rest, stderr)
 	case "ctl":
 		return runCtl(ctx, rest, stdout, stderr)
 	case "help":

@@ -57,7 +57,7 @@ func TestVersionLdflags(t *testing.T) {
 		code int
 		say  string
 	}{
-		{[]string{"helper"}, 2, "devfsd: helper: "},
+		{[]string{"helper", "--config", "/nonexistent/devfsd.conf"}, 2, "devfsd: helper: config: "},
 		{[]string{"mount"}, 2, "mountpoint: missing"},
 		{[]string{"mount", filepath.Join(t.TempDir(), "missing")}, 2, "mountpoint: stat"},
 	} {
@@ -85,7 +85,10 @@ func TestDispatch(t *testing.T) {
 		{nil, 2, "no command"},
 		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
 		{[]string{"--bogus"}, 2, "flag provided but not defined"},
-		{[]string{"helper"}, 2, "helper: the helper daemon is not built yet"},
+		{[]string{"helper", "--config", filepath.Join(mnt, "none.conf")}, 2, "helper: config: "},
+		{[]string{"helper", "-h"}, 0, ""},
+		{[]string{"helper", "--exec-timeout", "0s"}, 2, "--exec-timeout 0s is out of range"},
+		{[]string{"helper", "stray"}, 2, "unexpected arguments"},
 		{[]string{"ctl"}, 2, "ctl: no command given"},
 		{[]string{"ctl", "frob"}, 2, `ctl: unknown command "frob"`},
 		{[]string{"help"}, 0, "usage: devfsd"},

@@ -1,0 +1,313 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/devfsd/devfsd/control/client"
+	"github.com/devfsd/devfsd/control/wire"
+	"github.com/devfsd/devfsd/modload"
+	"github.com/devfsd/devfsd/modload/builtin"
+	"github.com/devfsd/devfsd/modload/devfsdconf"
+	mexec "github.com/devfsd/devfsd/modload/exec"
+)
+
+// callTimeout bounds one call to the daemon.
+const callTimeout = 10 * time.Second
+
+// helperHost is what devfsd.conf rules act through in `devfsd helper`:
+// paths inside the mount go to the daemon's control socket (never
+// through the mount: the kernel would make a change to a name whose
+// lookup waits on us wait for that lookup), other paths to the file
+// system; programs run through modload/exec's Runner; MODLOAD loads from
+// the built-in catalogue or runs a modprobe.
+type helperHost struct {
+	devfsdconf.Router
+	o       helperOpts
+	ctx     context.Context // the helper's life, for calls without one
+	c       *client.Client
+	run     *mexec.Runner
+	log     *zap.Logger
+	aliases *devfsdconf.Aliases
+}
+
+var _ devfsdconf.Host = (*helperHost)(nil)
+
+func newHelperHost(ctx context.Context, o helperOpts, c *client.Client, log *zap.Logger) (*helperHost, error) {
+	if o.modprobe != "" && !path.IsAbs(o.modprobe) {
+		return nil, fmt.Errorf("--modprobe %q: not an absolute path", o.modprobe)
+	}
+	h := &helperHost{o: o, ctx: ctx, c: c, run: mexec.NewRunner(log.Named("exec")), log: log}
+	h.Router = devfsdconf.Router{Mountpoint: o.mount, Mount: ctlFS{h}, Other: devfsdconf.OSFS{}}
+	if o.aliases != "" {
+		if _, err := os.Stat(o.aliases); err != nil {
+			return nil, fmt.Errorf("--aliases: %w", err)
+		}
+	}
+	h.reloadAliases()
+	return h, nil
+}
+
+// reloadAliases reads --aliases again (at start and on SIGHUP).
+func (h *helperHost) reloadAliases() {
+	if h.o.aliases == "" {
+		return
+	}
+	b, err := os.ReadFile(h.o.aliases)
+	if err != nil {
+		h.log.Warn("aliases unreadable; keeping the old ones", zap.String("file", h.o.aliases), zap.Error(err))
+		return
+	}
+	h.aliases = devfsdconf.ParseAliases(b)
+}
+
+// env is what every program of ours gets besides the rule's variables.
+func (h *helperHost) env() []string {
+	return []string{"DEVFSD_SOCKET=" + h.o.socket}
+}
+
+// Execute implements devfsdconf.Host.
+func (h *helperHost) Execute(ctx context.Context, argv, env []string) error {
+	res, err := h.run.Run(ctx, mexec.Spec{
+		Argv:    argv,
+		Env:     append(h.env(), env...),
+		Timeout: h.o.execTimeout,
+		Stdout:  func(l string) { h.log.Info("EXECUTE output", zap.String("program", argv[0]), zap.String("line", l)) },
+		Stderr:  func(l string) { h.log.Info("EXECUTE stderr", zap.String("program", argv[0]), zap.String("line", l)) },
+	})
+	h.log.Debug("EXECUTE", zap.Strings("argv", argv), zap.Int("pid", res.Pid), zap.Int("exit", res.ExitCode),
+		zap.Bool("killed", res.Killed), zap.Duration("took", res.Elapsed))
+	return err
+}
+
+// Modload implements devfsdconf.Host.
+func (h *helperHost) Modload(ctx context.Context, devname string) ([]devfsdconf.Event, error) {
+	if h.o.modprobe != "" {
+		return h.modprobe(ctx, devname)
+	}
+	var evs []devfsdconf.Event
+	reg := modload.RegistrarFunc(func(n modload.Node) error {
+		wn, err := h.register(ctx, n)
+		if err != nil {
+			return err
+		}
+		evs = append(evs, nodeEvent(devfsdconf.Register, wn))
+		return nil
+	})
+	// A loader per load: its "loaded" memory would hide nodes removed by
+	// hand since; registering what exists is harmless (EEXIST).
+	bl := builtin.New(reg, h.log)
+	for _, name := range h.aliases.Resolve("/dev/" + devname)[1:] {
+		err := bl.LoadModule(ctx, name)
+		if !errors.Is(err, syscall.ENOENT) {
+			h.log.Debug("MODLOAD by alias", zap.String("name", devname), zap.String("module", name), zap.Error(err))
+			return evs, err
+		}
+	}
+	dir, base := path.Split(devname)
+	err := bl.Load(ctx, strings.TrimSuffix(dir, "/"), base, modload.Caller{})
+	if errors.Is(err, syscall.ENOENT) {
+		err = fmt.Errorf("%w: %w", err, fs.ErrNotExist)
+	}
+	return evs, err
+}
+
+// register registers n through the socket; an existing name is EEXIST.
+func (h *helperHost) register(ctx context.Context, n modload.Node) (wire.Node, error) {
+	req := wire.RegisterRequest{Path: n.Path, Type: n.Type.String(), Mode: fmt.Sprintf("%04o", n.Perm)}
+	uid, gid := int64(n.UID), int64(n.GID)
+	req.Uid, req.Gid = &uid, &gid
+	switch n.Type {
+	case modload.CharDevice, modload.BlockDevice:
+		ma, mi := int64(n.Major), int64(n.Minor)
+		req.Major, req.Minor = &ma, &mi
+	case modload.Symlink:
+		t := n.Target
+		req.Target = &t
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	wn, err := h.c.Register(cctx, req)
+	if client.Code(err) == wire.CodeExists {
+		return wn, fmt.Errorf("%s: %w", n.Path, syscall.EEXIST)
+	}
+	return wn, err
+}
+
+// modprobe runs --modprobe -k [-C CONF] /dev/NAME, and reports as
+// registered what is in the namespace after it that was not before.
+func (h *helperHost) modprobe(ctx context.Context, devname string) ([]devfsdconf.Event, error) {
+	before, err := h.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	argv := []string{h.o.modprobe, "-k"}
+	if _, err := os.Stat(h.o.modprobeConf); err == nil {
+		argv = append(argv, "-C", h.o.modprobeConf)
+	}
+	argv = append(argv, "/dev/"+devname)
+	res, runErr := h.run.Run(ctx, mexec.Spec{
+		Argv: argv, Timeout: h.o.execTimeout,
+		Env:    append(h.env(), "DEVNAME="+devname, "DEVPATH="+path.Join(h.o.mount, devname), "MNTPNT="+h.o.mount, "ACTION=lookup"),
+		Stdout: func(l string) { h.log.Debug("modprobe output", zap.String("line", l)) },
+		Stderr: func(l string) { h.log.Info("modprobe stderr", zap.String("line", l)) },
+	})
+	after, err := h.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var evs []devfsdconf.Event
+	for p, n := range after {
+		if _, ok := before[p]; !ok {
+			evs = append(evs, nodeEvent(devfsdconf.Register, n))
+		}
+	}
+	sort.Slice(evs, func(i, j int) bool { return evs[i].Name < evs[j].Name })
+	if runErr != nil && !res.Killed {
+		return evs, fmt.Errorf("%s: %w (%w)", argv[0], runErr, fs.ErrNotExist)
+	}
+	return evs, runErr
+}
+
+func (h *helperHost) snapshot(ctx context.Context) (map[string]wire.Node, error) {
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	l, err := h.c.List(cctx, "", true)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]wire.Node, len(l.Nodes))
+	for _, n := range l.Nodes {
+		m[n.Path] = n
+	}
+	return m, nil
+}
+
+// ctlFS is the mount seen through the control socket: paths are relative
+// to the mount ("" is its root).
+type ctlFS struct{ h *helperHost }
+
+func (f ctlFS) call() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(f.h.ctx, callTimeout)
+}
+
+// fsErr maps the daemon's error codes onto io/fs errors.
+func fsErr(op, p string, err error) error {
+	if err == nil {
+		return nil
+	}
+	switch client.Code(err) {
+	case wire.CodeNotFound:
+		return &fs.PathError{Op: op, Path: p, Err: fs.ErrNotExist}
+	case wire.CodeExists:
+		return &fs.PathError{Op: op, Path: p, Err: fs.ErrExist}
+	}
+	return &fs.PathError{Op: op, Path: p, Err: err}
+}
+
+func (f ctlFS) Lstat(p string) (devfsdconf.Stat, error) {
+	ctx, cancel := f.call()
+	defer cancel()
+	n, err := f.h.c.Stat(ctx, p)
+	if err != nil {
+		return devfsdconf.Stat{}, fsErr("stat", p, err)
+	}
+	return devfsdconf.Stat{Mode: stMode(n.Type, n.Mode), UID: n.Uid, GID: n.Gid, Major: n.Major, Minor: n.Minor, Target: n.Target}, nil
+}
+
+func (f ctlFS) Chmod(p string, perm uint32) error {
+	ctx, cancel := f.call()
+	defer cancel()
+	_, err := f.h.c.Chmod(ctx, p, fmt.Sprintf("%04o", perm&07777))
+	return fsErr("chmod", p, err)
+}
+
+func (f ctlFS) Chown(p string, uid, gid int64) error {
+	var u, g *int64
+	if uid >= 0 {
+		u = &uid
+	}
+	if gid >= 0 {
+		g = &gid
+	}
+	if u == nil && g == nil {
+		return nil
+	}
+	ctx, cancel := f.call()
+	defer cancel()
+	_, err := f.h.c.Chown(ctx, p, u, g)
+	return fsErr("chown", p, err)
+}
+
+func (f ctlFS) Make(p string, st devfsdconf.Stat, perm uint32) error {
+	req := wire.RegisterRequest{Path: p, Mode: fmt.Sprintf("%04o", perm&07777)}
+	uid, gid := int64(st.UID), int64(st.GID)
+	req.Uid, req.Gid = &uid, &gid
+	switch st.Mode & devfsdconf.TypeMask {
+	case devfsdconf.TypeChar, devfsdconf.TypeBlock:
+		req.Type = "char"
+		if st.Mode&devfsdconf.TypeMask == devfsdconf.TypeBlock {
+			req.Type = "block"
+		}
+		ma, mi := int64(st.Major), int64(st.Minor)
+		req.Major, req.Minor = &ma, &mi
+	case devfsdconf.TypeDir:
+		req.Type = "dir"
+	case devfsdconf.TypeLink:
+		req.Type = "symlink"
+		t := st.Target
+		req.Target = &t
+		req.Mode = ""
+	case devfsdconf.TypeFifo:
+		req.Type = "fifo"
+	case devfsdconf.TypeSock:
+		req.Type = "socket"
+	default:
+		return &fs.PathError{Op: "make", Path: p, Err: errors.New("regular files cannot be registered; skipped")}
+	}
+	ctx, cancel := f.call()
+	defer cancel()
+	_, err := f.h.c.Register(ctx, req)
+	return fsErr("make", p, err)
+}
+
+func (f ctlFS) Remove(p string) error {
+	st, err := f.Lstat(p)
+	if err != nil {
+		return err
+	}
+	if st.Mode&devfsdconf.TypeMask == devfsdconf.TypeDir {
+		return &fs.PathError{Op: "remove", Path: p, Err: syscall.EISDIR}
+	}
+	ctx, cancel := f.call()
+	defer cancel()
+	return fsErr("remove", p, f.h.c.Unregister(ctx, p))
+}
+
+// MkdirAll is a no-op: registering makes the parents.
+func (f ctlFS) MkdirAll(string) error { return nil }
+
+func (f ctlFS) ReadDir(p string) ([]string, error) {
+	ctx, cancel := f.call()
+	defer cancel()
+	l, err := f.h.c.List(ctx, p, false)
+	if err != nil {
+		return nil, fsErr("readdir", p, err)
+	}
+	var names []string
+	for _, n := range l.Nodes {
+		names = append(names, path.Base(n.Path))
+	}
+	sort.Strings(names)
+	return names, nil
+}
