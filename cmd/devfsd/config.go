@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -107,6 +108,16 @@ type Config struct {
 	// LogFormat is "auto" (console on a terminal, JSON otherwise),
 	// "console" or "json".
 	LogFormat string `yaml:"log_format"`
+
+	// StateDir, if set, keeps what users make and change in the namespace
+	// across restarts (package state: a journal and snapshots there).
+	StateDir string `yaml:"state_dir"`
+	// MetricsAddr, if set, serves Prometheus metrics at /metrics on this
+	// TCP host:port (they are on the control socket's /metrics anyway).
+	MetricsAddr string `yaml:"metrics_addr"`
+	// AuditLog, if set, also writes the audit log of miss decisions to
+	// this file as JSON lines (it always goes to the log at info level).
+	AuditLog string `yaml:"audit_log"`
 }
 
 // maxSocketPath is the longest path a Unix socket address holds.
@@ -270,6 +281,17 @@ func (c *Config) Validate() error {
 	}
 	if !oneOf(c.LogFormat, "auto", "console", "json") {
 		bad("log_format", "%q is not one of auto, console, json", c.LogFormat)
+	}
+	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
+		bad("state_dir", "%q is not an absolute path", c.StateDir)
+	}
+	if c.MetricsAddr != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil || port == "" {
+			bad("metrics_addr", "%q is not a host:port (such as 127.0.0.1:9477)", c.MetricsAddr)
+		}
+	}
+	if c.AuditLog != "" && !filepath.IsAbs(c.AuditLog) {
+		bad("audit_log", "%q is not an absolute path", c.AuditLog)
 	}
 	return errors.Join(errs...)
 }
@@ -522,6 +544,9 @@ func mountFlags(c *Config, configPath *string) *flag.FlagSet {
 	fs.BoolVar(&c.Debug, "debug", c.Debug, "log every FUSE request")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: auto (console on a terminal, else JSON), console, json")
+	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "keep what users make and change across restarts in this `directory`")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "serve Prometheus metrics at /metrics on this `host:port` (default: only on the socket)")
+	fs.StringVar(&c.AuditLog, "audit-log", c.AuditLog, "also write the audit log of miss decisions to this `file`, as JSON lines")
 	return fs
 }
 
@@ -613,5 +638,8 @@ func (c Config) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddBool("debug", c.Debug)
 	enc.AddString("log_level", c.LogLevel)
 	enc.AddString("log_format", c.LogFormat)
+	enc.AddString("state_dir", c.StateDir)
+	enc.AddString("metrics_addr", c.MetricsAddr)
+	enc.AddString("audit_log", c.AuditLog)
 	return nil
 }

@@ -276,3 +276,22 @@ func TestByteSize(t *testing.T) {
 		}
 	}
 }
+
+// A reload may change the reloadable keys; any other change is refused
+// whole, naming the key.
+func TestDiffConfig(t *testing.T) {
+	old := Defaults()
+	next := old
+	next.NegativeTimeout = 0
+	next.Loader = "none"
+	changed, err := diffConfig(old, next)
+	if err != nil || strings.Join(changed, ",") != "loader,negative_timeout" {
+		t.Fatalf("changed %q, %v", changed, err)
+	}
+	next.MaxNodes = 7
+	next.StateDir = "/var/lib/devfsd"
+	if _, err := diffConfig(old, next); err == nil || !strings.Contains(err.Error(), "max_nodes") ||
+		!strings.Contains(err.Error(), "state_dir") {
+		t.Fatalf("unreloadable change: %v", err)
+	}
+}

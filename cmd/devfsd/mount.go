@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"syscall"
 
@@ -41,6 +42,12 @@ func runMount(ctx context.Context, args []string, stderr io.Writer) error {
 	// default action again, so a second one kills a shutdown that hangs.
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP reloads the configuration (reload.go): the same file and
+	// flags, read again.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	ctx = withConfigSource(ctx, &configSource{args: args, hup: hup})
 	lc := &lifecycle{log: log}
 	context.AfterFunc(ctx, func() {
 		stop()

@@ -13,10 +13,8 @@ import (
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/fs"
 	"github.com/devfsd/devfsd/lookup"
-	"github.com/devfsd/devfsd/modload"
 	"github.com/devfsd/devfsd/modload/builtin"
 	"github.com/devfsd/devfsd/modload/chain"
-	mexec "github.com/devfsd/devfsd/modload/exec"
 	"github.com/devfsd/devfsd/modload/helper"
 )
 
@@ -62,51 +60,56 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 	if err != nil {
 		return err
 	}
+	// The state directory, the metrics registry and listener, the audit
+	// log: opened before anything else, so that a damaged snapshot or an
+	// address in use fails the start before anything is mounted; closed
+	// last, once the mount is down.
+	x, err := openExtras(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer x.close()
 	nq := fs.NewNotifyQueue(0)
-	// The hub fans events out to the notify queue (kernel notifies) and
-	// to the control socket's subscribers; it is the namespace's sink.
-	hub := control.NewHub(nq)
+	// The hub fans events out to the state store (if any), the notify
+	// queue (kernel notifies) and the control socket's subscribers; it is
+	// the namespace's sink.
+	hub := control.NewHub(x.sink(nq))
 	negTTL := cfg.NegativeTimeout
 	if negTTL == 0 {
 		negTTL = -1 // dcache: negative means no negative caching
 	}
 	ns := dcache.New(dcache.Options{
-		MaxNodes:    cfg.MaxNodes,
-		MaxFileSize: int64(cfg.MaxFileSize),
-		MaxBytes:    int64(cfg.MaxBytes),
-		NegativeTTL: negTTL,
-		Sink:        hub,
+		MaxNodes:     cfg.MaxNodes,
+		MaxFileSize:  int64(cfg.MaxFileSize),
+		MaxBytes:     int64(cfg.MaxBytes),
+		NegativeTTL:  negTTL,
+		Sink:         hub,
+		RegisterHook: x.registerHook(), // kept attributes of registered devices
 	})
+	// What users made comes back before the base set registers, so that
+	// a name a user took over stays theirs.
+	x.restore(ns)
 	bl := builtin.New(nsRegistrar{ns}, log)
 	if err := bl.RegisterBase(ctx); err != nil {
 		return fmt.Errorf("registering the base set: %w", err)
 	}
-	var fallback modload.Loader
-	var el *mexec.Loader // the exec loader, when it is the fallback
-	switch cfg.Loader {
-	case "builtin":
-		fallback = bl
-	case "exec":
-		el, err = mexec.New(mexec.Options{Program: cfg.ExecProgram, Timeout: cfg.ExecTimeout,
-			Mountpoint: cfg.Mountpoint, Socket: cfg.SocketPath(cfg.Mountpoint),
-			Registrar: nsRegistrar{ns}, Logger: log})
-		if err != nil {
-			return err
-		}
-		fallback = el
-	}
-	if hooks.loaderDelay > 0 && fallback != nil {
-		log.Warn("TEST HOOK: every load is delayed", zap.Duration("delay", hooks.loaderDelay))
-		fallback = delayedLoader{fallback, hooks.loaderDelay}
+	// The fallback (builtin, exec or none) is built by loaders, which a
+	// reload asks again (reload.go).
+	lds := &loaders{ns: ns, bl: bl, log: log, delay: hooks.loaderDelay}
+	fallback, err := lds.fallback(cfg)
+	if err != nil {
+		return err
 	}
 	// An attached helper answers every miss; the fallback answers while
 	// none is. The helper and its descendants bypass the lookup wait.
 	hl := helper.New(log)
-	loader := chain.Loader{Helper: hl, Fallback: fallback}
-	res := lookup.New(ns, lookup.LoaderFunc(loaderFunc(loader)), lookup.Options{
+	loader := chain.Loader{Helper: hl, Fallback: fallback, FallbackName: cfg.Loader}
+	res := lookup.New(ns, namedLoader{loader}, lookup.Options{
 		Timeout: cfg.LoaderTimeout,
 		// The exec loader's programs (their process groups) bypass too.
-		IsLoader: func(c dcache.Caller) bool { return hl.IsHelper(c.Pid) || (el != nil && el.IsLoader(c.Pid)) },
+		IsLoader: func(c dcache.Caller) bool { return hl.IsHelper(c.Pid) || lds.isExec(c.Pid) },
+		// Each load is counted (metrics) and audited.
+		Observe: x.observe,
 	})
 	srv := fs.New(res, nq, fs.Options{
 		EntryTimeout:       cfg.EntryTimeout,
@@ -119,7 +122,12 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 		ShutdownTimeout:    cfg.ShutdownTimeout,
 		Debug:              cfg.Debug,
 		Logger:             log.Named("fs"),
+		Observer:           x,             // request latency (metrics), once wired
+		Journal:            x.fsJournal(), // changes are answered once kept
 	})
+	x.wire(ns, res, srv, hub)
+	rl := &reloader{src: configSourceOf(ctx), log: log.Named("reload"), ns: ns, res: res, srv: srv,
+		hl: hl, loaders: lds, metrics: x.metrics, cfg: cfg}
 	// The socket is made before the mount (a live socket of another
 	// daemon fails the start before anything is mounted) and served once
 	// the mount is live, before READY=1.
@@ -135,6 +143,9 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 			Helper:       hl,
 			Fallback:     cfg.Loader,
 			SyncNotifies: srv.SyncNotifies,
+			Metrics:      x.handler,
+			Reload:       rl.reload,
+			Journal:      x.ctlJournal(),
 			Extra: func() map[string]uint64 {
 				ls, st := res.Stats(), srv.Stats()
 				return map[string]uint64{
@@ -152,6 +163,7 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 		// mount drains; bounded and idempotent.
 		defer stopControl(ctl, log)
 	}
+	rl.ctl = ctl // before the socket serves: reload may come through it
 	if err := srv.Mount(cfg.Mountpoint); err != nil {
 		return err
 	}
@@ -159,6 +171,8 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 		ctl.Serve()
 		log.Info("control socket is live", zap.String("socket", ctl.Path()))
 	}
+	x.serveMetrics()
+	rl.watchSIGHUP(ctx)
 	ready()
 	stopHooks := hooks.start(ns, srv.SyncNotifies, log)
 	defer stopHooks()

@@ -23,6 +23,27 @@ import (
 type Loader struct {
 	Helper   *helper.Loader
 	Fallback modload.Loader
+	// FallbackName names the fallback for Which ("builtin", "exec",
+	// "none"); empty: "fallback".
+	FallbackName string
+}
+
+// Which names the loader a load starting now would ask: "helper" while a
+// helper is attached, else the fallback's name ("none" without one). For
+// metrics and the audit log; a helper may attach or go in between.
+func (c Loader) Which() string {
+	if c.Helper != nil {
+		if _, ok := c.Helper.Attached(); ok {
+			return "helper"
+		}
+	}
+	switch {
+	case c.Fallback == nil:
+		return "none"
+	case c.FallbackName == "":
+		return "fallback"
+	}
+	return c.FallbackName
 }
 
 var _ modload.Loader = Loader{}

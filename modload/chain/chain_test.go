@@ -57,3 +57,28 @@ func TestNoFallbackIsENOENT(t *testing.T) {
 		t.Fatalf("Load = %v", err)
 	}
 }
+
+func TestWhich(t *testing.T) {
+	h := helper.New(nil)
+	fb := modload.LoaderFunc(func(context.Context, string, string, modload.Caller) error { return nil })
+	for _, tc := range []struct {
+		c    Loader
+		want string
+	}{
+		{Loader{Helper: h}, "none"},
+		{Loader{Helper: h, Fallback: fb}, "fallback"},
+		{Loader{Helper: h, Fallback: fb, FallbackName: "builtin"}, "builtin"},
+	} {
+		if got := tc.c.Which(); got != tc.want {
+			t.Errorf("Which() = %q, want %q", got, tc.want)
+		}
+	}
+	s, err := h.Attach(helper.Identity{Pid: uint32(os.Getpid())}, conn{make(chan helper.Request, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Detach("test")
+	if got := (Loader{Helper: h, Fallback: fb, FallbackName: "builtin"}).Which(); got != "helper" {
+		t.Errorf("with a helper attached: %q", got)
+	}
+}

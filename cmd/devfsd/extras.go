@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/devfsd/devfsd/audit"
+	"github.com/devfsd/devfsd/control"
+	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/fs"
+	"github.com/devfsd/devfsd/lookup"
+	"github.com/devfsd/devfsd/metrics"
+	"github.com/devfsd/devfsd/modload/chain"
+	"github.com/devfsd/devfsd/state"
+)
+
+// extras is what issue 7 adds around the core wiring of serve: the state
+// store (--state-dir), the Prometheus registry (on the socket's /metrics
+// and --metrics-addr) and the audit log (--audit-log). openExtras runs
+// before the namespace exists; close after the mount is down.
+type extras struct {
+	log     *zap.Logger
+	store   *state.Store // nil without --state-dir
+	reg     *prometheus.Registry
+	metrics *metrics.Metrics // set by wire
+	handler http.Handler
+	audit   *audit.Auditor
+	auditW  *os.File // the --audit-log file
+	mln     net.Listener
+	msrv    *http.Server
+}
+
+// openExtras opens the state directory (a damaged snapshot or a directory
+// in use fails the start, before anything is mounted), the audit file and
+// the metrics listener (an address in use fails the start too).
+func openExtras(cfg Config, log *zap.Logger) (x *extras, err error) {
+	x = &extras{log: log, reg: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			x.close()
+		}
+	}()
+	if cfg.StateDir != "" {
+		x.store, err = state.Open(cfg.StateDir, state.Options{Logger: log.Named("state")})
+		if err != nil {
+			return nil, err
+		}
+		log.Info("state directory opened", zap.String("dir", cfg.StateDir), zap.Int("kept", len(x.store.Entries())))
+	}
+	var file *zap.Logger
+	if cfg.AuditLog != "" {
+		x.auditW, err = os.OpenFile(cfg.AuditLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0640)
+		if err != nil {
+			return nil, fmt.Errorf("audit log: %w", err)
+		}
+		ec := zap.NewProductionEncoderConfig()
+		ec.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+		file = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(ec), zapcore.Lock(x.auditW), zapcore.InfoLevel))
+	}
+	x.audit = audit.New(audit.Options{Log: log, File: file})
+	x.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	x.handler = metrics.Handler(x.reg)
+	if cfg.MetricsAddr != "" {
+		x.mln, err = net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return nil, fmt.Errorf("metrics_addr: %w", err)
+		}
+	}
+	return x, nil
+}
+
+// sink is the namespace's event sink: the store (if any) first, then next.
+func (x *extras) sink(next dcache.Sink) dcache.Sink {
+	if x.store == nil {
+		return next
+	}
+	return teeSink{x.store, next}
+}
+
+type teeSink struct{ a, b dcache.Sink }
+
+func (t teeSink) Event(ev dcache.Event) {
+	t.a.Event(ev)
+	t.b.Event(ev)
+}
+
+// registerHook is dcache.Options.RegisterHook: kept attributes of
+// registered devices.
+func (x *extras) registerHook() func(string, dcache.Spec) dcache.Spec {
+	if x.store == nil {
+		return nil
+	}
+	return x.store.RegisterHook
+}
+
+// restore recreates what users made, before the base set registers (a
+// name a user took over stays theirs), and starts the committer.
+func (x *extras) restore(ns *dcache.Namespace) {
+	if x.store == nil {
+		return
+	}
+	n := x.store.Restore(ns)
+	x.store.Start()
+	x.log.Info("state restored", zap.Int("nodes", n), zap.Int("kept", len(x.store.Entries())))
+}
+
+// fsJournal is fs.Options.Journal.
+func (x *extras) fsJournal() fs.Journal {
+	if x.store == nil {
+		return nil
+	}
+	return x.store
+}
+
+// ctlJournal is control.Options.Journal.
+func (x *extras) ctlJournal() interface {
+	WaitDurable(context.Context, uint64) error
+} {
+	if x.store == nil {
+		return nil
+	}
+	return x.store
+}
+
+// observe is lookup's Observe hook: metrics and the audit log.
+func (x *extras) observe(mi lookup.MissInfo) {
+	if x.metrics != nil {
+		x.metrics.ObserveLoad(mi)
+	}
+	x.audit.Miss(mi)
+}
+
+// wire registers the metrics over the daemon's parts.
+func (x *extras) wire(ns *dcache.Namespace, res *lookup.Resolver, srv *fs.Server, hub *control.Hub) {
+	src := metrics.Sources{Namespace: ns, Lookup: res.Stats, Server: srv.Stats, Hub: hub.Stats,
+		Suppressed: x.audit.Suppressed}
+	if x.store != nil {
+		src.State = x.store.Stats
+	}
+	x.metrics = metrics.New(x.reg, src)
+}
+
+// ObserveOp implements fs.OpObserver for the metrics wire makes (before
+// the mount, so before any request).
+func (x *extras) ObserveOp(op fs.Op, d time.Duration) {
+	if m := x.metrics; m != nil {
+		m.ObserveOp(op, d)
+	}
+}
+
+// serveMetrics serves --metrics-addr, once the mount is live.
+func (x *extras) serveMetrics() {
+	if x.mln == nil {
+		return
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", x.handler)
+	x.msrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: zap.NewStdLog(x.log.Named("metrics"))}
+	go func() {
+		if err := x.msrv.Serve(x.mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			x.log.Error("metrics listener stopped", zap.Error(err))
+		}
+	}()
+	x.log.Info("metrics are served", zap.String("addr", x.mln.Addr().String()))
+}
+
+// close ends everything: the metrics listener, the audit log (its held
+// counts are logged), the state store (what was queued is written).
+// Called once the mount is down, so that no change arrives after.
+func (x *extras) close() {
+	if x.msrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		x.msrv.Shutdown(ctx)
+		cancel()
+	} else if x.mln != nil {
+		x.mln.Close()
+	}
+	if x.audit != nil {
+		x.audit.Close()
+	}
+	if x.auditW != nil {
+		x.auditW.Sync()
+		x.auditW.Close()
+	}
+	if x.store != nil {
+		if err := x.store.Close(); err != nil {
+			x.log.Warn("state: closing", zap.Error(err))
+		}
+	}
+}
+
+// namedLoader adapts the chain to lookup: Load, and the name of the loader
+// a load asks (lookup.Namer), for metrics and the audit log.
+type namedLoader struct{ c chain.Loader }
+
+func (n namedLoader) Load(ctx context.Context, dir, name string, c dcache.Caller) error {
+	return loaderFunc(n.c)(ctx, dir, name, c)
+}
+
+func (n namedLoader) LoaderName() string { return n.c.Which() }
+
+var _ lookup.Namer = namedLoader{}

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/devfsd/devfsd/control"
+	"github.com/devfsd/devfsd/control/wire"
+	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/fs"
+	"github.com/devfsd/devfsd/lookup"
+	"github.com/devfsd/devfsd/metrics"
+	"github.com/devfsd/devfsd/modload"
+	"github.com/devfsd/devfsd/modload/builtin"
+	"github.com/devfsd/devfsd/modload/chain"
+	mexec "github.com/devfsd/devfsd/modload/exec"
+	"github.com/devfsd/devfsd/modload/helper"
+)
+
+// Reload (SIGHUP, POST /v1/reload, devfsd ctl reload) re-reads the
+// configuration as the daemon was started (the same --config file and
+// flags), validates it whole, and applies what changed without
+// unmounting. The keys it can change while running are reloadable below;
+// a change to any other key (the mountpoint, the socket, mount options,
+// limits, the state directory...) rejects the whole reload, as does an
+// invalid file: the running configuration stays, and the error says why.
+var reloadable = map[string]bool{
+	"entry_timeout": true, "attr_timeout": true, "negative_timeout": true,
+	"loader_timeout": true, "loader": true, "exec_program": true, "exec_timeout": true,
+	"control_uid": true, "control_gid": true,
+}
+
+// configSource is how the daemon was configured, for reload: runMount
+// puts it in serve's context.
+type configSource struct {
+	args []string       // mount's arguments
+	hup  chan os.Signal // SIGHUP, delivered here (nil: none)
+}
+
+type configSourceKey struct{}
+
+func withConfigSource(ctx context.Context, src *configSource) context.Context {
+	return context.WithValue(ctx, configSourceKey{}, src)
+}
+
+func configSourceOf(ctx context.Context) *configSource {
+	src, _ := ctx.Value(configSourceKey{}).(*configSource)
+	return src
+}
+
+// loaders builds fallback loaders from a configuration and remembers every
+// exec loader it made, so that the programs of one replaced by a reload
+// still bypass the lookup wait while they finish.
+type loaders struct {
+	ns      *dcache.Namespace
+	bl      *builtin.Loader
+	log     *zap.Logger
+	delay   time.Duration                   // test hook: every load delayed
+	execs   atomic.Pointer[[]*mexec.Loader] // every exec loader made
+	makeMux sync.Mutex
+}
+
+// fallback returns cfg's fallback loader (nil for none).
+func (l *loaders) fallback(cfg Config) (modload.Loader, error) {
+	var fb modload.Loader
+	switch cfg.Loader {
+	case "builtin":
+		fb = l.bl
+	case "exec":
+		el, err := mexec.New(mexec.Options{Program: cfg.ExecProgram, Timeout: cfg.ExecTimeout,
+			Mountpoint: cfg.Mountpoint, Socket: cfg.SocketPath(cfg.Mountpoint),
+			Registrar: nsRegistrar{l.ns}, Logger: l.log})
+		if err != nil {
+			return nil, err
+		}
+		l.makeMux.Lock()
+		var all []*mexec.Loader
+		if p := l.execs.Load(); p != nil {
+			all = append(all, *p...)
+		}
+		all = append(all, el)
+		l.execs.Store(&all)
+		l.makeMux.Unlock()
+		fb = el
+	}
+	if l.delay > 0 && fb != nil {
+		l.log.Warn("TEST HOOK: every load is delayed", zap.Duration("delay", l.delay))
+		fb = delayedLoader{fb, l.delay}
+	}
+	return fb, nil
+}
+
+// isExec reports whether pid is in the process group of a program an exec
+// loader runs.
+func (l *loaders) isExec(pid uint32) bool {
+	p := l.execs.Load()
+	if p == nil {
+		return false
+	}
+	for _, el := range *p {
+		if el.IsLoader(pid) {
+			return true
+		}
+	}
+	return false
+}
+
+// reloader applies a new configuration to the running daemon.
+type reloader struct {
+	src     *configSource
+	log     *zap.Logger
+	ns      *dcache.Namespace
+	res     *lookup.Resolver
+	srv     *fs.Server
+	ctl     *control.Server // nil without a socket
+	hl      *helper.Loader
+	loaders *loaders
+	metrics *metrics.Metrics
+
+	mu  sync.Mutex // one reload at a time
+	cfg Config     // guarded by mu: the running configuration
+}
+
+// invalidConfig marks an error as a rejected configuration (nothing
+// changed).
+func invalidConfig(err error) error { return fmt.Errorf("%w: %w", control.ErrInvalidConfig, err) }
+
+// reload re-reads the configuration and applies it. An invalid or
+// unreloadable configuration changes nothing and is an error wrapping
+// control.ErrInvalidConfig.
+func (r *reloader) reload(ctx context.Context) (wire.Reload, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	res, err := r.reloadLocked()
+	switch {
+	case err == nil:
+		r.metrics.Reloaded("ok")
+		r.log.Info("configuration reloaded", zap.Strings("changed", res.Changed),
+			zap.Int("invalidated", res.Invalidated), zap.Object("config", r.cfg))
+	case errorsIsInvalid(err):
+		r.metrics.Reloaded("invalid")
+		r.log.Warn("reload refused; the running configuration stays", zap.Error(err))
+	default:
+		r.metrics.Reloaded("failed")
+		r.log.Error("reload failed", zap.Error(err))
+	}
+	return res, err
+}
+
+func errorsIsInvalid(err error) bool {
+	for e := err; e != nil; {
+		if e == control.ErrInvalidConfig {
+			return true
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, x := range u.Unwrap() {
+				if errorsIsInvalid(x) {
+					return true
+				}
+			}
+			return false
+		case interface{ Unwrap() error }:
+			e = u.Unwrap()
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+func (r *reloader) reloadLocked() (wire.Reload, error) {
+	var res wire.Reload
+	if r.src == nil {
+		return res, invalidConfig(fmt.Errorf("this daemon was not started by devfsd mount; nothing to re-read"))
+	}
+	next, err := loadConfig(r.src.args, io.Discard)
+	if err != nil {
+		return res, invalidConfig(err)
+	}
+	changed, err := diffConfig(r.cfg, next)
+	if err != nil {
+		return res, invalidConfig(err)
+	}
+	res.Changed = changed
+	if len(changed) == 0 {
+		return res, nil
+	}
+	has := func(keys ...string) bool {
+		for _, k := range keys {
+			for _, c := range changed {
+				if c == k {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	// Everything that can fail is built before anything changes.
+	var fb modload.Loader
+	newChain := has("loader", "exec_program", "exec_timeout")
+	if newChain {
+		if fb, err = r.loaders.fallback(next); err != nil {
+			return res, invalidConfig(fmt.Errorf("loader: %w", err))
+		}
+	}
+	// Apply. Requests in flight finish with what they started with.
+	r.srv.SetTimeouts(next.EntryTimeout, next.AttrTimeout, next.NegativeTimeout)
+	r.res.SetTimeout(next.LoaderTimeout)
+	if has("negative_timeout") {
+		res.Invalidated += r.ns.SetNegativeTTL(next.NegativeTimeout)
+	}
+	if newChain {
+		r.res.SetLoader(namedLoader{chain.Loader{Helper: r.hl, Fallback: fb, FallbackName: next.Loader}})
+		// A name the old loader could not provide may be one the new
+		// one can: drop every cached miss, here and in the kernel. Names
+		// that exist keep their answer and are left alone.
+		res.Invalidated += r.ns.DropNegatives(time.Time{})
+	}
+	if r.ctl != nil {
+		r.ctl.SetFallback(next.Loader)
+		if err := r.ctl.SetWriters(next.ControlUID, next.ControlGID); err != nil {
+			r.log.Warn("reload: the socket's group could not be changed", zap.Error(err))
+		}
+	}
+	r.cfg = next
+	return res, nil
+}
+
+// diffConfig returns the file keys whose values differ between old and
+// next, sorted; an error naming every key that cannot change without a
+// restart, if any did.
+func diffConfig(old, next Config) ([]string, error) {
+	var changed, fixed []string
+	ov, nv := reflect.ValueOf(old), reflect.ValueOf(next)
+	for i := 0; i < ov.NumField(); i++ {
+		key := ov.Type().Field(i).Tag.Get("yaml")
+		if key == "" || reflect.DeepEqual(ov.Field(i).Interface(), nv.Field(i).Interface()) {
+			continue
+		}
+		if reloadable[key] {
+			changed = append(changed, key)
+		} else {
+			fixed = append(fixed, key)
+		}
+	}
+	sort.Strings(changed)
+	if len(fixed) > 0 {
+		sort.Strings(fixed)
+		return nil, fmt.Errorf("%v cannot change while running (restart the daemon); reloadable: %v", fixed, sortedReloadable())
+	}
+	return changed, nil
+}
+
+func sortedReloadable() []string {
+	var keys []string
+	for k := range reloadable {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// watchSIGHUP reloads on every SIGHUP until ctx ends.
+func (r *reloader) watchSIGHUP(ctx context.Context) {
+	if r.src == nil || r.src.hup == nil {
+		return
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case sig := <-r.src.hup:
+				if sig != syscall.SIGHUP {
+					continue
+				}
+				r.log.Info("SIGHUP: reloading the configuration")
+				r.reload(ctx)
+			}
+		}
+	}()
+}
