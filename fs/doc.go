@@ -71,6 +71,10 @@
 // hold. The queue is bounded; overflow is counted and logged, and costs at
 // most one cache timeout of staleness in the kernel.
 //
+// Misses nobody looks up again expire without a lookup to meet them: while
+// mounted, a sweeper drops them periodically (sweep.go), at an interval
+// that follows the negative timeout, so their EXPIRE notifies are sent too.
+//
 // # Persistence and observation
 //
 // With Options.Journal (package state), a request that changed the
@@ -86,12 +90,12 @@
 // # Shutdown
 //
 // Live requests are counted with sync/refcount. Shutdown closes the
-// stopping channel (waits in flight end with EINTR), kills the count (new
-// requests are refused with ENOTCONN; FORGET and RELEASE are always
-// served, they have no answer to refuse), drains it for at most the
-// shutdown timeout, unmounts (lazily if the mount is busy), waits a bounded
-// time for the serve loop to end and stops the notify worker. It is
-// idempotent and bounded.
+// stopping channel (waits in flight end with EINTR), stops the sweeper,
+// kills the count (new requests are refused with ENOTCONN; FORGET and
+// RELEASE are always served, they have no answer to refuse), drains it for
+// at most the shutdown timeout, unmounts (lazily if the mount is busy),
+// waits a bounded time for the serve loop to end and stops the notify
+// worker. It is idempotent and bounded.
 //
 // # The server and its own mount
 //

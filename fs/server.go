@@ -127,6 +127,7 @@ type Server struct {
 	direct     bool          // mounted with mount(2), not fusermount
 	served     chan struct{} // closed when the serve loop returns
 	notifyDone chan struct{} // closed when the notify worker returns
+	sweep      *sweeper      // the sweep of expired negative entries (sweep.go)
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -292,6 +293,7 @@ func (s *Server) Mount(dir string) error {
 		defer close(s.notifyDone)
 		s.nq.run(srv, s.log.Named("notify"))
 	}()
+	s.sweep = startSweeper(s.ns, s.log.Named("sweep"), nil)
 	go func() {
 		defer close(s.served)
 		srv.Serve()
@@ -328,6 +330,7 @@ func (s *Server) Shutdown() error {
 func (s *Server) shutdown() error {
 	start := time.Now()
 	close(s.stopping)
+	s.sweep.stop()
 	<-s.live.Kill()
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
 	err := s.live.WaitZero(ctx)
