@@ -485,3 +485,38 @@ func TestAliases(t *testing.T) {
 		t.Errorf("nil Aliases: %v", got)
 	}
 }
+
+// The example configurations shipped in deploy/ parse without a
+// diagnostic (their INCLUDEs name /etc paths, so each is read alone).
+func TestDeployExamplesParse(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "deploy", "devfsd.conf.d", "*.conf"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples: %v", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := testOpts()
+		opts.Files = mapFiles{"/etc/devfsd.conf.d/permissions.conf": ""}
+		cfg, err := Parse(f, b, opts)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if d := diagLines(cfg); len(d) > 0 {
+			t.Errorf("%s: %q", f, d)
+		}
+		if len(cfg.Rules) == 0 {
+			t.Errorf("%s: no rules", f)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "devfsd.conf.d", "modules.devfs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ParseAliases(b).Resolve("/dev/dsp"); len(got) != 2 || got[1] != "sound" {
+		t.Errorf("modules.devfs: /dev/dsp resolves to %q", got)
+	}
+}
