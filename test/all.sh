@@ -52,6 +52,8 @@ step "mutants" bash test/mutants.sh
 # already runs in the plain go test pass above).
 step "fuzz control decoder (30s)" \
 	go test ./control -run '^$' -fuzz '^FuzzDecode$' -fuzztime 30s
+step "fuzz devfsd.conf parser (30s)" \
+	go test ./modload/devfsdconf -run '^$' -fuzz '^FuzzParse$' -fuzztime 30s
 if [ -x test/model/check.sh ]; then
 	step "spin models" bash test/model/check.sh
 fi
