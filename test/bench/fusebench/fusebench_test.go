@@ -1,0 +1,57 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/devfsd/devfsd/test/harness"
+)
+
+func TestMain(m *testing.M) { harness.Main(m) }
+
+// TestQuickRun builds fusebench and runs it once in -quick mode: a smoke
+// test that every case runs on every available backend and the report has
+// a row for each. It checks no figure: timings under test load mean
+// nothing.
+func TestQuickRun(t *testing.T) {
+	bin, err := harness.Build("github.com/devfsd/devfsd/test/bench/fusebench")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-quick")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("fusebench -quick: %v\nstderr:\n%s\nstdout:\n%s", err, stderr.String(), out)
+	}
+	report := string(out)
+	for _, want := range []string{
+		"| stat hit, timeouts 0, 1 thread | barefs |",
+		"| stat hit, timeouts 1s, warm, 2 threads | tmpfs |",
+		"| stat miss, negative 1s, warm, 1 thread | barefs |",
+		"| readdir 1000, 2 threads | barefs/rdp-off |",
+		"| ls -l 300, 1 thread | barefs |",
+		"| mknod+unlink churn, 2 threads | barefs |",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks a row %q:\n%s", want, report)
+		}
+	}
+	// barefs counts requests: with timeouts 0 a stat is at least one.
+	for _, l := range strings.Split(report, "\n") {
+		if strings.HasPrefix(l, "| stat hit, timeouts 0, 1 thread | barefs |") {
+			f := strings.Split(l, "|")
+			if strings.TrimSpace(f[5]) == "n/a" || strings.TrimSpace(f[5]) == "0.00" {
+				t.Errorf("barefs requests per cold stat: %q", f[5])
+			}
+		}
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stderr:\n%s", stderr.String())
+	harness.CheckNoMounts(t)
+}

@@ -1,0 +1,467 @@
+// Command fusebench measures the FUSE benchmarks of issue 4 against tmpfs,
+// the bare go-fuse tree (barefs) and devfsd, all mounted in the same run:
+//
+//	stat of existing names, entry/attr timeout 0 and 1 s (cold and warm)
+//	stat of missing names, negative timeout 0 and 1 s
+//	readdir of 10,000 and 100,000 entries (READDIRPLUS on and off)
+//	ls -l: readdir + lstat of 10,000 (READDIRPLUS on and off)
+//	mknod+unlink churn
+//
+// each with 1 and 2 threads. Every repetition mounts every backend afresh
+// for every case, in an order rotated from one repetition to the next
+// (backends interleaved), and the report gives medians over repetitions of
+// operations per second, FUSE requests per operation and server CPU
+// (utime+stime of /proc/PID/stat) per request, with ratios to barefs in the
+// same run. Populated directories are made server-side before mounting
+// where the backend can (barefs), so "cold" means nothing cached in the
+// kernel; where it cannot (devfsd, for now), the files are made through the
+// mount and the bench waits out the entry timeout before measuring, so the
+// kernel revalidates each name with one LOOKUP as it would look up a cold
+// one. CPU time comes in 10 ms ticks: per-request figures need the full
+// sizes, not -quick.
+//
+//	go run ./test/bench/fusebench [-quick] [-reps 5] [-backends tmpfs,barefs,devfsd]
+//
+// Run it from the repository (it builds barefs and devfsd with the
+// harness). Figures are only comparable within one run.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/devfsd/devfsd/test/harness"
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	if err := run(os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "fusebench:", err)
+		harness.Cleanup()
+		os.Exit(1)
+	}
+	if err := harness.Cleanup(); err != nil {
+		fmt.Fprintln(os.Stderr, "fusebench:", err)
+		os.Exit(1)
+	}
+}
+
+// variant is one column of the report: a backend with a READDIRPLUS choice.
+type variant struct {
+	label string
+	b     harness.Backend
+	rdp   string // "" default, "on", "off"
+	dirs  bool   // only for the readdir and ls -l cases
+}
+
+// bcase is one benchmark: mount options, an unmeasured preparation, and
+// the measured part, which returns the number of operations it did.
+type bcase struct {
+	name    string
+	timeout time.Duration // entry and attr timeout
+	neg     time.Duration
+	pop     int  // files in directory "d", made before mounting
+	dirs    bool // a readdir case: also run the READDIRPLUS variants
+	prep    func(dir string, threads int) error
+	run     func(dir string, threads int) (int, error)
+}
+
+type sample struct {
+	opsPerSec  float64
+	reqPerOp   float64 // -1: unknown
+	cpuPerReq  float64 // µs; -1: unknown
+	rssPerNode float64
+}
+
+func run(w io.Writer) error {
+	quick := flag.Bool("quick", false, "small sizes, one repetition: a smoke test")
+	reps := flag.Int("reps", 5, "repetitions (medians are taken over them)")
+	backends := flag.String("backends", "tmpfs,barefs,devfsd", "backends to measure (barefs is the baseline and always runs)")
+	threadsFlag := flag.String("threads", "1,2", "thread counts")
+	only := flag.String("cases", "", "comma-separated case names to run (default all)")
+	flag.Parse()
+
+	n, big := 10000, 100000
+	if *quick {
+		n, big = 300, 1000
+		if !isSet("reps") {
+			*reps = 1
+		}
+	}
+	var threads []int
+	for _, s := range strings.Split(*threadsFlag, ",") {
+		k, err := strconv.Atoi(s)
+		if err != nil || k < 1 {
+			return fmt.Errorf("bad -threads %q", *threadsFlag)
+		}
+		threads = append(threads, k)
+	}
+
+	var vs []variant
+	want := strings.Split(*backends, ",")
+	if !slices.Contains(want, "barefs") {
+		want = append(want, "barefs")
+	}
+	for _, name := range want {
+		b, err := harness.ByName(name)
+		if err != nil {
+			return err
+		}
+		// Probe: a backend that cannot run yet is left out, saying why.
+		m, err := harness.Start(b, harness.Options{})
+		if harness.IsUnavailable(err) {
+			fmt.Fprintf(os.Stderr, "fusebench: leaving out %s: %v\n", name, err)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		m.Close()
+		vs = append(vs, variant{label: name, b: b})
+		if b.FUSE() {
+			// The READDIRPLUS choice matters only to readdir and
+			// ls -l; the default is the backend's own.
+			vs = append(vs, variant{label: name + "/rdp-off", b: b, rdp: "off", dirs: true})
+			if name == "barefs" {
+				// go-fuse's default is on: the same as "barefs".
+			} else {
+				vs = append(vs, variant{label: name + "/rdp-on", b: b, rdp: "on", dirs: true})
+			}
+		}
+	}
+
+	cases := allCases(n, big)
+	if *only != "" {
+		var sel []bcase
+		for _, c := range cases {
+			if slices.Contains(strings.Split(*only, ","), c.name) {
+				sel = append(sel, c)
+			}
+		}
+		cases = sel
+	}
+
+	// results[case/threads][variant] = samples
+	results := map[string]map[string][]sample{}
+	var keys []string
+	for rep := 0; rep < *reps; rep++ {
+		for _, c := range cases {
+			for _, th := range threads {
+				key := fmt.Sprintf("%s, %d thread", c.name, th)
+				if th > 1 {
+					key += "s"
+				}
+				if results[key] == nil {
+					results[key] = map[string][]sample{}
+					keys = append(keys, key)
+				}
+				order := rotate(vs, rep)
+				for _, v := range order {
+					if v.dirs && !c.dirs {
+						continue
+					}
+					s, err := measure(c, v, th)
+					if err != nil {
+						return fmt.Errorf("%s on %s: %w", key, v.label, err)
+					}
+					results[key][v.label] = append(results[key][v.label], s)
+				}
+			}
+		}
+		fmt.Fprintf(os.Stderr, "fusebench: repetition %d of %d done\n", rep+1, *reps)
+	}
+	report(w, keys, vs, results, *reps, n, big)
+	return nil
+}
+
+func isSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			set = true
+		}
+	})
+	return set
+}
+
+func rotate(vs []variant, k int) []variant {
+	if len(vs) == 0 {
+		return nil
+	}
+	k %= len(vs)
+	return append(slices.Clone(vs[k:]), vs[:k]...)
+}
+
+// measure mounts v afresh, prepares, and times c.run.
+func measure(c bcase, v variant, threads int) (sample, error) {
+	o := harness.Options{
+		Timeouts:        true,
+		EntryTimeout:    c.timeout,
+		AttrTimeout:     c.timeout,
+		NegativeTimeout: c.neg,
+		ReaddirPlus:     v.rdp,
+		Stats:           true,
+		Populate:        []harness.Populate{{Dir: "d", N: c.pop}},
+	}
+	m, err := harness.Start(v.b, o)
+	if err != nil {
+		return sample{}, err
+	}
+	defer m.Close()
+	s := sample{reqPerOp: -1, cpuPerReq: -1, rssPerNode: -1}
+	if rss, err := m.RSS(); err == nil && m.Pid() != 0 && c.pop > 0 {
+		s.rssPerNode = float64(rss) / float64(c.pop)
+	}
+	if !m.ColdPopulate && c.pop > 0 && c.timeout > 0 {
+		// Populated through the mount: the kernel has the entries
+		// cached. Let them expire, so that they are revalidated (one
+		// LOOKUP each) as a cold tree's are looked up.
+		time.Sleep(c.timeout + 50*time.Millisecond)
+	}
+	dir := filepath.Join(m.Dir, "d")
+	if c.prep != nil {
+		if err := c.prep(dir, threads); err != nil {
+			return s, err
+		}
+	}
+	req0, reqErr := m.Requests()
+	cpu0, _ := m.CPU()
+	start := time.Now()
+	ops, err := c.run(dir, threads)
+	el := time.Since(start)
+	if err != nil {
+		return s, err
+	}
+	cpu1, _ := m.CPU()
+	s.opsPerSec = float64(ops) / el.Seconds()
+	if reqErr == nil {
+		req1, err := m.Requests()
+		if err == nil {
+			var d uint64
+			for op, v := range req1 {
+				if op != "FORGET" {
+					d += v - req0[op]
+				}
+			}
+			s.reqPerOp = float64(d) / float64(ops)
+			if d > 0 {
+				s.cpuPerReq = float64(cpu1-cpu0) / float64(time.Microsecond) / float64(d)
+			}
+		}
+	}
+	if !m.Alive() {
+		return s, fmt.Errorf("%s server died:\n%s", v.label, m.Output())
+	}
+	return s, nil
+}
+
+func allCases(n, big int) []bcase {
+	statAll := func(names func(i int) string, count int, wantErr error) func(string, int) (int, error) {
+		return func(dir string, threads int) (int, error) {
+			return count, parallel(threads, count, func(i int) error {
+				var st unix.Stat_t
+				err := unix.Lstat(filepath.Join(dir, names(i)), &st)
+				if err != wantErr && !(wantErr == nil && err == nil) {
+					return fmt.Errorf("lstat %s: %v, want %v", names(i), err, wantErr)
+				}
+				return nil
+			})
+		}
+	}
+	prepOf := func(f func(string, int) (int, error)) func(string, int) error {
+		return func(dir string, th int) error { _, err := f(dir, th); return err }
+	}
+	miss := func(i int) string { return fmt.Sprintf("m%07d", i) }
+	hit := statAll(harness.PopulateName, n, nil)
+	missing := statAll(miss, n, unix.ENOENT)
+	s := time.Second
+	return []bcase{
+		{name: "stat hit, timeouts 0", timeout: 0, pop: n, prep: prepOf(hit), run: hit},
+		{name: "stat hit, timeouts 1s, cold", timeout: s, pop: n, run: hit},
+		{name: "stat hit, timeouts 1s, warm", timeout: s, pop: n, prep: prepOf(hit), run: hit},
+		{name: "stat miss, negative 0", timeout: s, pop: 0, prep: prepOf(missing), run: missing},
+		{name: "stat miss, negative 1s, warm", timeout: s, neg: s, pop: 0, prep: prepOf(missing), run: missing},
+		{name: fmt.Sprintf("readdir %d", n), timeout: s, pop: n, dirs: true, run: readdir(n, false)},
+		{name: fmt.Sprintf("readdir %d", big), timeout: s, pop: big, dirs: true, run: readdir(big, false)},
+		{name: fmt.Sprintf("ls -l %d", n), timeout: s, pop: n, dirs: true, run: readdir(n, true)},
+		{name: "mknod+unlink churn", timeout: s, pop: 0, run: churn(n)},
+	}
+}
+
+// parallel runs f(0..count-1) split over threads OS threads.
+func parallel(threads, count int, f func(i int) error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, threads)
+	for t := 0; t < threads; t++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			for i := t; i < count; i += threads {
+				if err := f(i); err != nil {
+					errs[t] = err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// readdir lists the directory once per thread (threads list concurrently)
+// with getdents64, and with stat also lstats every name (ls -l).
+func readdir(want int, stat bool) func(string, int) (int, error) {
+	return func(dir string, threads int) (int, error) {
+		err := parallel(threads, threads, func(int) error {
+			fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			buf := make([]byte, 64<<10)
+			got := 0
+			for {
+				k, err := unix.Getdents(fd, buf)
+				if err != nil {
+					return err
+				}
+				if k == 0 {
+					break
+				}
+				b := buf[:k]
+				for len(b) > 0 {
+					reclen := int(b[16]) | int(b[17])<<8
+					name := b[19:reclen]
+					if i := slices.Index(name, 0); i >= 0 {
+						name = name[:i]
+					}
+					b = b[reclen:]
+					if s := string(name); s == "." || s == ".." {
+						continue
+					}
+					got++
+					if stat {
+						var st unix.Stat_t
+						if err := unix.Fstatat(fd, string(name), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+							return err
+						}
+					}
+				}
+			}
+			if got != want {
+				return fmt.Errorf("listed %d entries, want %d", got, want)
+			}
+			return nil
+		})
+		return want * threads, err
+	}
+}
+
+// churn does mknod+unlink of fresh names, count cycles over all threads.
+func churn(count int) func(string, int) (int, error) {
+	return func(dir string, threads int) (int, error) {
+		return count, parallel(threads, count, func(i int) error {
+			p := filepath.Join(dir, fmt.Sprintf("c%07d", i))
+			if err := unix.Mknod(p, unix.S_IFREG|0o644, 0); err != nil {
+				return err
+			}
+			return unix.Unlink(p)
+		})
+	}
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return -1
+	}
+	s := slices.Clone(xs)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func field(ss []sample, f func(sample) float64) float64 {
+	var xs []float64
+	for _, s := range ss {
+		if v := f(s); v >= 0 {
+			xs = append(xs, v)
+		}
+	}
+	return median(xs)
+}
+
+func num(v float64, format string) string {
+	if v < 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+func ratio(v, base float64) string {
+	if v < 0 || base <= 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f×", v/base)
+}
+
+func report(w io.Writer, keys []string, vs []variant, res map[string]map[string][]sample, reps, n, big int) {
+	load, _ := os.ReadFile("/proc/loadavg")
+	var uts unix.Utsname
+	unix.Uname(&uts)
+	fmt.Fprintf(w, "fusebench: %s, Linux %s, %d CPUs, load average at end %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		strings.TrimRight(string(uts.Release[:]), "\x00"), runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "))
+	fmt.Fprintf(w, "medians of %d repetitions; fresh mount per backend per case per repetition; ratios to barefs (higher ops/s is better, lower CPU is better)\n\n", reps)
+	fmt.Fprintln(w, "| case | backend | ops/s | ×barefs | requests/op | server CPU µs/request | CPU ×barefs |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|")
+	for _, k := range keys {
+		base := res[k]["barefs"]
+		bOps := field(base, func(s sample) float64 { return s.opsPerSec })
+		bCPU := field(base, func(s sample) float64 { return s.cpuPerReq })
+		for _, v := range vs {
+			ss, ok := res[k][v.label]
+			if !ok {
+				continue
+			}
+			ops := field(ss, func(s sample) float64 { return s.opsPerSec })
+			rq := field(ss, func(s sample) float64 { return s.reqPerOp })
+			cpu := field(ss, func(s sample) float64 { return s.cpuPerReq })
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", k, v.label, num(ops, "%.0f"), ratio(ops, bOps),
+				num(rq, "%.2f"), num(cpu, "%.1f"), ratio(cpu, bCPU))
+		}
+	}
+	// Server memory per populated node, from the resident set right after
+	// mounting a populated tree: the difference between the big and the
+	// small readdir trees, per extra node.
+	fmt.Fprintln(w)
+	small, large := fmt.Sprintf("readdir %d, 1 thread", n), fmt.Sprintf("readdir %d, 1 thread", big)
+	for _, v := range vs {
+		if v.dirs || !v.b.FUSE() {
+			continue
+		}
+		a := field(res[small][v.label], func(s sample) float64 { return s.rssPerNode * float64(n) })
+		b := field(res[large][v.label], func(s sample) float64 { return s.rssPerNode * float64(big) })
+		if a > 0 && b > 0 {
+			fmt.Fprintf(w, "%s: server RSS %.1f MiB with %d nodes, %.1f MiB with %d: %.0f bytes per extra node\n",
+				v.label, a/(1<<20), n, b/(1<<20), big, (b-a)/float64(big-n))
+		}
+	}
+}
