@@ -432,9 +432,21 @@ type Stats struct {
 func (s *Server) Stats() Stats {
 	return Stats{
 		KnownNodes: s.nodes.len(), OpenFiles: s.handles.len(),
-		LiveReqs: s.live.Count(), Refused: s.refused.Load(), Panics: s.panics.Load(),
+		LiveReqs: s.liveRequests(), Refused: s.refused.Load(), Panics: s.panics.Load(),
 		Notify: s.nq.Stats(), LookupStats: s.res.Stats(),
 	}
+}
+
+// liveRequests returns the requests being served: the live count less
+// its initial reference, which Shutdown drops (sync/refcount).
+func (s *Server) liveRequests() int64 {
+	n := s.live.Count()
+	select {
+	case <-s.stopping:
+	default:
+		n-- // the initial reference
+	}
+	return max(n, 0)
 }
 
 // lookFusermount finds fusermount3, or the older fusermount.
