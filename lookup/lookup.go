@@ -103,6 +103,7 @@ type Resolver struct {
 	published atomic.Int64 // calls published in some in-flight slot table
 	live      atomic.Int64 // calls with a reference left
 	loads     atomic.Int64 // Load calls made
+	finished  atomic.Int64 // loads whose record was finished (step 4)
 	waiting   atomic.Int64 // waiters sleeping on a call now
 
 	// Lookup outcomes at step 1, for metrics; each on its own cache
@@ -171,6 +172,7 @@ type Stats struct {
 	InFlight int64 // records published in a directory's slot table
 	Live     int64 // records some goroutine still holds a reference to
 	Loads    int64 // Load calls made so far
+	Finished int64 // loads whose record was finished (<= Loads)
 	Waiting  int64 // waiters sleeping on a record now
 
 	// What step 1 of each lookup (not the loader's own) found: the name
@@ -183,10 +185,12 @@ type Stats struct {
 // Stats returns the current counts. Once no lookup is running InFlight,
 // Live and Waiting are 0.
 func (r *Resolver) Stats() Stats {
-	// Loads is read before Misses: every load counts its miss first, so
-	// a snapshot never shows more loads than misses.
+	// Finished is read before Loads, and Loads before Misses: each load
+	// counts its miss, then its start, then its end, so a snapshot never
+	// shows Finished > Loads > Misses.
+	finished := r.finished.Load()
 	loads := r.loads.Load()
-	return Stats{InFlight: r.published.Load(), Live: r.live.Load(), Loads: loads,
+	return Stats{InFlight: r.published.Load(), Live: r.live.Load(), Loads: loads, Finished: finished,
 		Waiting: r.waiting.Load(), Hits: r.hits.n.Load(), NegativeHits: r.negHits.n.Load(),
 		Misses: r.misses.n.Load()}
 }
@@ -440,6 +444,7 @@ func (r *Resolver) complete(cl *call) {
 	}
 	cl.wq.WakeAll()
 	dir.UnlockMu()
+	r.finished.Add(1)
 	if r.observe != nil {
 		r.observe(cl.info(child != nil))
 	}

@@ -14,6 +14,7 @@
 //
 //	devfsd_lookups_total{result="hit|negative_hit|miss"}   step 1 of each lookup
 //	devfsd_loads_started_total                             loads started (<= misses)
+//	devfsd_loads_finished_total                            loads finished (<= started; one snapshot with the above)
 //	devfsd_loads_total{loader,result}                      loads finished: found, absent, timeout, error
 //	devfsd_load_duration_seconds{loader}                   histogram
 //	devfsd_lookup_inflight_records                         records published now
@@ -100,13 +101,9 @@ func New(reg prometheus.Registerer, src Sources) *Metrics {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, f))
 	}
 	if f := src.Lookup; f != nil {
-		const help = "Lookups by what the first look found: the name (hit), a cached miss (negative_hit), nothing (miss: a load was started or joined)."
-		counter("devfsd_lookups_total", help, prometheus.Labels{"result": "hit"}, func() float64 { return float64(f().Hits) })
-		counter("devfsd_lookups_total", help, prometheus.Labels{"result": "negative_hit"}, func() float64 { return float64(f().NegativeHits) })
-		counter("devfsd_lookups_total", help, prometheus.Labels{"result": "miss"}, func() float64 { return float64(f().Misses) })
-		counter("devfsd_loads_started_total", "Loads started (at most the misses).", nil, func() float64 { return float64(f().Loads) })
-		gauge("devfsd_lookup_inflight_records", "In-flight lookup records published now.", nil, func() float64 { return float64(f().InFlight) })
-		gauge("devfsd_lookup_waiters", "Lookups and changes waiting on an in-flight record now.", nil, func() float64 { return float64(f().Waiting) })
+		// One snapshot per scrape, so that the values are consistent
+		// with each other (loads started <= misses).
+		reg.MustRegister(lookupCollector{f})
 	}
 	if f := src.Server; f != nil {
 		gauge("devfsd_live_requests", "FUSE requests being served.", nil, func() float64 { return float64(f().LiveReqs) })
@@ -167,4 +164,36 @@ func (m *Metrics) Reloaded(result string) { m.reloads.WithLabelValues(result).In
 // Handler serves g in the Prometheus text format.
 func Handler(g prometheus.Gatherer) http.Handler {
 	return promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+}
+
+var (
+	descLookups = prometheus.NewDesc("devfsd_lookups_total",
+		"Lookups by what the first look found: the name (hit), a cached miss (negative_hit), nothing (miss: a load was started or joined).",
+		[]string{"result"}, nil)
+	descLoadsStarted  = prometheus.NewDesc("devfsd_loads_started_total", "Loads started (at most the misses).", nil, nil)
+	descLoadsFinished = prometheus.NewDesc("devfsd_loads_finished_total", "Loads finished (at most those started; by loader and result in devfsd_loads_total).", nil, nil)
+	descInflight      = prometheus.NewDesc("devfsd_lookup_inflight_records", "In-flight lookup records published now.", nil, nil)
+	descWaiters       = prometheus.NewDesc("devfsd_lookup_waiters", "Lookups and changes waiting on an in-flight record now.", nil, nil)
+)
+
+// lookupCollector reports one lookup.Stats snapshot per scrape.
+type lookupCollector struct{ f func() lookup.Stats }
+
+func (c lookupCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descLookups
+	ch <- descLoadsStarted
+	ch <- descLoadsFinished
+	ch <- descInflight
+	ch <- descWaiters
+}
+
+func (c lookupCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.f()
+	ch <- prometheus.MustNewConstMetric(descLookups, prometheus.CounterValue, float64(st.Hits), "hit")
+	ch <- prometheus.MustNewConstMetric(descLookups, prometheus.CounterValue, float64(st.NegativeHits), "negative_hit")
+	ch <- prometheus.MustNewConstMetric(descLookups, prometheus.CounterValue, float64(st.Misses), "miss")
+	ch <- prometheus.MustNewConstMetric(descLoadsStarted, prometheus.CounterValue, float64(st.Loads))
+	ch <- prometheus.MustNewConstMetric(descLoadsFinished, prometheus.CounterValue, float64(st.Finished))
+	ch <- prometheus.MustNewConstMetric(descInflight, prometheus.GaugeValue, float64(st.InFlight))
+	ch <- prometheus.MustNewConstMetric(descWaiters, prometheus.GaugeValue, float64(st.Waiting))
 }
