@@ -262,6 +262,7 @@ func (c *call) put() {
 // Lookup returns the node named name in dir, asking the loader if it is
 // missing (see the package doc). ENOENT if it is not there afterwards,
 // EINTR if ctx ends while waiting, ENOTDIR if dir is not a directory.
+// Model: proctype Lookup in test/model/lookup.pml.
 func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c Caller) (*dcache.Node, error) {
 	if !dir.IsDir() {
 		return nil, pathErr("lookup", name, syscall.ENOTDIR)
@@ -387,6 +388,8 @@ var errDeadline = errors.New("loader did not finish before the deadline")
 // 4 and 5, and false when ctx ended first; step 4 is then done by a
 // goroutine that waits for the load or the deadline in the owner's place,
 // with the owner's reference.
+// Model: the select in proctype Lookup and proctype LoadFinisher
+// (load.func2) in test/model/lookup.pml.
 func (r *Resolver) load(ctx context.Context, cl *call, c Caller, loader Loader) bool {
 	loadCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Timeout())
 	done := make(chan error, 1)
@@ -432,6 +435,7 @@ func (r *Resolver) load(ctx context.Context, cl *call, c Caller, loader Loader) 
 // complete is step 4: under mu, unpublish cl, cache the miss if the name is
 // still absent, wake every waiter; then drop the owner's reference.
 // Preconditions: no dcache lock held; cl published; called once per call.
+// Model: complete in test/model/lookup.pml.
 func (r *Resolver) complete(cl *call) {
 	dir := cl.dir
 	dir.LockMu()
@@ -480,6 +484,7 @@ func (r *Resolver) retake(ctx context.Context, dir *dcache.Node, name string) er
 // wait sleeps on cl with the prepared w, bounded by r.timeout and ctx. It
 // returns EINTR if ctx ended, nil otherwise (woken, or the bound passed:
 // the caller looks at the namespace and answers from it).
+// Model: wait in test/model/lookup.pml (the bound is Promela timeout).
 func (r *Resolver) wait(ctx context.Context, cl *call, w *waitq.Waiter, writer bool) error {
 	if h := r.hooks.waiting; h != nil {
 		h(cl.name, writer)
@@ -498,6 +503,7 @@ func (r *Resolver) wait(ctx context.Context, cl *call, w *waitq.Waiter, writer b
 // waitForLoadLocked waits, holding dir's sem exclusive as devfs's
 // revalidate did, for a load of name in flight in dir, if any.
 // Preconditions: dir's sem held exclusive; no mu held.
+// Model: proctype Unlink in test/model/lookup.pml.
 func (r *Resolver) waitForLoadLocked(ctx context.Context, dir *dcache.Node, name string) error {
 	dir.LockMu()
 	cl, ok := dir.InflightLocked(name).(*call)
