@@ -93,6 +93,14 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 	if err := bl.RegisterBase(ctx); err != nil {
 		return fmt.Errorf("registering the base set: %w", err)
 	}
+	if err := hooks.populateTree(ns, log); err != nil {
+		return err
+	}
+	stopPprof, err := hooks.startPprof(log)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 	// The fallback (builtin, exec or none) is built by loaders, which a
 	// reload asks again (reload.go).
 	lds := &loaders{ns: ns, bl: bl, log: log, delay: hooks.loaderDelay}

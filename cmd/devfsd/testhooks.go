@@ -22,12 +22,25 @@ package main
 //	    control API would before answering), and then writes PATH.done
 //	    atomically: the number of SIGUSR2s handled so
 //	    far on the first line, then one line per command, "ok" or the error.
+//	DEVFSD_TEST_POPULATE=DIR=N[,DIR=N...]
+//	    before mounting, registers in each top-level DIR N empty regular
+//	    files (mode 0644, root's) named f0000000, f0000001, ... (the names
+//	    of test/harness.PopulateName and test/bench/barefs), so that a
+//	    benchmark starts from a tree the kernel has never seen, as barefs
+//	    builds its tree before mounting.
+//	DEVFSD_TEST_PPROF=HOST:PORT
+//	    serves net/http/pprof's handlers on that TCP address (its own
+//	    mux: nothing is added to the control socket or --metrics-addr),
+//	    for profiling the daemon under a benchmark.
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -44,6 +57,13 @@ import (
 type testHooks struct {
 	loaderDelay time.Duration
 	hookFile    string
+	populate    []populateDir
+	pprofAddr   string
+}
+
+type populateDir struct {
+	dir string
+	n   int
 }
 
 func testHooksFromEnv() (testHooks, error) {
@@ -56,7 +76,62 @@ func testHooksFromEnv() (testHooks, error) {
 		h.loaderDelay = d
 	}
 	h.hookFile = os.Getenv("DEVFSD_TEST_HOOK_FILE")
+	if v := os.Getenv("DEVFSD_TEST_POPULATE"); v != "" {
+		for _, f := range strings.Split(v, ",") {
+			dir, num, ok := strings.Cut(f, "=")
+			n, err := strconv.Atoi(num)
+			if !ok || err != nil || n < 0 || dir == "" || strings.Contains(dir, "/") {
+				return h, usageError{fmt.Errorf("DEVFSD_TEST_POPULATE=%q: want DIR=N,...", v)}
+			}
+			h.populate = append(h.populate, populateDir{dir, n})
+		}
+	}
+	h.pprofAddr = os.Getenv("DEVFSD_TEST_PPROF")
 	return h, nil
+}
+
+// populateTree registers DEVFSD_TEST_POPULATE's files; serve calls it
+// before mounting.
+func (h testHooks) populateTree(ns *dcache.Namespace, log *zap.Logger) error {
+	if len(h.populate) == 0 {
+		return nil
+	}
+	c := dcache.Caller{Origin: dcache.OriginBuiltin}
+	total := 0
+	for _, p := range h.populate {
+		if _, err := ns.Register(p.dir, dcache.Spec{Type: dcache.TypeDir, Mode: 0o755}, c); err != nil {
+			return fmt.Errorf("DEVFSD_TEST_POPULATE: %w", err)
+		}
+		for i := 0; i < p.n; i++ {
+			if _, err := ns.Register(fmt.Sprintf("%s/f%07d", p.dir, i), dcache.Spec{Type: dcache.TypeRegular, Mode: 0o644}, c); err != nil {
+				return fmt.Errorf("DEVFSD_TEST_POPULATE: %w", err)
+			}
+		}
+		total += p.n
+	}
+	log.Warn("TEST HOOK: populated before mounting", zap.Int("files", total))
+	return nil
+}
+
+// startPprof serves pprof on DEVFSD_TEST_PPROF's address, if set.
+func (h testHooks) startPprof(log *zap.Logger) (stop func(), err error) {
+	if h.pprofAddr == "" {
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", h.pprofAddr)
+	if err != nil {
+		return nil, fmt.Errorf("DEVFSD_TEST_PPROF: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	log.Warn("TEST HOOK: pprof served", zap.String("addr", ln.Addr().String()))
+	return func() { srv.Close() }, nil
 }
 
 // delayedLoader delays every load (DEVFSD_TEST_LOADER_DELAY).
