@@ -94,7 +94,12 @@ const DevfsdPkg = "github.com/devfsd/devfsd/cmd/devfsd"
 // devfsd runs `devfsd mount [flags] DIR`, the command line of issue 4:
 //
 //	devfsd mount --entry-timeout=D --attr-timeout=D --negative-timeout=D
-//	             [--readdirplus=on|off] DIR
+//	             [--readdirplus=on|off] [--socket=DIR.sock] DIR
+//
+// Options.Populate is done before mounting through the test hook
+// DEVFSD_TEST_POPULATE (cmd/devfsd/testhooks.go), so it is cold as barefs's
+// is; Options.Stats gives the daemon a control socket beside the mount
+// point, whose /metrics Mount.Requests scrapes.
 //
 // It is unavailable (Start returns an UnavailableError, MountT skips) only
 // while cmd/devfsd is absent from the tree or `devfsd mount` exits saying
@@ -133,14 +138,31 @@ func (devfsd) mount(dir string, o Options) (*Mount, error) {
 	if o.ReaddirPlus != "" {
 		args = append(args, "--readdirplus="+o.ReaddirPlus)
 	}
+	m := &Mount{}
+	if o.Stats {
+		// The request counts are scraped from the control socket's
+		// /metrics (devfsd_fuse_request_duration_seconds_count{op}).
+		m.socket = dir + ".sock"
+		args = append(args, "--socket="+m.socket)
+	}
 	args = append(args, dir)
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = "/" // never the mount, nor anything under the test's tree
+	if len(o.Populate) > 0 {
+		// Registered in the namespace before mounting (a test hook of
+		// cmd/devfsd), so the kernel has nothing cached, as for barefs.
+		var ps []string
+		for _, p := range o.Populate {
+			ps = append(ps, fmt.Sprintf("%s=%d", p.Dir, p.N))
+		}
+		cmd.Env = append(os.Environ(), "DEVFSD_TEST_POPULATE="+strings.Join(ps, ","))
+		m.ColdPopulate = true
+	}
 	p, err := spawn(cmd)
 	if err != nil {
 		return nil, err
 	}
-	m := &Mount{proc: p}
+	m.proc = p
 	if err := waitMounted(dir, p); err != nil {
 		m.Dir = dir
 		m.Close()
@@ -153,7 +175,5 @@ func (devfsd) mount(dir string, o Options) (*Mount, error) {
 		}
 		return nil, fmt.Errorf("devfsd: %w", err)
 	}
-	// Populate goes through mknod on the mount (ColdPopulate false) until
-	// devfsd can register nodes before mounting.
 	return m, nil
 }

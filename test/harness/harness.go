@@ -46,7 +46,7 @@ type Options struct {
 
 	// Populate makes, before Start returns, top-level directories each
 	// holding N empty regular files named PopulateName(0..N-1). Backends
-	// that can do it server-side (barefs) do so before mounting, so the
+	// that can do it server-side (barefs, devfsd) do so before mounting, so the
 	// kernel has nothing cached; the others get the files through mknod(2)
 	// on the mount (Mount.ColdPopulate says which happened).
 	Populate []Populate
@@ -94,7 +94,7 @@ func IsUnavailable(err error) bool {
 }
 
 // ErrNoStats is returned by Mount.Requests for backends that do not count
-// requests (tmpfs; devfsd until it reports its stats).
+// requests (tmpfs; devfsd mounted without Options.Stats).
 var ErrNoStats = errors.New("harness: backend does not report request counts")
 
 var (

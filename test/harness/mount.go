@@ -2,9 +2,13 @@ package harness
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +45,7 @@ type Mount struct {
 
 	proc      *process // the server; nil for tmpfs
 	statsPath string   // barefs: where SIGUSR1 dumps the counts
+	socket    string   // devfsd: the control socket, whose /metrics has the counts
 
 	closeOnce sync.Once
 	closeErr  error
@@ -79,7 +84,26 @@ func (m *Mount) Alive() bool {
 // Requests returns the requests the server has served so far, by FUSE
 // opcode name ("LOOKUP", "GETATTR", ...). FORGET counts forgotten nodes.
 // ErrNoStats when the backend does not count.
+//
+// devfsd counts the requests it answers (its metric
+// devfsd_fuse_request_duration_seconds_count{op}); requests without an
+// answer (FORGET, BATCH_FORGET, RELEASE, RELEASEDIR, INTERRUPT) and those
+// go-fuse answers by itself (INIT, ENOSYS ones) are not in its counts.
 func (m *Mount) Requests() (map[string]uint64, error) {
+	if m.socket != "" {
+		ms, err := m.Metrics()
+		if err != nil {
+			return nil, err
+		}
+		const pre = `devfsd_fuse_request_duration_seconds_count{op="`
+		r := map[string]uint64{}
+		for k, v := range ms {
+			if op, ok := strings.CutPrefix(k, pre); ok {
+				r[strings.TrimSuffix(op, `"}`)] = uint64(v)
+			}
+		}
+		return r, nil
+	}
 	if m.statsPath == "" {
 		return nil, ErrNoStats
 	}
@@ -104,6 +128,49 @@ func (m *Mount) Requests() (map[string]uint64, error) {
 		case <-tick.C:
 		}
 	}
+}
+
+// Metrics scrapes a devfsd mount's control socket (GET /metrics) and
+// returns every sample by its series ("name{labels}" as the text format
+// writes it). ErrNoStats for other backends or without Options.Stats.
+func (m *Mount) Metrics() (map[string]float64, error) {
+	if m.socket == "" {
+		return nil, ErrNoStats
+	}
+	c := &http.Client{Timeout: statsDeadline, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", m.socket)
+		}}}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get("http://devfsd/metrics")
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("metrics: %s: %s", resp.Status, body)
+	}
+	r := map[string]float64{}
+	for _, l := range strings.Split(string(body), "\n") {
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(l[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		r[l[:i]] = v
+	}
+	return r, nil
 }
 
 type statsDump struct {
@@ -202,6 +269,9 @@ func (m *Mount) close() error {
 	if m.statsPath != "" {
 		os.Remove(m.statsPath)
 		os.Remove(m.statsPath + ".tmp")
+	}
+	if m.socket != "" {
+		os.Remove(m.socket) // the daemon removes it at a clean stop
 	}
 	return errors.Join(errs...)
 }

@@ -13,12 +13,17 @@
 // operations per second, FUSE requests per operation and server CPU
 // (utime+stime of /proc/PID/stat) per request, with ratios to barefs in the
 // same run. Populated directories are made server-side before mounting
-// where the backend can (barefs), so "cold" means nothing cached in the
-// kernel; where it cannot (devfsd, for now), the files are made through the
-// mount and the bench waits out the entry timeout before measuring, so the
-// kernel revalidates each name with one LOOKUP as it would look up a cold
-// one. CPU time comes in 10 ms ticks: per-request figures need the full
-// sizes, not -quick.
+// (barefs: its -populate flag; devfsd: the DEVFSD_TEST_POPULATE hook), so
+// "cold" means the kernel has never seen a name: each first lstat is one
+// LOOKUP. tmpfs has no cache apart from itself: always "warm". (A
+// backend that could only be populated through the mount would have the
+// entry timeout waited out, so that each name is revalidated with one
+// LOOKUP.) Requests per operation count the requests devfsd answers and
+// counts (countedOps), for barefs too. CPU time comes in 10 ms ticks:
+// per-request figures need the full sizes, not -quick.
+//
+// Last, unless -miss=false: the latency of a miss the built-in loader
+// answers (lstat of names it provides, each a real miss on a fresh mount).
 //
 //	go run ./test/bench/fusebench [-quick] [-reps 5] [-backends tmpfs,barefs,devfsd]
 //
@@ -89,6 +94,7 @@ func run(w io.Writer) error {
 	backends := flag.String("backends", "tmpfs,barefs,devfsd", "backends to measure (barefs is the baseline and always runs)")
 	threadsFlag := flag.String("threads", "1,2", "thread counts")
 	only := flag.String("cases", "", "comma-separated case names to run (default all)")
+	missFlag := flag.Bool("miss", true, "measure the latency of a miss the built-in loader answers (devfsd)")
 	flag.Parse()
 
 	n, big := 10000, 100000
@@ -181,6 +187,69 @@ func run(w io.Writer) error {
 		fmt.Fprintf(os.Stderr, "fusebench: repetition %d of %d done\n", rep+1, *reps)
 	}
 	report(w, keys, vs, results, *reps, n, big)
+	if *missFlag && slices.ContainsFunc(vs, func(v variant) bool { return v.label == "devfsd" }) {
+		if err := missLatency(w, *reps); err != nil {
+			return fmt.Errorf("miss latency: %w", err)
+		}
+	}
+	return nil
+}
+
+// loaderNames are names the built-in loader provides, each from a
+// different module (modload/builtin's catalogue), so that on a fresh mount
+// each lstat is a real miss: LOOKUP, in-flight record, load, registration,
+// answer.
+var loaderNames = append(strings.Fields("loop0 tty1 ttyS0 kvm vhost-net vhost-vsock fuse cuse uinput fb0 nvidia0 dsp "+
+	"i2c-0 watchdog hwrng btrfs-control autofs uhid rfkill ppp net input dri snd mapper vfio"), sdNames()...)
+
+func sdNames() []string {
+	var r []string
+	for c := 'a'; c <= 'z'; c++ {
+		r = append(r, "sd"+string(c))
+	}
+	return r
+}
+
+// missLatency: on a fresh devfsd mount per repetition, lstat each of
+// loaderNames once, timing each call; the daemon's load counter must have
+// grown by one per name (each was a real miss answered by the loader).
+func missLatency(w io.Writer, reps int) error {
+	var lat []float64 // µs
+	loads := 0
+	for rep := 0; rep < reps; rep++ {
+		m, err := harness.Start(harness.Devfsd(), harness.Options{Stats: true})
+		if err != nil {
+			return err
+		}
+		const found = `devfsd_loads_total{loader="builtin",result="found"}`
+		m0, err := m.Metrics()
+		if err != nil {
+			m.Close()
+			return err
+		}
+		for _, name := range loaderNames {
+			var st unix.Stat_t
+			t := time.Now()
+			err := unix.Lstat(filepath.Join(m.Dir, name), &st)
+			d := time.Since(t)
+			if err != nil {
+				m.Close()
+				return fmt.Errorf("lstat %s: %v", name, err)
+			}
+			lat = append(lat, float64(d)/float64(time.Microsecond))
+		}
+		m1, err := m.Metrics()
+		m.Close()
+		if err != nil {
+			return err
+		}
+		loads += int(m1[found] - m0[found])
+	}
+	sort.Float64s(lat)
+	q := func(p float64) float64 { return lat[int(p*float64(len(lat)-1))] }
+	fmt.Fprintf(w, "\nmiss answered by the built-in loader (devfsd, fresh mount per repetition, lstat of %d names from %d different modules each): "+
+		"%d lstats, %d loads that found the name; latency µs: median %.0f, p10 %.0f, p90 %.0f, max %.0f\n",
+		len(loaderNames), len(loaderNames), len(lat), loads, median(lat), q(0.1), q(0.9), lat[len(lat)-1])
 	return nil
 }
 
@@ -249,7 +318,7 @@ func measure(c bcase, v variant, threads int) (sample, error) {
 		if err == nil {
 			var d uint64
 			for op, v := range req1 {
-				if op != "FORGET" {
+				if countedOps[op] {
 					d += v - req0[op]
 				}
 			}
@@ -263,6 +332,19 @@ func measure(c bcase, v variant, threads int) (sample, error) {
 		return s, fmt.Errorf("%s server died:\n%s", v.label, m.Output())
 	}
 	return s, nil
+}
+
+// countedOps are the requests counted in requests/op, for every backend:
+// those devfsd answers and counts (its metric
+// devfsd_fuse_request_duration_seconds_count{op}). Requests without an
+// answer (FORGET, RELEASE, RELEASEDIR, ...) are left out of both sides.
+var countedOps = map[string]bool{}
+
+func init() {
+	for _, op := range strings.Fields("LOOKUP GETATTR SETATTR MKNOD MKDIR SYMLINK READLINK LINK UNLINK RMDIR RENAME ACCESS " +
+		"STATFS OPEN CREATE READ WRITE FALLOCATE OPENDIR READDIR READDIRPLUS") {
+		countedOps[op] = true
+	}
 }
 
 func allCases(n, big int) []bcase {
