@@ -212,16 +212,17 @@ func isAncestorOrSelf(a, d *Node) bool {
 func (d *Node) insertLocked(name string, n *Node, now time.Time) {
 	ds := d.dir
 	ds.nextCookie++
-	de := &dentry{name: name, node: n, cookie: ds.nextCookie}
+	de := &dentry{name: name, node: n, parent: d, cookie: ds.nextCookie}
 	ds.children[name] = de
 	ds.order = append(ds.order, de)
 	delete(ds.negative, name)
-	n.link.Store(&nodeLink{parent: d, name: name})
+	n.link.Store(de)
 	d.attrMu.Lock()
 	if n.dir != nil {
 		d.nlink++
 	}
-	d.mtime, d.ctime = now, now
+	d.setTimeLocked(mtime, now)
+	d.setTimeLocked(ctime, now)
 	d.attrMu.Unlock()
 }
 
@@ -246,7 +247,8 @@ func (d *Node) removeLocked(de *dentry, now time.Time) {
 	if de.node.dir != nil && d.nlink > 2 {
 		d.nlink--
 	}
-	d.mtime, d.ctime = now, now
+	d.setTimeLocked(mtime, now)
+	d.setTimeLocked(ctime, now)
 	d.attrMu.Unlock()
 }
 
@@ -278,13 +280,16 @@ func (d *Node) createLocked(name string, t Type, mode, uid, gid, major, minor ui
 		d.attrMu.Unlock()
 	}
 	n := d.ns.newNode(t, mode, uid, gid, now)
-	n.major, n.minor, n.target = major, minor, target
+	n.major, n.minor = major, minor
+	if t == TypeSymlink {
+		n.data = []byte(target) // immutable: see Node.target
+	}
 	if len(times) == 2 { // Spec.Atime, Spec.Mtime of a registration
 		if !times[0].IsZero() {
-			n.atime = times[0]
+			n.setTimeLocked(atime, times[0])
 		}
 		if !times[1].IsZero() {
-			n.mtime = times[1]
+			n.setTimeLocked(mtime, times[1])
 		}
 	}
 	d.ns.byType[t].Add(1)
@@ -407,7 +412,7 @@ func (d *Node) linkTo(name string, target *Node, c Caller) error {
 		return pathErr("link", d.childPath(name), syscall.ENOENT)
 	}
 	target.nlink++
-	target.ctime = now
+	target.setTimeLocked(ctime, now)
 	target.attrMu.Unlock()
 	d.insertLocked(name, target, now)
 	target.attrMu.Lock()

@@ -213,7 +213,10 @@ func (ns *Namespace) EmitLookup(dir *Node, name string, c Caller) {
 // not counted.
 func (ns *Namespace) newNode(t Type, mode, uid, gid uint32, now time.Time) *Node {
 	n := &Node{ns: ns, ino: ns.inos.Add(1), typ: t, mode: mode & PermMask,
-		uid: uid, gid: gid, nlink: 1, atime: now, mtime: now, ctime: now}
+		uid: uid, gid: gid, nlink: 1}
+	for i := range numTimes {
+		n.setTimeLocked(i, now)
+	}
 	if t == TypeDir {
 		n.dir = &dirState{children: make(map[string]*dentry), nextCookie: 2}
 		n.nlink = 2

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/devfsd/devfsd/sync/rwsem"
 )
@@ -13,39 +14,76 @@ import (
 // file. Its methods are safe for concurrent use. A Node stays usable after it
 // is unlinked (Nlink 0): attributes read, content reads and writes.
 type Node struct {
-	// Immutable after creation:
-	ns     *Namespace
-	ino    uint64
-	typ    Type
-	major  uint32    // TypeChar, TypeBlock
-	minor  uint32    // TypeChar, TypeBlock
-	target string    // TypeSymlink
-	dir    *dirState // non-nil iff typ == TypeDir
+	// The fields are ordered so that the struct packs into 128 bytes
+	// (a malloc size class) on 64-bit platforms: keep it so (dcache's
+	// BenchmarkNodeMemory reports the size).
 
-	// link is the node's most recent name: its directory and name there.
-	// Written under the directory's mu (and renameMu when a directory moves
-	// between parents); read without locks, so a reader may see a name the
-	// node just lost. For a directory it is the only name and its parent
-	// (for "..", depth and the rename ancestor check, both of which hold
-	// renameMu, under which a directory's parent cannot change).
-	link atomic.Pointer[nodeLink]
+	// Immutable after creation:
+	ns  *Namespace
+	ino uint64
+	dir *dirState // non-nil iff typ == TypeDir
+
+	// link is the entry of the node's most recent name: its directory and
+	// name there. Written under the directory's mu (and renameMu when a
+	// directory moves between parents); read without locks, so a reader
+	// may see a name the node just lost. For a directory it is the only
+	// name and its parent (for "..", depth and the rename ancestor check,
+	// both of which hold renameMu, under which a directory's parent cannot
+	// change). Only the entry's immutable fields (parent, name) are read
+	// through it.
+	link atomic.Pointer[dentry]
 
 	attrMu sync.Mutex // after every dir mu, before the event queue lock; never two held
 	// Guarded by attrMu:
-	mode     uint32 // permission bits only; the type is typ
-	uid      uint32
-	gid      uint32
-	nlink    uint32 // dirs: 2 + subdirectories while linked, 0 once removed
-	atime    time.Time
-	mtime    time.Time
-	ctime    time.Time
-	data     []byte // TypeRegular content
-	unlinked bool   // nlink reached 0: content no longer charged to MaxBytes
+	// data is a regular file's content, or a symlink's target (immutable
+	// for a symlink, set before the node is published; read as a string
+	// without a copy by target).
+	data []byte
+	// The times (atime, mtime, ctime), as seconds and nanoseconds since
+	// the Unix epoch: 12 bytes each instead of a time.Time's 24 (see
+	// setTimeLocked); the node is the namespace's unit of memory.
+	sec  [numTimes]int64
+	nsec [numTimes]uint32
+
+	major uint32 // immutable; TypeChar, TypeBlock
+	minor uint32 // immutable; TypeChar, TypeBlock
+
+	// Guarded by attrMu:
+	mode  uint32 // permission bits only; the type is typ
+	uid   uint32
+	gid   uint32
+	nlink uint32 // dirs: 2 + subdirectories while linked, 0 once removed
+
+	typ      Type // immutable
+	unlinked bool // guarded by attrMu: nlink reached 0, content no longer charged to MaxBytes
 }
 
-type nodeLink struct {
-	parent *Node
-	name   string
+// The times of a node, indexes of Node.sec and Node.nsec.
+const (
+	atime = iota
+	mtime
+	ctime
+	numTimes
+)
+
+// setTimeLocked sets time i. Preconditions: n.attrMu held, or n not yet
+// published.
+func (n *Node) setTimeLocked(i int, t time.Time) {
+	n.sec[i], n.nsec[i] = t.Unix(), uint32(t.Nanosecond())
+}
+
+// timeLocked returns time i, in UTC and without a monotonic reading.
+// Preconditions: n.attrMu held.
+func (n *Node) timeLocked(i int) time.Time {
+	return time.Unix(n.sec[i], int64(n.nsec[i])).UTC()
+}
+
+// target returns a symlink's target (immutable), "" for other types.
+func (n *Node) target() string {
+	if n.typ != TypeSymlink {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(n.data), len(n.data))
 }
 
 // dirState is the directory part of a Node.
@@ -65,11 +103,13 @@ type dirState struct {
 	dead       bool           // removed from the tree: no entries may be added
 }
 
-// dentry is a positive directory entry. Immutable after creation except
+// dentry is a positive directory entry; it is also its node's link while
+// it is the node's most recent name. Immutable after creation except
 // removed, which is guarded by the directory's mu.
 type dentry struct {
 	name    string
 	node    *Node
+	parent  *Node // the directory holding the entry
 	cookie  uint64
 	removed bool
 }
@@ -94,7 +134,7 @@ func (n *Node) Readlink() (string, error) {
 	if n.typ != TypeSymlink {
 		return "", pathErr("readlink", n.Path(), syscall.EINVAL)
 	}
-	return n.target, nil
+	return n.target(), nil
 }
 
 // Attr returns a consistent snapshot of n's attributes.
@@ -111,13 +151,13 @@ func (n *Node) attrLocked() Attr {
 		Mode:  n.typ.ModeBits() | n.mode,
 		Nlink: n.nlink, Uid: n.uid, Gid: n.gid,
 		Major: n.major, Minor: n.minor,
-		Atime: n.atime, Mtime: n.mtime, Ctime: n.ctime,
+		Atime: n.timeLocked(atime), Mtime: n.timeLocked(mtime), Ctime: n.timeLocked(ctime),
 	}
 	switch n.typ {
 	case TypeRegular:
 		a.Size = uint64(len(n.data))
 	case TypeSymlink:
-		a.Size = uint64(len(n.target))
+		a.Size = uint64(len(n.data))
 	}
 	return a
 }
@@ -203,7 +243,7 @@ func (n *Node) setAttr(in SetAttrIn, c Caller) (Attr, error) {
 		if err := n.resizeLocked(in.Size); err != nil {
 			return n.attrLocked(), err
 		}
-		n.mtime = now
+		n.setTimeLocked(mtime, now)
 	}
 	if in.Valid&SetMode != 0 {
 		n.mode = in.Mode & PermMask
@@ -216,18 +256,18 @@ func (n *Node) setAttr(in SetAttrIn, c Caller) (Attr, error) {
 	}
 	switch {
 	case in.Valid&SetAtimeNow != 0:
-		n.atime = now
+		n.setTimeLocked(atime, now)
 	case in.Valid&SetAtime != 0:
-		n.atime = in.Atime
+		n.setTimeLocked(atime, in.Atime)
 	}
 	switch {
 	case in.Valid&SetMtimeNow != 0:
-		n.mtime = now
+		n.setTimeLocked(mtime, now)
 	case in.Valid&SetMtime != 0:
-		n.mtime = in.Mtime
+		n.setTimeLocked(mtime, in.Mtime)
 	}
 	if in.Valid != 0 {
-		n.ctime = now
+		n.setTimeLocked(ctime, now)
 	}
 	a := n.attrLocked()
 	const times = SetAtime | SetMtime | SetAtimeNow | SetMtimeNow
@@ -249,7 +289,7 @@ func (n *Node) setAttr(in SetAttrIn, c Caller) (Attr, error) {
 func (n *Node) eventLocked(k Kind, c Caller) Event {
 	ev := Event{Kind: k, Path: n.Path(), Ino: n.ino, Type: n.typ,
 		Mode: n.typ.ModeBits() | n.mode, Major: n.major, Minor: n.minor,
-		Uid: n.uid, Gid: n.gid, Target: n.target, Atime: n.atime, Mtime: n.mtime, Origin: c}
+		Uid: n.uid, Gid: n.gid, Target: n.target(), Atime: n.timeLocked(atime), Mtime: n.timeLocked(mtime), Origin: c}
 	if l := n.link.Load(); l != nil {
 		ev.Parent, ev.Name = l.parent.ino, l.name
 	}
@@ -332,7 +372,8 @@ func (n *Node) WriteAt(p []byte, off int64) (int, error) {
 		}
 	}
 	copy(n.data[off:], p)
-	n.mtime, n.ctime = now, now
+	n.setTimeLocked(mtime, now)
+	n.setTimeLocked(ctime, now)
 	return len(p), nil
 }
 
@@ -342,7 +383,7 @@ func (n *Node) WriteAt(p []byte, off int64) (int, error) {
 func (n *Node) dropLinkLocked(now time.Time) bool {
 	n.attrMu.Lock()
 	defer n.attrMu.Unlock()
-	n.ctime = now
+	n.setTimeLocked(ctime, now)
 	if n.dir != nil {
 		n.nlink = 0
 	} else if n.nlink > 0 {

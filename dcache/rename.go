@@ -132,7 +132,7 @@ func (ns *Namespace) rename(oldDir *Node, oldName string, newDir *Node, newName 
 		newDir.insertLocked(newName, src, now)
 		for _, n := range []*Node{src, dst} {
 			n.attrMu.Lock()
-			n.ctime = now
+			n.setTimeLocked(ctime, now)
 			evs = append(evs, n.eventLocked(KindCreate, c))
 			n.attrMu.Unlock()
 		}
@@ -153,7 +153,7 @@ func (ns *Namespace) rename(oldDir *Node, oldName string, newDir *Node, newName 
 	oldDir.removeLocked(ode, now)
 	newDir.insertLocked(newName, src, now)
 	src.attrMu.Lock()
-	src.ctime = now
+	src.setTimeLocked(ctime, now)
 	ev2 := src.eventLocked(KindCreate, c)
 	src.attrMu.Unlock()
 	ev2.Renamed = true

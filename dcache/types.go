@@ -112,7 +112,8 @@ type Caller struct {
 	Origin Origin
 }
 
-// Attr is a consistent snapshot of a node's attributes.
+// Attr is a consistent snapshot of a node's attributes. Its times are in
+// UTC, without a monotonic clock reading.
 type Attr struct {
 	Ino   uint64
 	Gen   uint64
