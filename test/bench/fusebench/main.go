@@ -93,7 +93,7 @@ func run(w io.Writer) error {
 	reps := flag.Int("reps", 5, "repetitions (medians are taken over them)")
 	backends := flag.String("backends", "tmpfs,barefs,devfsd", "backends to measure (barefs is the baseline and always runs)")
 	threadsFlag := flag.String("threads", "1,2", "thread counts")
-	only := flag.String("cases", "", "comma-separated case names to run (default all)")
+	only := flag.String("cases", "", "cases to run, by parts of their names separated by ';' (\"churn;ls -l\"; default all)")
 	missFlag := flag.Bool("miss", true, "measure the latency of a miss the built-in loader answers (devfsd)")
 	flag.Parse()
 
@@ -150,8 +150,11 @@ func run(w io.Writer) error {
 	if *only != "" {
 		var sel []bcase
 		for _, c := range cases {
-			if slices.Contains(strings.Split(*only, ","), c.name) {
-				sel = append(sel, c)
+			for _, part := range strings.Split(*only, ";") {
+				if part != "" && strings.Contains(c.name, part) {
+					sel = append(sel, c)
+					break
+				}
 			}
 		}
 		cases = sel
