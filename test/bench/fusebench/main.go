@@ -11,7 +11,7 @@
 // for every case, in an order rotated from one repetition to the next
 // (backends interleaved), and the report gives medians over repetitions of
 // operations per second, FUSE requests per operation and server CPU
-// (utime+stime of /proc/PID/stat) per request, with ratios to barefs in the
+// (run time of its threads, Mount.CPU) per request, with ratios to barefs in the
 // same run. Populated directories are made server-side before mounting
 // (barefs: its -populate flag; devfsd: the DEVFSD_TEST_POPULATE hook), so
 // "cold" means the kernel has never seen a name: each first lstat is one
@@ -19,8 +19,8 @@
 // backend that could only be populated through the mount would have the
 // entry timeout waited out, so that each name is revalidated with one
 // LOOKUP.) Requests per operation count the requests devfsd answers and
-// counts (countedOps), for barefs too. CPU time comes in 10 ms ticks:
-// per-request figures need the full sizes, not -quick.
+// counts (countedOps), for barefs too. CPU time is in nanoseconds
+// (schedstat), but a short phase is still noisy: use the full sizes.
 //
 // Last, unless -miss=false: the latency of a miss the built-in loader
 // answers (lstat of names it provides, each a real miss on a fresh mount).
