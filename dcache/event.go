@@ -2,6 +2,7 @@ package dcache
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -90,6 +91,14 @@ type eventQueue struct {
 	seq      uint64
 	pending  []Event
 	flushing bool
+
+	// queued is len(pending), written under mu, read without it by
+	// flush's fast path: most flushes (every lookup calls one) find
+	// nothing to deliver and need not take mu. A flush that reads 0 has
+	// nothing of its own caller's to deliver: a caller flushes after its
+	// own pushes, which it sees in program order, and an event pushed by
+	// another goroutine is flushed by that goroutine.
+	queued atomic.Int64
 }
 
 // pushLocked queues ev. Preconditions: none beyond the lock order (mu is a
@@ -102,6 +111,7 @@ func (q *eventQueue) pushLocked(ev Event) {
 	q.seq++
 	ev.Seq = q.seq
 	q.pending = append(q.pending, ev)
+	q.queued.Store(int64(len(q.pending)))
 	q.mu.Unlock()
 }
 
@@ -117,6 +127,7 @@ func (q *eventQueue) pushAllLocked(evs ...Event) {
 		ev.Seq = q.seq
 		q.pending = append(q.pending, ev)
 	}
+	q.queued.Store(int64(len(q.pending)))
 	q.mu.Unlock()
 }
 
@@ -129,7 +140,7 @@ func (q *eventQueue) lastSeq() uint64 {
 
 // flush delivers queued events. Preconditions: no dcache mutex held.
 func (q *eventQueue) flush() {
-	if q.sink == nil {
+	if q.sink == nil || q.queued.Load() == 0 {
 		return
 	}
 	q.mu.Lock()
@@ -145,6 +156,7 @@ func (q *eventQueue) flush() {
 	for len(q.pending) > 0 {
 		batch := q.pending
 		q.pending = nil
+		q.queued.Store(0)
 		q.mu.Unlock()
 		for i := range batch {
 			q.sink.Event(batch[i])
