@@ -280,7 +280,7 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 	// Step 1.
 	dir.LockMu()
 	child, negative := dir.ChildLocked(name)
-	loader := r.currentLoader()
+	var loader Loader // read on a miss only: the hit path stays short
 	switch {
 	case child != nil:
 		r.hits.n.Add(1)
@@ -288,6 +288,7 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 		r.negHits.n.Add(1)
 	default:
 		r.misses.n.Add(1)
+		loader = r.currentLoader()
 	}
 	if child != nil || negative || dir.DeadLocked() || loader == nil {
 		if child == nil && !negative && loader == nil {
