@@ -22,6 +22,13 @@
 // A name that no module provides is an error wrapping syscall.ENOENT, which
 // the lookup path caches negatively.
 //
+// # Extensions
+//
+// A Loader may be given extension modules besides the catalogue
+// ([Loader.SetExtensions], devfsd's modules: setting; extension.go). They
+// are loaded on a miss exactly like catalogue modules; a set replaced while
+// running keeps the load state of every module it keeps unchanged.
+//
 // # Numbers, modes and owners
 //
 // Device numbers are devices.txt's (ALSA's minors, which devices.txt leaves
@@ -42,6 +49,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -116,6 +124,10 @@ type Loader struct {
 	mods []moduleState
 	// byName maps a module name to its index in catalogue and mods.
 	byName map[string]int
+	// ext is the extension table (nil: none), replaced whole by
+	// SetExtensions under extMu and read without it.
+	ext   atomic.Pointer[extTable]
+	extMu sync.Mutex
 }
 
 // moduleState serialises the loads of one module.
@@ -170,12 +182,27 @@ func (l *Loader) Load(ctx context.Context, dir, name string, _ modload.Caller) e
 	}
 	p := path.Join(dir, name)
 	mods := index[p]
-	if len(mods) == 0 {
+	t := l.ext.Load()
+	ext := t.providers(p)
+	if len(mods) == 0 && len(ext) == 0 {
+		// The extensions may have been replaced since t was read: a miss
+		// that raced a reload asks the new set rather than reporting an
+		// answer the reload has already invalidated.
+		if t2 := l.ext.Load(); t2 != t {
+			t, ext = t2, t2.providers(p)
+		}
+	}
+	if len(mods) == 0 && len(ext) == 0 {
 		return fmt.Errorf("builtin: no module provides %s: %w", p, syscall.ENOENT)
 	}
 	var errs []error
 	for _, i := range mods {
-		if err := l.load(ctx, i); err != nil {
+		if err := l.load(ctx, &catalogue[i], &l.mods[i]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, i := range ext {
+		if err := l.load(ctx, &t.mods[i], t.states[i]); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -185,21 +212,35 @@ func (l *Loader) Load(ctx context.Context, dir, name string, _ modload.Caller) e
 // LoadModule loads the module called name. An unknown module is an error
 // wrapping syscall.ENOENT.
 func (l *Loader) LoadModule(ctx context.Context, name string) error {
-	i, ok := l.byName[name]
-	if !ok {
+	m, st := l.module(name)
+	if m == nil {
 		return fmt.Errorf("builtin: no module %q: %w", name, syscall.ENOENT)
 	}
-	return l.load(ctx, i)
+	return l.load(ctx, m, st)
 }
 
 // Loaded reports whether the module called name has been loaded.
 func (l *Loader) Loaded(name string) bool {
-	i, ok := l.byName[name]
-	return ok && l.mods[i].loaded.Load()
+	_, st := l.module(name)
+	return st != nil && st.loaded.Load()
 }
 
-func (l *Loader) load(ctx context.Context, i int) error {
-	st := &l.mods[i]
+// module returns the catalogue or extension module called name and its
+// load state; nil if there is none.
+func (l *Loader) module(name string) (*Module, *moduleState) {
+	if i, ok := l.byName[name]; ok {
+		return &catalogue[i], &l.mods[i]
+	}
+	if t := l.ext.Load(); t != nil {
+		if i, ok := t.byName[name]; ok {
+			return &t.mods[i], t.states[i]
+		}
+	}
+	return nil, nil
+}
+
+// load loads module m whose state is st.
+func (l *Loader) load(ctx context.Context, m *Module, st *moduleState) error {
 	if st.loaded.Load() {
 		return nil
 	}
@@ -216,7 +257,6 @@ func (l *Loader) load(ctx context.Context, i int) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	m := &catalogue[i]
 	var errs []error
 	for _, n := range m.Nodes {
 		if err := modload.IgnoreExist(l.reg.Register(n)); err != nil {
