@@ -19,6 +19,8 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	"gopkg.in/yaml.v3"
+
+	"github.com/devfsd/devfsd/modload/builtin"
 )
 
 // Config is everything `devfsd mount` is told. It is filled in three layers,
@@ -118,6 +120,14 @@ type Config struct {
 	// AuditLog, if set, also writes the audit log of miss decisions to
 	// this file as JSON lines (it always goes to the log at info level).
 	AuditLog string `yaml:"audit_log"`
+
+	// Modules are extension modules of the builtin loader, loaded on a
+	// miss like the modules of its catalogue (config_modules.go has the
+	// format). In the file only.
+	Modules []builtin.Module `yaml:"modules"`
+	// moduleLines are the file lines of Modules, for Validate's errors
+	// (nil when Modules came from no file). Not a setting.
+	moduleLines *moduleLines
 }
 
 // maxSocketPath is the longest path a Unix socket address holds.
@@ -293,6 +303,7 @@ func (c *Config) Validate() error {
 	if c.AuditLog != "" && !filepath.IsAbs(c.AuditLog) {
 		bad("audit_log", "%q is not an absolute path", c.AuditLog)
 	}
+	c.validateModules(bad)
 	return errors.Join(errs...)
 }
 
@@ -364,7 +375,7 @@ func parseFile(c *Config, path string) error {
 	return nil
 }
 
-func parseYAML(c *Config, data []byte) error {
+func parseYAML(c *Config, data []byte) (err error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
@@ -402,6 +413,12 @@ func parseYAML(c *Config, data []byte) error {
 		f, ok := fields[key]
 		if !ok {
 			return fmt.Errorf("line %d: unknown key %q (known keys: %s)", k.Line, key, strings.Join(sortedKeys(fields), ", "))
+		}
+		if key == "modules" { // a list of mappings; its errors say their lines
+			if c.Modules, c.moduleLines, err = decodeModules(v); err != nil {
+				return err
+			}
+			continue
 		}
 		if err := decodeValue(f, v); err != nil {
 			return fmt.Errorf("line %d: %s: %w", v.Line, key, err)
@@ -641,5 +658,10 @@ func (c Config) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("state_dir", c.StateDir)
 	enc.AddString("metrics_addr", c.MetricsAddr)
 	enc.AddString("audit_log", c.AuditLog)
+	names := make([]string, len(c.Modules))
+	for i, m := range c.Modules {
+		names[i] = m.Name
+	}
+	enc.AddString("modules", strings.Join(names, ","))
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	want := Defaults()
 	want.Mountpoint = mnt
-	if cfg != want {
+	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got %+v\nwant %+v", cfg, want)
 	}
 	// The values issue 4 and DESIGN.md name.
@@ -116,7 +117,7 @@ log_level: debug
 			}
 			want := Defaults()
 			tt.want(&want)
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("got  %+v\nwant %+v", got, want)
 			}
 		})
@@ -183,7 +184,7 @@ func TestConfigEmptyFileIsDefaults(t *testing.T) {
 		}
 		want := Defaults()
 		want.Mountpoint = mnt
-		if got != want {
+		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%q: got %+v", content, got)
 		}
 	}

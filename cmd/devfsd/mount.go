@@ -16,6 +16,14 @@ import (
 func mountUsage(fs *flag.FlagSet) {
 	fmt.Fprintf(fs.Output(), "usage: devfsd mount [flags] DIR\n\nflags (override the --config file, which overrides the defaults):\n")
 	fs.PrintDefaults()
+	fmt.Fprintf(fs.Output(), `
+keys of the --config file that have no flag:
+  modules
+    	extension modules of the builtin loader, loaded on a miss like its
+    	catalogue; a list of {name, description, nodes: [{path, type
+    	(char, block, dir, symlink), mode, major, minor, uid, gid, target}]}
+    	(docs/api.md, "modules"); reloadable
+`)
 }
 
 // runMount is `devfsd mount`: configuration, logger, signals, then serve.

@@ -32,7 +32,8 @@ var errUnmountedOutside = errors.New("the mount was removed from outside the dae
 //     caching), its event sink being a control.Hub that passes every event to the
 //     fs notify queue and fans it out to the control socket's consumers;
 //   - the built-in loader over it, builtin.New(nsRegistrar{ns}, log)
-//     (wire.go), and its base set, registered before the mount;
+//     (wire.go), with cfg.Modules as its extension modules, and its base
+//     set, registered before the mount;
 //   - the loader chain: the helper loader (modload/helper) first while a
 //     helper is attached, else the fallback cfg.Loader (builtin, exec
 //     (modload/exec: cfg.ExecProgram per miss) or none);
@@ -90,6 +91,9 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 	// a name a user took over stays theirs.
 	x.restore(ns)
 	bl := builtin.New(nsRegistrar{ns}, log)
+	if _, err := bl.SetExtensions(cfg.Modules); err != nil { // modules:, validated
+		return err
+	}
 	if err := bl.RegisterBase(ctx); err != nil {
 		return fmt.Errorf("registering the base set: %w", err)
 	}
