@@ -41,9 +41,9 @@ func (e *ExtensionError) Error() string {
 
 func (e *ExtensionError) Unwrap() error { return e.Err }
 
-// validModuleName reports whether s is a module name: 1 to MaxModuleName
+// ValidModuleName reports whether s may name an extension module: 1 to MaxModuleName
 // letters, digits, '.', '_', '+' or '-', not starting with '.' or '-'.
-func validModuleName(s string) bool {
+func ValidModuleName(s string) bool {
 	if s == "" || len(s) > MaxModuleName || s[0] == '.' || s[0] == '-' {
 		return false
 	}
@@ -93,7 +93,7 @@ func CheckExtensions(ext []Module) error {
 	for i, m := range ext {
 		here := place{len(catalogue) + i}
 		switch j, taken := names[m.Name]; {
-		case !validModuleName(m.Name):
+		case !ValidModuleName(m.Name):
 			bad(i, -1, "name %q is not a module name (1 to %d of A-Z a-z 0-9 . _ + -, not starting with . or -)", m.Name, MaxModuleName)
 		case taken && j < len(catalogue):
 			bad(i, -1, "name %q is a catalogue module", m.Name)
