@@ -110,6 +110,13 @@ type Caller struct {
 	Uid    uint32
 	Gid    uint32
 	Origin Origin
+	// Mount, for OriginFUSE, names the mount the request came through
+	// (package fs numbers its servers from 1; 0: not said). A daemon may
+	// serve several mounts of one namespace (views): the kernel of the
+	// mount that made a change knows of it, the others must be told.
+	// dcache only carries it. It fits in Origin's padding: Caller stays
+	// 16 bytes.
+	Mount uint16
 }
 
 // Attr is a consistent snapshot of a node's attributes. Its times are in

@@ -60,8 +60,10 @@
 //
 // # Kernel cache invalidation
 //
-// The NotifyQueue is the namespace's event sink. Changes made through
-// FUSE need no notify (the kernel made them). For every other change —
+// The NotifyQueue is the namespace's event sink (with views, one queue per
+// mount behind a NotifyMux). Changes made through this mount need no
+// notify (its kernel made them; a request names its mount in
+// dcache.Caller.Mount). For every other change —
 // REGISTER (loader, control API), UNREGISTER, the expiry of a negative
 // entry, a mode or owner change by the daemon — it queues an entry notify
 // (which also kills a negative dentry), a delete notify, or an inode
@@ -74,6 +76,23 @@
 // Misses nobody looks up again expire without a lookup to meet them: while
 // mounted, a sweeper drops them periodically (sweep.go), at an interval
 // that follows the negative timeout, so their EXPIRE notifies are sent too.
+//
+// # Views
+//
+// One daemon may serve several mounts of the namespace (view.go has the
+// details). Each is a Server of its own — FUSE connection, node table and
+// FORGET counts, notify queue and worker — made by NewView over the main
+// server's resolver, with a View: allow and deny glob patterns on paths
+// relative to the mount's root, and mode/owner overrides. The view is
+// the mount's, never the caller's (the kernel's dentry cache is shared
+// by every process using a mount). In a view, a hidden name is ENOENT at
+// LOOKUP without asking the loader and without a negative entry in the
+// shared namespace; READDIR and READDIRPLUS leave it out; creating it
+// is EACCES; attribute replies show the overrides (a chmod or chown
+// through the view changes the namespace, the override still shows). A
+// NotifyMux hands every event to every mount's queue; each notifies its
+// own kernel of what it did not make itself and its view shows. The main
+// server, which has no view, pays one nil check per hook.
 //
 // # Persistence and observation
 //
@@ -108,6 +127,9 @@
 //	lookup and dcache locks (see those packages; taken inside their calls)
 //	  nodeTable shard mutex, handleTable mutex, NotifyQueue.mu (leaves;
 //	  never held across a call)
+//	viewSet.mu (a parent's views: held while setting their timeouts)
+//	  the view's own viewSet.mu (empty: views make no views)
+//	NotifyMux.mu (Add and Remove only; Event takes no lock)
 //
 // No lock of this package is held while calling lookup or dcache, nor
 // while sending a notify; every unlock is deferred or immediately follows

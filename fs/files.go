@@ -45,7 +45,10 @@ func (s *Server) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, 
 	if st != fuse.OK {
 		return st
 	}
-	c := caller(&in.InHeader)
+	if st := s.viewCreate(dir, name, false); st != fuse.OK {
+		return st
+	}
+	c := s.caller(&in.InHeader)
 	ctx := s.ctx(cancel, in.Pid)
 	defer ctx.release()
 	n, err := s.res.Mknod(ctx, dir, name, syscall.S_IFREG|(in.Mode&dcache.PermMask), 0, 0, c)
@@ -167,7 +170,7 @@ func (s *Server) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.St
 	if end <= a.Size {
 		return fuse.OK
 	}
-	_, err := n.SetAttr(dcache.SetAttrIn{Valid: dcache.SetSize, Size: end}, caller(&in.InHeader))
+	_, err := n.SetAttr(dcache.SetAttrIn{Valid: dcache.SetSize, Size: end}, s.caller(&in.InHeader))
 	return s.status("fallocate", err)
 }
 
@@ -203,7 +206,10 @@ func (s *Server) listDir(cancel <-chan struct{}, in *fuse.ReadIn, perEntry int) 
 	}
 	max := int(in.Size)/perEntry + 1
 	ctx := s.ctx(cancel, in.Pid)
-	ents, err := s.res.ReadDir(ctx, dir, in.Offset, max, caller(&in.InHeader))
+	ents, err := s.res.ReadDir(ctx, dir, in.Offset, max, s.caller(&in.InHeader))
+	if err == nil && s.view != nil {
+		ents, err = s.viewReadDir(ctx, dir, ents, max, s.caller(&in.InHeader))
+	}
 	ctx.release()
 	if err != nil {
 		return nil, nil, s.status("readdir", err)

@@ -78,6 +78,13 @@ const DefaultNotifyQueue = 65536
 // it drops every event — the kernel has nothing cached yet.
 type NotifyQueue struct {
 	max int // immutable
+	// id is the mount this queue serves, as requests through it name it
+	// (dcache.Caller.Mount): set by NotifyMux.Add before the queue's
+	// server mounts, immutable after; 0 for a queue in no mux.
+	id uint16
+	// view, if not nil, is the view of the queue's mount (view.go): only
+	// changes to names it admits are notified. Immutable after NewView.
+	view *View
 
 	mu sync.Mutex // a leaf
 	// Guarded by mu:
@@ -108,11 +115,16 @@ func NewNotifyQueue(size int) *NotifyQueue {
 var _ dcache.Sink = (*NotifyQueue)(nil)
 
 // Event implements dcache.Sink: it turns a change the kernel cannot know
-// of (one not made through FUSE) into a notice and queues it. It never
-// blocks and never calls into dcache, lookup or the kernel.
+// of (one not made through this queue's mount) into a notice and queues
+// it; a change made through FUSE without a mount id (Caller.Mount 0) is
+// taken for this mount's own. A view's queue skips what the view hides.
+// It never blocks and never calls into dcache, lookup or the kernel.
 func (nq *NotifyQueue) Event(ev dcache.Event) {
-	if ev.Origin.Origin == dcache.OriginFUSE {
-		return // the kernel made this change itself
+	if ev.Origin.Origin == dcache.OriginFUSE && (ev.Origin.Mount == nq.id || ev.Origin.Mount == 0) {
+		return // the kernel of this mount made this change itself
+	}
+	if nq.view != nil && !nq.view.notifies(&ev) {
+		return // outside this mount's view: its kernel holds nothing of it
 	}
 	var n notice
 	switch ev.Kind {

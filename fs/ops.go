@@ -16,8 +16,10 @@ import (
 // into lookup or dcache, and those packages unlock with defer on every
 // path that can panic.
 
-func caller(h *fuse.InHeader) dcache.Caller {
-	return dcache.Caller{Pid: h.Pid, Uid: h.Uid, Gid: h.Gid, Origin: dcache.OriginFUSE}
+// caller is the dcache.Caller of a request: OriginFUSE, through this
+// server's mount (its notify queue's id).
+func (s *Server) caller(h *fuse.InHeader) dcache.Caller {
+	return dcache.Caller{Pid: h.Pid, Uid: h.Uid, Gid: h.Gid, Origin: dcache.OriginFUSE, Mount: s.nq.id}
 }
 
 // status maps err and logs the unexpected ones (EIO fallbacks).
@@ -54,6 +56,7 @@ func (s *Server) dir(id uint64) (*dcache.Node, fuse.Status) {
 // entry fills out for n and counts the lookup the reply hands the kernel.
 func (s *Server) entry(n *dcache.Node, out *fuse.EntryOut) {
 	a := n.Attr()
+	s.viewAttr(n, &a)
 	out.NodeId = s.nodes.ref(n)
 	out.Generation = a.Gen
 	out.SetEntryTimeout(s.entryTimeout())
@@ -73,8 +76,12 @@ func (s *Server) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 	if st != fuse.OK {
 		return st
 	}
+	vv := s.viewVerdict(dir, name)
+	if vv == hidden {
+		return s.outsideView(out) // no load, no negative entry in the namespace
+	}
 	ctx := s.ctx(cancel, h.Pid)
-	n, err := s.res.Lookup(ctx, dir, name, caller(h))
+	n, err := s.res.Lookup(ctx, dir, name, s.caller(h))
 	ctx.release()
 	if err != nil {
 		st := s.status("lookup", err)
@@ -84,6 +91,9 @@ func (s *Server) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 			return fuse.OK
 		}
 		return st
+	}
+	if vv == passage && !n.IsDir() {
+		return s.outsideView(out)
 	}
 	s.entry(n, out)
 	return fuse.OK
@@ -105,6 +115,7 @@ func (s *Server) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.A
 		return st
 	}
 	a := n.Attr()
+	s.viewAttr(n, &a)
 	fillAttr(&a, &out.Attr)
 	out.SetTimeout(s.attrTimeout())
 	return fuse.OK
@@ -155,7 +166,7 @@ func (s *Server) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.A
 		sa.Valid |= dcache.SetMtime
 		sa.Mtime = time.Unix(int64(in.Mtime), int64(in.Mtimensec))
 	}
-	a, err := n.SetAttr(sa, caller(&in.InHeader))
+	a, err := n.SetAttr(sa, s.caller(&in.InHeader))
 	if err != nil {
 		return s.status("setattr", err)
 	}
@@ -164,6 +175,7 @@ func (s *Server) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.A
 			return st
 		}
 	}
+	s.viewAttr(n, &a)
 	fillAttr(&a, &out.Attr)
 	out.SetTimeout(s.attrTimeout())
 	return fuse.OK
@@ -179,9 +191,12 @@ func (s *Server) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, ou
 	if st != fuse.OK {
 		return st
 	}
+	if st := s.viewCreate(dir, name, false); st != fuse.OK {
+		return st
+	}
 	major, minor := splitDev(in.Rdev)
 	ctx := s.ctx(cancel, in.Pid)
-	n, err := s.res.Mknod(ctx, dir, name, in.Mode, major, minor, caller(&in.InHeader))
+	n, err := s.res.Mknod(ctx, dir, name, in.Mode, major, minor, s.caller(&in.InHeader))
 	ctx.release()
 	if err != nil {
 		return s.status("mknod", err)
@@ -203,8 +218,11 @@ func (s *Server) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, ou
 	if st != fuse.OK {
 		return st
 	}
+	if st := s.viewCreate(dir, name, true); st != fuse.OK {
+		return st
+	}
 	ctx := s.ctx(cancel, in.Pid)
-	n, err := s.res.Mkdir(ctx, dir, name, in.Mode&dcache.PermMask, caller(&in.InHeader))
+	n, err := s.res.Mkdir(ctx, dir, name, in.Mode&dcache.PermMask, s.caller(&in.InHeader))
 	ctx.release()
 	if err != nil {
 		return s.status("mkdir", err)
@@ -226,8 +244,11 @@ func (s *Server) Symlink(cancel <-chan struct{}, h *fuse.InHeader, pointedTo, li
 	if st != fuse.OK {
 		return st
 	}
+	if st := s.viewCreate(dir, linkName, false); st != fuse.OK {
+		return st
+	}
 	ctx := s.ctx(cancel, h.Pid)
-	n, err := s.res.Symlink(ctx, dir, linkName, pointedTo, caller(h))
+	n, err := s.res.Symlink(ctx, dir, linkName, pointedTo, s.caller(h))
 	ctx.release()
 	if err != nil {
 		return s.status("symlink", err)
@@ -270,8 +291,11 @@ func (s *Server) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out 
 	if st != fuse.OK {
 		return st
 	}
+	if st := s.viewCreate(dir, name, false); st != fuse.OK {
+		return st
+	}
 	ctx := s.ctx(cancel, in.Pid)
-	err := s.res.Link(ctx, dir, name, target, caller(&in.InHeader))
+	err := s.res.Link(ctx, dir, name, target, s.caller(&in.InHeader))
 	ctx.release()
 	if err != nil {
 		return s.status("link", err)
@@ -295,7 +319,7 @@ func (s *Server) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) f
 		return st
 	}
 	ctx := s.ctx(cancel, h.Pid)
-	err := s.res.Unlink(ctx, dir, name, caller(h))
+	err := s.res.Unlink(ctx, dir, name, s.caller(h))
 	ctx.release()
 	if err != nil {
 		return s.status("unlink", err)
@@ -314,7 +338,7 @@ func (s *Server) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fu
 		return st
 	}
 	ctx := s.ctx(cancel, h.Pid)
-	err := s.res.Rmdir(ctx, dir, name, caller(h))
+	err := s.res.Rmdir(ctx, dir, name, s.caller(h))
 	ctx.release()
 	if err != nil {
 		return s.status("rmdir", err)
@@ -340,8 +364,11 @@ func (s *Server) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newN
 	if st != fuse.OK {
 		return st
 	}
+	if st := s.viewRename(oldDir, oldName, newDir, newName); st != fuse.OK {
+		return st
+	}
 	ctx := s.ctx(cancel, in.Pid)
-	err := s.res.Rename(ctx, oldDir, oldName, newDir, newName, in.Flags, caller(&in.InHeader))
+	err := s.res.Rename(ctx, oldDir, oldName, newDir, newName, in.Flags, s.caller(&in.InHeader))
 	ctx.release()
 	if err != nil {
 		return s.status("rename", err)
@@ -364,6 +391,7 @@ func (s *Server) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
 		return st
 	}
 	a := n.Attr()
+	s.viewAttr(n, &a)
 	return accessStatus(&a, in.Uid, in.Gid, in.Mask)
 }
 

@@ -116,6 +116,16 @@ type Server struct {
 	nodes   *nodeTable
 	handles *handleTable
 
+	// view, if not nil, filters what this mount shows (view.go); set by
+	// NewView, immutable after. The main mount has none: every hook is
+	// one nil check.
+	view *View
+	// views are the view servers made from this one (NewView), which
+	// follow its timeouts and notify syncs; detach, set by NewView, takes
+	// a view out of its parent's set and its mux at Shutdown.
+	views  viewSet
+	detach func()
+
 	// live counts the requests being served; Shutdown kills it.
 	live *refcount.Ref
 	// stopping is closed when Shutdown begins: waits end with EINTR.
@@ -177,6 +187,7 @@ func (s *Server) SetTimeouts(entry, attr, negative time.Duration) {
 	s.entryTO.Store(int64(max(entry, 0)))
 	s.attrTO.Store(int64(max(attr, 0)))
 	s.negTO.Store(int64(max(negative, 0)))
+	s.views.setTimeouts(entry, attr, negative) // the views follow (view.go)
 }
 
 func (s *Server) entryTimeout() time.Duration { return time.Duration(s.entryTO.Load()) }
@@ -293,7 +304,9 @@ func (s *Server) Mount(dir string) error {
 		defer close(s.notifyDone)
 		s.nq.run(srv, s.log.Named("notify"))
 	}()
-	s.sweep = startSweeper(s.ns, s.log.Named("sweep"), nil)
+	if s.view == nil { // one sweeper per namespace: its EXPIRE events reach every mount
+		s.sweep = startSweeper(s.ns, s.log.Named("sweep"), nil)
+	}
 	go func() {
 		defer close(s.served)
 		srv.Serve()
@@ -323,7 +336,10 @@ func (s *Server) Served() <-chan struct{} { return s.served }
 // the first call's result, within about twice the shutdown timeout
 // whatever the kernel or the loader do.
 func (s *Server) Shutdown() error {
-	s.shutdownOnce.Do(func() { s.shutdownErr = s.shutdown() })
+	s.shutdownOnce.Do(func() {
+		s.shutdownErr = s.shutdown()
+		s.detached() // a view leaves its parent (view.go)
+	})
 	return s.shutdownErr
 }
 
@@ -414,8 +430,9 @@ func (s *Server) ctx(cancel <-chan struct{}, pid uint32) *reqCtx {
 }
 
 // SyncNotifies waits until the kernel has been sent every notify queued
-// so far (see NotifyQueue.Sync for who may call it), or ctx ends.
-func (s *Server) SyncNotifies(ctx context.Context) error { return s.nq.Sync(ctx) }
+// so far (see NotifyQueue.Sync for who may call it), or ctx ends — the
+// kernels of the server's views too (NewView).
+func (s *Server) SyncNotifies(ctx context.Context) error { return s.syncNotifies(ctx) }
 
 // Stats describes the server's state.
 type Stats struct {
