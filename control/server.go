@@ -95,6 +95,9 @@ type Options struct {
 	Journal interface {
 		WaitDurable(ctx context.Context, seq uint64) error
 	}
+	// Views, if not nil, manages the daemon's views (views.go): GET
+	// /v1/views, POST /v1/views/add and /v1/views/remove (root only).
+	Views Views
 	// MaxSubscribers bounds concurrent event streams and waits; default 64.
 	MaxSubscribers int
 	// Logger; nil: none.
@@ -337,18 +340,21 @@ type route struct {
 }
 
 var routes = map[string]route{
-	"/v1/stat":        {http.MethodGet, false, (*Server).handleStat},
-	"/v1/list":        {http.MethodGet, false, (*Server).handleList},
-	"/v1/register":    {http.MethodPost, true, (*Server).handleRegister},
-	"/v1/unregister":  {http.MethodPost, true, (*Server).handleUnregister},
-	"/v1/chmod":       {http.MethodPost, true, (*Server).handleChmod},
-	"/v1/chown":       {http.MethodPost, true, (*Server).handleChown},
-	"/v1/wait":        {http.MethodGet, false, (*Server).handleWait},
-	"/v1/events":      {http.MethodGet, false, (*Server).handleEvents},
-	"/v1/stats":       {http.MethodGet, false, (*Server).handleStats},
-	"/v1/reload":      {http.MethodPost, true, (*Server).handleReload},
-	"/v1/helper":      {http.MethodGet, true, (*Server).handleHelper},
-	"/v1/helper/done": {http.MethodPost, false, (*Server).handleDone},
+	"/v1/stat":         {http.MethodGet, false, (*Server).handleStat},
+	"/v1/list":         {http.MethodGet, false, (*Server).handleList},
+	"/v1/register":     {http.MethodPost, true, (*Server).handleRegister},
+	"/v1/unregister":   {http.MethodPost, true, (*Server).handleUnregister},
+	"/v1/chmod":        {http.MethodPost, true, (*Server).handleChmod},
+	"/v1/chown":        {http.MethodPost, true, (*Server).handleChown},
+	"/v1/wait":         {http.MethodGet, false, (*Server).handleWait},
+	"/v1/events":       {http.MethodGet, false, (*Server).handleEvents},
+	"/v1/stats":        {http.MethodGet, false, (*Server).handleStats},
+	"/v1/reload":       {http.MethodPost, true, (*Server).handleReload},
+	"/v1/helper":       {http.MethodGet, true, (*Server).handleHelper},
+	"/v1/helper/done":  {http.MethodPost, false, (*Server).handleDone},
+	"/v1/views":        {http.MethodGet, false, (*Server).handleViews},
+	"/v1/views/add":    {http.MethodPost, true, (*Server).handleViewAdd},    // root only
+	"/v1/views/remove": {http.MethodPost, true, (*Server).handleViewRemove}, // root only
 }
 
 // ServeHTTP routes a request and answers its error, if any.
