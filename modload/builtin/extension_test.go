@@ -21,7 +21,7 @@ func widgetModule() Module {
 	}}
 }
 
-func TestCheckExtensions(t *testing.T) {
+func TestExtensionModulesCheck(t *testing.T) {
 	node := func(n modload.Node) []modload.Node { return []modload.Node{n} }
 	tests := []struct {
 		name string
@@ -109,7 +109,7 @@ func TestCheckExtensions(t *testing.T) {
 	}
 }
 
-func TestExtensionLoadedOnMissLikeTheCatalogue(t *testing.T) {
+func TestExtensionModulesLoadOnMissLikeTheCatalogue(t *testing.T) {
 	for _, name := range []string{"widget0", "widgets"} {
 		t.Run(name, func(t *testing.T) {
 			ns := newFakeNS()
@@ -142,7 +142,7 @@ func TestExtensionLoadedOnMissLikeTheCatalogue(t *testing.T) {
 	}
 }
 
-func TestExtensionInCatalogueDirectoryLoadsWithIt(t *testing.T) {
+func TestExtensionModulesInCatalogueDirectoryLoadWithIt(t *testing.T) {
 	ns := newFakeNS()
 	l := New(ns, nil)
 	if _, err := l.SetExtensions([]Module{{Name: "netw", Nodes: one(chr("net/widget", 240, 1, 0600, 0))}}); err != nil {
@@ -159,7 +159,7 @@ func TestExtensionInCatalogueDirectoryLoadsWithIt(t *testing.T) {
 	}
 }
 
-func TestExtensionLoadModuleByName(t *testing.T) {
+func TestExtensionModulesLoadModuleByName(t *testing.T) {
 	ns := newFakeNS()
 	l := New(ns, nil)
 	if err := l.LoadModule(context.Background(), "widget"); !errors.Is(err, syscall.ENOENT) {
@@ -180,7 +180,7 @@ func TestExtensionLoadModuleByName(t *testing.T) {
 // by hand stays removed), a changed one is loaded again on its next miss,
 // a removed one answers ENOENT and unregisters nothing, and only the
 // paths of new or changed modules are reported.
-func TestSetExtensionsReplace(t *testing.T) {
+func TestExtensionModulesReplace(t *testing.T) {
 	ctx := context.Background()
 	ns := newFakeNS()
 	l := New(ns, nil)
@@ -257,7 +257,7 @@ func TestSetExtensionsReplace(t *testing.T) {
 	}
 }
 
-func TestSetExtensionsInvalidChangesNothing(t *testing.T) {
+func TestExtensionModulesInvalidChangesNothing(t *testing.T) {
 	l := New(newFakeNS(), nil)
 	if _, err := l.SetExtensions([]Module{widgetModule()}); err != nil {
 		t.Fatal(err)
@@ -273,7 +273,7 @@ func TestSetExtensionsInvalidChangesNothing(t *testing.T) {
 
 // Loads and set replacements run together; -race checks the table's
 // publication, and every load of a name the set had all along succeeds.
-func TestSetExtensionsDuringLoads(t *testing.T) {
+func TestExtensionModulesReplacedDuringLoads(t *testing.T) {
 	ns := newFakeNS()
 	l := New(ns, nil)
 	if _, err := l.SetExtensions([]Module{widgetModule()}); err != nil {
