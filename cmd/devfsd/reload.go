@@ -37,8 +37,12 @@ import (
 var reloadable = map[string]bool{
 	"entry_timeout": true, "attr_timeout": true, "negative_timeout": true,
 	"loader_timeout": true, "loader": true, "exec_program": true, "exec_timeout": true,
-	"control_uid": true, "control_gid": true,
+	"control_uid": true, "control_gid": true, "modules": true,
 }
+
+// notifySyncTimeout bounds a reload's wait for the kernel notifies of the
+// names it invalidated, so that its caller's next lookup sees the change.
+const notifySyncTimeout = 2 * time.Second
 
 // configSource is how the daemon was configured, for reload: runMount
 // puts it in serve's context.
@@ -141,7 +145,7 @@ func invalidConfig(err error) error { return fmt.Errorf("%w: %w", control.ErrInv
 func (r *reloader) reload(ctx context.Context) (wire.Reload, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	res, err := r.reloadLocked()
+	res, err := r.reloadLocked(ctx)
 	switch {
 	case err == nil:
 		r.metrics.Reloaded("ok")
@@ -179,7 +183,7 @@ func errorsIsInvalid(err error) bool {
 	return false
 }
 
-func (r *reloader) reloadLocked() (wire.Reload, error) {
+func (r *reloader) reloadLocked(ctx context.Context) (wire.Reload, error) {
 	var res wire.Reload
 	if r.src == nil {
 		return res, invalidConfig(fmt.Errorf("this daemon was not started by devfsd mount; nothing to re-read"))
@@ -215,10 +219,21 @@ func (r *reloader) reloadLocked() (wire.Reload, error) {
 		}
 	}
 	// Apply. Requests in flight finish with what they started with.
+	// The extension modules first: SetExtensions is the one step left
+	// that can refuse (it checks what Validate checked), and it changes
+	// nothing when it does.
+	var provided []string // paths new or changed extensions provide
+	if has("modules") {
+		if provided, err = r.loaders.bl.SetExtensions(next.Modules); err != nil {
+			return res, invalidConfig(fmt.Errorf("modules: %w", err))
+		}
+	}
 	r.srv.SetTimeouts(next.EntryTimeout, next.AttrTimeout, next.NegativeTimeout)
 	r.res.SetTimeout(next.LoaderTimeout)
+	invalidate := false
 	if has("negative_timeout") {
 		res.Invalidated += r.ns.SetNegativeTTL(next.NegativeTimeout)
+		invalidate = true
 	}
 	if newChain {
 		r.res.SetLoader(namedLoader{chain.Loader{Helper: r.hl, Fallback: fb, FallbackName: next.Loader}})
@@ -226,6 +241,24 @@ func (r *reloader) reloadLocked() (wire.Reload, error) {
 		// one can: drop every cached miss, here and in the kernel. Names
 		// that exist keep their answer and are left alone.
 		res.Invalidated += r.ns.DropNegatives(time.Time{})
+		invalidate = true
+	} else if len(provided) > 0 && next.Loader == "builtin" {
+		// Same loader, new extension modules: only the names they
+		// provide (and the directories their nodes live in) change
+		// answer. Their cached misses go, here and in the kernel;
+		// every other name, and every name that exists, is left alone.
+		res.Invalidated += r.ns.DropNegativesAt(provided)
+		invalidate = true
+	}
+	if invalidate {
+		// The notifies are queued; wait (bounded) until the kernel has
+		// them, so that a lookup after the reload returned is answered
+		// by the new configuration. Not under any lock but r.mu.
+		sctx, cancel := context.WithTimeout(ctx, notifySyncTimeout)
+		if err := r.srv.SyncNotifies(sctx); err != nil {
+			r.log.Warn("reload: the kernel notifies were not all sent in time", zap.Error(err))
+		}
+		cancel()
 	}
 	if r.ctl != nil {
 		r.ctl.SetFallback(next.Loader)
