@@ -65,8 +65,9 @@ type Auditor struct {
 
 	mu sync.Mutex // a leaf
 	// Guarded by mu:
-	names    map[string]*bucket
-	overflow *bucket
+	names     map[string]*bucket
+	overflow  *bucket
+	nextSweep time.Time
 
 	suppressed atomic.Uint64 // lines held back, ever
 	logged     atomic.Uint64 // lines written (per logger), ever
@@ -119,12 +120,13 @@ func (a *Auditor) bucketLocked(name string, now time.Time) (string, *bucket) {
 	if b := a.names[name]; b != nil {
 		return name, b
 	}
-	if len(a.names) >= a.opts.MaxNames {
+	if len(a.names) >= a.opts.MaxNames && !now.Before(a.nextSweep) {
 		for n, b := range a.names { // drop the idle ones: a full bucket, nothing held
 			if b.held == 0 && b.lim.TokensAt(now) >= float64(a.opts.Burst) {
 				delete(a.names, n)
 			}
 		}
+		a.nextSweep = now.Add(time.Second)
 	}
 	if len(a.names) >= a.opts.MaxNames {
 		if a.overflow == nil {
