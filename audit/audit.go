@@ -16,6 +16,10 @@
 // decision is either logged or counted in a later line. At most MaxNames
 // names have a bucket of their own; past that, idle buckets are dropped,
 // and if none is idle the other names share one bucket (name "*").
+// Above the per-name buckets, one bucket for all names (default 100 lines
+// a second, bursts of 200) bounds a storm spread over many names — a
+// scanner probing sd[a-z][0-9], or mknod churn, each name missing once; a
+// line it holds back is counted against its name like any other.
 //
 // Decisions are the loads of package lookup (its Observe hook): one per
 // load, the first caller's; lookups that joined the load are counted in
@@ -49,6 +53,10 @@ type Options struct {
 	// bursts of 5.
 	Rate  rate.Limit
 	Burst int
+	// TotalRate and TotalBurst bound the lines of all names together:
+	// default 100 lines a second, bursts of 200.
+	TotalRate  rate.Limit
+	TotalBurst int
 	// MaxNames bounds the names with a bucket of their own; default 4096.
 	MaxNames int
 	// SummaryEvery is how often held-back counts of quiet names are
@@ -60,8 +68,9 @@ type Options struct {
 
 // Auditor logs miss decisions. Safe for concurrent use.
 type Auditor struct {
-	opts Options
-	logs []*zap.Logger
+	opts  Options
+	logs  []*zap.Logger
+	total *rate.Limiter // all names together; safe for concurrent use
 
 	mu sync.Mutex // a leaf
 	// Guarded by mu:
@@ -90,6 +99,12 @@ func New(opts Options) *Auditor {
 	if opts.Burst <= 0 {
 		opts.Burst = 5
 	}
+	if opts.TotalRate == 0 {
+		opts.TotalRate = 100
+	}
+	if opts.TotalBurst <= 0 {
+		opts.TotalBurst = 200
+	}
 	if opts.MaxNames <= 0 {
 		opts.MaxNames = 4096
 	}
@@ -100,7 +115,8 @@ func New(opts Options) *Auditor {
 		opts.Now = time.Now
 	}
 	a := &Auditor{opts: opts, names: make(map[string]*bucket),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		total: rate.NewLimiter(opts.TotalRate, opts.TotalBurst),
+		stop:  make(chan struct{}), done: make(chan struct{})}
 	if opts.Log != nil {
 		a.logs = append(a.logs, opts.Log.Named("audit"))
 	}
@@ -148,7 +164,7 @@ func (a *Auditor) Miss(mi lookup.MissInfo) {
 	now := a.opts.Now()
 	a.mu.Lock()
 	key, b := a.bucketLocked(path, now)
-	if !b.lim.AllowN(now, 1) {
+	if !b.lim.AllowN(now, 1) || !a.total.AllowN(now, 1) {
 		b.held++
 		a.mu.Unlock()
 		a.suppressed.Add(1)

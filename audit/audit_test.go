@@ -109,3 +109,38 @@ func BenchmarkMissFullTable(b *testing.B) {
 		a.Miss(names[i%len(names)])
 	}
 }
+
+// A storm spread over many names, each missing once, is bounded by the
+// bucket all names share; every decision is still logged or counted.
+func TestStormOverManyNamesIsBounded(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	clk := &clock{t: time.Unix(1e9, 0)}
+	a := New(Options{Log: zap.New(core), Now: clk.Now, SummaryEvery: time.Hour,
+		TotalRate: 100, TotalBurst: 200})
+	for i := 0; i < 10000; i++ {
+		a.Miss(miss("sd" + strconv.Itoa(i)))
+		if i%1000 == 999 {
+			clk.Advance(100 * time.Millisecond) // one second in all
+		}
+	}
+	lines := len(logs.FilterMessage("miss").All())
+	a.Close()
+	if lines > 200+100 {
+		t.Errorf("%d lines for 10000 misses on distinct names; want at most total burst + total rate*time = 300", lines)
+	}
+	var total uint64
+	for _, e := range logs.All() {
+		if e.Message == "miss" {
+			total++
+		}
+		if n, ok := e.ContextMap()["suppressed"].(uint64); ok {
+			total += n
+		}
+	}
+	if total != 10000 {
+		t.Errorf("logged + suppressed = %d, want 10000", total)
+	}
+	if got := a.Logged() + a.Suppressed(); got != 10000 {
+		t.Errorf("Logged()+Suppressed() = %d, want 10000", got)
+	}
+}
