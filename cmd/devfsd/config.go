@@ -128,6 +128,11 @@ type Config struct {
 	// moduleLines are the file lines of Modules, for Validate's errors
 	// (nil when Modules came from no file). Not a setting.
 	moduleLines *moduleLines
+
+	// Views are the --view files, each one more mount of the namespace
+	// at start (views.go). Command line only: not a file key, and not
+	// compared by a reload (views change through the control API).
+	Views viewFiles
 }
 
 // maxSocketPath is the longest path a Unix socket address holds.
@@ -564,6 +569,7 @@ func mountFlags(c *Config, configPath *string) *flag.FlagSet {
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "keep what users make and change across restarts in this `directory`")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "serve Prometheus metrics at /metrics on this `host:port` (default: only on the socket)")
 	fs.StringVar(&c.AuditLog, "audit-log", c.AuditLog, "also write the audit log of miss decisions to this `file`, as JSON lines")
+	fs.Var(&c.Views, "view", "also mount a view of the namespace described by this YAML `file` (repeatable; docs/api.md, \"views\")")
 	return fs
 }
 

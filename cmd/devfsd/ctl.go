@@ -36,6 +36,11 @@ The client of a running devfsd's control socket (docs/api.md).
   wait [--timeout T] PATH           return once PATH exists; fail after T (default 5s)
   stats [--json]                    the daemon's counters
   reload [--json]                   reload the configuration (as SIGHUP does)
+  view ls [--json]                  the daemon's mounts: the main one and its views
+  view add FILE                     mount one more view, described by a view file
+  view add --mountpoint DIR [--allow GLOB]... [--deny GLOB]...
+                                    the same, from flags (no overrides)
+  view rm MOUNTPOINT                unmount a view (root only, as add)
 
 PATH is relative to the mount's root; a leading / is ignored.
 
@@ -330,6 +335,8 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 					strings.Join(res.Changed, ", "), res.Invalidated)
 			}
 			return nil
+		case "view":
+			return ctlView(ctx, c, rest, stdout, stderr)
 		case "help":
 			fmt.Fprint(stdout, ctlUsage)
 			return nil

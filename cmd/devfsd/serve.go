@@ -30,7 +30,8 @@ var errUnmountedOutside = errors.New("the mount was removed from outside the dae
 //     cfg and NegativeTTL = cfg.NegativeTimeout (dcache reads 0 as
 //     "default 1s", so a configured 0 is passed as negative: no negative
 //     caching), its event sink being a control.Hub that passes every event to the
-//     fs notify queue and fans it out to the control socket's consumers;
+//     fs.NotifyMux (the notify queue of every mount: the main one and
+//     each view's) and fans it out to the control socket's consumers;
 //   - the built-in loader over it, builtin.New(nsRegistrar{ns}, log)
 //     (wire.go), with cfg.Modules as its extension modules, and its base
 //     set, registered before the mount;
@@ -45,12 +46,14 @@ var errUnmountedOutside = errors.New("the mount was removed from outside the dae
 //
 // then creates the control socket (control.Listen: a live socket of
 // another daemon fails the start before anything is mounted), mounts on
-// cfg.Mountpoint, serves the socket, calls ready() once both are live
-// (READY=1 to systemd when NOTIFY_SOCKET is set), serves until ctx is
-// cancelled (SIGTERM/SIGINT) or the mount is taken away, and shuts down:
-// first the control socket (bounded, idempotent: streams end, the helper
-// detaches, the socket file goes), then the server: refuse new requests, drain live ones for at most
-// cfg.ShutdownTimeout, unmount. It returns nil after a clean stop.
+// cfg.Mountpoint, mounts the views of --view (views.go), serves the
+// socket, calls ready() once all are live (READY=1 to systemd when
+// NOTIFY_SOCKET is set), serves until ctx is cancelled (SIGTERM/SIGINT) or
+// the mount is taken away, and shuts down: first the control socket
+// (bounded, idempotent: streams end, the helper detaches, the socket file
+// goes), then every view, then the server: refuse new requests, drain
+// live ones for at most cfg.ShutdownTimeout, unmount. It returns nil
+// after a clean stop.
 //
 // Test-only behaviour is switched on by environment variables, never by
 // configuration (see testhooks.go).
@@ -58,6 +61,10 @@ var errUnmountedOutside = errors.New("the mount was removed from outside the dae
 // It is a variable so tests can stand in a fake server.
 var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func()) error {
 	hooks, err := testHooksFromEnv()
+	if err != nil {
+		return err
+	}
+	views, err := loadViewFiles(cfg.Views) // --view: read before anything is mounted
 	if err != nil {
 		return err
 	}
@@ -71,10 +78,11 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 	}
 	defer x.close()
 	nq := fs.NewNotifyQueue(0)
+	mux := fs.NewNotifyMux(nq) // every mount's notify queue: the main one's, and each view's
 	// The hub fans events out to the state store (if any), the notify
 	// queue (kernel notifies) and the control socket's subscribers; it is
 	// the namespace's sink.
-	hub := control.NewHub(x.sink(nq))
+	hub := control.NewHub(x.sink(mux))
 	negTTL := cfg.NegativeTimeout
 	if negTTL == 0 {
 		negTTL = -1 // dcache: negative means no negative caching
@@ -138,6 +146,7 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 		Journal:            x.fsJournal(), // changes are answered once kept
 	})
 	x.wire(ns, res, srv, hub)
+	vm := newViewManager(srv, mux, log.Named("views"))
 	rl := &reloader{src: configSourceOf(ctx), log: log.Named("reload"), ns: ns, res: res, srv: srv,
 		hl: hl, loaders: lds, metrics: x.metrics, cfg: cfg}
 	// The socket is made before the mount (a live socket of another
@@ -158,6 +167,7 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 			Metrics:      x.handler,
 			Reload:       rl.reload,
 			Journal:      x.ctlJournal(),
+			Views:        vm,
 			Extra: func() map[string]uint64 {
 				ls, st := res.Stats(), srv.Stats()
 				return map[string]uint64{
@@ -179,6 +189,11 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 	if err := srv.Mount(cfg.Mountpoint); err != nil {
 		return err
 	}
+	if err := vm.start(ctx, views, cfg.Views); err != nil { // --view: live before READY=1
+		vm.close()
+		_ = srv.Shutdown()
+		return err
+	}
 	if ctl != nil {
 		ctl.Serve()
 		log.Info("control socket is live", zap.String("socket", ctl.Path()))
@@ -197,6 +212,7 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 		if ctl != nil {
 			stopControl(ctl, log)
 		}
+		vm.close()
 		_ = srv.Shutdown()
 		return errUnmountedOutside
 	}
@@ -204,6 +220,7 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 	if ctl != nil {
 		stopControl(ctl, log)
 	}
+	vm.close() // every view: drained and unmounted, concurrently, bounded
 	if err := srv.Shutdown(); err != nil {
 		return err
 	}
