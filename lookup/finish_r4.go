@@ -11,6 +11,9 @@ import "context"
 // R4). On return without error the owner holds sem shared.
 // Model: finishMiss in proctype Lookup, test/model/lookup.pml.
 func (r *Resolver) finishMiss(ctx context.Context, cl *call) error {
+	// complete drops the owner's reference: the record is not touched
+	// after it (DESIGN.md R4: it lives as long as its last reference).
+	dir, name := cl.dir, cl.name
 	r.complete(cl)
-	return r.retake(ctx, cl.dir, cl.name)
+	return r.retake(ctx, dir, name)
 }

@@ -335,7 +335,9 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 	if h := r.hooks.loaded; h != nil {
 		h(name)
 	}
-	// Steps 4 and 5, in the order of finish_r4.go.
+	// Steps 4 and 5, in the order of finish_r4.go. The load's error is
+	// read first: step 4 drops the owner's reference to cl.
+	loadErr := cl.err
 	if err := r.finishMiss(ctx, cl); err != nil {
 		return nil, err
 	}
@@ -344,7 +346,7 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 	dir.UnlockMu()
 	sem.UpRead()
 	r.ns.Flush()
-	return answerLoad(child, name, cl.err)
+	return answerLoad(child, name, loadErr)
 }
 
 func answer(child *dcache.Node, name string) (*dcache.Node, error) {
