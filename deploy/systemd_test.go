@@ -474,3 +474,24 @@ func unescapeMount(s string) string {
 	}
 	return b.String()
 }
+
+// TestSystemdRealPID1 runs systemd/run-under-systemd.sh: both units
+// started, reloaded and stopped by a real systemd 252+ booted as PID 1 of
+// private namespaces. Opt-in (DEVFSD_TEST_REAL_SYSTEMD=1, as root),
+// because it boots an init system on the machine running the tests; the
+// script keeps it off the machine's files and sysctls, and README.md
+// records a run.
+func TestSystemdRealPID1(t *testing.T) {
+	if os.Getenv("DEVFSD_TEST_REAL_SYSTEMD") != "1" {
+		t.Skip("opt-in: DEVFSD_TEST_REAL_SYSTEMD=1 boots systemd in private namespaces")
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("DEVFSD_TEST_REAL_SYSTEMD=1 needs root")
+	}
+	cmd := exec.Command("bash", filepath.Join("systemd", "run-under-systemd.sh"))
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatalf("run-under-systemd.sh: %v", err)
+	}
+}

@@ -1,0 +1,151 @@
+#!/bin/bash
+# run-under-systemd.sh: start devfsd@.service and devfsd-helper@.service
+# under a real systemd (PID 1 of new PID, mount and cgroup namespaces) on a
+# machine whose own PID 1 is not systemd, and check what the units promise:
+# READY=1, the mount seen in systemd's (the "host's") mount namespace,
+# reload, the helper attached, a clean stop; then that ProtectSystem=
+# hides the mount (why the daemon unit does without it). As root:
+#
+#   bash deploy/systemd/run-under-systemd.sh
+#
+# The inner systemd must not touch the machine: its namespaces are
+# private, /proc/sys is read-only, /run, /tmp, /var/tmp, /var/lib and
+# /var/log are fresh tmpfs, and every unit other than the ones tested is
+# masked (nothing of sysinit.target runs: no tmpfiles, sysctl, binfmt).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 2; }
+
+work=$(mktemp -d /var/cache/devfsd-systemd.XXXXXX) # not below a tmpfs of boot.sh
+cg=devfsd-systemd-$$
+cleanup() {
+	[ -n "${sdpid:-}" ] && kill -KILL "$sdpid" 2>/dev/null || true
+	sleep 0.2
+	for h in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified /sys/fs/cgroup; do
+		[ -d "$h/$cg" ] && find "$h/$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+CGO_ENABLED=0 go build -o "$work/devfsd" ./cmd/devfsd
+cp deploy/systemd/devfsd@.service deploy/systemd/devfsd-helper@.service deploy/systemd/devfsd.yaml "$work/"
+printf 'LOOKUP .* MODLOAD\nREGISTER ^null$ PERMISSIONS root.root 0666\n' >"$work/devfsd.conf"
+
+# Runs inside the new namespaces, then becomes systemd.
+cat >"$work/boot.sh" <<'BOOT'
+#!/bin/bash
+set -euo pipefail
+work=$1
+mount --make-rprivate /
+for d in /run /tmp /var/tmp /var/lib /var/log; do mount -t tmpfs -o mode=0755 tmpfs "$d"; done
+chmod 1777 /tmp /var/tmp
+mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys
+# This cgroup namespace's root, for systemd.
+if [ -d /sys/fs/cgroup/systemd ]; then
+	umount -l /sys/fs/cgroup
+	mount -t tmpfs -o mode=0755 tmpfs /sys/fs/cgroup
+	mkdir /sys/fs/cgroup/systemd /sys/fs/cgroup/unified
+	mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
+	mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+else
+	umount -l /sys/fs/cgroup
+	mount -t cgroup2 cgroup2 /sys/fs/cgroup
+fi
+u=/run/systemd/system
+mkdir -p $u /run/dtest/dev /etc/devfsd 2>/dev/null || true
+# Mask every unit something wants at boot; only ours will run.
+for w in /lib/systemd/system/*.wants /etc/systemd/system/*.wants /usr/lib/systemd/system/*.wants; do
+	[ -d "$w" ] || continue
+	for f in "$w"/*; do
+		n=$(basename "$f")
+		case "$n" in *@*.service|*.target) ;; *) ln -sf /dev/null "$u/$n" ;; esac
+	done
+done
+for n in systemd-journald.service systemd-journald.socket systemd-journald-dev-log.socket \
+	systemd-udevd.service systemd-tmpfiles-setup.service systemd-sysctl.service \
+	systemd-binfmt.service proc-sys-fs-binfmt_misc.automount systemd-remount-fs.service; do
+	ln -sf /dev/null "$u/$n"
+done
+printf '[Unit]\nDescription=devfsd test\nDefaultDependencies=no\n' >$u/devfsd-test.target
+sed -e "s#/usr/local/bin/devfsd#$work/devfsd#; s#/etc/devfsd/devfsd.yaml#$work/devfsd.yaml#" \
+	"$work/devfsd@.service" >$u/devfsd@.service
+sed -e "s#/usr/local/bin/devfsd#$work/devfsd#; s#/etc/devfsd.conf#$work/devfsd.conf#" \
+	"$work/devfsd-helper@.service" >$u/devfsd-helper@.service
+export container=devfsd-test
+exec /lib/systemd/systemd --system --unit=devfsd-test.target --log-target=console --show-status=no
+BOOT
+chmod +x "$work/boot.sh"
+
+h=/sys/fs/cgroup
+[ -d $h/systemd ] && mkdir -p $h/systemd/$cg $h/unified/$cg || mkdir -p $h/$cg
+(
+	if [ -d $h/systemd ]; then
+		echo $BASHPID >$h/systemd/$cg/cgroup.procs
+		echo $BASHPID >$h/unified/$cg/cgroup.procs
+	else
+		echo $BASHPID >$h/$cg/cgroup.procs
+	fi
+	exec unshare --pid --fork --mount --cgroup --mount-proc "$work/boot.sh" "$work"
+) >"$work/systemd.log" 2>&1 &
+
+# The inner PID 1, once it answers.
+inside() { nsenter -t "$sdpid" -m -p -- "$@"; }
+for _ in $(seq 100); do
+	sdpid=$(pgrep -f -n "^/lib/systemd/systemd --system --unit=devfsd-test.target" || true)
+	if [ -n "$sdpid" ] && inside systemctl is-system-running >/dev/null 2>&1; then break; fi
+	sleep 0.1
+done
+echo "== systemd $(inside systemctl --version | head -1 | cut -d' ' -f2) is PID 1 of its namespace (host pid $sdpid): $(inside systemctl is-system-running || true)"
+
+mnt=/run/dtest/dev
+unit=$(systemd-escape --path --template=devfsd@.service $mnt)
+inst=${unit#devfsd@}
+inst=${inst%.service}
+fail() { echo "FAIL: $*"; inside systemctl status --no-pager "devfsd*" || true; tail -50 "$work/systemd.log"; exit 1; }
+
+echo "== systemctl start $unit"
+inside systemctl start "$unit" || fail "start"
+inside systemctl is-active "$unit"
+mainpid=$(inside systemctl show -p MainPID --value "$unit")
+echo "MainPID $mainpid (inner); $(inside findmnt -n -o SOURCE,FSTYPE,OPTIONS $mnt)"
+[ "$(inside readlink /proc/1/ns/mnt)" = "$(inside readlink /proc/$mainpid/ns/mnt)" ] ||
+	fail "the daemon has a mount namespace of its own"
+inside sh -c "grep -E '^Cap(Bnd|Eff)|NoNewPrivs|Seccomp:' /proc/$mainpid/status"
+inside mknod $mnt/test-null c 1 3 && inside chmod 0666 $mnt/test-null && inside stat -c '%n %F %t:%T %a' $mnt/test-null ||
+	fail "mknod through the mount"
+sock=/run/devfsd/$inst.sock
+inside "$work/devfsd" ctl --socket "$sock" stats | head -3
+
+echo "== systemctl reload $unit"
+inside systemctl reload "$unit"
+for _ in $(seq 50); do
+	inside curl -s --unix-socket "$sock" http://devfsd/metrics | grep -q 'devfsd_reloads_total{result="ok"} 1' && break
+	sleep 0.1
+done
+inside curl -s --unix-socket "$sock" http://devfsd/metrics | grep 'devfsd_reloads_total{result="ok"} 1' || fail "reload"
+
+hunit=devfsd-helper@$inst.service
+echo "== systemctl start $hunit"
+inside systemctl start "$hunit" || fail "helper start"
+inside systemctl is-active "$hunit"
+inside "$work/devfsd" ctl --socket "$sock" stats --json | grep -E '"attached": *true' || fail "helper not attached"
+
+echo "== systemctl stop $unit (the helper stops with it)"
+inside systemctl stop "$unit"
+echo "daemon: $(inside systemctl is-active "$unit" || true), helper: $(inside systemctl is-active "$hunit" || true)," \
+	"result $(inside systemctl show -p Result --value "$unit"), status $(inside systemctl show -p ExecMainStatus --value "$unit")"
+inside findmnt $mnt >/dev/null && fail "still mounted after stop"
+echo "unmounted"
+
+echo "== with ProtectSystem=full added (a drop-in), the mount stays inside the service"
+inside mkdir -p /run/systemd/system/$unit.d
+inside sh -c "printf '[Service]\nProtectSystem=full\n' >/run/systemd/system/$unit.d/ns.conf"
+inside systemctl daemon-reload
+inside systemctl start "$unit" || fail "start with ProtectSystem"
+mainpid=$(inside systemctl show -p MainPID --value "$unit")
+echo "service sees: $(inside nsenter -t "$mainpid" -m findmnt -n -o FSTYPE $mnt || echo nothing)"
+echo "PID 1 sees:   $(inside findmnt -n -o FSTYPE $mnt || echo nothing)"
+inside findmnt $mnt >/dev/null && fail "the mount reached the host with ProtectSystem=full"
+inside systemctl stop "$unit"
+echo "PASS"
