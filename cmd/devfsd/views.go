@@ -304,18 +304,37 @@ func (m *viewManager) checkMountpointLocked(mp string) error {
 	return nil
 }
 
-// AddView mounts v (control.Views).
-func (m *viewManager) AddView(ctx context.Context, v wire.View) (wire.ViewInfo, error) {
+// compileView checks v's values and patterns and compiles them.
+func compileView(v wire.View) (*fs.View, error) {
 	spec, err := viewSpecOf(v)
 	if err != nil {
-		return wire.ViewInfo{}, err
+		return nil, err
 	}
 	view, err := fs.CompileView(spec)
 	if err != nil {
 		var ve *fs.ViewError
 		if errors.As(err, &ve) {
-			return wire.ViewInfo{}, control.NewError(http.StatusBadRequest, wire.CodeInvalidArgument, ve.Field, "%s", ve.Error())
+			return nil, control.NewError(http.StatusBadRequest, wire.CodeInvalidArgument, ve.Field, "%s", ve.Error())
 		}
+		return nil, err
+	}
+	return view, nil
+}
+
+// checkView is what can be checked of a view before anything is
+// mounted: its values, its patterns, an absolute clean mountpoint.
+func checkView(v wire.View) error {
+	if !filepath.IsAbs(v.Mountpoint) || filepath.Clean(v.Mountpoint) != v.Mountpoint || v.Mountpoint == "/" {
+		return fmt.Errorf("mountpoint %q is not an absolute, clean path other than /", v.Mountpoint)
+	}
+	_, err := compileView(v)
+	return err
+}
+
+// AddView mounts v (control.Views).
+func (m *viewManager) AddView(ctx context.Context, v wire.View) (wire.ViewInfo, error) {
+	view, err := compileView(v)
+	if err != nil {
 		return wire.ViewInfo{}, err
 	}
 	m.mu.Lock()
@@ -447,8 +466,11 @@ func loadViewFiles(files []string) ([]wire.View, error) {
 	var out []wire.View
 	for _, f := range files {
 		v, err := readViewFile(f)
+		if err == nil {
+			err = checkView(v)
+		}
 		if err != nil {
-			return nil, usageError{err}
+			return nil, usageError{fmt.Errorf("--view %s: %w", f, err)}
 		}
 		out = append(out, v)
 	}
