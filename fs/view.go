@@ -512,6 +512,10 @@ func (s *Server) viewCreate(dir *dcache.Node, name string, isDir bool) fuse.Stat
 	if s.view == nil {
 		return fuse.OK
 	}
+	return s.viewCreateSlow(dir, name, isDir)
+}
+
+func (s *Server) viewCreateSlow(dir *dcache.Node, name string, isDir bool) fuse.Status {
 	switch s.view.childVerdict(dir, name) {
 	case shown:
 		return fuse.OK
@@ -529,6 +533,10 @@ func (s *Server) viewRename(oldDir *dcache.Node, oldName string, newDir *dcache.
 	if s.view == nil {
 		return fuse.OK
 	}
+	return s.viewRenameSlow(oldDir, oldName, newDir, newName)
+}
+
+func (s *Server) viewRenameSlow(oldDir *dcache.Node, oldName string, newDir *dcache.Node, newName string) fuse.Status {
 	isDir := false
 	if n, err := oldDir.Lookup(oldName); err == nil {
 		isDir = n.IsDir()

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -476,4 +477,30 @@ func TestViewBadFileFailsStart(t *testing.T) {
 		unix.Unmount(mnt, unix.MNT_DETACH)
 		t.Fatalf("a failed start left a mount")
 	}
+}
+
+// Only root adds or removes views, even where control_uid may change the
+// namespace: a view mounts a file system wherever it is told.
+func TestViewAddIsRootOnly(t *testing.T) {
+	binDirReachable(t)
+	d := startCtl(t, "--control-uid=65534", "--socket-mode=0666")
+	dir := viewDir(t, "v")
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	if _, errOut, code := d.ctl(t, nobody, "register", "x", "char", "1", "3"); code != 0 {
+		t.Fatalf("control_uid register: exit %d %s", code, errOut)
+	}
+	if _, errOut, code := d.ctl(t, nobody, "view", "add", "--mountpoint", dir); code != 5 || !strings.Contains(errOut, "permission_denied") {
+		t.Fatalf("view add by control_uid: exit %d %s, want 5 permission_denied", code, errOut)
+	}
+	if mounted(t, dir) {
+		t.Fatal("a refused view add mounted")
+	}
+	if out, errOut, code := d.ctl(t, nobody, "view", "ls"); code != 0 || !strings.Contains(out, d.mnt) {
+		t.Fatalf("view ls by anyone: exit %d %s %s", code, out, errOut)
+	}
+	d.mustCtl(t, "view", "add", "--mountpoint", dir)
+	if _, _, code := d.ctl(t, nobody, "view", "rm", dir); code != 5 || !mounted(t, dir) {
+		t.Fatalf("view rm by control_uid: exit %d", code)
+	}
+	d.mustCtl(t, "view", "rm", dir)
 }
