@@ -131,6 +131,18 @@ inside systemctl start "$hunit" || fail "helper start"
 inside systemctl is-active "$hunit"
 inside "$work/devfsd" ctl --socket "$sock" stats --json | grep -E '"attached": *true' || fail "helper not attached"
 
+echo "== systemctl kill -s KILL $unit: ExecStopPost clears the dead mount, Restart= mounts again"
+oldpid=$(inside systemctl show -p MainPID --value "$unit")
+inside systemctl kill -s KILL --kill-who=main "$unit"
+# Bounded wait for the condition (the restart is RestartSec=1s away).
+for _ in $(seq 100); do
+	[ "$(inside systemctl show -p NRestarts --value "$unit")" = 1 ] && inside systemctl is-active -q "$unit" && break
+	sleep 0.1
+done
+newpid=$(inside systemctl show -p MainPID --value "$unit")
+echo "restarts $(inside systemctl show -p NRestarts --value "$unit"), MainPID $oldpid -> $newpid, $(inside systemctl is-active "$unit")"
+[ "$newpid" != "$oldpid" ] && inside stat -c '%n %F' $mnt/test-null || fail "no restart after SIGKILL"
+
 echo "== systemctl stop $unit (the helper stops with it)"
 inside systemctl stop "$unit"
 echo "daemon: $(inside systemctl is-active "$unit" || true), helper: $(inside systemctl is-active "$hunit" || true)," \
