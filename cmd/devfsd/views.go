@@ -545,9 +545,9 @@ func ctlView(ctx context.Context, c *client.Client, args []string, stdout, stder
 			return ctlUsageErr("view add: give a view FILE or --mountpoint DIR")
 		default:
 			v = wire.View{Mountpoint: *mp, Allow: allow, Deny: deny}
-		}
-		if abs, err := filepath.Abs(v.Mountpoint); err == nil && v.Mountpoint != "" {
-			v.Mountpoint = abs // the daemon's cwd is not ours
+			if abs, err := filepath.Abs(v.Mountpoint); err == nil {
+				v.Mountpoint = abs // the daemon's cwd is not ours; a file's must be absolute
+			}
 		}
 		info, err := c.AddView(ctx, v)
 		if err != nil {
