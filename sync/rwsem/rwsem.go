@@ -17,17 +17,17 @@
 //	bit 63 ........... 8 | 7 .. 3 |    2    |    1    |    0
 //	     reader count    | unused | HANDOFF | WAITERS | WRITER
 //
-//	WRITER   (writerLocked) a writer holds s. Set by the writer that takes
-//	         s (fast path CAS, stealing CAS, TryDownWrite) or by a waker
-//	         granting s to a queued writer; cleared by UpWrite and
-//	         DowngradeWrite.
+//	WRITER   (writerLocked) a writer holds s. Set only by the writer that
+//	         takes s (fast path CAS, stealing CAS, TryDownWrite, or, queued
+//	         at the head, tryWriteLockLocked); cleared by UpWrite and
+//	         DowngradeWrite. Nobody grants s to a writer on its behalf.
 //	WAITERS  (flagWaiters) the wait list is not empty. Set and cleared only
 //	         under waitMu, always together with the change to the list, so
 //	         under waitMu it is exactly "s.head != nil".
 //	HANDOFF  (flagHandoff) the first waiter has been passed over for
-//	         longer than waitLimit and must be served next: nobody else may take s,
-//	         neither a fast path nor a stealing writer. Changed only under
-//	         waitMu (see below).
+//	         longer than waitLimit and must be served next: nobody else may
+//	         take s, neither a fast path nor a stealing writer. Changed
+//	         only under waitMu (see below).
 //	readers  (readerBias units) the number of readers holding s, plus
 //	         readers momentarily testing it on the read fast path.
 //
@@ -38,13 +38,15 @@
 //	WRITER                     write-locked, nobody waiting
 //	WAITERS                    free with waiters: a waker is on its way
 //	                           (every release that leaves this state calls
-//	                           one), or a writer may steal
+//	                           one), or a woken head writer is waking up to
+//	                           take s; meanwhile a writer may steal s
 //	R>0|WAITERS                read-locked; the head waiter is a writer
 //	                           (new readers queue behind it)
 //	WRITER|WAITERS             write-locked with waiters
 //	...|HANDOFF                as above, but s is reserved for the head
-//	                           waiter: only a waker granting the head may
-//	                           take it
+//	                           waiter: only the head may take it (a waker
+//	                           granting head readers, or the head writer
+//	                           itself)
 //
 // WRITER and R>0 are never both set except for the transient reader
 // increments of failing read fast paths (a reader adds readerBias, sees
@@ -52,15 +54,20 @@
 // only makes others fail and retry, and the reader that removes it calls
 // the waker itself if that removal freed s.
 //
-// HANDOFF is set in exactly one place: markWakeLocked, when a grant to the
-// head waiter fails because s is held (a writer stole it, or readers hold
-// it) and the head has been passed over for longer than waitLimit,
-// counted from the first such failure. It is cleared in
-// exactly three places, all under waitMu: by the grant to the head waiter
-// (grantWriterLocked, grantReadersLocked — the reservation is used up), by
-// removeLocked when the head waiter it was set for leaves the queue
-// (cancelled), and with WAITERS when the queue empties. The bit therefore
-// always belongs to the current head waiter.
+// HANDOFF is set in exactly one function, passedOverLocked, when the head
+// waiter could not have s because s is held (a stealing writer took it,
+// or readers hold it) and the head has been passed over for longer than
+// waitLimit, counted from the first such failure. It is called from
+// three places, all under waitMu and all for the head: wakeWriterLocked
+// (a waker finds s held with a writer at the head), grantReadersLocked (a
+// reader phase finds a writer holding s), and tryWriteLockLocked (the
+// woken head writer finds s stolen; the kernel sets the bit there too, in
+// rwsem_try_write_lock). It is cleared in exactly four places, all under
+// waitMu: by tryWriteLockLocked when the head writer takes s and by
+// grantReadersLocked when it grants the head readers (the reservation is
+// used up), by removeLocked when the head waiter it was set for leaves
+// the queue (cancelled), and with WAITERS when the queue empties. The bit
+// therefore always belongs to the current head waiter.
 //
 // # Acquiring
 //
@@ -71,12 +78,41 @@
 // s.
 //
 // A writer that fails its fast path steals s if s is free and HANDOFF is
-// clear, even with waiters queued — writer lock stealing, which keeps s busy
-// while the woken head waiter is still waking up. Readers never steal: once
-// anyone waits, new readers queue. This is how writers are not starved by a
-// stream of readers (new readers queue behind a waiting writer) and how
-// waiters are not starved by stealing writers (after waitLimit the head
-// waiter sets HANDOFF and stealing stops).
+// clear, even with waiters queued — writer lock stealing. Readers never
+// steal: once anyone waits, new readers queue.
+//
+// Stealing happens while s is free with waiters queued, which is mostly
+// while a woken writer is waking up: a waker does not grant s to the
+// writer at the head, it only wakes it (as the kernel's rwsem_mark_wake
+// does: "until the task is actually awoken later by the caller, other
+// writers are able to steal it"), and the writer takes s itself when it
+// runs (tryWriteLockLocked, the kernel's rwsem_try_write_lock). Meanwhile
+// s stays free and a running writer can take it, instead of every write
+// handing s to a goroutine that still has to be scheduled: that direct
+// handoff, the rule until this package woke writers instead, formed a
+// convoy at 50% writes (see test/bench/README.md). A woken writer that
+// finds s taken sleeps again, still at the head; the thief's release
+// wakes it again. Readers, and WaitForRelease waiters, are still granted
+// by the waker, in a reader phase.
+//
+// The kernel also lets a reader steal (commit 1a728dff855a, "locking/rwsem:
+// Enable reader optimistic lock stealing"): a reader whose fast-path add
+// found no WRITER and no HANDOFF keeps s, unless s is already owned by
+// readers (commit 2f06f702925b, "locking/rwsem: Prevent potential lock
+// starvation"), and if it is the first reader it grants the readers
+// queued at the head. It was implemented here, model-checked and
+// measured, and left out: a reader that has just released s (waking the
+// head writer) and reads again steals s back before the woken writer
+// runs, again and again until HANDOFF stops it after waitLimit, while
+// WAITERS queues every other reader behind that writer. The kernel's
+// woken writer spins on the owner and so usually wins; a goroutine cannot.
+// Measured on the benchmark of test/bench/README.md, it halved the
+// throughput of 95% reads at 8 goroutines per P.
+//
+// Writers are not starved by a stream of readers: new readers queue
+// behind a waiting writer. Waiters are not starved by stealing writers:
+// after waitLimit the head sets HANDOFF and stealing stops until the head
+// has s.
 //
 // # The wait list and waking
 //
@@ -84,9 +120,11 @@
 // one record (a *waiter) and its wake handle (a waitq.Token). Waking is
 // done by markWakeLocked, always under waitMu, which looks at the head:
 //
-//   - a writer at the head is granted s (WRITER set on its behalf) if s is
-//     free; otherwise nothing happens — whoever holds s will call the waker
-//     again when releasing it;
+//   - a writer at the head is woken if s is free, unless it already has
+//     been and has not yet run (its record's woken flag); nothing is granted
+//     to it, it stays queued and takes s itself when it runs. If s is held
+//     nothing happens — whoever holds s will call the waker again when
+//     releasing it;
 //   - a reader or WaitForRelease waiter at the head starts a reader phase
 //     (phase-fair, as in the kernel): if no writer holds s, every reader and
 //     WaitForRelease waiter in the queue, up to maxReadersWakeup of them, is
@@ -94,16 +132,21 @@
 //     count is raised by the number of readers in one atomic step before any
 //     of them is woken.
 //
-// The grant is done entirely under waitMu and is the last write a waker
-// makes to a record: it unlinks it and collects its Token into a wake list.
-// The Tokens are posted after waitMu is dropped; a woken waiter owns what it
-// was granted as soon as it receives its Token and may return, and its
-// record may be reused at once (race R1 of DESIGN.md). A waiter whose
-// context ends takes waitMu: if its record is still queued it unlinks it
-// and fails; if it was already granted, it consumes the wakeup in flight —
-// so that no later wait on the same record can receive it (race R2) — and
-// reports success, holding what it was granted. A failed DownReadCtx or
-// DownWriteCtx thus never leaves s held or a record queued.
+// The grant (or, for a writer, the wake) is done entirely under waitMu and
+// is the last write a waker makes to a record: it unlinks a reader or
+// WaitForRelease record (a writer's it marks woken) and collects its Token
+// into a wake list. The Tokens are posted after waitMu is dropped; a woken
+// reader owns what it was granted as soon as it receives its Token and may
+// return, and a woken writer may take s and return, so the record may be
+// reused at once (race R1 of DESIGN.md). A reader or WaitForRelease waiter
+// whose context ends takes waitMu: if its record is still queued it
+// unlinks it and fails; if it was already granted, it consumes the wakeup
+// in flight — so that no later wait on the same record can receive it
+// (race R2) — and reports success, holding what it was granted. A writer
+// whose context ends is always still queued: it unlinks its record, and if
+// it had been woken it consumes that wakeup (R2) and wakes whoever can
+// have s after it. A failed DownReadCtx or DownWriteCtx thus never leaves
+// s held or a record queued.
 //
 // WaitForRelease waiters are never counted as readers: the reader phase
 // adds readerBias only for real readers. If a reader phase woke only
@@ -112,16 +155,16 @@
 // asleep on a free semaphore (race R3).
 //
 // The wait list is not a waitq.Queue, though it shares its mechanism. Who
-// may be woken depends on the state word, and waking must change it —
+// may be woken depends on the state word, and granting must change it —
 // raise the reader count, set WRITER, clear WAITERS and HANDOFF — in the
 // same critical section that takes the waiters off the list; a waker that
 // changed the state word after dropping a queue lock would let a stealing
 // writer in between, or leave WAITERS set on an empty list. waitq.Queue's
 // lock is its own and its wake policy knows only exclusive and
 // non-exclusive, not reader phases. What rwsem takes from waitq is the
-// wake handle, waitq.Token (one per record, posted once per grant,
-// consumed before the record is reused), and the collect-under-the-lock,
-// post-after discipline of waitq.WakeList.
+// wake handle, waitq.Token (one per record, posted at most once before it
+// is consumed, consumed before the record is reused), and the
+// collect-under-the-lock, post-after discipline of waitq.WakeList.
 //
 // A waiter that is cancelled while at the head may have been what blocked
 // those behind it (a writer ahead of readers on a read-held s), so
@@ -132,17 +175,18 @@
 // that would be the first to queue yields the processor a few times
 // (writerYields), retrying to steal, so that holders which are runnable
 // but not running can finish before WAITERS diverts every new reader into
-// the queue. A blocked goroutine parks on its Token's channel.
+// the queue. A blocked goroutine parks on its Token's channel; a woken
+// writer that finds s stolen parks on it again.
 //
 // # Model
 //
 // test/model/rwsem.pml is a spin model of this algorithm: the state word,
-// the wait list, reader phases, handoff, stealing, the wake list posted
-// after waitMu and record reuse, one Promela inline per function of slow.go
-// and rwsem.go under the same name. test/model/check.sh proves mutual
-// exclusion, no lost wakeup and R1 to R3 with it, for the bounded set of
-// goroutines docs/model.md describes, and that each mutant's bug is
-// found. Change the model with the code.
+// the wait list, reader phases, handoff, writer stealing, the woken
+// writer's retry, the wake list posted after waitMu and record reuse, one
+// Promela inline per function of slow.go and rwsem.go under the same name.
+// test/model/check.sh proves mutual exclusion, no lost wakeup and R1 to R3
+// with it, for the bounded set of goroutines docs/model.md describes, and
+// that each mutant's bug is found. Change the model with the code.
 //
 // # Contract
 //
@@ -161,6 +205,14 @@
 // waited for (or by one after it: only "a writer finished" is promised, and
 // another writer may hold s again when it returns); one that returns at
 // once observed no writer holding s and nobody queued.
+//
+// The queue is FIFO, but DownWrite and TryDownWrite may take s ahead of
+// queued waiters (stealing), only ever a free s with HANDOFF clear. Once
+// the head waiter has been passed over for waitLimit, HANDOFF reserves s
+// for it and nobody steals until it has been served. DownRead and
+// TryDownRead never steal: a reader that finds waiters queued joins the
+// queue (where a reader phase may grant it ahead of writers queued before
+// it: phase-fair).
 //
 // Misuse — UpRead or UpWrite of a semaphore not held that way,
 // DowngradeWrite without the write lock — panics with a message starting

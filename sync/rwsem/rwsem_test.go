@@ -198,3 +198,124 @@ func TestHandoffSetForPassedOverHead(t *testing.T) {
 	s.UpRead()
 	checkIdle(t, &s)
 }
+
+// TestWriterStealsWhileWokenWriterWakes: a queued writer is woken, not
+// granted; until it runs, s is free with WAITERS set and a running writer
+// may steal it. The woken writer finds s taken, sleeps again, still at the
+// head, and is woken again by the thief's release.
+func TestWriterStealsWhileWokenWriterWakes(t *testing.T) {
+	var s Sem
+	enq := make(chan *waiter, 8)
+	stole := make(chan struct{})
+	armed := true // touched only by the test goroutine (the wakers here)
+	s.hooks = &testHooks{
+		enqueued: func(w *waiter) { enq <- w },
+		beforeWake: func() {
+			if !armed {
+				return
+			}
+			armed = false
+			// The writer's wakeup is collected, not yet posted: s is free.
+			if c := s.state.Load(); c != flagWaiters {
+				t.Errorf("while the woken writer wakes: %#x, want WAITERS alone", c)
+			}
+			if !s.TryDownWrite() {
+				t.Errorf("TryDownWrite could not steal a free s: %v", &s)
+			}
+			close(stole)
+		},
+	}
+	s.DownWrite()
+	wDone := make(chan error, 1)
+	go func() { wDone <- s.DownWriteCtx(ctxDeadline(t)) }()
+	recv(t, enq, "the writer to queue")
+	s.UpWrite()
+	recv(t, stole, "the steal")
+	select {
+	case err := <-wDone:
+		t.Fatalf("the woken writer returned (%v) while the thief holds s", err)
+	case <-time.After(10 * time.Millisecond):
+	}
+	if c := s.state.Load(); c&writerLocked == 0 || s.queueLen() != 1 {
+		t.Fatalf("after the steal: %v, want the thief holding and the writer queued", &s)
+	}
+	s.UpWrite()
+	if err := recv(t, wDone, "the writer, woken again by the thief's release"); err != nil {
+		t.Fatal(err)
+	}
+	if c := s.state.Load(); c != writerLocked {
+		t.Fatalf("after the writer took s: %v", &s)
+	}
+	s.UpWrite()
+	checkIdle(t, &s)
+}
+
+// TestWokenWriterCancelledPassesItOn: a writer woken to take a free s gives
+// up before it runs. It consumes its wakeup before its record is freed
+// (R2), and wakes those behind it: a reader queued behind it gets s.
+func TestWokenWriterCancelledPassesItOn(t *testing.T) {
+	var s Sem
+	fl := &freeList{t: t}
+	enq := make(chan *waiter, 8)
+	cancelling := make(chan struct{}, 1)
+	ctxW, cancelW := context.WithCancel(context.Background())
+	defer cancelW()
+	armed := true // touched only by the test goroutine (UpWrite's waker)
+	s.hooks = &testHooks{
+		getRecord:              fl.get,
+		putRecord:              fl.put,
+		enqueued:               func(w *waiter) { enq <- w },
+		grantedWhileCancelling: func() { cancelling <- struct{}{} },
+		beforeWake: func() {
+			if !armed {
+				return
+			}
+			armed = false
+			// The writer is woken, its wakeup not yet posted. It gives up.
+			cancelW()
+			recv(t, cancelling, "the woken writer to find its wakeup in flight")
+		},
+	}
+	s.DownWrite()
+	wDone := make(chan error, 1)
+	go func() { wDone <- s.DownWriteCtx(ctxW) }()
+	recv(t, enq, "the writer to queue")
+	rDone := make(chan error, 1)
+	go func() { rDone <- s.DownReadCtx(ctxDeadline(t)) }()
+	recv(t, enq, "the reader to queue behind it")
+	s.UpWrite()
+	if err := recv(t, wDone, "the cancelled writer"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("the cancelled writer returned %v, want context.Canceled", err)
+	}
+	if err := recv(t, rDone, "the reader behind the cancelled writer"); err != nil {
+		t.Fatalf("the reader behind a woken writer that gave up was not let in: %v (%v)", err, &s)
+	}
+	s.UpRead()
+	checkIdle(t, &s)
+}
+
+// TestReaderQueuesBehindWaitingWriter: readers do not steal. A reader whose
+// fast path fails because a writer waits queues behind it even though s is
+// only read-held, so that a stream of readers cannot keep the reader count
+// above zero and the writer from being woken.
+func TestReaderQueuesBehindWaitingWriter(t *testing.T) {
+	var s Sem
+	enq := withEnqueueHook(&s)
+	s.DownRead()
+	wDone := make(chan error, 1)
+	go func() { wDone <- s.DownWriteCtx(ctxDeadline(t)) }()
+	recv(t, enq, "the writer to queue")
+	rDone := make(chan error, 1)
+	go func() { rDone <- s.DownReadCtx(ctxDeadline(t)) }()
+	recv(t, enq, "the second reader to queue behind the writer")
+	s.UpRead()
+	if err := recv(t, wDone, "the writer"); err != nil {
+		t.Fatal(err)
+	}
+	s.UpWrite()
+	if err := recv(t, rDone, "the reader behind the writer"); err != nil {
+		t.Fatal(err)
+	}
+	s.UpRead()
+	checkIdle(t, &s)
+}

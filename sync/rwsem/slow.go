@@ -43,11 +43,18 @@ type waiter struct {
 	passedOver time.Time
 
 	// prev and next link the record into its Sem's wait list, and queued
-	// is true while it is linked. Guarded by Sem.waitMu. Unlinking and
-	// clearing queued is the grant: the last write made to the record by
-	// anyone but its owner.
+	// is true while it is linked. Guarded by Sem.waitMu. For a reader or
+	// WaitForRelease record, unlinking and clearing queued is the grant:
+	// the last write made to the record by anyone but its owner. A writer
+	// unlinks its own record when it takes s.
 	prev, next *waiter
 	queued     bool
+	// woken is set when a waker collects the wake handle of this queued
+	// writer, the last write a waker makes to it, and cleared by the
+	// writer once it has consumed that wakeup: a wakeup is in flight or
+	// pending exactly while it is set, and no second one is collected.
+	// Guarded by Sem.waitMu.
+	woken bool
 }
 
 var recordPool = sync.Pool{New: func() any { return &waiter{tok: waitq.NewToken()} }}
@@ -164,7 +171,7 @@ func (s *Sem) markWakeLocked(wl *wakeList) {
 			return
 		}
 		if w.kind == kindWrite {
-			s.grantWriterLocked(w, wl)
+			s.wakeWriterLocked(w, wl)
 			return
 		}
 		if !s.grantReadersLocked(wl) {
@@ -190,16 +197,33 @@ func (s *Sem) passedOverLocked(w *waiter, c int64) {
 	}
 }
 
-// grantWriterLocked grants s to the writer w at the head of the queue if s
-// is free. Granting clears HANDOFF (used up) and, if w was the only waiter,
-// WAITERS. s.waitMu must be held.
-// Model: grantWriterLocked in test/model/rwsem.pml.
-func (s *Sem) grantWriterLocked(w *waiter, wl *wakeList) {
+// wakeWriterLocked wakes the writer w at the head of the queue if s is
+// free, without granting s: w takes s itself when it runs
+// (tryWriteLockLocked), and until then others may steal s. If s is held,
+// w is passed over; whoever holds s wakes the head again on release.
+// s.waitMu must be held.
+// Model: wakeWriterLocked in test/model/rwsem.pml.
+func (s *Sem) wakeWriterLocked(w *waiter, wl *wakeList) {
+	if c := s.state.Load(); c&lockMask != 0 {
+		s.passedOverLocked(w, c)
+		return
+	}
+	if !w.woken {
+		w.woken = true
+		wl.add(w)
+	}
+}
+
+// tryWriteLockLocked takes s for the queued writer w, which must be the
+// head, if s is free. Taking s clears HANDOFF (it was w's) and, if w was
+// the only waiter, WAITERS, and dequeues w. s.waitMu must be held.
+// Model: tryWriteLockLocked in test/model/rwsem.pml.
+func (s *Sem) tryWriteLockLocked(w *waiter) bool {
 	for {
 		c := s.state.Load()
 		if c&lockMask != 0 {
 			s.passedOverLocked(w, c)
-			return
+			return false
 		}
 		n := (c | writerLocked) &^ flagHandoff
 		if w.next == nil {
@@ -210,7 +234,7 @@ func (s *Sem) grantWriterLocked(w *waiter, wl *wakeList) {
 		}
 	}
 	s.unlinkLocked(w)
-	wl.add(w)
+	return true
 }
 
 // grantReadersLocked runs a reader phase for the reader or WaitForRelease
@@ -291,7 +315,9 @@ func (s *Sem) downReadSlow(ctx context.Context, k waitKind) error {
 // before it queues.
 const writerYields = 4
 
-// downWriteSlow is DownWrite after its fast path failed.
+// downWriteSlow is DownWrite after its fast path failed. Once queued, the
+// writer takes s itself when it is the head and s is free: a waker only
+// wakes it, and it sleeps again if s was stolen meanwhile.
 // Model: downWrite in test/model/rwsem.pml (the yield loop is one steal
 // attempt there: a failed attempt writes nothing).
 func (s *Sem) downWriteSlow(ctx context.Context) error {
@@ -316,14 +342,67 @@ func (s *Sem) downWriteSlow(ctx context.Context) error {
 	s.waitMu.Lock()
 	w := s.getRecord(kindWrite)
 	c := s.enqueueLocked(w, 0)
-	if c&writerLocked == 0 {
-		// s is free or read-held: the head (perhaps us, perhaps readers
-		// ahead of us) may be able to have it now.
+	for {
+		if s.head == w {
+			if s.tryWriteLockLocked(w) {
+				s.waitMu.Unlock()
+				s.putRecord(w)
+				return nil
+			}
+		} else if c&writerLocked == 0 {
+			// s is free or read-held: the head may be able to have it.
+			s.markWakeLocked(&wl)
+		}
+		s.waitMu.Unlock()
+		s.issue(&wl)
+		if err := s.sleepWriter(ctx, w); err != nil {
+			return err
+		}
+		s.waitMu.Lock()
+		w.woken = false
+		c = s.state.Load()
+	}
+}
+
+// sleepWriter waits until the queued writer w is woken (nil; it is still
+// queued and retries) or ctx is done (ctx.Err(), w dequeued and returned
+// to the pool).
+// Model: sleepWriter in test/model/rwsem.pml (R2: consumeGrantWakeup).
+func (s *Sem) sleepWriter(ctx context.Context, w *waiter) error {
+	var done <-chan struct{}
+	if ctx != nil {
+		done = ctx.Done()
+	}
+	if done == nil {
+		w.tok.Consume()
+		return nil
+	}
+	select {
+	case <-w.tok.C():
+		return nil
+	case <-done:
+	}
+	var wl wakeList
+	s.waitMu.Lock()
+	c, wasHead := s.removeLocked(w)
+	if wasHead && c&writerLocked == 0 {
+		// We may have been what held up those behind us, or we were
+		// woken to take a free s: pass it on.
 		s.markWakeLocked(&wl)
 	}
+	woken := w.woken
 	s.waitMu.Unlock()
 	s.issue(&wl)
-	return s.sleep(ctx, w)
+	if woken {
+		// Our wakeup is on its way; consume it before the record can be
+		// reused (race R2).
+		if h := s.hooks; h != nil && h.grantedWhileCancelling != nil {
+			h.grantedWhileCancelling()
+		}
+		consumeGrantWakeup(w)
+	}
+	s.putRecord(w)
+	return ctx.Err()
 }
 
 // waitForReleaseSlow is WaitForRelease when a writer holds s or others wait.
@@ -344,8 +423,9 @@ func (s *Sem) waitForReleaseSlow(ctx context.Context) error {
 	return s.sleep(ctx, w)
 }
 
-// sleep waits on the queued record w until it is granted (nil) or ctx is
-// done (ctx.Err(), w dequeued, nothing held). It returns w to the pool.
+// sleep waits on the queued reader or WaitForRelease record w until it is
+// granted (nil) or ctx is done (ctx.Err(), w dequeued, nothing held). It
+// returns w to the pool.
 // Model: sleep in test/model/rwsem.pml (R2: consumeGrantWakeup).
 func (s *Sem) sleep(ctx context.Context, w *waiter) error {
 	var done <-chan struct{}

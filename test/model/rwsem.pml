@@ -4,11 +4,13 @@
  * What is modelled is the Go code, step for step, not an idealised lock:
  * the state word (WRITER, WAITERS, HANDOFF, reader count), the wait list
  * with its prev/next links under waitMu, the reader phase that skips
- * writers and counts only real readers, writer lock stealing, the handoff
- * bit, the wake list collected under waitMu and posted after it, the
- * Token (a one-slot channel per record) and record reuse. Each inline
- * below is named after the Go function it stands for (file in brackets);
- * each proctype after the public calls its goroutine makes.
+ * writers and counts only real readers, writer lock stealing, the head
+ * writer that is woken, not granted, and takes s itself or sleeps again
+ * (wakeWriterLocked, tryWriteLockLocked, sleepWriter), the handoff bit,
+ * the wake list collected under waitMu and posted after it, the Token (a
+ * one-slot channel per record) and record reuse. Each inline below is
+ * named after the Go function it stands for (file in brackets); each
+ * proctype after the public calls its goroutine makes.
  *
  * Granularity. Every atomic operation on the state word is one step. A
  * Go compare-and-swap loop (load; decide; CAS; retry on failure) is one
@@ -30,7 +32,8 @@
  *
  * Ghost state (not in Go) checks the properties: gen[r] counts the waits
  * a record served, busy[r] is true from getRecord to putRecord,
- * grantgen[r] is gen[r] when the record was granted; nr/nw count holders.
+ * grantgen[r] is gen[r] when the record was granted (for a writer: woken);
+ * nr/nw count holders.
  *
  * Bug switches (spin -D...), each restoring one historical bug:
  *   MUT_R1   grant-then-touch: the wake list is threaded through the
@@ -80,6 +83,7 @@ byte head = NIL, tail = NIL;  /* Sem.head, Sem.tail */
 byte nxt[NREC], prv[NREC];    /* waiter.next, waiter.prev */
 byte kind[NREC];              /* waiter.kind */
 bool queued[NREC];            /* waiter.queued */
+bool woken[NREC];             /* waiter.woken (queued writers) */
 byte tok[NREC];               /* waiter.tok: wakeups pending (0 or 1) */
 #ifdef MUT_R1
 byte wakeNext[NREC];          /* waiter.wakeLink.wakeNext (mutant only) */
@@ -105,7 +109,7 @@ inline unlock() { waitMu = 0 }
 inline getRecord(w, k) {
 	d_step {
 		assert(!busy[w] && tok[w] == 0);
-		busy[w] = 1; kind[w] = k; nxt[w] = NIL; prv[w] = NIL; queued[w] = 0
+		busy[w] = 1; kind[w] = k; nxt[w] = NIL; prv[w] = NIL; queued[w] = 0; woken[w] = 0
 #ifdef MUT_R1
 		; wakeNext[w] = NIL
 #endif
@@ -169,20 +173,40 @@ inline passedOverLocked(c) {
 	fi
 }
 
-/* grantWriterLocked: grant s to the writer at the head if s is free. */
-inline grantWriterLocked() {
+/* wakeWriterLocked: wake the writer at the head if s is free, without
+ * granting s; a writer already woken is not woken twice. */
+inline wakeWriterLocked() {
 	atomic {
 		c = st;
 		if
 		:: LOCKED(c) -> ok = 0
 		:: else ->
-			n = (c | W) & ~HO;
-			if :: nxt[head] == NIL -> n = n & ~WT :: else -> skip fi;
-			st = n; ok = 1;
-			u = head; unlinkLocked(u); wlAdd(u); u = 0; n = 0
+			ok = 1;
+			if
+			:: !woken[head] -> woken[head] = 1; u = head; wlAdd(u); u = 0
+			:: else -> skip
+			fi
 		fi
 	};
 	if :: !ok -> passedOverLocked(c) :: else -> skip fi
+}
+
+/* tryWriteLockLocked: the queued writer w, the head, takes s if free;
+ * got = 1 if it did (w dequeued). */
+inline tryWriteLockLocked(w) {
+	atomic {
+		assert(head == w);
+		c = st;
+		if
+		:: LOCKED(c) -> got = 0
+		:: else ->
+			n = (c | W) & ~HO;
+			if :: nxt[w] == NIL -> n = n & ~WT :: else -> skip fi;
+			st = n; got = 1;
+			unlinkLocked(w); n = 0
+		fi
+	};
+	if :: !got -> passedOverLocked(c) :: else -> skip fi
 }
 
 /*
@@ -237,7 +261,7 @@ inline grantReadersLocked() {
 inline markWakeLocked() {
 	do
 	:: head == NIL -> break
-	:: head != NIL && kind[head] == KWRITE -> grantWriterLocked(); break
+	:: head != NIL && kind[head] == KWRITE -> wakeWriterLocked(); break
 	:: head != NIL && kind[head] != KWRITE ->
 		grantReadersLocked();
 		if :: again -> again = 0 :: else -> break fi
@@ -327,6 +351,28 @@ inline sleep(w, cancellable) {
 	c = 0
 }
 
+/*
+ * sleepWriter: a queued writer waits to be woken (err = 0: still queued,
+ * it retries) or (cancellable) for ctx (err = 1: dequeued, record freed).
+ */
+inline sleepWriter(w, cancellable) {
+	if
+	:: atomic { tok[w] == 1 -> tok[w] = 0;
+		R2_woken_by_own_grant = (queued[w] && woken[w] && grantgen[w] == gen[w]);
+		assert(R2_woken_by_own_grant) };
+		err = 0
+	:: cancellable ->            /* <-ctx.Done() */
+		lock();
+		removeLocked(w);
+		if :: wasHead && (c & W) == 0 -> markWakeLocked() :: else -> skip fi;
+		wasHead = 0; got = woken[w];
+		unlock(); issue();
+		if :: got -> consumeGrantWakeup(w) :: else -> skip fi;
+		got = 0; putRecord(w); err = 1
+	fi;
+	c = 0
+}
+
 /* ---- the public calls [rwsem.go] ---- */
 
 inline downRead(w, cancellable) {       /* DownRead, DownReadCtx */
@@ -376,9 +422,21 @@ inline downWrite(w, cancellable) {      /* DownWrite, DownWriteCtx */
 			lock();
 			getRecord(w, KWRITE);
 			enqueueLocked(w, 0);
-			if :: (c & W) == 0 -> markWakeLocked() :: else -> skip fi;
-			unlock(); issue();
-			sleep(w, cancellable)
+			do
+			:: head == w ->
+				tryWriteLockLocked(w);
+				if
+				:: got -> got = 0; unlock(); putRecord(w); err = 0; break
+				:: else -> unlock(); issue()
+				fi;
+				sleepWriter(w, cancellable);
+				if :: err -> break :: else -> lock(); woken[w] = 0; c = st fi
+			:: head != w ->
+				if :: (c & W) == 0 -> markWakeLocked() :: else -> skip fi;
+				unlock(); issue();
+				sleepWriter(w, cancellable);
+				if :: err -> break :: else -> lock(); woken[w] = 0; c = st fi
+			od
 		fi
 	fi;
 	ok = 0; c = 0
@@ -430,9 +488,9 @@ inline writeCS() {
 
 /* locals every goroutine needs for the inlines */
 #ifndef MUT_R1
-#define LOCALS int c, n; byte u, nx, readers, clr, wl; bit ok, left, again, wasHead, err
+#define LOCALS int c, n; byte u, nx, readers, clr, wl; bit ok, got, left, again, wasHead, err
 #else
-#define LOCALS int c, n; byte u, nx, readers, clr, wlh = NIL, wlt = NIL; bit ok, left, again, wasHead, err
+#define LOCALS int c, n; byte u, nx, readers, clr, wlh = NIL, wlt = NIL; bit ok, got, left, again, wasHead, err
 #endif
 
 /* A writer: DownWrite; UpWrite. */
