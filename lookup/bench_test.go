@@ -17,10 +17,11 @@ import (
 // sync.RWMutex, the least a lookup could cost.
 func BenchmarkLookup(b *testing.B) {
 	clk := &fixedClock{t: time.Now()}
-	bench := func(b *testing.B, ttl time.Duration, name string, sink dcache.Sink) {
+	instant := LoaderFunc(func(context.Context, string, string, Caller) error { return nil })
+	benchWith := func(b *testing.B, ttl time.Duration, name string, sink dcache.Sink, loader Loader) {
 		ns := dcache.New(dcache.Options{Now: clk.Now, NegativeTTL: ttl, Sink: sink})
 		ns.Register("null", dcache.Spec{Type: dcache.TypeChar, Major: 1, Minor: 3}, helper)
-		r := New(ns, LoaderFunc(func(context.Context, string, string, Caller) error { return nil }), Options{})
+		r := New(ns, loader, Options{})
 		root := ns.Root()
 		ctx := context.Background()
 		r.Lookup(ctx, root, name, user) // cache the miss, if any
@@ -31,6 +32,9 @@ func BenchmarkLookup(b *testing.B) {
 				r.Lookup(ctx, root, name, user)
 			}
 		})
+	}
+	bench := func(b *testing.B, ttl time.Duration, name string, sink dcache.Sink) {
+		benchWith(b, ttl, name, sink, instant)
 	}
 	b.Run("kind=baseline", func(b *testing.B) {
 		var mu sync.RWMutex
@@ -47,6 +51,11 @@ func BenchmarkLookup(b *testing.B) {
 	b.Run("kind=positive", func(b *testing.B) { bench(b, time.Hour, "null", nil) })
 	b.Run("kind=negative", func(b *testing.B) { bench(b, time.Hour, "nothing", nil) })
 	b.Run("kind=miss", func(b *testing.B) { bench(b, -1, "nothing", nil) })
+	// A miss the loader declines at once (Decliner: the built-in
+	// catalogue's index): no load goroutine, timer or channel.
+	b.Run("kind=miss-declined", func(b *testing.B) {
+		benchWith(b, -1, "nothing", nil, &decliner{no: map[string]bool{"nothing": true}})
+	})
 	// With an event sink, as in the daemon (whose namespace always has
 	// one): every lookup flushes the event queue.
 	b.Run("kind=positive-sink", func(b *testing.B) { bench(b, time.Hour, "null", discard{}) })

@@ -42,6 +42,23 @@ type Namer interface {
 	LoaderName() string
 }
 
+// Decliner may be implemented by a Loader that can tell at once, without
+// blocking or side effects, that it has nothing for a name (the built-in
+// catalogue's index; modload.Decliner is the same method). A miss it
+// declines still goes through every step of the miss protocol — the
+// record is published, waiters join it, LOOKUP is emitted, step 4
+// unpublishes, caches the miss and wakes them — but step 3 asks Declines
+// on the owner's goroutine instead of starting a load: no goroutine,
+// timer or channel per miss. The outcome is that of a Load returning
+// ENOENT at once (ErrDeclined wraps it).
+type Decliner interface {
+	Declines(dir, name string) bool
+}
+
+// ErrDeclined is a load's outcome when the loader declined the name
+// (Decliner).
+var ErrDeclined = fmt.Errorf("loader has nothing for the name: %w", syscall.ENOENT)
+
 // DefaultTimeout bounds a load and every wait by default.
 const DefaultTimeout = 5 * time.Second
 
@@ -394,14 +411,18 @@ var errDeadline = errors.New("loader did not finish before the deadline")
 // Model: the select in proctype Lookup and proctype LoadFinisher
 // (load.func2) in test/model/lookup.pml.
 func (r *Resolver) load(ctx context.Context, cl *call, c Caller, loader Loader) bool {
-	loadCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Timeout())
-	done := make(chan error, 1)
 	dirPath := cl.dir.Path()
 	if nm, ok := loader.(Namer); ok {
 		cl.loader = nm.LoaderName()
 	}
 	cl.start = time.Now()
 	r.loads.Add(1)
+	if d, ok := loader.(Decliner); ok && d.Declines(dirPath, cl.name) {
+		cl.err = ErrDeclined // Model: a loader that fails at once.
+		return true
+	}
+	loadCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Timeout())
+	done := make(chan error, 1)
 	go func() {
 		defer func() {
 			if p := recover(); p != nil {

@@ -206,6 +206,18 @@ type Loader interface {
 	Load(ctx context.Context, dir, name string, caller Caller) error
 }
 
+// A Decliner is a Loader that can tell at once — without blocking, without
+// side effects, without asking anyone — that it has nothing for a name:
+// the built-in catalogue's index, say. Declines(dir, name) true promises
+// that Load(ctx, dir, name, caller) would return an error wrapping
+// syscall.ENOENT and register nothing; false promises nothing. Package
+// lookup uses it to answer such a miss on the caller's goroutine instead
+// of starting a load (no goroutine, timer or channel per miss: the miss
+// path of mknod churn and of probing loops).
+type Decliner interface {
+	Declines(dir, name string) bool
+}
+
 // LoaderFunc adapts a function to a Loader.
 type LoaderFunc func(ctx context.Context, dir, name string, caller Caller) error
 

@@ -210,4 +210,10 @@ func (n namedLoader) Load(ctx context.Context, dir, name string, c dcache.Caller
 
 func (n namedLoader) LoaderName() string { return n.c.Which() }
 
-var _ lookup.Namer = namedLoader{}
+// Declines forwards the chain's modload.Decliner answer to lookup.
+func (n namedLoader) Declines(dir, name string) bool { return n.c.Declines(dir, name) }
+
+var (
+	_ lookup.Namer    = namedLoader{}
+	_ lookup.Decliner = namedLoader{}
+)

@@ -209,6 +209,16 @@ func (l *Loader) Load(ctx context.Context, dir, name string, _ modload.Caller) e
 	return errors.Join(errs...)
 }
 
+// Declines reports whether no catalogue or extension module provides
+// dir/name (modload.Decliner): the same index Load consults first, read
+// without blocking.
+func (l *Loader) Declines(dir, name string) bool {
+	p := path.Join(dir, name)
+	return len(index[p]) == 0 && len(l.ext.Load().providers(p)) == 0
+}
+
+var _ modload.Decliner = (*Loader)(nil)
+
 // LoadModule loads the module called name. An unknown module is an error
 // wrapping syscall.ENOENT.
 func (l *Loader) LoadModule(ctx context.Context, name string) error {

@@ -48,6 +48,26 @@ func (c Loader) Which() string {
 
 var _ modload.Loader = Loader{}
 
+// Declines implements modload.Decliner: while no helper is attached, the
+// fallback's answer (no fallback at all declines every name); while one
+// is, never — the helper must be asked. A helper that attaches just
+// after a name was declined sees the next miss; the declined one is
+// answered as the fallback would have answered it a moment earlier.
+func (c Loader) Declines(dir, name string) bool {
+	if c.Helper != nil {
+		if _, ok := c.Helper.Attached(); ok {
+			return false
+		}
+	}
+	if c.Fallback == nil {
+		return true
+	}
+	d, ok := c.Fallback.(modload.Decliner)
+	return ok && d.Declines(dir, name)
+}
+
+var _ modload.Decliner = Loader{}
+
 // Load implements modload.Loader.
 func (c Loader) Load(ctx context.Context, dir, name string, caller modload.Caller) error {
 	if c.Helper != nil {

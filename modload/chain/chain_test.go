@@ -82,3 +82,34 @@ func TestWhich(t *testing.T) {
 		t.Errorf("with a helper attached: %q", got)
 	}
 }
+
+type declining struct{ modload.LoaderFunc }
+
+func (declining) Declines(dir, name string) bool { return name == "no" }
+
+// Declines: the fallback's answer while no helper is attached, never while
+// one is; no fallback declines everything; a fallback that cannot tell
+// declines nothing.
+func TestDeclines(t *testing.T) {
+	none := modload.LoaderFunc(func(context.Context, string, string, modload.Caller) error { return nil })
+	h := helper.New(nil)
+	c := Loader{Helper: h, Fallback: declining{none}}
+	if !c.Declines("", "no") || c.Declines("", "yes") {
+		t.Fatalf("no helper: Declines(no)=%v Declines(yes)=%v, want true, false",
+			c.Declines("", "no"), c.Declines("", "yes"))
+	}
+	if !(Loader{Helper: h}).Declines("", "x") {
+		t.Error("no helper and no fallback: Declines = false, want true")
+	}
+	if (Loader{Helper: h, Fallback: none}).Declines("", "no") {
+		t.Error("a fallback that is not a Decliner: Declines = true, want false")
+	}
+	s, err := h.Attach(helper.Identity{Pid: uint32(os.Getpid())}, conn{make(chan helper.Request, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Detach("test")
+	if c.Declines("", "no") {
+		t.Error("helper attached: Declines = true, want false (the helper must be asked)")
+	}
+}

@@ -1,0 +1,48 @@
+package builtin
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"testing"
+
+	"github.com/devfsd/devfsd/modload"
+)
+
+// Declines is true exactly for the names Load answers ENOENT without
+// registering anything: every catalogue and extension name, and the
+// directories their nodes live in, are not declined.
+func TestDeclinesExactlyWhatLoadCannotProvide(t *testing.T) {
+	ns := newFakeNS()
+	l := New(ns, nil)
+	if _, err := l.SetExtensions([]Module{widgetModule()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		dir, name string
+		declined  bool
+	}{
+		{"", "null", false},    // base
+		{"", "loop3", false},   // a catalogue module on a miss
+		{"net", "tun", false},  // in a directory
+		{"", "net", false},     // a directory the catalogue fills
+		{"", "widget0", false}, // an extension
+		{"", "widgets", false}, // an extension's directory
+		{"", "nothing", true},
+		{"net", "nothing", true},
+		{"nowhere", "tun", true},
+	} {
+		if got := l.Declines(tt.dir, tt.name); got != tt.declined {
+			t.Errorf("Declines(%q, %q) = %v, want %v", tt.dir, tt.name, got, tt.declined)
+		}
+		if !tt.declined {
+			continue
+		}
+		before := len(ns.nodes)
+		err := l.Load(context.Background(), tt.dir, tt.name, modload.Caller{})
+		if !errors.Is(err, syscall.ENOENT) || len(ns.nodes) != before {
+			t.Errorf("Load of declined %q/%q: %v, %d nodes registered; want ENOENT and none",
+				tt.dir, tt.name, err, len(ns.nodes)-before)
+		}
+	}
+}
