@@ -91,6 +91,11 @@ type eventQueue struct {
 	seq      uint64
 	pending  []Event
 	flushing bool
+	// spare is the emptied backing array of the last batch delivered,
+	// reused by the next push that finds pending nil, so that a queue
+	// holding one event at a time (every change through FUSE) does not
+	// allocate a slice per event. Never larger than maxSpare.
+	spare []Event
 
 	// queued is len(pending), written under mu, read without it by
 	// flush's fast path: most flushes (every lookup calls one) find
@@ -110,9 +115,21 @@ func (q *eventQueue) pushLocked(ev Event) {
 	q.mu.Lock()
 	q.seq++
 	ev.Seq = q.seq
+	q.reuseLocked()
 	q.pending = append(q.pending, ev)
 	q.queued.Store(int64(len(q.pending)))
 	q.mu.Unlock()
+}
+
+// maxSpare bounds the batch array a queue keeps for reuse (events).
+const maxSpare = 256
+
+// reuseLocked makes pending the spare array if pending is nil.
+// Preconditions: q.mu held.
+func (q *eventQueue) reuseLocked() {
+	if q.pending == nil && q.spare != nil {
+		q.pending, q.spare = q.spare, nil
+	}
 }
 
 // pushAllLocked queues evs with consecutive sequence numbers, nothing
@@ -122,6 +139,7 @@ func (q *eventQueue) pushAllLocked(evs ...Event) {
 		return
 	}
 	q.mu.Lock()
+	q.reuseLocked()
 	for _, ev := range evs {
 		q.seq++
 		ev.Seq = q.seq
@@ -161,6 +179,12 @@ func (q *eventQueue) flush() {
 		for i := range batch {
 			q.sink.Event(batch[i])
 		}
+		// The sink has the events by value: the array can take the
+		// next ones (emptied first, so that it pins no strings).
+		clear(batch)
 		q.mu.Lock()
+		if cap(batch) <= maxSpare {
+			q.spare = batch[:0]
+		}
 	}
 }
