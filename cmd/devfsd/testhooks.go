@@ -1,9 +1,9 @@
 package main
 
-// Test-only hooks. They exist so that tests/integration can drive the
-// daemon, a separate process, into states no user can reach yet (there is
-// no control socket before the control-API issue): a slow loader, and
-// registrations made outside FUSE. They are switched on only by these
+// Test-only hooks. They exist so that test/integration can drive the
+// daemon, a separate process, into states a user cannot reach through the
+// control socket: a slow loader, and registrations made outside FUSE by a
+// signal, with no socket client in the way. They are switched on only by these
 // environment variables, are logged at warn level when on, and are not
 // part of the configuration or of the documented interface:
 //
