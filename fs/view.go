@@ -660,14 +660,3 @@ func (m *NotifyMux) Remove(q *NotifyQueue) {
 	}
 	m.qs.Store(&next)
 }
-
-// Sync waits until every queue has sent what was queued before the call
-// (NotifyQueue.Sync, with its rules), or ctx ends.
-func (m *NotifyMux) Sync(ctx context.Context) error {
-	for _, q := range *m.qs.Load() {
-		if err := q.Sync(ctx); err != nil {
-			return err
-		}
-	}
-	return nil
-}
