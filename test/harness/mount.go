@@ -353,7 +353,7 @@ func FUSEMountsUnder(dir string) ([]string, error) {
 type process struct {
 	cmd  *exec.Cmd
 	conn string // the FUSE connection's number (the mount's device minor), once mounted
-	out  *syncBuffer
+	out  *SyncBuffer
 	done chan struct{} // closed when the process has been waited for
 	err  error         // Wait's result, set before done is closed
 }
@@ -365,7 +365,7 @@ type process struct {
 // every child is forked from one goroutine locked to its thread for the life
 // of the process.
 func spawn(cmd *exec.Cmd) (*process, error) {
-	p := &process{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &process{cmd: cmd, out: &SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout = p.out
 	cmd.Stderr = p.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
@@ -509,22 +509,32 @@ func (e *earlyExit) Error() string {
 	return fmt.Sprintf("server exited before mounting (%v); output:\n%s", e.err, e.out)
 }
 
-// syncBuffer is a bytes.Buffer safe for the two writers of a child's output.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writers (a child's
+// stdout and stderr) and readers. Its zero value is ready to use.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Tail is the last n bytes written, prefixed with "..." when cut.
+func (s *SyncBuffer) Tail(n int) string {
+	str := s.String()
+	if len(str) > n {
+		str = "..." + str[len(str)-n:]
+	}
+	return str
 }
 
 // populateBySyscalls makes the Options.Populate tree through the mount.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/devfsd/devfsd/control/client"
 	"github.com/devfsd/devfsd/control/wire"
+	"github.com/devfsd/devfsd/test/harness"
 )
 
 // A helper in a separate process answers LOOKUP by registering the node,
@@ -178,13 +179,13 @@ func TestControlOneHelperOnly(t *testing.T) {
 // monitorProc runs devfsd ctl monitor and collects its lines.
 type monitorProc struct {
 	cmd   *exec.Cmd
-	out   *syncBuffer
+	out   *harness.SyncBuffer
 	waitc chan error
 }
 
 func startMonitor(t *testing.T, d *ctlDaemon, args ...string) *monitorProc {
 	t.Helper()
-	m := &monitorProc{out: &syncBuffer{}, waitc: make(chan error, 1)}
+	m := &monitorProc{out: &harness.SyncBuffer{}, waitc: make(chan error, 1)}
 	m.cmd = exec.Command(devfsdBin, append([]string{"ctl", "--socket=" + d.sock, "monitor"}, args...)...)
 	m.cmd.Dir = "/"
 	m.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")

@@ -20,13 +20,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/devfsd/devfsd/test/harness"
 )
 
 // confHelper is a running `devfsd helper`.
 type confHelper struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	log    *syncBuffer
+	log    *harness.SyncBuffer
 	exited chan struct{}
 	err    error
 }
@@ -44,7 +46,7 @@ func startConfHelper(t *testing.T, d *ctlDaemon, conf string, args ...string) *c
 
 func startConfHelperFile(t *testing.T, d *ctlDaemon, file string, args ...string) *confHelper {
 	t.Helper()
-	h := &confHelper{t: t, log: &syncBuffer{}, exited: make(chan struct{})}
+	h := &confHelper{t: t, log: &harness.SyncBuffer{}, exited: make(chan struct{})}
 	all := append([]string{"helper", "-fg", "-v", "--log-format=json", "--config=" + file,
 		"--socket=" + d.sock, "--mount=" + d.mnt}, args...)
 	h.cmd = exec.Command(devfsdBin, all...)

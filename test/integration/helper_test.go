@@ -10,19 +10,19 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/devfsd/devfsd/test/harness"
 )
 
 const (
@@ -63,30 +63,13 @@ type daemon struct {
 	t      *testing.T
 	mnt    string
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *harness.SyncBuffer
 	exited chan struct{}
 	err    error // the process's exit, once exited is closed
 	ready  chan string
 	// hookFile is DEVFSD_TEST_HOOK_FILE, when the test asked for hooks.
 	hookFile string
 	hookSeq  int
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type opts struct {
@@ -115,7 +98,7 @@ func start(t *testing.T, o opts) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{t: t, mnt: mnt, out: &syncBuffer{}, exited: make(chan struct{}), ready: make(chan string, 16)}
+	d := &daemon{t: t, mnt: mnt, out: &harness.SyncBuffer{}, exited: make(chan struct{}), ready: make(chan string, 16)}
 	go func() {
 		buf := make([]byte, 4096)
 		for {

@@ -24,7 +24,6 @@ package stress
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -209,7 +208,7 @@ type worker struct {
 	name  string
 	mount string
 	cmd   *exec.Cmd
-	out   *lineBuffer
+	out   *harness.SyncBuffer
 	done  chan struct{} // closed once waited for
 	err   error
 }
@@ -226,7 +225,7 @@ func startWorker(t *testing.T, role string, cfg workerConfig) *worker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &worker{name: fmt.Sprintf("%s/%d", role, cfg.Index), mount: cfg.Mount, out: &lineBuffer{}, done: make(chan struct{})}
+	w := &worker{name: fmt.Sprintf("%s/%d", role, cfg.Index), mount: cfg.Mount, out: &harness.SyncBuffer{}, done: make(chan struct{})}
 	w.cmd = exec.Command(os.Args[0])
 	w.cmd.Dir = "/"
 	w.cmd.Env = append(os.Environ(), roleEnv+"="+role, configEnv+"="+string(b),
@@ -312,7 +311,7 @@ func (w *worker) summary() (*summary, error) {
 			return &s, nil
 		}
 	}
-	return nil, fmt.Errorf("worker %s wrote no summary (exit: %v); output:\n%s", w.name, w.err, w.out.tail(4000))
+	return nil, fmt.Errorf("worker %s wrote no summary (exit: %v); output:\n%s", w.name, w.err, w.out.Tail(4000))
 }
 
 // waitWorkers waits for every worker until the budget ends; past it it
@@ -335,7 +334,7 @@ func waitWorkers(t *testing.T, budget time.Duration, ws ...*worker) {
 	}
 	for _, w := range ws {
 		if w.err != nil {
-			t.Errorf("worker %s: %v; output:\n%s", w.name, w.err, w.out.tail(4000))
+			t.Errorf("worker %s: %v; output:\n%s", w.name, w.err, w.out.Tail(4000))
 		}
 	}
 }
@@ -365,32 +364,6 @@ func forkOnSpawner(cmd *exec.Cmd) error {
 	errc := make(chan error, 1)
 	spawnReqs <- spawnReq{cmd, errc}
 	return <-errc
-}
-
-// lineBuffer is a goroutine-safe output buffer.
-type lineBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lineBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lineBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *lineBuffer) tail(n int) string {
-	s := l.String()
-	if len(s) > n {
-		s = "..." + s[len(s)-n:]
-	}
-	return s
 }
 
 // mountDevfsd mounts devfsd with every kernel cache timeout 0 (every
