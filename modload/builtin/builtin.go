@@ -76,11 +76,7 @@ func buildIndex(mods []Module) map[string][]int {
 				}
 				owner[n.Path] = m.Name
 			}
-			for p := n.Path; p != "."; p = path.Dir(p) {
-				if !slices.Contains(idx[p], i) {
-					idx[p] = append(idx[p], i)
-				}
-			}
+			indexNode(idx, n.Path, i)
 		}
 	}
 	for p := range owner {
@@ -91,15 +87,27 @@ func buildIndex(mods []Module) map[string][]int {
 	return idx
 }
 
-// Modules returns a copy of the catalogue, the base module first.
-func Modules() []Module {
-	out := make([]Module, len(catalogue))
-	for i, m := range catalogue {
+// indexNode adds module i to idx under p and every directory above it.
+func indexNode(idx map[string][]int, p string, i int) {
+	for ; p != "."; p = path.Dir(p) {
+		if !slices.Contains(idx[p], i) {
+			idx[p] = append(idx[p], i)
+		}
+	}
+}
+
+// cloneModules returns a copy of mods whose node slices are copies too.
+func cloneModules(mods []Module) []Module {
+	out := make([]Module, len(mods))
+	for i, m := range mods {
 		m.Nodes = slices.Clone(m.Nodes)
 		out[i] = m
 	}
 	return out
 }
+
+// Modules returns a copy of the catalogue, the base module first.
+func Modules() []Module { return cloneModules(catalogue) }
 
 // Base returns a copy of the base module.
 func Base() Module { return Modules()[0] }

@@ -202,11 +202,7 @@ func (l *Loader) SetExtensions(ext []Module) ([]string, error) {
 			}
 		}
 		for _, n := range m.Nodes {
-			for p := n.Path; p != "."; p = path.Dir(p) {
-				if !slices.Contains(t.index[p], i) {
-					t.index[p] = append(t.index[p], i)
-				}
-			}
+			indexNode(t.index, n.Path, i)
 		}
 	}
 	// A path's answer changes when the load states behind it do: a new
@@ -239,10 +235,5 @@ func (l *Loader) Extensions() []Module {
 	if t == nil {
 		return nil
 	}
-	out := make([]Module, len(t.mods))
-	for i, m := range t.mods {
-		m.Nodes = slices.Clone(m.Nodes)
-		out[i] = m
-	}
-	return out
+	return cloneModules(t.mods)
 }
