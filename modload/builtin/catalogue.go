@@ -37,12 +37,16 @@ type Module struct {
 // catalogue_test.go against a table transcribed from the kernel's
 // Documentation/admin-guide/devices.txt.
 
+func dev(t modload.NodeType, path string, major, minor, perm, gid uint32) modload.Node {
+	return modload.Node{Path: path, Type: t, Major: major, Minor: minor, Perm: perm, GID: gid}
+}
+
 func chr(path string, major, minor, perm, gid uint32) modload.Node {
-	return modload.Node{Path: path, Type: modload.CharDevice, Major: major, Minor: minor, Perm: perm, GID: gid}
+	return dev(modload.CharDevice, path, major, minor, perm, gid)
 }
 
 func blk(path string, major, minor, perm, gid uint32) modload.Node {
-	return modload.Node{Path: path, Type: modload.BlockDevice, Major: major, Minor: minor, Perm: perm, GID: gid}
+	return dev(modload.BlockDevice, path, major, minor, perm, gid)
 }
 
 func dir(path string, perm uint32) modload.Node {
@@ -53,22 +57,22 @@ func symlink(path, target string) modload.Node {
 	return modload.Node{Path: path, Type: modload.Symlink, Perm: 0777, Target: target}
 }
 
-// chrSeq is the family fmt.Sprintf(pattern, i) for i in [0, n), numbered
-// major:(minor0+i).
-func chrSeq(pattern string, n int, major, minor0, perm, gid uint32) []modload.Node {
+// devSeq is the family fmt.Sprintf(pattern, i) for i in [0, n) of type t,
+// numbered major:(minor0+i).
+func devSeq(t modload.NodeType, pattern string, n int, major, minor0, perm, gid uint32) []modload.Node {
 	nodes := make([]modload.Node, 0, n)
 	for i := 0; i < n; i++ {
-		nodes = append(nodes, chr(fmt.Sprintf(pattern, i), major, minor0+uint32(i), perm, gid))
+		nodes = append(nodes, dev(t, fmt.Sprintf(pattern, i), major, minor0+uint32(i), perm, gid))
 	}
 	return nodes
 }
 
+func chrSeq(pattern string, n int, major, minor0, perm, gid uint32) []modload.Node {
+	return devSeq(modload.CharDevice, pattern, n, major, minor0, perm, gid)
+}
+
 func blkSeq(pattern string, n int, major, minor0, perm, gid uint32) []modload.Node {
-	nodes := make([]modload.Node, 0, n)
-	for i := 0; i < n; i++ {
-		nodes = append(nodes, blk(fmt.Sprintf(pattern, i), major, minor0+uint32(i), perm, gid))
-	}
-	return nodes
+	return devSeq(modload.BlockDevice, pattern, n, major, minor0, perm, gid)
 }
 
 // scsiDisk is the module for the disk sdX (X = 'a'+i): the whole disk and
