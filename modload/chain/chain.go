@@ -32,10 +32,8 @@ type Loader struct {
 // helper is attached, else the fallback's name ("none" without one). For
 // metrics and the audit log; a helper may attach or go in between.
 func (c Loader) Which() string {
-	if c.Helper != nil {
-		if _, ok := c.Helper.Attached(); ok {
-			return "helper"
-		}
+	if c.helperAttached() {
+		return "helper"
 	}
 	switch {
 	case c.Fallback == nil:
@@ -48,16 +46,23 @@ func (c Loader) Which() string {
 
 var _ modload.Loader = Loader{}
 
+// helperAttached reports whether a helper is attached now.
+func (c Loader) helperAttached() bool {
+	if c.Helper == nil {
+		return false
+	}
+	_, ok := c.Helper.Attached()
+	return ok
+}
+
 // Declines implements modload.Decliner: while no helper is attached, the
 // fallback's answer (no fallback at all declines every name); while one
 // is, never — the helper must be asked. A helper that attaches just
 // after a name was declined sees the next miss; the declined one is
 // answered as the fallback would have answered it a moment earlier.
 func (c Loader) Declines(dir, name string) bool {
-	if c.Helper != nil {
-		if _, ok := c.Helper.Attached(); ok {
-			return false
-		}
+	if c.helperAttached() {
+		return false
 	}
 	if c.Fallback == nil {
 		return true
