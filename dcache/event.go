@@ -167,7 +167,13 @@ func (q *eventQueue) flush() {
 		return
 	}
 	q.flushing = true
-	defer func() { // a panicking sink must not stop delivery for good
+	locked := true // whether this goroutine holds mu
+	defer func() {
+		// A panicking sink must not stop delivery for good: it panics
+		// with mu released, so retake it before clearing flushing.
+		if !locked {
+			q.mu.Lock()
+		}
 		q.flushing = false
 		q.mu.Unlock()
 	}()
@@ -176,6 +182,7 @@ func (q *eventQueue) flush() {
 		q.pending = nil
 		q.queued.Store(0)
 		q.mu.Unlock()
+		locked = false
 		for i := range batch {
 			q.sink.Event(batch[i])
 		}
@@ -183,6 +190,7 @@ func (q *eventQueue) flush() {
 		// next ones (emptied first, so that it pins no strings).
 		clear(batch)
 		q.mu.Lock()
+		locked = true
 		if cap(batch) <= maxSpare {
 			q.spare = batch[:0]
 		}
