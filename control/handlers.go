@@ -184,6 +184,18 @@ func (s *Server) synced(ctx context.Context, c Cred) {
 	}
 }
 
+// changed answers a change c made that succeeded: only once it is kept
+// (durable) and the kernel has been told of it (synced), so that the
+// caller's next request, or system call on the mount, sees it.
+func (s *Server) changed(w http.ResponseWriter, r *http.Request, c Cred, status int, v any) *apiError {
+	if e := s.durable(r.Context()); e != nil {
+		return e
+	}
+	s.synced(r.Context(), c)
+	writeJSON(w, status, v)
+	return nil
+}
+
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) *apiError {
 	body, e := readBody(r)
 	if e != nil {
@@ -198,12 +210,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) *apiErro
 	if err != nil {
 		return errnoError(err)
 	}
-	if e := s.durable(r.Context()); e != nil {
-		return e
-	}
-	s.synced(r.Context(), c)
-	writeJSON(w, http.StatusCreated, nodeOf(reg.Path, n))
-	return nil
+	return s.changed(w, r, c, http.StatusCreated, nodeOf(reg.Path, n))
 }
 
 func (s *Server) handleUnregister(w http.ResponseWriter, r *http.Request) *apiError {
@@ -219,12 +226,7 @@ func (s *Server) handleUnregister(w http.ResponseWriter, r *http.Request) *apiEr
 	if err := s.opts.Namespace.Unregister(p, s.caller(c)); err != nil {
 		return errnoError(err)
 	}
-	if e := s.durable(r.Context()); e != nil {
-		return e
-	}
-	s.synced(r.Context(), c)
-	writeJSON(w, http.StatusOK, wire.PathRequest{Path: p})
-	return nil
+	return s.changed(w, r, c, http.StatusOK, wire.PathRequest{Path: p})
 }
 
 func (s *Server) setAttr(w http.ResponseWriter, r *http.Request, p string, in dcache.SetAttrIn) *apiError {
@@ -236,12 +238,7 @@ func (s *Server) setAttr(w http.ResponseWriter, r *http.Request, p string, in dc
 	if _, err := n.SetAttr(in, s.caller(c)); err != nil {
 		return errnoError(err)
 	}
-	if e := s.durable(r.Context()); e != nil {
-		return e
-	}
-	s.synced(r.Context(), c)
-	writeJSON(w, http.StatusOK, nodeOf(p, n))
-	return nil
+	return s.changed(w, r, c, http.StatusOK, nodeOf(p, n))
 }
 
 func (s *Server) handleChmod(w http.ResponseWriter, r *http.Request) *apiError {
