@@ -349,6 +349,35 @@ func TestGroupCommit(t *testing.T) {
 	}
 }
 
+// Changes queued while a commit cannot start are written by one commit,
+// one fsync: the sharing TestGroupCommit can only hope for, made certain
+// by queueing before the committer starts.
+func TestGroupCommitSharesOneFsync(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := dcache.New(dcache.Options{Sink: s, RegisterHook: s.RegisterHook})
+	const n = 20
+	for i := 0; i < n; i++ {
+		if _, err := ns.Root().Mknod("q"+strings.Repeat("x", i+1), 0o10600, 0, 0, user); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Start()
+	if err := s.WaitDurable(context.Background(), ns.LastSeq()); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Commits != 1 || st.Entries != n {
+		t.Errorf("%d changes queued before Start: %d commits, %d entries; want 1 commit, %d entries",
+			n, st.Commits, st.Entries, n)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // The snapshot and journal are the documented frames of JSON.
 func TestFormat(t *testing.T) {
 	dir := t.TempDir()
