@@ -116,7 +116,6 @@ func New(reg prometheus.Registerer, src Sources) *Metrics {
 		counter("devfsd_events_emitted_total", "Events the namespace queued (every change, lookup miss and expiry).", nil,
 			func() float64 { return float64(ns.LastSeq()) })
 		for t := dcache.TypeDir; t <= dcache.TypeRegular; t++ {
-			t := t
 			gauge("devfsd_nodes", "Linked nodes by type.", prometheus.Labels{"type": t.String()},
 				func() float64 { return float64(ns.NodesByType()[t]) })
 		}
