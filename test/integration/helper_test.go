@@ -182,16 +182,23 @@ func unescape(s string) string {
 	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
 }
 
-// waitUnmounted polls mountinfo until dir is no mount point, or d passes.
-func waitUnmounted(t *testing.T, dir string, d time.Duration) bool {
+// poll checks cond every interval until it holds (true) or d has passed
+// (false). The sleep is a polling interval, not a wait for an event: every
+// wait on a condition in these tests goes through here.
+func poll(d, interval time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
-	for mounted(t, dir) {
+	for !cond() {
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(interval)
 	}
 	return true
+}
+
+// waitUnmounted polls mountinfo until dir is no mount point, or d passes.
+func waitUnmounted(t *testing.T, dir string, d time.Duration) bool {
+	return poll(d, 2*time.Millisecond, func() bool { return !mounted(t, dir) })
 }
 
 // stop sends SIGTERM, waits, kills, unmounts lazily: always leaves
@@ -241,24 +248,21 @@ func (d *daemon) hook(cmds ...string) {
 	if err := d.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
 		d.t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var lines []string
+	if !poll(10*time.Second, time.Millisecond, func() bool {
 		data, err := os.ReadFile(d.hookFile + ".done")
-		if err == nil {
-			lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-			if lines[0] == fmt.Sprint(d.hookSeq) {
-				for i, l := range lines[1:] {
-					if l != "ok" {
-						d.t.Fatalf("hook %q: %s", cmds[i], l)
-					}
-				}
-				return
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("hook %q not applied within 10s", cmds)
+		lines = strings.Split(strings.TrimSpace(string(data)), "\n")
+		return lines[0] == fmt.Sprint(d.hookSeq)
+	}) {
+		d.t.Fatalf("hook %q not applied within 10s", cmds)
+	}
+	for i, l := range lines[1:] {
+		if l != "ok" {
+			d.t.Fatalf("hook %q: %s", cmds[i], l)
 		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -423,12 +423,8 @@ func TestKilledStatLeavesDaemonHealthy(t *testing.T) {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	// Wait until the stat is blocked in the kernel waiting for our answer.
-	deadline := time.Now().Add(delay)
-	for !blockedInFUSE(cmd.Process.Pid) {
-		if time.Now().After(deadline) {
-			t.Fatal("stat never blocked on the lookup")
-		}
-		time.Sleep(time.Millisecond)
+	if !poll(delay, time.Millisecond, func() bool { return blockedInFUSE(cmd.Process.Pid) }) {
+		t.Fatal("stat never blocked on the lookup")
 	}
 	killed := time.Now()
 	cmd.Process.Kill()

@@ -71,11 +71,7 @@ func startCtlOpts(t *testing.T, o opts, args ...string) *ctlDaemon {
 // untilOr is until, saying why at the deadline.
 func untilOr(t *testing.T, what string, cond func() bool, why func() string) {
 	t.Helper()
-	deadline := time.Now().Add(condDeadline)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s: %s", what, why())
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not a wait for an event
+	if !poll(condDeadline, 5*time.Millisecond, cond) {
+		t.Fatalf("timed out waiting for %s: %s", what, why())
 	}
 }

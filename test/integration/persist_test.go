@@ -205,12 +205,8 @@ func TestCrashSafetyKillRestart(t *testing.T) {
 			}
 		}()
 		// The killer waits, by operation count, for the random point.
-		deadline := time.Now().Add(condDeadline)
-		for done.Load() < int64(killAfter) {
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: the stream stalled at %d of %d operations", round, done.Load(), killAfter)
-			}
-			time.Sleep(100 * time.Microsecond) // polling an operation counter
+		if !poll(condDeadline, 100*time.Microsecond, func() bool { return done.Load() >= int64(killAfter) }) {
+			t.Fatalf("round %d: the stream stalled at %d of %d operations", round, done.Load(), killAfter)
 		}
 		d.cmd.Process.Signal(syscall.SIGKILL)
 		<-d.exited
