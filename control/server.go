@@ -121,9 +121,8 @@ type Server struct {
 	stop  context.CancelFunc
 	slots chan struct{} // one token per event stream or wait
 
-	serveDone chan struct{}
-	shutOnce  sync.Once
-	shutErr   error
+	shutOnce sync.Once
+	shutErr  error
 }
 
 type credKey struct{}
@@ -208,7 +207,7 @@ func Listen(opts Options) (*Server, error) {
 		return fail(err)
 	}
 	s := &Server{opts: opts, log: log, ln: ln, ino: st.Ino,
-		slots: make(chan struct{}, opts.MaxSubscribers), serveDone: make(chan struct{})}
+		slots: make(chan struct{}, opts.MaxSubscribers)}
 	s.writeUID.Store(opts.WriteUID)
 	s.writeGID.Store(opts.WriteGID)
 	s.SetFallback(opts.Fallback)
@@ -259,7 +258,6 @@ func (s *Server) Path() string { return s.opts.Path }
 // Serve serves the socket in a goroutine until Shutdown.
 func (s *Server) Serve() {
 	go func() {
-		defer close(s.serveDone)
 		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("control socket stopped", zap.Error(err))
 		}
