@@ -156,6 +156,19 @@ func ValidatePath(p string) error {
 	return nil
 }
 
+// ValidateLookup reports whether dir/name is a load request a loader may
+// act on: name one path element (not "", "." or "..", no '/' or NUL), dir
+// as ValidatePath takes it. The error wraps syscall.EINVAL.
+func ValidateLookup(dir, name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return fmt.Errorf("invalid name %q: %w", name, syscall.EINVAL)
+	}
+	if err := ValidatePath(dir); err != nil {
+		return fmt.Errorf("%w: %w", err, syscall.EINVAL)
+	}
+	return nil
+}
+
 // Registrar is how a loader puts nodes into the namespace.
 //
 // Register creates n.Path with the parents it lacks (directories 0755, as

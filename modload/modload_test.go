@@ -82,3 +82,19 @@ func TestNodeString(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateLookup(t *testing.T) {
+	for _, tt := range []struct {
+		dir, name string
+		ok        bool
+	}{
+		{"", "null", true}, {"input", "event0", true},
+		{"", "", false}, {"", ".", false}, {"", "..", false}, {"", "a/b", false}, {"", "a\x00", false},
+		{"/input", "x", false}, {"a/../b", "x", false}, {"a//b", "x", false},
+	} {
+		err := ValidateLookup(tt.dir, tt.name)
+		if tt.ok != (err == nil) || !tt.ok && !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("ValidateLookup(%q, %q) = %v, want ok=%v (else EINVAL)", tt.dir, tt.name, err, tt.ok)
+		}
+	}
+}

@@ -48,7 +48,6 @@ import (
 	"path"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -182,11 +181,8 @@ func (l *Loader) RegisterBase(ctx context.Context) error {
 // Load loads every module that provides dir/name and returns when they are
 // loaded. The caller is ignored: the catalogue is the same for everyone.
 func (l *Loader) Load(ctx context.Context, dir, name string, _ modload.Caller) error {
-	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
-		return fmt.Errorf("builtin: invalid name %q: %w", name, syscall.EINVAL)
-	}
-	if err := modload.ValidatePath(dir); err != nil {
-		return fmt.Errorf("builtin: %w: %w", err, syscall.EINVAL)
+	if err := modload.ValidateLookup(dir, name); err != nil {
+		return fmt.Errorf("builtin: %w", err)
 	}
 	p := path.Join(dir, name)
 	mods := index[p]

@@ -112,11 +112,8 @@ func (l *Loader) IsLoader(pid uint32) bool { return l.run.InGroup(pid) }
 // Load runs the program for dir/name and returns when it exits or is
 // killed.
 func (l *Loader) Load(ctx context.Context, dir, name string, _ modload.Caller) error {
-	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
-		return fmt.Errorf("exec: invalid name %q: %w", name, syscall.EINVAL)
-	}
-	if err := modload.ValidatePath(dir); err != nil {
-		return fmt.Errorf("exec: %w: %w", err, syscall.EINVAL)
+	if err := modload.ValidateLookup(dir, name); err != nil {
+		return fmt.Errorf("exec: %w", err)
 	}
 	select {
 	case l.sem <- struct{}{}:
