@@ -99,6 +99,12 @@ func TestLifecycleWithoutNotifySocket(t *testing.T) {
 	lc := &lifecycle{log: log}
 	lc.Ready()
 	lc.Stopping()
+	// The log is live (else the next check would pass on an empty buffer).
+	for _, want := range []string{"mount is live", "stopping"} {
+		if !bytes.Contains(buf.Bytes(), []byte(want)) {
+			t.Errorf("log lacks %q: %s", want, buf.String())
+		}
+	}
 	if bytes.Contains(buf.Bytes(), []byte("sd_notify")) {
 		t.Errorf("notified without NOTIFY_SOCKET: %s", buf.String())
 	}
