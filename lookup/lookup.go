@@ -358,12 +358,7 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 	if err := r.finishMiss(ctx, cl); err != nil {
 		return nil, err
 	}
-	dir.LockMu()
-	child, _ = dir.ChildLocked(name)
-	dir.UnlockMu()
-	sem.UpRead()
-	r.ns.Flush()
-	return answerLoad(child, name, loadErr)
+	return answerLoad(r.lookAndRelease(dir, name), name, loadErr)
 }
 
 func answer(child *dcache.Node, name string) (*dcache.Node, error) {
@@ -388,16 +383,22 @@ func answerLoad(child *dcache.Node, name string, loadErr error) (*dcache.Node, e
 
 // lookAgain is step 5 for a waiter: take sem shared, look once more.
 func (r *Resolver) lookAgain(ctx context.Context, dir *dcache.Node, name string) (*dcache.Node, error) {
-	sem := dir.Sem()
-	if sem.DownReadCtx(ctx) != nil {
-		return nil, interrupted("lookup", name)
+	if err := r.retake(ctx, dir, name); err != nil {
+		return nil, err
 	}
+	return answer(r.lookAndRelease(dir, name), name)
+}
+
+// lookAndRelease is the look of step 5: the child named name under mu,
+// then sem released and queued events delivered. Preconditions: dir's sem
+// held shared (by retake), no mu held.
+func (r *Resolver) lookAndRelease(dir *dcache.Node, name string) *dcache.Node {
 	dir.LockMu()
 	child, _ := dir.ChildLocked(name)
 	dir.UnlockMu()
-	sem.UpRead()
+	dir.Sem().UpRead()
 	r.ns.Flush()
-	return answer(child, name)
+	return child
 }
 
 // errDeadline is a load's outcome when the deadline passed first.
