@@ -16,18 +16,16 @@ import (
 // loading through the mount cannot queue behind an unlink that holds sem
 // while it waits for that very load.
 
-// lockForChange takes dir's sem exclusive and waits for loads of names.
+// lockForChange takes dir's sem exclusive and waits for a load of name.
 // On success the caller holds sem and must UpWrite it.
-func (r *Resolver) lockForChange(ctx context.Context, op string, dir *dcache.Node, c Caller, names ...string) error {
+func (r *Resolver) lockForChange(ctx context.Context, op string, dir *dcache.Node, name string) error {
 	sem := dir.Sem()
 	if sem.DownWriteCtx(ctx) != nil {
-		return interrupted(op, names[0])
+		return interrupted(op, name)
 	}
-	for _, name := range names {
-		if err := r.waitForLoadLocked(ctx, dir, name); err != nil {
-			sem.UpWrite()
-			return interrupted(op, name)
-		}
+	if err := r.waitForLoadLocked(ctx, dir, name); err != nil {
+		sem.UpWrite()
+		return interrupted(op, name)
 	}
 	return nil
 }
@@ -48,7 +46,7 @@ func (r *Resolver) change(ctx context.Context, op string, dir *dcache.Node, name
 	if r.bypass(c) {
 		return fn()
 	}
-	if err := r.lockForChange(ctx, op, dir, c, name); err != nil {
+	if err := r.lockForChange(ctx, op, dir, name); err != nil {
 		return err
 	}
 	defer dir.Sem().UpWrite()
