@@ -268,6 +268,15 @@ func within(p, q string) bool {
 	return p == q || strings.HasPrefix(p, strings.TrimSuffix(q, "/")+"/")
 }
 
+// checkMountpointPath refuses a view mountpoint that is not an absolute,
+// clean path other than /: what can be said of it without the file system.
+func checkMountpointPath(mp string) error {
+	if !filepath.IsAbs(mp) || filepath.Clean(mp) != mp || mp == "/" {
+		return fmt.Errorf("mountpoint %q is not an absolute, clean path other than /", mp)
+	}
+	return nil
+}
+
 // checkMountpointLocked refuses a mountpoint that is not an absolute,
 // clean, existing directory of its own (not a symlink), or that is a
 // mount of this daemon, inside one, or above one — the daemon never
@@ -277,8 +286,8 @@ func (m *viewManager) checkMountpointLocked(mp string) error {
 	bad := func(format string, a ...any) error {
 		return control.NewError(http.StatusBadRequest, wire.CodeInvalidMountpoint, "mountpoint", format, a...)
 	}
-	if !filepath.IsAbs(mp) || filepath.Clean(mp) != mp || mp == "/" {
-		return bad("mountpoint %q is not an absolute, clean path other than /", mp)
+	if err := checkMountpointPath(mp); err != nil {
+		return bad("%v", err)
 	}
 	mounts := []string{m.main.Mountpoint()}
 	for p := range m.views {
@@ -324,8 +333,8 @@ func compileView(v wire.View) (*fs.View, error) {
 // checkView is what can be checked of a view before anything is
 // mounted: its values, its patterns, an absolute clean mountpoint.
 func checkView(v wire.View) error {
-	if !filepath.IsAbs(v.Mountpoint) || filepath.Clean(v.Mountpoint) != v.Mountpoint || v.Mountpoint == "/" {
-		return fmt.Errorf("mountpoint %q is not an absolute, clean path other than /", v.Mountpoint)
+	if err := checkMountpointPath(v.Mountpoint); err != nil {
+		return err
 	}
 	_, err := compileView(v)
 	return err
