@@ -81,7 +81,6 @@ type Store struct {
 
 	commits    atomic.Uint64
 	syncNanos  atomic.Uint64
-	lastCommit atomic.Int64 // ns of the last fsync
 	recordsOut atomic.Uint64
 }
 
@@ -528,7 +527,6 @@ func (s *Store) append(ops []op) error {
 	s.commits.Add(1)
 	s.recordsOut.Add(uint64(len(ops)))
 	s.syncNanos.Add(uint64(d))
-	s.lastCommit.Store(int64(d))
 	return nil
 }
 
