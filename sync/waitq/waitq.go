@@ -234,9 +234,6 @@ func (w *Waiter) Abort() bool {
 	}
 }
 
-// Exclusive reports whether w was prepared as an exclusive wait.
-func (w *Waiter) Exclusive() bool { return w.exclusive }
-
 // WakeOne wakes the non-exclusive waiters at the head of the queue and the
 // first exclusive waiter. It returns the number of waiters woken.
 func (q *Queue) WakeOne() int { return q.WakeN(1) }
