@@ -203,49 +203,56 @@ func decodeView(body []byte) (wire.View, *apiError) {
 	}
 	for i, it := range items {
 		f := fmt.Sprintf("overrides[%d]", i)
-		if len(it) == 0 || it[0] != '{' {
-			return v, bad(wire.CodeBadType, f, "%s must be an object {glob, mode, uid, gid}, not %s", f, jsonKind(it))
-		}
-		oo, e := decodeObject(it, "glob", "mode", "uid", "gid")
+		ov, e := decodeOverride(f, it)
 		if e != nil {
 			e.body.Field = prefixField(f, e.body.Field)
 			return v, e
-		}
-		var ov wire.ViewOverride
-		glob, ok, e := oo.str("glob")
-		if e == nil && !ok {
-			e = bad(wire.CodeMissingField, "glob", "glob is required")
-		}
-		if e != nil {
-			e.body.Field = prefixField(f, e.body.Field)
-			return v, e
-		}
-		ov.Glob = glob
-		if m, ok, e := oo.mode("mode"); e != nil {
-			e.body.Field = prefixField(f, e.body.Field)
-			return v, e
-		} else if ok {
-			ov.Mode = fmt.Sprintf("%04o", m)
-		}
-		for _, id := range []struct {
-			k   string
-			dst **int64
-		}{{"uid", &ov.Uid}, {"gid", &ov.Gid}} {
-			n, ok, e := oo.int(id.k, 0, maxOwnerID, wire.CodeInvalidOwner)
-			if e != nil {
-				e.body.Field = prefixField(f, e.body.Field)
-				return v, e
-			}
-			if ok {
-				*id.dst = &n
-			}
-		}
-		if ov.Mode == "" && ov.Uid == nil && ov.Gid == nil {
-			return v, bad(wire.CodeMissingField, f, "%s sets none of mode, uid, gid", f)
 		}
 		v.Overrides = append(v.Overrides, ov)
 	}
 	return v, nil
+}
+
+// decodeOverride decodes overrides[i], named f in messages. The field of
+// an error it returns is relative to f (the caller prefixes it).
+func decodeOverride(f string, it json.RawMessage) (wire.ViewOverride, *apiError) {
+	var ov wire.ViewOverride
+	if len(it) == 0 || it[0] != '{' {
+		return ov, bad(wire.CodeBadType, "", "%s must be an object {glob, mode, uid, gid}, not %s", f, jsonKind(it))
+	}
+	oo, e := decodeObject(it, "glob", "mode", "uid", "gid")
+	if e != nil {
+		return ov, e
+	}
+	glob, ok, e := oo.str("glob")
+	if e != nil {
+		return ov, e
+	}
+	if !ok {
+		return ov, bad(wire.CodeMissingField, "glob", "glob is required")
+	}
+	ov.Glob = glob
+	if m, ok, e := oo.mode("mode"); e != nil {
+		return ov, e
+	} else if ok {
+		ov.Mode = fmt.Sprintf("%04o", m)
+	}
+	for _, id := range []struct {
+		k   string
+		dst **int64
+	}{{"uid", &ov.Uid}, {"gid", &ov.Gid}} {
+		n, ok, e := oo.int(id.k, 0, maxOwnerID, wire.CodeInvalidOwner)
+		if e != nil {
+			return ov, e
+		}
+		if ok {
+			*id.dst = &n
+		}
+	}
+	if ov.Mode == "" && ov.Uid == nil && ov.Gid == nil {
+		return ov, bad(wire.CodeMissingField, "", "%s sets none of mode, uid, gid", f)
+	}
+	return ov, nil
 }
 
 func prefixField(prefix, field string) string {
