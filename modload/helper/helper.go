@@ -15,8 +15,8 @@
 // A Load waits for the helper's done, for its context (package lookup
 // bounds it by the loader timeout), or for the session to end, whichever
 // comes first. When the helper disconnects or dies every pending Load is
-// answered at once with an error wrapping syscall.ENOENT: the session's
-// end closes a channel every waiter selects on. Death is noticed two ways,
+// answered at once with an error wrapping syscall.ENOENT: Detach takes the
+// pending table and answers each Load's channel. Death is noticed two ways,
 // whichever is first: the transport calls Detach when the connection
 // closes, and Attach watches the helper process itself through a pidfd
 // (pidfd_open(2)), which becomes readable when the process exits even if a
