@@ -15,7 +15,10 @@ type testHooks struct {
 	// posted is called after each wakeup is posted.
 	posted func()
 	// grantedWhileCancelling is called by a waiter whose ctx ended but
-	// which found itself granted, before it consumes its wakeup.
+	// whose wakeup is already in flight, before it consumes it (R2): a
+	// reader or WaitForRelease waiter that found itself granted (sleep), or
+	// a writer that had been woken (sleepWriter). One hook serves both: the
+	// point forced is the same, "the wakeup is posted after we gave up".
 	grantedWhileCancelling func()
 }
 
