@@ -2,7 +2,7 @@
 // wait_queue_head_t, for goroutines that wait for a condition guarded by a
 // lock of their own.
 //
-// # Model
+// # Waits
 //
 // A wait is one record, a *Waiter, made by Prepare and finished by exactly
 // one of Wait or Abort. Prepare enqueues the record at once, so a waiter
