@@ -181,7 +181,9 @@ func (x *extras) serveMetrics() {
 func (x *extras) close() {
 	if x.msrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		x.msrv.Shutdown(ctx)
+		if x.msrv.Shutdown(ctx) != nil {
+			x.msrv.Close() // a scrape still running at the deadline: cut it
+		}
 		cancel()
 	} else if x.mln != nil {
 		x.mln.Close()
