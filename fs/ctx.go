@@ -39,8 +39,9 @@ import (
 //
 // Most requests never wait, and the layers below look at Done only on
 // their slow paths, so the done channel — and the goroutine that watches
-// for the causes — is made on the first call to Done, never on the fast
-// path. release, called when the request is answered, ends the watcher.
+// for the causes — is made on the first call to Done or Err (so an Err
+// can see what a Done would), never on the fast path. release, called
+// when the request is answered, ends the watcher.
 type reqCtx struct {
 	intr <-chan struct{} // the request's cancel channel (go-fuse)
 	stop <-chan struct{} // closed when shutdown begins
