@@ -204,24 +204,26 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 	stopHooks := hooks.start(ns, srv.SyncNotifies, log)
 	defer stopHooks()
 
+	// The shutdown order: the socket first (no change arrives while the
+	// mounts drain), then every view (drained and unmounted, concurrently,
+	// bounded), then the main mount.
+	stop := func() error {
+		if ctl != nil {
+			stopControl(ctl, log)
+		}
+		vm.close()
+		return srv.Shutdown()
+	}
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down", zap.Duration("shutdown_timeout", cfg.ShutdownTimeout))
 	case <-srv.Served():
 		log.Warn("the mount is gone; shutting down")
-		if ctl != nil {
-			stopControl(ctl, log)
-		}
-		vm.close()
-		_ = srv.Shutdown()
+		_ = stop()
 		return errUnmountedOutside
 	}
 	start := time.Now()
-	if ctl != nil {
-		stopControl(ctl, log)
-	}
-	vm.close() // every view: drained and unmounted, concurrently, bounded
-	if err := srv.Shutdown(); err != nil {
+	if err := stop(); err != nil {
 		return err
 	}
 	st := srv.Stats()
