@@ -290,18 +290,3 @@ func (d *daemon) hook(cmds ...string) {
 		}
 	}
 }
-
-func errnoOf(err error) syscall.Errno {
-	var e syscall.Errno
-	for err != nil {
-		if x, ok := err.(syscall.Errno); ok {
-			return x
-		}
-		u, ok := err.(interface{ Unwrap() error })
-		if !ok {
-			break
-		}
-		err = u.Unwrap()
-	}
-	return e
-}
