@@ -99,8 +99,10 @@ func TestRunContextEndKillsToo(t *testing.T) {
 		<-started
 		cancel()
 	}()
+	// Timeout only bounds the test: were the context not honoured, the
+	// deadline would kill the program and the error would say so.
 	res, err := r.Run(ctx, Spec{Argv: []string{"/bin/sh", "-c", "echo up; exec sleep 1000"},
-		Stdout: func(string) { close(started) }})
+		Timeout: deadline, Stdout: func(string) { close(started) }})
 	if !errors.Is(err, context.Canceled) || !res.Killed {
 		t.Fatalf("Run = %+v, %v; want killed by the context", res, err)
 	}
