@@ -1,11 +1,13 @@
 // Package integration mounts devfsd as a separate process and acts on the
-// mount through system calls. It uses a minimal local helper rather than
-// test/harness, which was not yet committed when these tests were written:
-// TestMain builds cmd/devfsd once; start runs `devfsd mount` on a fresh
-// directory with a NOTIFY_SOCKET of its own, waits (polling
-// /proc/self/mountinfo against a deadline, never sleeping blindly) for the
-// mount, and registers a cleanup that stops the daemon, lazily unmounts
-// and removes the directory, whatever the test did.
+// mount through system calls. It has its own mount helper, older than
+// test/harness, and keeps it: these tests need what harness.Options does
+// not give (extra flags and environment, the -race build of devfsd, the
+// SIGUSR2 test hook, the READY=1 check). TestMain builds cmd/devfsd once;
+// start runs `devfsd mount` on a fresh directory with a NOTIFY_SOCKET of
+// its own, waits (against a deadline, never sleeping blindly) for READY=1
+// and checks the mount is then in /proc/self/mountinfo, and registers a
+// cleanup that stops the daemon, lazily unmounts and removes the
+// directory, whatever the test did.
 package integration
 
 import (
