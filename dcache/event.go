@@ -108,18 +108,7 @@ type eventQueue struct {
 
 // pushLocked queues ev. Preconditions: none beyond the lock order (mu is a
 // leaf); the name says it is called with namespace locks held.
-func (q *eventQueue) pushLocked(ev Event) {
-	if q.sink == nil {
-		return
-	}
-	q.mu.Lock()
-	q.seq++
-	ev.Seq = q.seq
-	q.reuseLocked()
-	q.pending = append(q.pending, ev)
-	q.queued.Store(int64(len(q.pending)))
-	q.mu.Unlock()
-}
+func (q *eventQueue) pushLocked(ev Event) { q.pushAllLocked(ev) }
 
 // maxSpare bounds the batch array a queue keeps for reuse (events).
 const maxSpare = 256
