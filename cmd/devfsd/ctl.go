@@ -113,6 +113,23 @@ func ctlUsageErr(format string, a ...any) error {
 func ctlPath(p string) string { return strings.Trim(p, "/") }
 
 // runCtl is `devfsd ctl`.
+// ctlArgs parses a ctl command's flags and returns its positional
+// arguments, between min and max of them; what names the command in the
+// error.
+func ctlArgs(sub *flag.FlagSet, args []string, min, max int, what string) ([]string, error) {
+	pos, err := parseInterspersed(sub, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError{err}
+	}
+	if len(pos) < min || len(pos) > max {
+		return nil, ctlUsageErr("%s: wrong number of arguments", what)
+	}
+	return pos, nil
+}
+
 func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("devfsd ctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -148,19 +165,7 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	sub.SetOutput(stderr)
 	sub.Usage = func() { fmt.Fprint(stderr, ctlUsage) }
 	asJSON := func() *bool { return sub.Bool("json", false, "print JSON") }
-	parse := func(min, max int) ([]string, error) {
-		pos, err := parseInterspersed(sub, rest)
-		if err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, usageError{err}
-		}
-		if len(pos) < min || len(pos) > max {
-			return nil, ctlUsageErr("%s: wrong number of arguments", cmd)
-		}
-		return pos, nil
-	}
+	parse := func(min, max int) ([]string, error) { return ctlArgs(sub, rest, min, max, cmd) }
 	err := func() error {
 		switch cmd {
 		case "ls":

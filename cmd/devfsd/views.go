@@ -502,19 +502,7 @@ func ctlView(ctx context.Context, c *client.Client, args []string, stdout, stder
 	sub := flag.NewFlagSet("devfsd ctl view "+args[0], flag.ContinueOnError)
 	sub.SetOutput(stderr)
 	sub.Usage = func() { fmt.Fprint(stderr, ctlUsage) }
-	parse := func(min, max int) ([]string, error) {
-		pos, err := parseInterspersed(sub, args[1:])
-		if err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, usageError{err}
-		}
-		if len(pos) < min || len(pos) > max {
-			return nil, ctlUsageErr("view %s: wrong number of arguments", args[0])
-		}
-		return pos, nil
-	}
+	parse := func(min, max int) ([]string, error) { return ctlArgs(sub, args[1:], min, max, "view "+args[0]) }
 	switch args[0] {
 	case "ls":
 		js := sub.Bool("json", false, "print JSON")
