@@ -264,6 +264,9 @@ func TestShutdownRefusesAndIsIdempotent(t *testing.T) {
 	if _, st := r.lookup(1, "null"); st != fuse.OK {
 		t.Fatal(st)
 	}
+	if r.s.nodes.len() != 1 { // else the FORGET check below proves nothing
+		t.Fatalf("%d node ids known after one lookup, want 1", r.s.nodes.len())
+	}
 	for i := 0; i < 3; i++ {
 		if err := r.s.Shutdown(); err != nil {
 			t.Fatal(err)
