@@ -374,6 +374,12 @@ func TestViewNotifiesPerMount(t *testing.T) {
 	if n := len(*r.mux.qs.Load()); n != 1 {
 		t.Fatalf("%d queues in the mux after the view's shutdown", n)
 	}
+	r.mux.mu.Lock()
+	inUse := r.mux.ids[viewQ.id]
+	r.mux.mu.Unlock()
+	if inUse {
+		t.Fatalf("the view's mount id %d is still taken after its shutdown", viewQ.id)
+	}
 }
 
 // SetTimeouts on the main server reaches its views, made before or
