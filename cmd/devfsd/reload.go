@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -151,7 +152,7 @@ func (r *reloader) reload(ctx context.Context) (wire.Reload, error) {
 		r.metrics.Reloaded("ok")
 		r.log.Info("configuration reloaded", zap.Strings("changed", res.Changed),
 			zap.Int("invalidated", res.Invalidated), zap.Object("config", r.cfg))
-	case errorsIsInvalid(err):
+	case errors.Is(err, control.ErrInvalidConfig):
 		r.metrics.Reloaded("invalid")
 		r.log.Warn("reload refused; the running configuration stays", zap.Error(err))
 	default:
@@ -159,28 +160,6 @@ func (r *reloader) reload(ctx context.Context) (wire.Reload, error) {
 		r.log.Error("reload failed", zap.Error(err))
 	}
 	return res, err
-}
-
-func errorsIsInvalid(err error) bool {
-	for e := err; e != nil; {
-		if e == control.ErrInvalidConfig {
-			return true
-		}
-		switch u := e.(type) {
-		case interface{ Unwrap() []error }:
-			for _, x := range u.Unwrap() {
-				if errorsIsInvalid(x) {
-					return true
-				}
-			}
-			return false
-		case interface{ Unwrap() error }:
-			e = u.Unwrap()
-		default:
-			return false
-		}
-	}
-	return false
 }
 
 func (r *reloader) reloadLocked(ctx context.Context) (wire.Reload, error) {
