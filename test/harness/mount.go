@@ -369,7 +369,7 @@ func spawn(cmd *exec.Cmd) (*process, error) {
 	cmd.Stdout = p.out
 	cmd.Stderr = p.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := forkOnSpawner(cmd); err != nil {
+	if err := ForkOnSpawner(cmd); err != nil {
 		return nil, err
 	}
 	go func() {
@@ -389,7 +389,11 @@ type spawnReq struct {
 	errc chan error
 }
 
-func forkOnSpawner(cmd *exec.Cmd) error {
+// ForkOnSpawner starts cmd (cmd.Start) from the one goroutine of this
+// process locked to its thread for good, so that a Pdeathsig in
+// cmd.SysProcAttr fires when this process dies, not when whichever thread
+// happened to fork exits.
+func ForkOnSpawner(cmd *exec.Cmd) error {
 	spawnerOnce.Do(func() {
 		spawnReqs = make(chan spawnReq)
 		go func() {

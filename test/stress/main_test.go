@@ -31,10 +31,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -232,7 +230,7 @@ func startWorker(t *testing.T, role string, cfg workerConfig) *worker {
 		"GORACE=atexit_sleep_ms=0")
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
 	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := forkOnSpawner(w.cmd); err != nil {
+	if err := harness.ForkOnSpawner(w.cmd); err != nil {
 		t.Fatalf("start worker %s: %v", w.name, err)
 	}
 	go func() {
@@ -337,33 +335,6 @@ func waitWorkers(t *testing.T, budget time.Duration, ws ...*worker) {
 			t.Errorf("worker %s: %v; output:\n%s", w.name, w.err, w.out.Tail(4000))
 		}
 	}
-}
-
-// Children are forked from one goroutine locked to its thread, because
-// Pdeathsig fires when the forking thread (not process) exits.
-var (
-	spawnerOnce sync.Once
-	spawnReqs   chan spawnReq
-)
-
-type spawnReq struct {
-	cmd  *exec.Cmd
-	errc chan error
-}
-
-func forkOnSpawner(cmd *exec.Cmd) error {
-	spawnerOnce.Do(func() {
-		spawnReqs = make(chan spawnReq)
-		go func() {
-			runtime.LockOSThread() // never unlocked: lives as long as the process
-			for r := range spawnReqs {
-				r.errc <- r.cmd.Start()
-			}
-		}()
-	})
-	errc := make(chan error, 1)
-	spawnReqs <- spawnReq{cmd, errc}
-	return <-errc
 }
 
 // mountDevfsd mounts devfsd with every kernel cache timeout 0 (every
