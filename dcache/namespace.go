@@ -368,6 +368,7 @@ retry:
 			if h := ns.opts.RegisterHook; h != nil {
 				s = h(strings.Join(parts[:i+1], "/"), s)
 				if s.Type != spec.Type && last || s.Type != TypeDir && !last {
+					ds.mu.Unlock() // a recovered panic must leave no lock held
 					panic("dcache: RegisterHook changed a node's type")
 				}
 			}

@@ -161,3 +161,36 @@ func TestSetNegativeTTLDropsLongerMisses(t *testing.T) {
 		t.Error("a miss was cached with negative caching off")
 	}
 }
+
+// A RegisterHook that changes a node's type is a programming error and
+// panics, but the panic leaves no directory mu held: a server that
+// recovers it can still register in that directory.
+func TestRegisterHookTypeChangePanicsUnlocked(t *testing.T) {
+	ns := New(Options{RegisterHook: func(path string, s Spec) Spec {
+		if path == "bad" {
+			s.Type = TypeBlock
+		}
+		return s
+	}})
+	func() {
+		defer func() {
+			if p := recover(); p == nil {
+				t.Fatal("a hook that changed the type did not panic")
+			}
+		}()
+		ns.Register("bad", Spec{Type: TypeChar}, loaderCaller)
+	}()
+	done := make(chan error, 1)
+	go func() {
+		_, err := ns.Register("good", Spec{Type: TypeChar}, loaderCaller)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Register after the hook's panic blocked: the root's mu was left held")
+	}
+}
