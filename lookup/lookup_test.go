@@ -333,6 +333,16 @@ func TestLivenessHungLoaderReleasesWaitersAtDeadline(t *testing.T) {
 			close(allWaiting)
 		}
 	}
+	// The owner starts the load only once every other lookup waits on its
+	// record, so that all of them are released by the deadline, not
+	// answered from the miss it caches.
+	r.hooks.published = func(*dcache.Node, string) {
+		select {
+		case <-allWaiting:
+		case <-time.After(10 * time.Second):
+			t.Errorf("only %d of %d lookups waited on the hung load", waiting.Load(), n-1)
+		}
+	}
 	start := time.Now()
 	errs := make(chan error, n)
 	for i := 0; i < n; i++ {
