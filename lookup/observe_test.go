@@ -48,13 +48,20 @@ func TestObserveAndCounters(t *testing.T) {
 	}})
 	root := ns.Root()
 	ctx := context.Background()
-	for _, tc := range []struct{ name, result string }{
+	for i, tc := range []struct{ name, result string }{
 		{"dev", ResultFound}, {"nothing", ResultAbsent}, {"broken", ResultError}, {"slow", ResultTimeout},
 	} {
 		r.Lookup(ctx, root, tc.name, user)
 		mu.Lock()
-		got := seen[len(seen)-1]
+		n := len(seen)
+		var got MissInfo
+		if n > 0 {
+			got = seen[n-1]
+		}
 		mu.Unlock()
+		if n != i+1 {
+			t.Fatalf("%s: %d loads observed after %d lookups that missed, want one each", tc.name, n, i+1)
+		}
 		if got.Name != tc.name || got.Result != tc.result || got.Loader != "cat" || got.Caller != user {
 			t.Errorf("%s: observed %+v, want result %s from cat", tc.name, got, tc.result)
 		}
@@ -79,8 +86,8 @@ func TestObserveAndCounters(t *testing.T) {
 		t.Errorf("Timeout %v", r.Timeout())
 	}
 	mu.Lock()
-	if got := seen[len(seen)-1]; got.Loader != "other" || got.Result != ResultFound {
-		t.Errorf("after SetLoader observed %+v", got)
+	if got := seen[len(seen)-1]; len(seen) != 5 || got.Loader != "other" || got.Result != ResultFound {
+		t.Errorf("after SetLoader observed %d loads, the last %+v; want 5, found by other", len(seen), got)
 	}
 	mu.Unlock()
 	r.SetLoader(nil)
