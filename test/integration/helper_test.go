@@ -123,7 +123,10 @@ func start(t *testing.T, o opts) *daemon {
 		d.hookFile = filepath.Join(base, "hooks")
 		d.cmd.Env = append(d.cmd.Env, "DEVFSD_TEST_HOOK_FILE="+d.hookFile)
 	}
-	if err := d.cmd.Start(); err != nil {
+	// If this test binary dies (a -timeout panic), devfsd gets SIGTERM
+	// and unmounts instead of leaving its mount behind.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := harness.ForkOnSpawner(d.cmd); err != nil {
 		sock.Close()
 		t.Fatal(err)
 	}
