@@ -537,6 +537,12 @@ func TestControlCtlCommands(t *testing.T) {
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { // a failure before w.Wait below leaves it running
+		if w.ProcessState == nil {
+			w.Process.Kill()
+			w.Wait()
+		}
+	})
 	until(t, "the wait subscribed", func() bool { return subscribers(d) == 1 })
 	d.mustCtl(t, "register", "late/comer", "fifo")
 	if err := w.Wait(); err != nil || !strings.Contains(wout.String(), "late/comer") {
