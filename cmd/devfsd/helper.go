@@ -170,7 +170,15 @@ func helperBackground(ctx context.Context, args []string, stderr io.Writer) erro
 			fmt.Fprintf(stderr, "devfsd: helper: running in the background, pid %d\n", cmd.Process.Pid)
 			return nil
 		}
-		return fmt.Errorf("helper: the background helper failed: %v", <-exited)
+	case <-ctx.Done():
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		return ctx.Err()
+	}
+	// Not ready: the child closed its end, normally by exiting. A signal
+	// still ends the wait should it linger.
+	select {
+	case err := <-exited:
+		return fmt.Errorf("helper: the background helper failed: %v", err)
 	case <-ctx.Done():
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		return ctx.Err()
