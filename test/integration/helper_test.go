@@ -11,7 +11,6 @@
 package integration
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -171,23 +170,11 @@ func start(t *testing.T, o opts) *daemon {
 // mounted reports whether dir is a mount point now.
 func mounted(t *testing.T, dir string) bool {
 	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
+	m, err := harness.IsMounted(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescape(fields[4]) == dir {
-			return true
-		}
-	}
-	return false
-}
-
-func unescape(s string) string {
-	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
+	return m
 }
 
 // poll checks cond every interval until it holds (true) or d has passed
