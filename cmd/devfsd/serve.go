@@ -200,9 +200,11 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 	}
 	x.serveMetrics()
 	rl.watchSIGHUP(ctx)
-	ready()
+	// The test hook's signal handler is installed before READY=1, so a
+	// test that signals as soon as the daemon is ready is never ignored.
 	stopHooks := hooks.start(ns, srv.SyncNotifies, log)
 	defer stopHooks()
+	ready()
 
 	// The shutdown order: the socket first (no change arrives while the
 	// mounts drain), then every view (drained and unmounted, concurrently,
