@@ -155,9 +155,6 @@ func start(t *testing.T, o opts) *daemon {
 			if !mounted(t, mnt) {
 				t.Fatalf("READY=1 before the mount is in /proc/self/mountinfo")
 			}
-			if o.hooks {
-				d.waitHookInstalled()
-			}
 			return d
 		case <-d.exited:
 			t.Fatalf("devfsd exited before READY=1: %v\n%s", d.err, d.out.String())
@@ -226,28 +223,6 @@ func (d *daemon) alive() bool {
 		return false
 	default:
 		return true
-	}
-}
-
-// hookInstalled is what devfsd logs just before it starts listening for
-// SIGUSR2 (cmd/devfsd/testhooks.go).
-const hookInstalled = "TEST HOOK: SIGUSR2 applies the commands of a file"
-
-// waitHookInstalled waits until the daemon says it installs the SIGUSR2
-// hook. devfsd does so only after READY=1, and a SIGUSR2 that comes
-// before is ignored, so hook's wait for the result would time out. The
-// log line comes a few instructions before signal.Notify: this narrows
-// the race to those; the daemon installing the hook before READY=1
-// would close it.
-func (d *daemon) waitHookInstalled() {
-	d.t.Helper()
-	if !poll(mountDeadline, time.Millisecond, func() bool {
-		return strings.Contains(d.out.String(), hookInstalled) || !d.alive()
-	}) {
-		d.t.Fatalf("no %q within %v", hookInstalled, mountDeadline)
-	}
-	if !d.alive() {
-		d.t.Fatalf("devfsd exited before installing the test hook: %v", d.err)
 	}
 }
 
