@@ -32,11 +32,19 @@ func TestToStatus(t *testing.T) {
 		{"context canceled", context.Canceled, fuse.EINTR},
 		{"deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), fuse.EINTR},
 		{"zero errno", syscall.Errno(0), fuse.EIO},
+		{"path error, zero errno", pe(0), fuse.EIO},
+		{"path error around a wrapped errno", &iofs.PathError{Op: "x", Path: "y",
+			Err: fmt.Errorf("w: %w", syscall.EROFS)}, fuse.Status(syscall.EROFS)},
 		{"unknown", errors.New("boom"), fuse.EIO},
 	}
 	for _, tt := range tests {
 		if got := toStatus(tt.err); got != tt.want {
 			t.Errorf("%s: toStatus(%v) = %v, want %v", tt.name, tt.err, got, tt.want)
+		}
+		// known says whether the status came from an errno, not EIO's fallback.
+		if wantKnown := tt.err != nil && tt.want != fuse.EIO && !errors.Is(tt.err, context.Canceled) &&
+			!errors.Is(tt.err, context.DeadlineExceeded); known(tt.err) != wantKnown {
+			t.Errorf("%s: known(%v) = %v, want %v", tt.name, tt.err, known(tt.err), wantKnown)
 		}
 	}
 }

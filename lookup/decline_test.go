@@ -3,6 +3,7 @@ package lookup
 import (
 	"context"
 	"errors"
+	"path"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -110,31 +111,75 @@ func TestDeclinedMissNeverStartsALoad(t *testing.T) {
 	settled(t, r)
 }
 
-// Lookups that join a declined miss share it: one Declines, one answer,
-// the waiter woken by step 4 like any other.
-func TestDeclinedMissIsShared(t *testing.T) {
+// A declined miss publishes no record, so nothing can wait on it:
+// concurrent lookups of the name each ask Declines (no lock held) and
+// each answer ENOENT without sleeping; the published hook never runs.
+func TestDeclinedMissPublishesNoRecord(t *testing.T) {
 	ns, _ := newNS()
 	d := &decliner{ns: ns, no: map[string]bool{"absent": true}}
 	r := New(ns, d, Options{})
+	r.hooks.published = func(dir *dcache.Node, name string) {
+		t.Errorf("a declined miss of %q published a record", name)
+	}
+	r.hooks.waiting = func(name string, writer bool) {
+		t.Errorf("a lookup of %q waited on a declined miss", name)
+	}
 	root := ns.Root()
 	ctx := context.Background()
-
-	waiting := make(chan struct{})
-	r.hooks.waiting = func(name string, writer bool) { close(waiting) }
-	r.hooks.published = func(dir *dcache.Node, name string) {
-		r.hooks.published = nil // the waiter below must not block here
+	const n = 16
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
 		go func() {
+			defer wg.Done()
 			if _, err := r.Lookup(ctx, root, "absent", user); !errors.Is(err, syscall.ENOENT) {
-				t.Errorf("waiter: %v, want ENOENT", err)
+				t.Errorf("lookup: %v, want ENOENT", err)
 			}
 		}()
-		waitChan(t, waiting, 5*time.Second, "the second lookup to wait on the record")
 	}
-	if _, err := r.Lookup(ctx, root, "absent", user); !errors.Is(err, syscall.ENOENT) {
-		t.Fatalf("owner: %v, want ENOENT", err)
+	wg.Wait()
+	if got := d.declines.Load(); got < 1 || got > n {
+		t.Errorf("Declines called %d times for %d lookups, want 1..%d", got, n, n)
 	}
-	if n := d.declines.Load(); n != 1 {
-		t.Errorf("Declines called %d times for two lookups sharing a miss, want 1", n)
+	if s := r.Stats(); s.Loads != s.Finished || s.Loads != d.declines.Load() {
+		t.Errorf("stats %+v: want loads == finished == Declines calls (%d)", s, d.declines.Load())
 	}
 	settled(t, r)
+}
+
+// A name the loader does not decline, and that appears between the
+// Declines answer and the second pass, is found by the second pass's look
+// at step 1 without a load.
+func TestNotDeclinedNameRegisteredMeanwhileIsFound(t *testing.T) {
+	ns, _ := newNS()
+	d := &registeringDecliner{ns: ns}
+	r := New(ns, d, Options{})
+	n, err := r.Lookup(context.Background(), ns.Root(), "late", user)
+	if err != nil || n == nil {
+		t.Fatalf("lookup: %v, %v; want the node registered during Declines", n, err)
+	}
+	if d.loads.Load() != 0 {
+		t.Errorf("Load called %d times, want 0 (the second pass found the name)", d.loads.Load())
+	}
+	settled(t, r)
+}
+
+// registeringDecliner does not decline, and registers the name from
+// Declines, as a registration through the control socket could at that
+// moment.
+type registeringDecliner struct {
+	ns    *dcache.Namespace
+	loads atomic.Int64
+}
+
+func (d *registeringDecliner) Declines(dir, name string) bool {
+	if _, err := d.ns.Register(path.Join(dir, name), dcache.Spec{Type: dcache.TypeChar, Mode: 0o600}, dcache.Caller{Origin: dcache.OriginLoader}); err != nil {
+		panic(err)
+	}
+	return false
+}
+
+func (d *registeringDecliner) Load(ctx context.Context, dir, name string, c Caller) error {
+	d.loads.Add(1)
+	return nil
 }

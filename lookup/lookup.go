@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/sync/rwsem"
 	"github.com/devfsd/devfsd/sync/waitq"
 )
 
@@ -44,13 +45,16 @@ type Namer interface {
 
 // Decliner may be implemented by a Loader that can tell at once, without
 // blocking or side effects, that it has nothing for a name (the built-in
-// catalogue's index; modload.Decliner is the same method). A miss it
-// declines still goes through every step of the miss protocol — the
-// record is published, waiters join it, LOOKUP is emitted, step 4
-// unpublishes, caches the miss and wakes them — but step 3 asks Declines
-// on the owner's goroutine instead of starting a load: no goroutine,
-// timer or channel per miss. The outcome is that of a Load returning
-// ENOENT at once (ErrDeclined wraps it).
+// catalogue's index; modload.Decliner is the same method). On a miss with
+// no load of the name in flight, the lookup releases its locks and asks
+// Declines (no lock is held while calling any part of the loader); a
+// declined miss then ends on the caller's goroutine without a record —
+// LOOKUP emitted, the decision counted and observed, the miss cached
+// negatively — as a load that returned ENOENT at once would end, but with
+// no goroutine, timer, channel, record or second look under sem. If the
+// loader does not decline, the lookup starts over at step 1 and runs the
+// miss protocol in full. A declined miss has nothing to wait on, so it
+// cannot take part in the R4 interleaving.
 type Decliner interface {
 	Declines(dir, name string) bool
 }
@@ -291,8 +295,22 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 		return dir.Lookup(name)
 	}
 	sem := dir.Sem()
+	for pass := 0; ; pass++ {
+		n, again, err := r.lookupPass(ctx, sem, dir, name, c, pass)
+		if !again {
+			return n, err
+		}
+	}
+}
+
+// lookupPass is one pass of Lookup from step 1. The first pass of a miss
+// whose loader is a Decliner asks it, with no lock held, whether it has
+// anything for the name; if it declines, the miss ends there (declined),
+// and if not, again is true and the second pass runs the miss protocol
+// from step 1 (the namespace may have changed meanwhile).
+func (r *Resolver) lookupPass(ctx context.Context, sem *rwsem.Sem, dir *dcache.Node, name string, c Caller, pass int) (_ *dcache.Node, again bool, _ error) {
 	if sem.DownReadCtx(ctx) != nil {
-		return nil, interrupted("lookup", name)
+		return nil, false, interrupted("lookup", name)
 	}
 	// Step 1.
 	dir.LockMu()
@@ -300,11 +318,17 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 	var loader Loader // read on a miss only: the hit path stays short
 	switch {
 	case child != nil:
-		r.hits.n.Add(1)
+		if pass == 0 {
+			r.hits.n.Add(1)
+		}
 	case negative:
-		r.negHits.n.Add(1)
+		if pass == 0 {
+			r.negHits.n.Add(1)
+		}
 	default:
-		r.misses.n.Add(1)
+		if pass == 0 {
+			r.misses.n.Add(1)
+		}
 		loader = r.currentLoader()
 	}
 	if child != nil || negative || dir.DeadLocked() || loader == nil {
@@ -314,7 +338,8 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 		dir.UnlockMu()
 		sem.UpRead()
 		r.ns.Flush()
-		return answer(child, name)
+		n, err := answer(child, name)
+		return n, false, err
 	}
 	if cl, ok := dir.InflightLocked(name).(*call); ok {
 		// A load is in flight: wait on it like devfs_d_revalidate_wait,
@@ -328,9 +353,22 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 		err := r.wait(ctx, cl, w, false)
 		cl.put()
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return r.lookAgain(ctx, dir, name)
+		n, err := r.lookAgain(ctx, dir, name)
+		return n, false, err
+	}
+	if d, ok := loader.(Decliner); ok && pass == 0 {
+		dir.UnlockMu()
+		sem.UpRead()
+		r.ns.Flush()
+		start := time.Now()
+		dirPath := dir.Path()
+		if !d.Declines(dirPath, name) {
+			return nil, true, nil
+		}
+		n, err := r.declined(dir, dirPath, name, c, loader, start)
+		return n, false, err
 	}
 	// Step 2.
 	cl := &call{r: r, dir: dir, name: name, caller: c}
@@ -347,7 +385,7 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 	r.ns.Flush()
 	r.ns.EmitLookup(dir, name, c)
 	if !r.load(ctx, cl, c, loader) {
-		return nil, interrupted("lookup", name) // step 4 handed off
+		return nil, false, interrupted("lookup", name) // step 4 handed off
 	}
 	if h := r.hooks.loaded; h != nil {
 		h(name)
@@ -356,9 +394,44 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 	// read first: step 4 drops the owner's reference to cl.
 	loadErr := cl.err
 	if err := r.finishMiss(ctx, cl); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return answerLoad(r.lookAndRelease(dir, name), name, loadErr)
+	n, err := answerLoad(r.lookAndRelease(dir, name), name, loadErr)
+	return n, false, err
+}
+
+// declined ends a miss the loader declined (Decliner) at once, on the
+// caller's goroutine and without a record: nothing can wait on a load
+// that is not there. It is the outcome of a load that returned ENOENT at
+// once, minus steps 2 to 5: LOOKUP is emitted, the decision counted (a
+// load started and finished) and observed (absent, ErrDeclined), and the
+// miss cached negatively under mu — as step 4 does, without sem — unless
+// the name appeared meanwhile (a registration takes only mu: the lookup
+// then answers with it) or a load of it started (a loader that stopped
+// declining: that load will cache its own outcome).
+// Preconditions: no dcache lock held.
+func (r *Resolver) declined(dir *dcache.Node, dirPath, name string, c Caller, loader Loader, start time.Time) (*dcache.Node, error) {
+	r.loads.Add(1)
+	r.ns.EmitLookup(dir, name, c)
+	dir.LockMu()
+	child, negative := dir.ChildLocked(name)
+	if child == nil && !negative && dir.InflightLocked(name) == nil {
+		dir.AddNegativeLocked(name)
+	}
+	dir.UnlockMu()
+	r.finished.Add(1)
+	if r.observe != nil {
+		mi := MissInfo{Dir: dirPath, Name: name, Caller: c, Err: ErrDeclined,
+			Duration: time.Since(start), Result: ResultAbsent}
+		if nm, ok := loader.(Namer); ok {
+			mi.Loader = nm.LoaderName()
+		}
+		if child != nil {
+			mi.Result = ResultFound
+		}
+		r.observe(mi)
+	}
+	return answer(child, name)
 }
 
 func answer(child *dcache.Node, name string) (*dcache.Node, error) {
@@ -418,10 +491,6 @@ func (r *Resolver) load(ctx context.Context, cl *call, c Caller, loader Loader) 
 	}
 	cl.start = time.Now()
 	r.loads.Add(1)
-	if d, ok := loader.(Decliner); ok && d.Declines(dirPath, cl.name) {
-		cl.err = ErrDeclined // Model: a loader that fails at once.
-		return true
-	}
 	loadCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Timeout())
 	done := make(chan error, 1)
 	go func() {

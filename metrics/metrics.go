@@ -6,9 +6,24 @@
 // outcomes, in-flight records, notifies, events, nodes by type, live
 // requests) and are read when the registry is scraped, so the hot paths
 // pay nothing for them. Two things are observed as they happen: each
-// FUSE request's latency (fs.OpObserver: an array of histograms resolved
-// once, indexed by opcode, no allocation per request) and each load
-// (lookup's Observe hook: the miss path, which starts a goroutine anyway).
+// FUSE request's latency (fs.OpObserver) and each load (lookup's Observe
+// hook, on the miss path).
+//
+// Request latency is observed on every FUSE request, from the handler
+// goroutines of several CPUs at once, so it is kept in a sharded histogram
+// rather than a prometheus HistogramVec, whose children put their count,
+// buckets and float sum (a CAS loop) on cache lines every CPU writes: one
+// shard per P (picked by refcount.ProcHint, as sync/refcount picks its
+// shards), each on its own cache lines, holding per op and bucket an atomic
+// count and per op the sum in integer nanoseconds. Observe is a short scan
+// of the bucket bounds in nanoseconds and two atomic adds, with no float
+// math, lock or allocation. A custom collector sums the shards on each
+// scrape into one const histogram per op, with the name, help, label and
+// buckets the HistogramVec had, every op present from the start.
+//
+// Loads resolve their counter and histogram children once per (loader,
+// result) pair and keep them in a copy-on-write map read without a lock,
+// so a load does not hash label values into the vecs each time.
 //
 // # Metrics
 //
@@ -33,6 +48,8 @@ package metrics
 
 import (
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,10 +75,26 @@ type Sources struct {
 
 // Metrics holds what is observed as it happens.
 type Metrics struct {
-	ops     [fs.NumOps]prometheus.Observer
+	ops     *opHist
 	loads   *prometheus.CounterVec
 	loadDur *prometheus.HistogramVec
 	reloads *prometheus.CounterVec
+
+	// loadChildren maps each (loader, result) pair seen so far to its
+	// resolved children. The map is never modified once published:
+	// ObserveLoad reads it without a lock, and a new pair is added by
+	// copying it under loadMu and storing the copy.
+	loadChildren atomic.Pointer[map[loadKey]loadChild]
+	loadMu       sync.Mutex
+}
+
+// loadKey is the label values of one devfsd_loads_total series.
+type loadKey struct{ loader, result string }
+
+// loadChild is a loadKey's counter and its loader's duration histogram.
+type loadChild struct {
+	count prometheus.Counter
+	dur   prometheus.Observer
 }
 
 // Latency buckets: FUSE requests take microseconds to (loads) seconds.
@@ -83,16 +116,12 @@ func New(reg prometheus.Registerer, src Sources) *Metrics {
 			Name: "devfsd_reloads_total", Help: "Configuration reloads, by result (ok, invalid, failed).",
 		}, []string{"result"}),
 	}
-	opHist := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "devfsd_fuse_request_duration_seconds", Help: "FUSE requests answered, by opcode, with their latency.", Buckets: opBuckets,
-	}, []string{"op"})
-	for op := fs.Op(0); op < fs.NumOps; op++ {
-		m.ops[op] = opHist.WithLabelValues(op.String())
-	}
+	m.ops = newOpHist()
+	m.loadChildren.Store(&map[loadKey]loadChild{})
 	for _, r := range []string{"ok", "invalid", "failed"} {
 		m.reloads.WithLabelValues(r)
 	}
-	reg.MustRegister(m.loads, m.loadDur, m.reloads, opHist)
+	reg.MustRegister(m.loads, m.loadDur, m.reloads, m.ops)
 
 	counter := func(name, help string, labels prometheus.Labels, f func() float64) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, f))
@@ -141,7 +170,7 @@ func New(reg prometheus.Registerer, src Sources) *Metrics {
 // ObserveOp implements fs.OpObserver.
 func (m *Metrics) ObserveOp(op fs.Op, d time.Duration) {
 	if op < fs.NumOps {
-		m.ops[op].Observe(d.Seconds())
+		m.ops.observe(op, d)
 	}
 }
 
@@ -153,8 +182,34 @@ func (m *Metrics) ObserveLoad(mi lookup.MissInfo) {
 	if loader == "" {
 		loader = "unknown"
 	}
-	m.loads.WithLabelValues(loader, mi.Result).Inc()
-	m.loadDur.WithLabelValues(loader).Observe(mi.Duration.Seconds())
+	c := m.loadChild(loadKey{loader, mi.Result})
+	c.count.Inc()
+	c.dur.Observe(mi.Duration.Seconds())
+}
+
+// loadChild returns k's children: from the published map (no lock), or,
+// the first time k is seen, resolved from the vecs and published in a copy.
+func (m *Metrics) loadChild(k loadKey) loadChild {
+	if c, ok := (*m.loadChildren.Load())[k]; ok {
+		return c
+	}
+	m.loadMu.Lock()
+	defer m.loadMu.Unlock()
+	old := *m.loadChildren.Load()
+	if c, ok := old[k]; ok { // added since our look
+		return c
+	}
+	c := loadChild{
+		count: m.loads.WithLabelValues(k.loader, k.result),
+		dur:   m.loadDur.WithLabelValues(k.loader),
+	}
+	next := make(map[loadKey]loadChild, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[k] = c
+	m.loadChildren.Store(&next)
+	return c
 }
 
 // Reloaded counts a reload by result: "ok", "invalid" or "failed".

@@ -59,3 +59,13 @@ func (r *Ref) shard() *shard {
 	procUnpin()
 	return &r.shards[p&r.mask]
 }
+
+// ProcHint returns the id of the P the calling goroutine runs on now. It is
+// a hint: the goroutine may have moved to another P by the time the caller
+// uses it, so whatever it indexes must still be updated atomically. Other
+// packages use it to pick a per-P shard the way Ref does (metrics).
+func ProcHint() int {
+	p := procPin()
+	procUnpin()
+	return p
+}

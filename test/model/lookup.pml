@@ -29,7 +29,12 @@
  * else can move, i.e. timers are long compared with computation. A waiter's
  * bound (same length, started after the owner's load began) fires only when
  * the owner, or its LoadFinisher, no longer waits for the load deadline.
- * DownReadCtx/DownWriteCtx are not interrupted in this model.
+ * DownReadCtx/DownWriteCtx are not interrupted in this model. A loader
+ * that declines the name at once (lookup.Decliner) is not modelled: such a
+ * miss publishes no record, takes no reference and waits on nothing
+ * (Resolver.declined, after Resolver.lookupPass released every lock), so
+ * none of the properties below is about it; a loader that does not
+ * decline is the Load modelled here.
  *
  * Ghost state: refs[cl] is call.refs, freed[cl] that the record's life
  * ended (refs reached 0: Stats.Live decremented), cdone[cl] is call.done.
