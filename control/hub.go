@@ -24,6 +24,12 @@ type Hub struct {
 
 	mu   sync.Mutex
 	subs map[*Subscription]struct{} // guarded by mu
+	// nsubs is len(subs), written under mu and read without it by Event,
+	// which skips the clock and the lock while nobody subscribes (the
+	// common case: every FUSE change is an event). A Subscribe that
+	// returned before a change was made sees that change's event: the
+	// store below happens before the change, the load in Event after it.
+	nsubs atomic.Int32
 
 	lastSeq   atomic.Uint64
 	delivered atomic.Uint64
@@ -52,6 +58,9 @@ func (h *Hub) Event(ev dcache.Event) {
 		return // EXPIRE, TOUCH: the daemon's own, not devfsd events
 	}
 	h.lastSeq.Store(ev.Seq)
+	if h.nsubs.Load() == 0 {
+		return
+	}
 	it := item{ev: ev, at: h.now()}
 	h.mu.Lock()
 	for s := range h.subs {
@@ -90,6 +99,7 @@ func (h *Hub) Subscribe(max int, filter func(*dcache.Event) bool) *Subscription 
 	s := &Subscription{h: h, filter: filter, max: max, ready: make(chan struct{}, 1)}
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
+	h.nsubs.Store(int32(len(h.subs)))
 	h.mu.Unlock()
 	return s
 }
@@ -167,6 +177,7 @@ func (s *Subscription) Take() ([]item, Overrun) {
 func (s *Subscription) Close() {
 	s.h.mu.Lock()
 	delete(s.h.subs, s)
+	s.h.nsubs.Store(int32(len(s.h.subs)))
 	s.h.mu.Unlock()
 	s.mu.Lock()
 	s.closed = true
