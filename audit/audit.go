@@ -18,8 +18,16 @@
 // and if none is idle the other names share one bucket (name "*").
 // Above the per-name buckets, one bucket for all names (default 100 lines
 // a second, bursts of 200) bounds a storm spread over many names — a
-// scanner probing sd[a-z][0-9], or mknod churn, each name missing once; a
-// line it holds back is counted against its name like any other.
+// scanner probing sd[a-z][0-9], or mknod churn, each name missing once. A
+// line it holds back is counted against its name if the name has a bucket
+// already. A name that has none is not given one then (only a line that
+// may be written makes a bucket, so a storm over new names costs no memory
+// per name): its decision is counted against the shared bucket "*", whose
+// "misses suppressed" line thus also sums up the names held back by the
+// bucket for all names (every SummaryEvery while such a storm lasts). Only
+// a decision that both buckets let through takes a token from each: one
+// held back by its name's bucket leaves the bucket for all names as it
+// was.
 //
 // Decisions are the loads of package lookup (its Observe hook): one per
 // load, the first caller's; lookups that joined the load are counted in
@@ -68,18 +76,21 @@ type Options struct {
 
 // Auditor logs miss decisions. Safe for concurrent use.
 type Auditor struct {
-	opts  Options
-	logs  []*zap.Logger
-	total *rate.Limiter // all names together; safe for concurrent use
+	opts Options
+	logs []*zap.Logger
 
 	mu sync.Mutex // a leaf
+	// Lines held back, ever: next to mu, which a storm takes with it.
+	suppressed atomic.Uint64
 	// Guarded by mu:
-	names     map[string]*bucket
-	overflow  *bucket
-	nextSweep time.Time
+	total      *rate.Limiter // all names together (used under mu only)
+	totalEmpty time.Time     // total has no token before then
+	names      map[string]*bucket
+	overflow   *bucket // "*": names past MaxNames, and new names total held back
+	nextSweep  time.Time
+	key        []byte // scratch: the path of the decision at hand
 
-	suppressed atomic.Uint64 // lines held back, ever
-	logged     atomic.Uint64 // lines written (per logger), ever
+	logged atomic.Uint64 // lines written (per logger), ever
 
 	stop chan struct{}
 	done chan struct{}
@@ -87,6 +98,7 @@ type Auditor struct {
 }
 
 type bucket struct {
+	name string // the key in names; "*" for the overflow bucket
 	lim  *rate.Limiter
 	held uint64 // held back since the last line for this name
 }
@@ -117,6 +129,7 @@ func New(opts Options) *Auditor {
 	a := &Auditor{opts: opts, names: make(map[string]*bucket),
 		total: rate.NewLimiter(opts.TotalRate, opts.TotalBurst),
 		stop:  make(chan struct{}), done: make(chan struct{})}
+	a.overflow = a.newBucket("*")
 	if opts.Log != nil {
 		a.logs = append(a.logs, opts.Log.Named("audit"))
 	}
@@ -127,15 +140,59 @@ func New(opts Options) *Auditor {
 	return a
 }
 
-func (a *Auditor) newBucket() *bucket {
-	return &bucket{lim: rate.NewLimiter(a.opts.Rate, a.opts.Burst)}
+func (a *Auditor) newBucket(name string) *bucket {
+	return &bucket{name: name, lim: rate.NewLimiter(a.opts.Rate, a.opts.Burst)}
 }
 
-// bucketLocked returns name's bucket. Preconditions: a.mu held.
-func (a *Auditor) bucketLocked(name string, now time.Time) (string, *bucket) {
-	if b := a.names[name]; b != nil {
-		return name, b
+// keyLocked builds the path of mi in a.key and returns it; the caller
+// looks it up as a.names[string(key)], which does not allocate.
+// Preconditions: a.mu held.
+func (a *Auditor) keyLocked(mi *lookup.MissInfo) []byte {
+	k := a.key[:0]
+	if mi.Dir != "" {
+		k = append(k, mi.Dir...)
+		k = append(k, '/')
 	}
+	k = append(k, mi.Name...)
+	a.key = k
+	return k
+}
+
+// path returns the path of mi as a string (allocating if mi.Dir != "").
+func path(mi *lookup.MissInfo) string {
+	if mi.Dir == "" {
+		return mi.Name
+	}
+	return mi.Dir + "/" + mi.Name
+}
+
+// totalLetsLocked reports whether the bucket for all names has a token at
+// now, taking none. Preconditions: a.mu held.
+func (a *Auditor) totalLetsLocked(now time.Time) bool {
+	if now.Before(a.totalEmpty) { // a storm: spare total's lock
+		return false
+	}
+	// TokensAt of an infinite limit is NaN at times; Allow always holds.
+	if a.opts.TotalRate == rate.Inf {
+		return true
+	}
+	tokens := a.total.TokensAt(now)
+	if tokens >= 1 {
+		return true
+	}
+	// Only Miss takes tokens, under a.mu, and only after this said yes:
+	// none is taken before the next one comes, at the rate (rounded down,
+	// so the limiter has the last word).
+	if r := float64(a.opts.TotalRate); r > 0 {
+		a.totalEmpty = now.Add(time.Duration(min((1-tokens)/r, 1) * float64(time.Second)))
+	}
+	return false
+}
+
+// newBucketLocked returns a bucket for path, which has none: its own if
+// there is room for it (after dropping idle buckets, at most once a
+// second), else the shared one. Preconditions: a.mu held.
+func (a *Auditor) newBucketLocked(path string, now time.Time) *bucket {
 	if len(a.names) >= a.opts.MaxNames && !now.Before(a.nextSweep) {
 		for n, b := range a.names { // drop the idle ones: a full bucket, nothing held
 			if b.held == 0 && b.lim.TokensAt(now) >= float64(a.opts.Burst) {
@@ -145,36 +202,49 @@ func (a *Auditor) bucketLocked(name string, now time.Time) (string, *bucket) {
 		a.nextSweep = now.Add(time.Second)
 	}
 	if len(a.names) >= a.opts.MaxNames {
-		if a.overflow == nil {
-			a.overflow = a.newBucket()
-		}
-		return "*", a.overflow
+		return a.overflow
 	}
-	b := a.newBucket()
-	a.names[name] = b
-	return name, b
+	b := a.newBucket(path)
+	a.names[path] = b
+	return b
 }
 
 // Miss records one miss decision (lookup.Options.Observe).
+//
+// It runs on the goroutine of the FUSE request that missed, for every
+// decision: one that is held back costs one lock and no allocation (the
+// path is looked up through a scratch buffer, a new name gets no bucket
+// while the bucket for all names is empty).
 func (a *Auditor) Miss(mi lookup.MissInfo) {
-	path := mi.Name
-	if mi.Dir != "" {
-		path = mi.Dir + "/" + mi.Name
-	}
 	now := a.opts.Now()
 	a.mu.Lock()
-	key, b := a.bucketLocked(path, now)
-	if !b.lim.AllowN(now, 1) || !a.total.AllowN(now, 1) {
+	b := a.names[string(a.keyLocked(&mi))]
+	if b == nil {
+		if !a.totalLetsLocked(now) {
+			a.overflow.held++ // no bucket made for a line that cannot be written
+			a.suppressed.Add(1)
+			a.mu.Unlock()
+			return
+		}
+		b = a.newBucketLocked(path(&mi), now)
+	}
+	// Take a token from both buckets or from neither: the total first
+	// without taking one, so that a name's storm does not drain it.
+	if !a.totalLetsLocked(now) || !b.lim.AllowN(now, 1) || !a.total.AllowN(now, 1) {
 		b.held++
-		a.mu.Unlock()
 		a.suppressed.Add(1)
+		a.mu.Unlock()
 		return
 	}
 	held := b.held
 	b.held = 0
 	a.mu.Unlock()
+	name := b.name
+	if b == a.overflow {
+		name = path(&mi)
+	}
 	fields := []zap.Field{
-		zap.String("name", path),
+		zap.String("name", name),
 		zap.Uint32("pid", mi.Caller.Pid),
 		zap.Uint32("uid", mi.Caller.Uid),
 		zap.Uint32("gid", mi.Caller.Gid),
@@ -191,7 +261,7 @@ func (a *Auditor) Miss(mi lookup.MissInfo) {
 	if held > 0 {
 		fields = append(fields, zap.Uint64("suppressed", held))
 	}
-	if key == "*" {
+	if b == a.overflow {
 		fields = append(fields, zap.Bool("shared_limit", true))
 	}
 	for _, l := range a.logs {
@@ -247,9 +317,7 @@ func (a *Auditor) flush(all bool) {
 	for n, b := range a.names {
 		take(n, b)
 	}
-	if a.overflow != nil {
-		take("*", a.overflow)
-	}
+	take("*", a.overflow)
 	a.mu.Unlock()
 	for _, h := range out {
 		for _, l := range a.logs {

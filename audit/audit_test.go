@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -142,5 +143,160 @@ func TestStormOverManyNamesIsBounded(t *testing.T) {
 	}
 	if got := a.Logged() + a.Suppressed(); got != 10000 {
 		t.Errorf("Logged()+Suppressed() = %d, want 10000", got)
+	}
+}
+
+var (
+	stormNamesOnce sync.Once
+	stormNames     []string
+)
+
+// BenchmarkMissStorm is the mknod+unlink churn: misses on ever new names
+// from all CPUs at once, on the real clock, so that past the first burst
+// the bucket all names share is empty and nearly every decision is held
+// back.
+func BenchmarkMissStorm(b *testing.B) {
+	stormNamesOnce.Do(func() {
+		stormNames = make([]string, 1<<20)
+		for i := range stormNames {
+			stormNames[i] = "churn" + strconv.Itoa(i)
+		}
+	})
+	a := New(Options{Log: zap.NewNop(), SummaryEvery: time.Hour})
+	defer a.Close()
+	tmpl := miss("")
+	tmpl.Dir = "bench"
+	var next atomic.Uint64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		mi := tmpl
+		i := next.Add(1) << 18 // each goroutine its own run of names
+		for pb.Next() {
+			mi.Name = stormNames[i&(1<<20-1)]
+			i++
+			a.Miss(mi)
+		}
+	})
+}
+
+// sumLines returns the "miss" lines and the decisions all lines say were
+// held back ("suppressed" on a "miss" line or a "misses suppressed" one).
+func sumLines(logs *observer.ObservedLogs) (lines, held uint64) {
+	for _, e := range logs.All() {
+		if e.Message == "miss" {
+			lines++
+		}
+		if n, ok := e.ContextMap()["suppressed"].(uint64); ok {
+			held += n
+		}
+	}
+	return lines, held
+}
+
+// A storm over new names while the clock stands still: the bucket for all
+// names lets its burst through, the rest are counted against "*" without
+// a bucket of their own each, and the closing summaries account for them.
+func TestStormOverNewNamesMakesNoBuckets(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	clk := &clock{t: time.Unix(1e9, 0)}
+	const burst, n = 200, 100000
+	a := New(Options{Log: zap.New(core), Now: clk.Now, SummaryEvery: time.Hour,
+		TotalRate: 100, TotalBurst: burst})
+	for i := 0; i < n; i++ {
+		mi := miss("churn" + strconv.Itoa(i))
+		mi.Dir = "dev"
+		a.Miss(mi)
+	}
+	if a.Logged() != burst || a.Logged()+a.Suppressed() != n {
+		t.Errorf("Logged() = %d, Suppressed() = %d; want %d and %d", a.Logged(), a.Suppressed(), burst, n-burst)
+	}
+	a.mu.Lock()
+	names, starHeld := len(a.names), a.overflow.held
+	a.mu.Unlock()
+	if names > burst+1 {
+		t.Errorf("%d names have a bucket; want at most %d, one per line written", names, burst)
+	}
+	if starHeld != n-burst {
+		t.Errorf(`"*" holds %d; want %d`, starHeld, n-burst)
+	}
+	if l := logs.FilterField(zap.String("name", "dev/churn0")).Len(); l != 1 {
+		t.Errorf("%d lines for dev/churn0; want 1", l)
+	}
+	// A second later the bucket for all names has TotalRate tokens again,
+	// no fewer (its "empty until" must have passed) and no more.
+	clk.Advance(time.Second)
+	for i := 0; i < 1000; i++ {
+		a.Miss(miss("later" + strconv.Itoa(i)))
+	}
+	if a.Logged() != burst+100 {
+		t.Errorf("Logged() = %d a second later; want %d", a.Logged(), burst+100)
+	}
+	a.Close()
+	lines, held := sumLines(logs)
+	if lines != burst+100 || lines+held != n+1000 {
+		t.Errorf("lines %d + held %d; want %d + %d", lines, held, burst+100, n+1000-burst-100)
+	}
+	star := logs.FilterMessage("misses suppressed").FilterField(zap.String("name", "*")).All()
+	if len(star) != 1 || star[0].ContextMap()["suppressed"] != uint64(n+1000-burst-100) {
+		t.Errorf(`summary of "*": %v`, star)
+	}
+}
+
+// A storm on one name is bounded by that name's bucket while the bucket
+// for all names has tokens, and takes none of them for the lines it holds
+// back.
+func TestStormOnOneNameSparesTotal(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	clk := &clock{t: time.Unix(1e9, 0)}
+	a := New(Options{Log: zap.New(core), Now: clk.Now, SummaryEvery: time.Hour,
+		Burst: 5, TotalBurst: 200})
+	for i := 0; i < 10000; i++ {
+		a.Miss(miss("nvidia0"))
+	}
+	if l := logs.FilterMessage("miss").Len(); l != 5 {
+		t.Errorf("%d lines for a storm on one name; want its burst, 5", l)
+	}
+	for i := 0; i < 1000; i++ {
+		a.Miss(miss("other" + strconv.Itoa(i)))
+	}
+	if l := logs.FilterMessage("miss").Len(); l != 200 {
+		t.Errorf("%d lines in all; want the total burst, 200: the storm on one name took tokens of all names", l)
+	}
+	a.Close()
+	lines, held := sumLines(logs)
+	if lines+held != 11000 || a.Logged()+a.Suppressed() != 11000 {
+		t.Errorf("lines %d + held %d, Logged %d + Suppressed %d; want 11000", lines, held, a.Logged(), a.Suppressed())
+	}
+	nv := logs.FilterMessage("misses suppressed").FilterField(zap.String("name", "nvidia0")).All()
+	if len(nv) != 1 || nv[0].ContextMap()["suppressed"] != uint64(10000-5) {
+		t.Errorf("summary of nvidia0: %v", nv)
+	}
+}
+
+// A decision held back by the bucket for all names, on a new name, costs
+// no allocation.
+func TestStormMissAllocs(t *testing.T) {
+	clk := &clock{t: time.Unix(1e9, 0)}
+	a := New(Options{Log: zap.NewNop(), Now: clk.Now, SummaryEvery: time.Hour, TotalBurst: 1})
+	defer a.Close()
+	names := make([]string, 2000)
+	for i := range names {
+		names[i] = "churn" + strconv.Itoa(i)
+	}
+	mi := miss("first")
+	mi.Dir = "dev/snd"
+	a.Miss(mi) // takes the only token
+	i := 0
+	allocs := testing.AllocsPerRun(1000, func() {
+		mi.Name = names[i]
+		i++
+		a.Miss(mi)
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per held-back miss; want 0", allocs)
+	}
+	if a.Logged() != 1 || a.Suppressed() != uint64(i) {
+		t.Errorf("Logged() = %d, Suppressed() = %d; want 1, %d", a.Logged(), a.Suppressed(), i)
 	}
 }
