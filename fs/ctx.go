@@ -115,12 +115,36 @@ func (c *reqCtx) watch() {
 }
 
 // release ends the watcher, if Done made one. Call it once, when the
-// request is answered.
+// request is answered; c must not be used afterwards.
+//
+// A context whose Done and Err were never called goes back to a pool: no
+// watcher holds it, and nothing below kept it — a layer that keeps a
+// context past the call (a derived context, a load that outlives an
+// interrupted owner) calls Done first, and that context is left to the
+// garbage collector. Most requests never wait, so most are reused.
 func (c *reqCtx) release() {
-	c.once.Do(func() {}) // a Done after release makes no watcher
-	if c.fin != nil {
-		close(c.fin)
+	used := false
+	c.once.Do(func() { used = true })
+	if !used {
+		// once had already run: Done or Err was called.
+		if c.fin != nil {
+			close(c.fin)
+		}
+		return
 	}
+	*c = reqCtx{}
+	reqCtxPool.Put(c)
+}
+
+// reqCtxPool holds released contexts that were never waited on.
+var reqCtxPool = sync.Pool{New: func() any { return new(reqCtx) }}
+
+// newReqCtx returns a context for a request from intr (go-fuse's cancel
+// channel), stop (closed at shutdown) and the caller's pid.
+func newReqCtx(intr, stop <-chan struct{}, pid uint32) *reqCtx {
+	c := reqCtxPool.Get().(*reqCtx)
+	c.intr, c.stop, c.pid = intr, stop, pid
+	return c
 }
 
 func (c *reqCtx) String() string { return "fs.reqCtx" }

@@ -426,7 +426,7 @@ const errShutdown = fuse.Status(syscall.ENOTCONN)
 
 // ctx returns the context of a request that may wait.
 func (s *Server) ctx(cancel <-chan struct{}, pid uint32) *reqCtx {
-	return &reqCtx{intr: cancel, stop: s.stopping, pid: pid}
+	return newReqCtx(cancel, s.stopping, pid)
 }
 
 // SyncNotifies waits until the kernel has been sent every notify queued

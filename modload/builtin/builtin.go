@@ -217,7 +217,17 @@ func (l *Loader) Load(ctx context.Context, dir, name string, _ modload.Caller) e
 // dir/name (modload.Decliner): the same index Load consults first, read
 // without blocking.
 func (l *Loader) Declines(dir, name string) bool {
-	p := path.Join(dir, name)
+	// dir/name by concatenation, which needs no allocation while the
+	// result does not escape and is short; path.Join allocates, and every
+	// miss of a name nobody provides comes here. Clean returns a clean
+	// path as it is, without allocating.
+	p := name
+	if dir != "" {
+		p = dir + "/" + name
+	}
+	if path.Clean(p) != p {
+		p = path.Join(dir, name)
+	}
 	return len(index[p]) == 0 && len(l.ext.Load().providers(p)) == 0
 }
 

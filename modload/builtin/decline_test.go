@@ -31,6 +31,9 @@ func TestDeclinesExactlyWhatLoadCannotProvide(t *testing.T) {
 		{"", "nothing", true},
 		{"net", "nothing", true},
 		{"nowhere", "tun", true},
+		{"net/", "tun", false}, // an unclean dir is cleaned as path.Join would
+		{"./net", "tun", false},
+		{"net", "../loop3", false},
 	} {
 		if got := l.Declines(tt.dir, tt.name); got != tt.declined {
 			t.Errorf("Declines(%q, %q) = %v, want %v", tt.dir, tt.name, got, tt.declined)
@@ -44,5 +47,18 @@ func TestDeclinesExactlyWhatLoadCannotProvide(t *testing.T) {
 			t.Errorf("Load of declined %q/%q: %v, %d nodes registered; want ENOENT and none",
 				tt.dir, tt.name, err, len(ns.nodes)-before)
 		}
+	}
+}
+
+// Declines is asked on every miss of a name nobody provides: for a plain
+// name in a clean directory it allocates nothing.
+func TestDeclinesAllocatesNothing(t *testing.T) {
+	l := New(newFakeNS(), nil)
+	if n := testing.AllocsPerRun(1000, func() {
+		if !l.Declines("churn", "c0001234") || !l.Declines("", "c0001234") {
+			t.Fatal("a name nobody provides was not declined")
+		}
+	}); n != 0 {
+		t.Errorf("Declines allocates %.1f times per call, want 0", n)
 	}
 }
