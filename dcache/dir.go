@@ -479,7 +479,7 @@ func (d *Node) remove(op, name string, isDir bool, c Caller) error {
 func (d *Node) dropEntryLocked(de *dentry, now time.Time, kind Kind, c Caller) {
 	n := de.node
 	n.attrMu.Lock()
-	ev := n.eventLocked(kind, c)
+	ev := n.eventNoPathLocked(kind, c) // named below: one path, not two
 	n.attrMu.Unlock()
 	ev.Parent, ev.Name, ev.Path = d.ino, de.name, d.childPath(de.name)
 	d.removeLocked(de, now)

@@ -287,7 +287,15 @@ func (n *Node) setAttr(in SetAttrIn, c Caller) (Attr, error) {
 // eventLocked builds an event about n under its current name.
 // Preconditions: n.attrMu held.
 func (n *Node) eventLocked(k Kind, c Caller) Event {
-	ev := Event{Kind: k, Path: n.Path(), Ino: n.ino, Type: n.typ,
+	ev := n.eventNoPathLocked(k, c)
+	ev.Path = n.Path()
+	return ev
+}
+
+// eventNoPathLocked is eventLocked without Path, for a caller that names
+// the node itself. Preconditions: n.attrMu held.
+func (n *Node) eventNoPathLocked(k Kind, c Caller) Event {
+	ev := Event{Kind: k, Ino: n.ino, Type: n.typ,
 		Mode: n.typ.ModeBits() | n.mode, Major: n.major, Minor: n.minor,
 		Uid: n.uid, Gid: n.gid, Target: n.target(), Atime: n.timeLocked(atime), Mtime: n.timeLocked(mtime), Origin: c}
 	if l := n.link.Load(); l != nil {
