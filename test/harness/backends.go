@@ -42,6 +42,26 @@ func (barefs) Name() string { return "barefs" }
 func (barefs) FUSE() bool   { return true }
 
 func (barefs) mount(dir string, o Options) (*Mount, error) {
+	return mountBarefs("barefs", dir, o, false)
+}
+
+// rawfloor is barefs -raw: a minimal fuse.RawFileSystem that answers only
+// LOOKUP and GETATTR of the Options.Populate tree, computed from the
+// request (no locks, no allocation), with barefs's mount options. It is the
+// floor for server CPU per request: what go-fuse's request loop and the
+// kernel cost with nothing behind them. It has no readdir and takes no
+// changes: it is for the stat benchmarks only, and not in Backends().
+type rawfloor struct{}
+
+func (rawfloor) Name() string { return "rawfloor" }
+func (rawfloor) FUSE() bool   { return true }
+
+func (rawfloor) mount(dir string, o Options) (*Mount, error) {
+	return mountBarefs("rawfloor", dir, o, true)
+}
+
+// mountBarefs runs the barefs binary on dir, with -raw if raw.
+func mountBarefs(name, dir string, o Options, raw bool) (*Mount, error) {
 	bin := os.Getenv("BAREFS_BIN")
 	if bin == "" {
 		var err error
@@ -74,6 +94,9 @@ func (barefs) mount(dir string, o Options) (*Mount, error) {
 		m.statsPath = dir + ".stats.json"
 		args = append(args, "-stats="+m.statsPath)
 	}
+	if raw {
+		args = append(args, "-raw")
+	}
 	args = append(args, dir)
 	p, err := spawn(exec.Command(bin, args...))
 	if err != nil {
@@ -83,7 +106,7 @@ func (barefs) mount(dir string, o Options) (*Mount, error) {
 	if err := waitMounted(dir, p); err != nil {
 		m.Dir = dir
 		m.Close()
-		return nil, fmt.Errorf("barefs: %w", err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return m, nil
 }

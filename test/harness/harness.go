@@ -11,6 +11,12 @@
 //	barefs  a bare go-fuse in-memory tree (test/bench/barefs): the baseline
 //	devfsd  `devfsd mount [flags] DIR` (cmd/devfsd): the system under test
 //
+// and, outside Backends() (ByName("rawfloor"), RawFloor()):
+//
+//	rawfloor  barefs -raw: a go-fuse raw server that only answers LOOKUP and
+//	          GETATTR of the populated tree, doing no work: the floor for
+//	          server CPU per request on the stat benchmarks
+//
 // Binaries are built once per process (Build), into a temporary directory
 // that Main or Cleanup removes. All mount points live under one base
 // directory per process, so CheckNoMounts can prove nothing was left behind.
@@ -66,7 +72,8 @@ func PopulateName(i int) string { return fmt.Sprintf("f%07d", i) }
 
 // Backend mounts one kind of file system.
 type Backend interface {
-	// Name is the backend's short name: "tmpfs", "barefs", "devfsd".
+	// Name is the backend's short name: "tmpfs", "barefs", "devfsd",
+	// "rawfloor".
 	Name() string
 	// FUSE reports whether the backend is a FUSE server (a process).
 	FUSE() bool
@@ -101,6 +108,7 @@ var (
 	tmpfsBackend  Backend = tmpfs{}
 	barefsBackend Backend = barefs{}
 	devfsdBackend Backend = devfsd{}
+	rawBackend    Backend = rawfloor{}
 )
 
 // Tmpfs, Barefs and Devfsd return the three backends.
@@ -108,17 +116,23 @@ func Tmpfs() Backend  { return tmpfsBackend }
 func Barefs() Backend { return barefsBackend }
 func Devfsd() Backend { return devfsdBackend }
 
-// Backends returns all backends, the reference (tmpfs) first.
+// RawFloor returns the rawfloor backend (barefs -raw). It serves only the
+// stat of a populated tree (no readdir, no changes), so it is not among
+// Backends(); ByName finds it.
+func RawFloor() Backend { return rawBackend }
+
+// Backends returns the general-purpose backends, the reference (tmpfs)
+// first. RawFloor, which serves only stats, is not among them.
 func Backends() []Backend { return []Backend{tmpfsBackend, barefsBackend, devfsdBackend} }
 
-// ByName returns the backend called name.
+// ByName returns the backend called name: one of Backends() or "rawfloor".
 func ByName(name string) (Backend, error) {
-	for _, b := range Backends() {
+	for _, b := range append(Backends(), rawBackend) {
 		if b.Name() == name {
 			return b, nil
 		}
 	}
-	return nil, fmt.Errorf("harness: no backend %q (have tmpfs, barefs, devfsd)", name)
+	return nil, fmt.Errorf("harness: no backend %q (have tmpfs, barefs, devfsd, rawfloor)", name)
 }
 
 // The per-process base directory: every mount point and every built binary

@@ -199,3 +199,44 @@ func TestFailingTestLeavesNoMount(t *testing.T) {
 		})
 	}
 }
+
+// TestRawFloor mounts rawfloor (barefs -raw) on a populated tree: the
+// populated names stat as barefs's do, others are missing, and requests are
+// counted.
+func TestRawFloor(t *testing.T) {
+	for _, b := range Backends() {
+		if b.Name() == "rawfloor" {
+			t.Fatal("rawfloor is among Backends()")
+		}
+	}
+	if b, err := ByName("rawfloor"); err != nil || b != RawFloor() {
+		t.Fatalf("ByName(rawfloor) = %v, %v", b, err)
+	}
+	m, err := Start(RawFloor(), Options{Populate: []Populate{{"d", 3}, {"e", 0}}, Stats: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var st unix.Stat_t
+	for _, c := range []struct {
+		path string
+		mode uint32
+	}{{"", unix.S_IFDIR | 0o755}, {"d", unix.S_IFDIR | 0o755}, {"e", unix.S_IFDIR | 0o755},
+		{"d/" + PopulateName(0), unix.S_IFREG | 0o644}, {"d/" + PopulateName(2), unix.S_IFREG | 0o644}} {
+		if err := unix.Lstat(filepath.Join(m.Dir, c.path), &st); err != nil || st.Mode != c.mode {
+			t.Errorf("lstat %q: mode %o, %v; want %o", c.path, st.Mode, err, c.mode)
+		}
+	}
+	for _, p := range []string{"x", "d/" + PopulateName(3), "e/" + PopulateName(0), "d/f00000001"} {
+		if err := unix.Lstat(filepath.Join(m.Dir, p), &st); err != unix.ENOENT {
+			t.Errorf("lstat %q: %v, want ENOENT", p, err)
+		}
+	}
+	req, err := m.Requests()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req["LOOKUP"] < 7 {
+		t.Errorf("requests %v: want at least 7 LOOKUPs", req)
+	}
+}

@@ -15,11 +15,22 @@
 // one. FORGET counts forgotten nodes: go-fuse fans a BATCH_FORGET out into one
 // Forget call per node. INIT is counted once; INTERRUPT is not seen.
 //
+// With -raw, barefs is the floor: the cheapest answer go-fuse's raw API
+// allows, for comparing CPU per request. Instead of the fs.Inode tree it
+// serves a minimal fuse.RawFileSystem (raw.go) that answers LOOKUP and
+// GETATTR of the -populate tree (the root, each DIR, its files
+// f0000000..) computed from the request, with no locks and no allocation;
+// FORGET does nothing, STATFS and ACCESS answer OK, and everything else is
+// ENOSYS (no readdir, no changes). The mount options, timeouts, -populate
+// and -stats are the same as without -raw, so its server CPU per request on
+// the stat cases of fusebench (the harness backend "rawfloor") is the floor
+// under any go-fuse raw server: go-fuse's request loop and the kernel alone.
+//
 // SIGTERM or SIGINT unmounts (lazily if the mount is busy) and exits 0.
 //
 //	barefs [-entry-timeout 1s] [-attr-timeout 1s] [-negative-timeout 0]
 //	       [-readdirplus=true] [-default-permissions=true] [-stats FILE]
-//	       [-populate DIR=N,...] DIR
+//	       [-populate DIR=N,...] [-raw] DIR
 package main
 
 import (
@@ -74,6 +85,7 @@ func run() error {
 	statsPath := flag.String("stats", "", "write request counts (JSON) here on SIGUSR1 and on exit")
 	populate := flag.String("populate", "", "DIR=N,...: before mounting, make N empty files f0000000.. in each top-level DIR")
 	debug := flag.Bool("debug", false, "log every FUSE request")
+	raw := flag.Bool("raw", false, "serve the floor: a minimal raw file system answering only the stat of the -populate tree (see raw.go)")
 	flag.Parse()
 	if flag.NArg() != 1 {
 		return fmt.Errorf("usage: barefs [flags] DIR")
@@ -131,7 +143,14 @@ func run() error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
 
-	cfs := &countingFS{RawFileSystem: fs.NewNodeFS(root, opts)}
+	var inner fuse.RawFileSystem
+	if *raw {
+		opts.MountOptions.FsName = "barefs-raw"
+		inner = newRawFS(pop, *entry, *attr, *negative)
+	} else {
+		inner = fs.NewNodeFS(root, opts)
+	}
+	cfs := &countingFS{RawFileSystem: inner}
 	srv, err := fuse.NewServer(cfs, dir, &opts.MountOptions)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", dir, err)

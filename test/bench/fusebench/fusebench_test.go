@@ -13,7 +13,7 @@ func TestMain(m *testing.M) { harness.Main(m) }
 
 // TestQuickRun builds fusebench and runs it once in -quick mode: a smoke
 // test that every case runs on every available backend and the report has
-// a row for each. It checks no figure: timings under test load mean
+// a row for each (rawfloor: each stat case, and nothing else). It checks no figure: timings under test load mean
 // nothing.
 func TestQuickRun(t *testing.T) {
 	bin, err := harness.Build("github.com/devfsd/devfsd/test/bench/fusebench")
@@ -55,6 +55,32 @@ func TestQuickRun(t *testing.T) {
 			if !strings.Contains(report, want) {
 				t.Errorf("report lacks a row %q:\n%s", want, report)
 			}
+		}
+	}
+	// rawfloor (in the default -backends) has rows in the stat cases, and
+	// only there; it counts requests as barefs does.
+	for _, want := range []string{
+		"| stat hit, timeouts 0, 1 thread | rawfloor |",
+		"| stat hit, timeouts 1s, cold, 1 thread | rawfloor |",
+		"| stat hit, timeouts 1s, cold, 2 threads | rawfloor |",
+		"| stat hit, timeouts 1s, warm, 2 threads | rawfloor |",
+		"| stat miss, negative 0, 1 thread | rawfloor |",
+		"| stat miss, negative 1s, warm, 2 threads | rawfloor |",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks a row %q:\n%s", want, report)
+		}
+	}
+	for _, l := range strings.Split(report, "\n") {
+		if !strings.Contains(l, "| rawfloor") {
+			continue
+		}
+		if !strings.HasPrefix(l, "| stat ") {
+			t.Errorf("rawfloor runs outside the stat cases: %q", l)
+		}
+		if f := strings.Split(l, "|"); strings.HasPrefix(l, "| stat hit, timeouts 0, ") &&
+			(strings.TrimSpace(f[5]) == "n/a" || strings.TrimSpace(f[5]) == "0.00") {
+			t.Errorf("rawfloor requests per cold stat: %q", f[5])
 		}
 	}
 	// barefs counts requests: with timeouts 0 a stat is at least one.

@@ -1,5 +1,6 @@
 // Command fusebench measures the FUSE benchmarks of issue 4 against tmpfs,
-// the bare go-fuse tree (barefs) and devfsd, all mounted in the same run:
+// the bare go-fuse tree (barefs), the go-fuse floor (rawfloor) and devfsd,
+// all mounted in the same run:
 //
 //	stat of existing names, entry/attr timeout 0 and 1 s (cold and warm)
 //	stat of missing names, negative timeout 0 and 1 s
@@ -22,10 +23,18 @@
 // counts (countedOps), for barefs too. CPU time is in nanoseconds
 // (schedstat), but a short phase is still noisy: use the full sizes.
 //
+// rawfloor (barefs -raw, harness.RawFloor) is a go-fuse raw server that
+// answers LOOKUP and GETATTR of the populated tree computed from the request,
+// doing no work at all, with barefs's mount options: its server CPU per
+// request is the floor under any go-fuse raw server (go-fuse's request loop
+// and the kernel alone), so "CPU ×barefs" of its rows bounds what devfsd can
+// reach relative to barefs. It serves only stats: it runs in the stat hit and
+// stat miss cases and is skipped, silently, in readdir, ls -l and churn.
+//
 // Last, unless -miss=false: the latency of a miss the built-in loader
 // answers (lstat of names it provides, each a real miss on a fresh mount).
 //
-//	go run ./test/bench/fusebench [-quick] [-reps 5] [-backends tmpfs,barefs,devfsd]
+//	go run ./test/bench/fusebench [-quick] [-reps 5] [-backends tmpfs,barefs,rawfloor,devfsd]
 //
 // Run it from the repository (it builds barefs and devfsd with the
 // harness). Figures are only comparable within one run.
@@ -67,6 +76,7 @@ type variant struct {
 	b     harness.Backend
 	rdp   string // "" default, "on", "off"
 	dirs  bool   // only for the readdir and ls -l cases
+	stat  bool   // only for the stat cases (rawfloor serves nothing else)
 }
 
 // bcase is one benchmark: mount options, an unmeasured preparation, and
@@ -77,6 +87,7 @@ type bcase struct {
 	neg     time.Duration
 	pop     int  // files in directory "d", made before mounting
 	dirs    bool // a readdir case: also run the READDIRPLUS variants
+	stat    bool // a stat case (lstat of names in "d" only): rawfloor runs too
 	prep    func(dir string, threads int) error
 	run     func(dir string, threads int) (int, error)
 }
@@ -91,7 +102,7 @@ type sample struct {
 func run(w io.Writer) error {
 	quick := flag.Bool("quick", false, "small sizes, one repetition: a smoke test")
 	reps := flag.Int("reps", 5, "repetitions (medians are taken over them)")
-	backends := flag.String("backends", "tmpfs,barefs,devfsd", "backends to measure (barefs is the baseline and always runs)")
+	backends := flag.String("backends", "tmpfs,barefs,rawfloor,devfsd", "backends to measure (barefs is the baseline and always runs; rawfloor runs only in the stat cases)")
 	threadsFlag := flag.String("threads", "1,2", "thread counts")
 	only := flag.String("cases", "", "cases to run, by parts of their names separated by ';' (\"churn;ls -l\"; default all)")
 	missFlag := flag.Bool("miss", true, "measure the latency of a miss the built-in loader answers (devfsd)")
@@ -133,6 +144,10 @@ func run(w io.Writer) error {
 			return err
 		}
 		m.Close()
+		if b == harness.RawFloor() {
+			vs = append(vs, variant{label: name, b: b, stat: true})
+			continue
+		}
 		vs = append(vs, variant{label: name, b: b})
 		if b.FUSE() {
 			// The READDIRPLUS choice matters only to readdir and
@@ -176,7 +191,7 @@ func run(w io.Writer) error {
 				}
 				order := rotate(vs, rep)
 				for _, v := range order {
-					if v.dirs && !c.dirs {
+					if v.dirs && !c.dirs || v.stat && !c.stat {
 						continue
 					}
 					s, err := measure(c, v, th)
@@ -371,11 +386,11 @@ func allCases(n, big int) []bcase {
 	missing := statAll(miss, n, unix.ENOENT)
 	s := time.Second
 	return []bcase{
-		{name: "stat hit, timeouts 0", timeout: 0, pop: n, prep: prepOf(hit), run: hit},
-		{name: "stat hit, timeouts 1s, cold", timeout: s, pop: n, run: hit},
-		{name: "stat hit, timeouts 1s, warm", timeout: s, pop: n, prep: prepOf(hit), run: hit},
-		{name: "stat miss, negative 0", timeout: s, pop: 0, prep: prepOf(missing), run: missing},
-		{name: "stat miss, negative 1s, warm", timeout: s, neg: s, pop: 0, prep: prepOf(missing), run: missing},
+		{name: "stat hit, timeouts 0", timeout: 0, pop: n, stat: true, prep: prepOf(hit), run: hit},
+		{name: "stat hit, timeouts 1s, cold", timeout: s, pop: n, stat: true, run: hit},
+		{name: "stat hit, timeouts 1s, warm", timeout: s, pop: n, stat: true, prep: prepOf(hit), run: hit},
+		{name: "stat miss, negative 0", timeout: s, pop: 0, stat: true, prep: prepOf(missing), run: missing},
+		{name: "stat miss, negative 1s, warm", timeout: s, neg: s, pop: 0, stat: true, prep: prepOf(missing), run: missing},
 		{name: fmt.Sprintf("readdir %d", n), timeout: s, pop: n, dirs: true, run: readdir(n, false)},
 		{name: fmt.Sprintf("readdir %d", big), timeout: s, pop: big, dirs: true, run: readdir(big, false)},
 		{name: fmt.Sprintf("ls -l %d", n), timeout: s, pop: n, dirs: true, run: readdir(n, true)},
