@@ -4,8 +4,10 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -298,5 +300,27 @@ func TestStormMissAllocs(t *testing.T) {
 	}
 	if a.Logged() != 1 || a.Suppressed() != uint64(i) {
 		t.Errorf("Logged() = %d, Suppressed() = %d; want 1, %d", a.Logged(), a.Suppressed(), i)
+	}
+}
+
+// comm reads what /proc says, for the process and for one of its threads;
+// no caller (pid 0) has none, a vanished one "?".
+func TestCommReadsProc(t *testing.T) {
+	want, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.TrimSpace(string(want))
+	if got := comm(uint32(os.Getpid())); got != w {
+		t.Errorf("comm(own pid) = %q, want %q", got, w)
+	}
+	if got := comm(uint32(syscall.Gettid())); got != w {
+		t.Errorf("comm(a thread's tid) = %q, want %q", got, w)
+	}
+	if got := comm(0); got != "" {
+		t.Errorf("comm(0) = %q, want empty", got)
+	}
+	if got := comm(1<<22 + 12345); got != "?" { // above pid_max's ceiling
+		t.Errorf("comm(no such pid) = %q, want ?", got)
 	}
 }
