@@ -2,6 +2,7 @@ package dcache
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"syscall"
@@ -362,6 +363,67 @@ func TestNegativeEntries(t *testing.T) {
 	clk.Advance(3 * time.Second)
 	if n := ns.ExpireNegatives(); n != 1 {
 		t.Errorf("swept %d", n)
+	}
+}
+
+// A directory's negative table is bounded (maxNegative). Once it is full,
+// a new miss is not cached while nothing in the table has expired — and
+// is not charged a sweep of the whole table for it (negNext), which made a
+// storm of new misses in one directory quadratic. Once the oldest entries
+// expire, the next miss sweeps them and is cached again.
+func TestNegativeTableFullSkipsSweepUntilExpiry(t *testing.T) {
+	clk := newClock()
+	ns := New(Options{Now: clk.Now, NegativeTTL: 2 * time.Second})
+	r := ns.Root()
+	add := func(name string) {
+		r.LockMu()
+		r.AddNegativeLocked(name)
+		r.UnlockMu()
+	}
+	cached := func(name string) bool {
+		r.LockMu()
+		defer r.UnlockMu()
+		_, neg := r.ChildLocked(name)
+		return neg
+	}
+	for i := 0; i < maxNegative; i++ {
+		add(fmt.Sprintf("old%05d", i))
+	}
+	clk.Advance(time.Second)
+	for i := 0; i < maxNegative; i++ { // full: none cached, no sweep needed
+		add(fmt.Sprintf("new%05d", i))
+		if i == 0 && r.dir.negNext.IsZero() {
+			t.Fatal("a sweep of the full table left no lower bound on its expiries")
+		}
+	}
+	if cached("new00000") || len(r.dir.negative) != maxNegative {
+		t.Fatalf("full table: new miss cached %v, %d entries; want not cached, %d", cached("new00000"), len(r.dir.negative), maxNegative)
+	}
+	clk.Advance(time.Second) // the old entries expire
+	add("late")
+	if !cached("late") {
+		t.Error("after the old entries expired, a new miss was not cached")
+	}
+	if n := len(r.dir.negative); n != 1 {
+		t.Errorf("after the sweep: %d entries, want 1 (the old ones dropped)", n)
+	}
+}
+
+// BenchmarkAddNegativeFull is a miss of a new name in a directory whose
+// negative table is full and not yet expired.
+func BenchmarkAddNegativeFull(b *testing.B) {
+	ns := New(Options{NegativeTTL: time.Hour})
+	r := ns.Root()
+	for i := 0; i < maxNegative; i++ {
+		r.LockMu()
+		r.AddNegativeLocked(fmt.Sprintf("old%05d", i))
+		r.UnlockMu()
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r.LockMu()
+		r.AddNegativeLocked("new")
+		r.UnlockMu()
 	}
 }
 

@@ -73,24 +73,35 @@ func (n *Node) AddNegativeLocked(name string) {
 		ds.negative = make(map[string]time.Time)
 	}
 	if len(ds.negative) >= maxNegative {
+		if now.Before(ds.negNext) {
+			return // full, and a sweep would drop nothing yet
+		}
 		n.sweepLocked(now)
 		if len(ds.negative) >= maxNegative {
 			return
 		}
 	}
-	ds.negative[name] = now.Add(ttl)
+	exp := now.Add(ttl)
+	ds.negative[name] = exp
+	if exp.Before(ds.negNext) {
+		ds.negNext = exp // a TTL made shorter by a reload
+	}
 }
 
 // sweepLocked drops expired negative entries and returns how many.
 // Preconditions: n's mu held.
 func (n *Node) sweepLocked(now time.Time) int {
 	dropped := 0
+	var next time.Time // the earliest expiry of what is kept
 	for name, exp := range n.dir.negative {
 		if !now.Before(exp) {
 			n.expireLocked(name)
 			dropped++
+		} else if next.IsZero() || exp.Before(next) {
+			next = exp
 		}
 	}
+	n.dir.negNext = next
 	return dropped
 }
 

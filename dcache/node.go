@@ -99,8 +99,14 @@ type dirState struct {
 	removed    int       // removed entries still in order
 	nextCookie uint64    // last cookie handed out; starts at 2 ("." is 1, ".." is 2)
 	negative   map[string]time.Time
-	inflight   map[string]any // package lookup's records, opaque here
-	dead       bool           // removed from the tree: no entries may be added
+	// negNext is a time before which no negative entry expires (zero:
+	// not known), so that a full negative table is not swept on every
+	// miss while nothing in it can be dropped. Only AddNegativeLocked
+	// sets expiries (and lowers it); deletions only raise the true
+	// earliest expiry, so it stays a lower bound.
+	negNext  time.Time
+	inflight map[string]any // package lookup's records, opaque here
+	dead     bool           // removed from the tree: no entries may be added
 }
 
 // dentry is a positive directory entry; it is also its node's link while
