@@ -21,7 +21,7 @@ import (
 type declineAll struct{}
 
 func (declineAll) Load(context.Context, string, string, lookup.Caller) error { return syscall.ENOENT }
-func (declineAll) Declines(string, string) bool                             { return true }
+func (declineAll) Declines(string, string) bool                              { return true }
 
 func benchServer(b *testing.B, files int) (*Server, []string) {
 	ns := dcache.New(dcache.Options{NegativeTTL: -1})
@@ -86,5 +86,24 @@ func BenchmarkServerChurn(b *testing.B) {
 			b.Fatal(st)
 		}
 		s.Forget(id, 1)
+	}
+}
+
+// BenchmarkServerLookupMiss is a LOOKUP of a name nobody provides, with
+// negative caching off (every lookup a miss the loader declines).
+func BenchmarkServerLookupMiss(b *testing.B) {
+	s, _ := benchServer(b, 0)
+	h := &fuse.InHeader{NodeId: fuseRootID}
+	var out fuse.EntryOut
+	names := make([]string, 4096)
+	for i := range names {
+		names[i] = fmt.Sprintf("m%07d", i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if st := s.Lookup(nil, h, names[i%len(names)], &out); st != fuse.ENOENT {
+			b.Fatal(st)
+		}
 	}
 }

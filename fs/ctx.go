@@ -47,9 +47,10 @@ type reqCtx struct {
 	stop <-chan struct{} // closed when shutdown begins
 	pid  uint32          // the caller (a thread id), 0 for the kernel
 
-	once sync.Once
-	done chan struct{} // made by the first Done; closed when cancelled
-	fin  chan struct{} // closed by release
+	once   sync.Once
+	inited bool          // init ran (under once): a watcher exists
+	done   chan struct{} // made by the first Done; closed when cancelled
+	fin    chan struct{} // closed by release
 }
 
 // killPoll is how often an interrupted request that goes on waiting
@@ -85,6 +86,7 @@ func (c *reqCtx) Done() <-chan struct{} {
 
 // init makes the done channel and starts the watcher.
 func (c *reqCtx) init() {
+	c.inited = true
 	c.done = make(chan struct{})
 	c.fin = make(chan struct{})
 	go c.watch()
@@ -115,21 +117,22 @@ func (c *reqCtx) watch() {
 }
 
 // release ends the watcher, if Done made one. Call it once, when the
-// request is answered; c must not be used afterwards.
+// request is answered; c must not be used afterwards (nor may anything
+// call its Done or Err for the first time after it).
 //
 // A context whose Done and Err were never called goes back to a pool: no
 // watcher holds it, and nothing below kept it — a layer that keeps a
 // context past the call (a derived context, a load that outlives an
 // interrupted owner) calls Done first, and that context is left to the
 // garbage collector. Most requests never wait, so most are reused.
+//
+// Done and Err are called by the request's own goroutine, or by goroutines
+// it started after calling Done itself (a derived context calls it), so
+// inited needs no synchronisation here; a sync.Once.Do to close the once
+// would take its mutex on every request.
 func (c *reqCtx) release() {
-	used := false
-	c.once.Do(func() { used = true })
-	if !used {
-		// once had already run: Done or Err was called.
-		if c.fin != nil {
-			close(c.fin)
-		}
+	if c.inited {
+		close(c.fin) // ends the watcher
 		return
 	}
 	*c = reqCtx{}
