@@ -399,6 +399,9 @@ func TestNegativeTableFullSkipsSweepUntilExpiry(t *testing.T) {
 	if cached("new00000") || len(r.dir.negative) != maxNegative {
 		t.Fatalf("full table: new miss cached %v, %d entries; want not cached, %d", cached("new00000"), len(r.dir.negative), maxNegative)
 	}
+	if r.dir.negSweeps != 1 {
+		t.Errorf("%d misses on a full table that nothing can leave yet swept it %d times, want 1", maxNegative, r.dir.negSweeps)
+	}
 	clk.Advance(time.Second) // the old entries expire
 	add("late")
 	if !cached("late") {

@@ -92,6 +92,7 @@ func (n *Node) AddNegativeLocked(name string) {
 // Preconditions: n's mu held.
 func (n *Node) sweepLocked(now time.Time) int {
 	dropped := 0
+	n.dir.negSweeps++
 	var next time.Time // the earliest expiry of what is kept
 	for name, exp := range n.dir.negative {
 		if !now.Before(exp) {

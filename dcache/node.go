@@ -104,9 +104,10 @@ type dirState struct {
 	// miss while nothing in it can be dropped. Only AddNegativeLocked
 	// sets expiries (and lowers it); deletions only raise the true
 	// earliest expiry, so it stays a lower bound.
-	negNext  time.Time
-	inflight map[string]any // package lookup's records, opaque here
-	dead     bool           // removed from the tree: no entries may be added
+	negNext   time.Time
+	negSweeps uint32         // sweeps of negative so far (tests read it)
+	inflight  map[string]any // package lookup's records, opaque here
+	dead      bool           // removed from the tree: no entries may be added
 }
 
 // dentry is a positive directory entry; it is also its node's link while
