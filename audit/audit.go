@@ -219,8 +219,11 @@ func (a *Auditor) Miss(mi lookup.MissInfo) {
 	now := a.opts.Now()
 	a.mu.Lock()
 	b := a.names[string(a.keyLocked(&mi))]
+	// Take a token from both buckets or from neither: the total is asked
+	// first without taking one, so that a name's storm does not drain it.
+	totalLets := a.totalLetsLocked(now)
 	if b == nil {
-		if !a.totalLetsLocked(now) {
+		if !totalLets {
 			a.overflow.held++ // no bucket made for a line that cannot be written
 			a.suppressed.Add(1)
 			a.mu.Unlock()
@@ -228,9 +231,7 @@ func (a *Auditor) Miss(mi lookup.MissInfo) {
 		}
 		b = a.newBucketLocked(path(&mi), now)
 	}
-	// Take a token from both buckets or from neither: the total first
-	// without taking one, so that a name's storm does not drain it.
-	if !a.totalLetsLocked(now) || !b.lim.AllowN(now, 1) || !a.total.AllowN(now, 1) {
+	if !totalLets || !b.lim.AllowN(now, 1) || !a.total.AllowN(now, 1) {
 		b.held++
 		a.suppressed.Add(1)
 		a.mu.Unlock()

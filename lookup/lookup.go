@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	_ "unsafe" // for go:linkname
 
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/sync/rwsem"
@@ -296,20 +295,20 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 		return dir.Lookup(name)
 	}
 	sem := dir.Sem()
-	for pass := 0; ; pass++ {
-		n, again, err := r.lookupPass(ctx, sem, dir, name, c, pass)
-		if !again {
-			return n, err
-		}
+	n, again, err := r.lookupPass(ctx, sem, dir, name, c, true)
+	if again {
+		n, _, err = r.lookupPass(ctx, sem, dir, name, c, false)
 	}
+	return n, err
 }
 
 // lookupPass is one pass of Lookup from step 1. The first pass of a miss
 // whose loader is a Decliner asks it, with no lock held, whether it has
 // anything for the name; if it declines, the miss ends there (declined),
-// and if not, again is true and the second pass runs the miss protocol
-// from step 1 (the namespace may have changed meanwhile).
-func (r *Resolver) lookupPass(ctx context.Context, sem *rwsem.Sem, dir *dcache.Node, name string, c Caller, pass int) (_ *dcache.Node, again bool, _ error) {
+// and if not, again is true and the second pass (first false) runs the
+// miss protocol from step 1 (the namespace may have changed meanwhile)
+// without asking again. Only the first pass counts step 1's outcome.
+func (r *Resolver) lookupPass(ctx context.Context, sem *rwsem.Sem, dir *dcache.Node, name string, c Caller, first bool) (_ *dcache.Node, again bool, _ error) {
 	if sem.DownReadCtx(ctx) != nil {
 		return nil, false, interrupted("lookup", name)
 	}
@@ -319,15 +318,15 @@ func (r *Resolver) lookupPass(ctx context.Context, sem *rwsem.Sem, dir *dcache.N
 	var loader Loader // read on a miss only: the hit path stays short
 	switch {
 	case child != nil:
-		if pass == 0 {
+		if first {
 			r.hits.n.Add(1)
 		}
 	case negative:
-		if pass == 0 {
+		if first {
 			r.negHits.n.Add(1)
 		}
 	default:
-		if pass == 0 {
+		if first {
 			r.misses.n.Add(1)
 		}
 		loader = r.currentLoader()
@@ -359,11 +358,11 @@ func (r *Resolver) lookupPass(ctx context.Context, sem *rwsem.Sem, dir *dcache.N
 		n, err := r.lookAgain(ctx, dir, name)
 		return n, false, err
 	}
-	if d, ok := loader.(Decliner); ok && pass == 0 {
+	if d, ok := loader.(Decliner); ok && first {
 		dir.UnlockMu()
 		sem.UpRead()
 		r.ns.Flush()
-		start := nanotime()
+		start := time.Now()
 		dirPath := dir.Path()
 		if !d.Declines(dirPath, name) {
 			return nil, true, nil
@@ -411,7 +410,7 @@ func (r *Resolver) lookupPass(ctx context.Context, sem *rwsem.Sem, dir *dcache.N
 // then answers with it) or a load of it started (a loader that stopped
 // declining: that load will cache its own outcome).
 // Preconditions: no dcache lock held.
-func (r *Resolver) declined(dir *dcache.Node, dirPath, name string, c Caller, loader Loader, start int64) (*dcache.Node, error) {
+func (r *Resolver) declined(dir *dcache.Node, dirPath, name string, c Caller, loader Loader, start time.Time) (*dcache.Node, error) {
 	r.loads.Add(1)
 	r.ns.EmitLookup(dir, name, c)
 	dir.LockMu()
@@ -423,7 +422,7 @@ func (r *Resolver) declined(dir *dcache.Node, dirPath, name string, c Caller, lo
 	r.finished.Add(1)
 	if r.observe != nil {
 		mi := MissInfo{Dir: dirPath, Name: name, Caller: c, Err: ErrDeclined,
-			Duration: time.Duration(nanotime() - start), Result: ResultAbsent}
+			Duration: time.Since(start), Result: ResultAbsent}
 		if nm, ok := loader.(Namer); ok {
 			mi.Loader = nm.LoaderName()
 		}
@@ -474,13 +473,6 @@ func (r *Resolver) lookAndRelease(dir *dcache.Node, name string) *dcache.Node {
 	r.ns.Flush()
 	return child
 }
-
-// nanotime is the runtime's monotonic clock, which time.Since reads too:
-// one vDSO call where time.Now makes two (Go 1.23+ keeps it reachable by
-// linkname; go.dev/issue/67401). A declined miss is timed with it.
-//
-//go:linkname nanotime runtime.nanotime
-func nanotime() int64
 
 // errDeadline is a load's outcome when the deadline passed first.
 var errDeadline = errors.New("loader did not finish before the deadline")

@@ -47,6 +47,7 @@
 package metrics
 
 import (
+	"maps"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -203,10 +204,7 @@ func (m *Metrics) loadChild(k loadKey) loadChild {
 		count: m.loads.WithLabelValues(k.loader, k.result),
 		dur:   m.loadDur.WithLabelValues(k.loader),
 	}
-	next := make(map[loadKey]loadChild, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
+	next := maps.Clone(old)
 	next[k] = c
 	m.loadChildren.Store(&next)
 	return c

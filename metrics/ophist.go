@@ -20,9 +20,6 @@ const (
 	// amd64's adjacent-line prefetcher pulls lines in pairs (as in
 	// sync/refcount and sync.Pool).
 	cacheLine = 128
-
-	// maxOpShards caps the shard array (about 2 KiB each).
-	maxOpShards = 64
 )
 
 // opCell is one op's histogram within a shard: non-cumulative bucket counts
@@ -67,23 +64,19 @@ type opHist struct {
 	created time.Time
 }
 
-// newOpHist makes an opHist with GOMAXPROCS shards, rounded up to a power of
-// two (so that a P id is reduced by a mask, not a division) and capped at
-// maxOpShards. If GOMAXPROCS grows later, Ps share shards: still correct
-// (the adds are atomic), just slower.
+// newOpHist makes an opHist with refcount.ShardCount(GOMAXPROCS) shards
+// (about 2 KiB each): a power of two, so that a P id is reduced by a mask,
+// capped as Ref's. If GOMAXPROCS grows later, Ps share shards: still
+// correct (the adds are atomic), just slower.
 func newOpHist() *opHist { return newOpHistN(runtime.GOMAXPROCS(0)) }
 
-// newOpHistN makes an opHist with at least n shards (rounded up to a power
-// of two, capped at maxOpShards). Tests use n = 1 to make every goroutine
-// share one shard.
+// newOpHistN makes an opHist with refcount.ShardCount(n) shards. Tests use
+// n = 1 to make every goroutine share one shard.
 func newOpHistN(n int) *opHist {
 	if len(opBuckets) != numOpBuckets {
 		panic("metrics: numOpBuckets does not match opBuckets")
 	}
-	size := 1
-	for size < n && size < maxOpShards {
-		size <<= 1
-	}
+	size := refcount.ShardCount(n)
 	h := &opHist{
 		desc: prometheus.NewDesc("devfsd_fuse_request_duration_seconds",
 			"FUSE requests answered, by opcode, with their latency.", []string{"op"}, nil),

@@ -12,6 +12,7 @@ import (
 
 	"github.com/devfsd/devfsd/fs"
 	"github.com/devfsd/devfsd/lookup"
+	"github.com/devfsd/devfsd/sync/refcount"
 )
 
 // histo is one gathered histogram series, reduced to what the text format
@@ -143,7 +144,7 @@ func TestBoundNs(t *testing.T) {
 // shards GOMAXPROCS gives, on one shard everybody shares, and on more
 // shards than Ps.
 func TestOpHistConcurrent(t *testing.T) {
-	for _, shards := range []int{0, 1, maxOpShards} {
+	for _, shards := range []int{0, 1, refcount.ShardCount(1 << 20)} {
 		t.Run(fmt.Sprintf("shards=%d", shards), func(t *testing.T) {
 			h := newOpHist()
 			if shards > 0 {

@@ -187,10 +187,7 @@ func New() *Ref {
 // newRef makes a Ref with at least n shards (rounded up to a power of two,
 // capped at maxShards). Tests use n = 1 to put two goroutines on one shard.
 func newRef(n int) *Ref {
-	size := 1
-	for size < n && size < maxShards {
-		size <<= 1
-	}
+	size := ShardCount(n)
 	r := &Ref{
 		shards:    make([]shard, size),
 		mask:      size - 1,

@@ -579,3 +579,12 @@ func TestDyingBiasKeepsCountAboveZero(t *testing.T) {
 		t.Fatalf("Count() = %d, want 0", got)
 	}
 }
+
+// ShardCount rounds up to a power of two and caps at maxShards.
+func TestShardCount(t *testing.T) {
+	for _, c := range []struct{ n, want int }{{0, 1}, {1, 1}, {2, 2}, {3, 4}, {5, 8}, {64, 64}, {65, 64}, {1 << 20, 64}} {
+		if got := ShardCount(c.n); got != c.want {
+			t.Errorf("ShardCount(%d) = %d, want %d", c.n, got, c.want)
+		}
+	}
+}

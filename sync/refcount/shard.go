@@ -69,3 +69,15 @@ func ProcHint() int {
 	procUnpin()
 	return p
 }
+
+// ShardCount is the number of shards for n Ps: n rounded up to a power of
+// two (so that a P id is reduced by a mask), at most maxShards. Ref sizes
+// its shards with it, and so may any per-P array indexed by
+// ProcHint() & (ShardCount(n)-1).
+func ShardCount(n int) int {
+	size := 1
+	for size < n && size < maxShards {
+		size <<= 1
+	}
+	return size
+}
