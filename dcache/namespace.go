@@ -114,6 +114,10 @@ func New(opts Options) *Namespace {
 // Root returns the root directory.
 func (ns *Namespace) Root() *Node { return ns.root }
 
+// LastIno returns the last inode number handed out: every node made so far
+// has an inode number at most this, and every node made later a larger one.
+func (ns *Namespace) LastIno() uint64 { return ns.inos.Load() }
+
 // NegativeTTL returns how long a miss stays cached (0: not at all), for
 // the entry timeout of a negative FUSE reply.
 func (ns *Namespace) NegativeTTL() time.Duration {

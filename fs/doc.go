@@ -125,7 +125,7 @@
 // # Lock order
 //
 //	lookup and dcache locks (see those packages; taken inside their calls)
-//	  nodeTable shard mutex, handleTable mutex, NotifyQueue.mu (leaves;
+//	  nodeTable stripe mutex and dirMu, handleTable mutex, NotifyQueue.mu (leaves;
 //	  never held across a call)
 //	viewSet.mu (a parent's views: held while setting their timeouts)
 //	  the view's own viewSet.mu (empty: views make no views)
