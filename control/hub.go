@@ -49,6 +49,14 @@ type item struct {
 	at time.Time
 }
 
+// WantsLookups implements dcache.LookupSink: LOOKUP events are wanted
+// while somebody is subscribed, or if the next sink wants them.
+func (h *Hub) WantsLookups() bool {
+	return h.nsubs.Load() > 0 || (h.next != nil && dcache.WantsLookups(h.next))
+}
+
+var _ dcache.LookupSink = (*Hub)(nil)
+
 // Event implements dcache.Sink. It never blocks.
 func (h *Hub) Event(ev dcache.Event) {
 	if h.next != nil {

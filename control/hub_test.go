@@ -71,3 +71,27 @@ func TestHubFilterAndExpire(t *testing.T) {
 		t.Fatalf("closed subscription got %v", items)
 	}
 }
+
+type noLookups struct{ countSink }
+
+func (*noLookups) WantsLookups() bool { return false }
+
+// The hub wants LOOKUP events while somebody is subscribed, or when its
+// next sink wants them (a plain Sink always does; one that says no, no).
+func TestHubWantsLookupsOnlyWithSubscribers(t *testing.T) {
+	h := NewHub(&noLookups{})
+	if h.WantsLookups() {
+		t.Fatal("no subscriber, next wants none: the hub wants LOOKUP events")
+	}
+	s := h.Subscribe(4, nil)
+	if !h.WantsLookups() {
+		t.Fatal("a subscriber, and the hub wants no LOOKUP events")
+	}
+	s.Close()
+	if h.WantsLookups() {
+		t.Fatal("the subscriber left, and the hub still wants LOOKUP events")
+	}
+	if !NewHub(&countSink{}).WantsLookups() || NewHub(nil).WantsLookups() {
+		t.Fatal("next a plain Sink: wanted; no next and no subscriber: not")
+	}
+}

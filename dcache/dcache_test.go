@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -546,5 +547,37 @@ func TestHammerNamespace(t *testing.T) {
 	sys := &nsSystem{ns: ns}
 	if got, want := ns.Statfs().Nodes, uint64(countNodes(sys.snapshot())+1); got != want {
 		t.Errorf("Statfs nodes %d, tree %d", got, want)
+	}
+}
+
+// lookupGate is a sink that says whether it wants LOOKUP events.
+type lookupGate struct {
+	recorder
+	wants atomic.Bool
+}
+
+func (g *lookupGate) WantsLookups() bool { return g.wants.Load() }
+
+// A sink that wants no LOOKUP events gets none, and no sequence number is
+// spent on one; the other events are unaffected, and LOOKUP events come
+// again as soon as the sink wants them.
+func TestEmitLookupSkippedWhileSinkWantsNone(t *testing.T) {
+	g := &lookupGate{}
+	ns := New(Options{Sink: g})
+	ns.Register("snd/pcm", Spec{Type: TypeChar, Major: 116, Minor: 2}, loaderCaller)
+	snd, _ := ns.Resolve("snd")
+	seq := ns.LastSeq()
+	ns.EmitLookup(snd, "y", fuseCaller)
+	if got := g.take(); len(got) != 2 || ns.LastSeq() != seq {
+		t.Fatalf("with no LOOKUP wanted: %d events, seq %d → %d: %+v", len(got), seq, ns.LastSeq(), got)
+	}
+	g.wants.Store(true)
+	ns.EmitLookup(snd, "z", fuseCaller)
+	got := g.take()
+	if len(got) != 1 || got[0].Kind != KindLookup || got[0].Path != "snd/z" || got[0].Seq != seq+1 {
+		t.Fatalf("with LOOKUP wanted: %+v", got)
+	}
+	if WantsLookups(nil) || !WantsLookups(&recorder{}) {
+		t.Fatal("WantsLookups: a nil sink wants none, a plain Sink every one")
 	}
 }

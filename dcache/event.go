@@ -80,6 +80,33 @@ type Sink interface {
 	Event(ev Event)
 }
 
+// LookupSink is implemented by a Sink that can say whether it wants LOOKUP
+// events at the moment. While it says no, EmitLookup neither builds nor
+// queues one: a miss of a name nobody provides is the hot path of mknod
+// churn and of scanners, and a LOOKUP event changes nothing, so a sink
+// that only keeps or mirrors the namespace has no use for it. A Sink that
+// does not implement LookupSink gets every LOOKUP event.
+//
+// WantsLookups is called without any dcache mutex held, once per miss; it
+// must be cheap and must not block. A sink that starts wanting LOOKUP
+// events (a control-socket subscriber arriving) gets those of the misses
+// that asked after it started; a miss that asked a moment before is not
+// replayed, as it would not have been had the subscriber come a moment
+// later.
+type LookupSink interface {
+	WantsLookups() bool
+}
+
+// WantsLookups reports whether s wants LOOKUP events now: a nil sink does
+// not, a Sink that is no LookupSink always does.
+func WantsLookups(s Sink) bool {
+	if s == nil {
+		return false
+	}
+	ls, ok := s.(LookupSink)
+	return !ok || ls.WantsLookups()
+}
+
 // eventQueue orders events under the namespace locks and delivers them
 // outside them. Whoever flushes first becomes the single deliverer and
 // drains until the queue is empty; the others return at once.

@@ -206,8 +206,12 @@ func (ns *Namespace) Statfs() Statfs {
 func (ns *Namespace) Flush() { ns.events.flush() }
 
 // EmitLookup queues and delivers a LOOKUP event for name in dir (package
-// lookup calls it on a miss). Preconditions: no dcache mutex held.
+// lookup calls it on a miss), unless the sink wants none now
+// (LookupSink). Preconditions: no dcache mutex held.
 func (ns *Namespace) EmitLookup(dir *Node, name string, c Caller) {
+	if !WantsLookups(ns.events.sink) {
+		return
+	}
 	ns.events.pushLocked(Event{Kind: KindLookup, Path: dir.childPath(name),
 		Parent: dir.ino, Name: name, Origin: c})
 	ns.events.flush()

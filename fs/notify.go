@@ -114,6 +114,10 @@ func NewNotifyQueue(size int) *NotifyQueue {
 
 var _ dcache.Sink = (*NotifyQueue)(nil)
 
+// WantsLookups implements dcache.LookupSink: Event ignores LOOKUP events
+// (nothing changed).
+func (nq *NotifyQueue) WantsLookups() bool { return false }
+
 // Event implements dcache.Sink: it turns a change the kernel cannot know
 // of (one not made through this queue's mount) into a notice and queues
 // it; a change made through FUSE without a mount id (Caller.Mount 0) is

@@ -613,6 +613,10 @@ func NewNotifyMux(qs ...*NotifyQueue) *NotifyMux {
 
 var _ dcache.Sink = (*NotifyMux)(nil)
 
+// WantsLookups implements dcache.LookupSink: a LOOKUP changes nothing the
+// kernel caches, so no queue has a use for it.
+func (m *NotifyMux) WantsLookups() bool { return false }
+
 // Event implements dcache.Sink.
 func (m *NotifyMux) Event(ev dcache.Event) {
 	for _, q := range *m.qs.Load() {

@@ -350,6 +350,10 @@ func (s *Store) Restore(ns *dcache.Namespace) (restored int) {
 	return restored
 }
 
+// WantsLookups implements dcache.LookupSink: a LOOKUP changes nothing to
+// keep, so the store has no use for it.
+func (s *Store) WantsLookups() bool { return false }
+
 // Event implements dcache.Sink. It only queues: events that change the
 // model go to the committer, the others only advance what has been seen.
 // A Renamed DELETE is held until the CREATE of the same inode (which

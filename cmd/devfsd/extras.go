@@ -89,6 +89,9 @@ func (x *extras) sink(next dcache.Sink) dcache.Sink {
 
 type teeSink struct{ a, b dcache.Sink }
 
+// WantsLookups implements dcache.LookupSink: if either sink wants them.
+func (t teeSink) WantsLookups() bool { return dcache.WantsLookups(t.a) || dcache.WantsLookups(t.b) }
+
 func (t teeSink) Event(ev dcache.Event) {
 	t.a.Event(ev)
 	t.b.Event(ev)
