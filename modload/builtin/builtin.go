@@ -48,6 +48,7 @@ import (
 	"path"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -60,6 +61,25 @@ import (
 // index maps every node path, and every directory a node lives under, to
 // the modules that provide it. Built once from catalogue; read-only after.
 var index = buildIndex(catalogue)
+
+// catalogueDirs is every directory a catalogue node lives in (the root
+// aside): a miss in any other directory is declined without consulting
+// index.
+var catalogueDirs = dirsOf(catalogue)
+
+// dirsOf returns every directory, the root aside, that a node of mods
+// lives in.
+func dirsOf(mods []Module) map[string]bool {
+	dirs := make(map[string]bool)
+	for _, m := range mods {
+		for _, n := range m.Nodes {
+			for p := path.Dir(n.Path); p != "."; p = path.Dir(p) {
+				dirs[p] = true
+			}
+		}
+	}
+	return dirs
+}
 
 func buildIndex(mods []Module) map[string][]int {
 	idx := make(map[string][]int)
@@ -217,6 +237,15 @@ func (l *Loader) Load(ctx context.Context, dir, name string, _ modload.Caller) e
 // dir/name (modload.Decliner): the same index Load consults first, read
 // without blocking.
 func (l *Loader) Declines(dir, name string) bool {
+	// The common case first: a plain name in a clean directory no module
+	// puts anything in (mknod churn in a directory of its own, names a
+	// program makes up), decided by a set of a few directories, without
+	// building dir/name or probing the index.
+	if dir != "" && !catalogueDirs[dir] && plainName(name) && path.Clean(dir) == dir {
+		if t := l.ext.Load(); t == nil || !t.dirs[dir] {
+			return true
+		}
+	}
 	// dir/name by concatenation, which needs no allocation while the
 	// result does not escape and is short; path.Join allocates, and every
 	// miss of a name nobody provides comes here. Clean returns a clean
@@ -232,6 +261,12 @@ func (l *Loader) Declines(dir, name string) bool {
 }
 
 var _ modload.Decliner = (*Loader)(nil)
+
+// plainName says whether name is one path element: not empty, not "." or
+// "..", without a slash.
+func plainName(name string) bool {
+	return name != "" && name != "." && name != ".." && strings.IndexByte(name, '/') < 0
+}
 
 // LoadModule loads the module called name. An unknown module is an error
 // wrapping syscall.ENOENT.

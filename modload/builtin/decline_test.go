@@ -3,6 +3,8 @@ package builtin
 import (
 	"context"
 	"errors"
+	"path"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -60,5 +62,32 @@ func TestDeclinesAllocatesNothing(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Errorf("Declines allocates %.1f times per call, want 0", n)
+	}
+}
+
+// No name a catalogue or extension module provides, nor any directory
+// they fill, is declined, whichever way Declines decides it (the
+// directory set or the index).
+func TestDeclinesNoProvidedPath(t *testing.T) {
+	l := New(newFakeNS(), nil)
+	if _, err := l.SetExtensions([]Module{widgetModule(), {Name: "deep", Nodes: []modload.Node{
+		{Path: "a/b/c/node", Type: modload.CharDevice, Major: 240, Minor: 9, Perm: 0600},
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	paths := []string{"a", "a/b", "a/b/c", "a/b/c/node", "widgets/first"}
+	for p := range index {
+		paths = append(paths, p)
+	}
+	for _, p := range paths {
+		dir, name := path.Split(p)
+		if l.Declines(strings.TrimSuffix(dir, "/"), name) {
+			t.Errorf("Declines(%q, %q): declined, but a module provides %s", strings.TrimSuffix(dir, "/"), name, p)
+		}
+	}
+	for _, tt := range [][2]string{{"a/b", "nothing"}, {"a/b/c", "other"}, {"snd", "nothing"}, {"d", "c0000001"}} {
+		if !l.Declines(tt[0], tt[1]) {
+			t.Errorf("Declines(%q, %q) = false for a name nobody provides", tt[0], tt[1])
+		}
 	}
 }

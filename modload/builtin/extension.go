@@ -148,6 +148,9 @@ type extTable struct {
 	// lives under, to the indexes in mods of the modules that provide it.
 	index  map[string][]int
 	byName map[string]int
+	// dirs is every directory, the root aside, a node of mods lives in
+	// (dirsOf).
+	dirs map[string]bool
 }
 
 // providers returns the indexes of the modules of t that provide p (t may
@@ -190,6 +193,7 @@ func (l *Loader) SetExtensions(ext []Module) ([]string, error) {
 		states: make([]*moduleState, len(ext)),
 		index:  map[string][]int{},
 		byName: make(map[string]int, len(ext)),
+		dirs:   dirsOf(ext),
 	}
 	for i, m := range ext {
 		m.Nodes = slices.Clone(m.Nodes)
