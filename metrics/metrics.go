@@ -85,8 +85,13 @@ type Metrics struct {
 	// resolved children. The map is never modified once published:
 	// ObserveLoad reads it without a lock, and a new pair is added by
 	// copying it under loadMu and storing the copy.
-	loadChildren atomic.Pointer[map[loadKey]loadChild]
+	loadChildren atomic.Pointer[map[loadKey]*loadChild]
 	loadMu       sync.Mutex
+	// lastLoad is the entry of loadChildren the last load used: a storm of
+	// misses has one (loader, result) pair, compared here without hashing
+	// two strings (their bytes are the same constants, so == is a pointer
+	// comparison). Never nil after New.
+	lastLoad atomic.Pointer[loadChild]
 }
 
 // loadKey is the label values of one devfsd_loads_total series.
@@ -94,6 +99,7 @@ type loadKey struct{ loader, result string }
 
 // loadChild is a loadKey's counter and its loader's duration histogram.
 type loadChild struct {
+	key   loadKey
 	count prometheus.Counter
 	dur   prometheus.Observer
 }
@@ -118,7 +124,8 @@ func New(reg prometheus.Registerer, src Sources) *Metrics {
 		}, []string{"result"}),
 	}
 	m.ops = newOpHist()
-	m.loadChildren.Store(&map[loadKey]loadChild{})
+	m.loadChildren.Store(&map[loadKey]*loadChild{})
+	m.lastLoad.Store(&loadChild{}) // matches no key: ObserveLoad never leaves the loader empty
 	for _, r := range []string{"ok", "invalid", "failed"} {
 		m.reloads.WithLabelValues(r)
 	}
@@ -188,19 +195,32 @@ func (m *Metrics) ObserveLoad(mi lookup.MissInfo) {
 	c.dur.Observe(mi.Duration.Seconds())
 }
 
-// loadChild returns k's children: from the published map (no lock), or,
-// the first time k is seen, resolved from the vecs and published in a copy.
-func (m *Metrics) loadChild(k loadKey) loadChild {
-	if c, ok := (*m.loadChildren.Load())[k]; ok {
+// loadChild returns k's children: the last ones used, from the published
+// map (no lock), or, the first time k is seen, resolved from the vecs and
+// published in a copy.
+func (m *Metrics) loadChild(k loadKey) *loadChild {
+	if c := m.lastLoad.Load(); c.key == k {
 		return c
 	}
+	c, ok := (*m.loadChildren.Load())[k]
+	if !ok {
+		c = m.addLoadChild(k)
+	}
+	m.lastLoad.Store(c)
+	return c
+}
+
+// addLoadChild resolves k's children and publishes them in a copy of the
+// map, unless another caller did first.
+func (m *Metrics) addLoadChild(k loadKey) *loadChild {
 	m.loadMu.Lock()
 	defer m.loadMu.Unlock()
 	old := *m.loadChildren.Load()
 	if c, ok := old[k]; ok { // added since our look
 		return c
 	}
-	c := loadChild{
+	c := &loadChild{
+		key:   k,
 		count: m.loads.WithLabelValues(k.loader, k.result),
 		dur:   m.loadDur.WithLabelValues(k.loader),
 	}
