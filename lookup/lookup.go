@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	iofs "io/fs"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/sync/refcount"
 	"github.com/devfsd/devfsd/sync/rwsem"
 	"github.com/devfsd/devfsd/sync/waitq"
 )
@@ -129,17 +131,25 @@ type Resolver struct {
 
 	// Lookup outcomes at step 1, for metrics; each on its own cache
 	// line, since every lookup adds to one of them.
-	hits    paddedCount // the name was there
-	negHits paddedCount // a fresh negative entry answered
-	misses  paddedCount // neither: a load was started or joined
+	// firstLooks counts what each lookup's first look found, per P
+	// (refcount.ProcHint): every lookup counts one, so a single counter
+	// would move between the CPUs serving lookups on every one.
+	firstLooks []lookCounts
 }
 
 type loaderBox struct{ l Loader }
 
-// paddedCount is a counter alone on its cache line.
-type paddedCount struct {
-	n atomic.Uint64
-	_ [56]byte
+// lookCounts is one P's counts of first looks, alone on its cache line.
+type lookCounts struct {
+	hits    atomic.Uint64 // the name was there
+	negHits atomic.Uint64 // a fresh negative entry answered
+	misses  atomic.Uint64 // neither: a load was started or joined
+	_       [40]byte
+}
+
+// looks returns the counts of the P the caller runs on.
+func (r *Resolver) looks() *lookCounts {
+	return &r.firstLooks[refcount.ProcHint()&(len(r.firstLooks)-1)]
 }
 
 // hooks let tests force interleavings; nil fields are skipped. Set before
@@ -160,7 +170,8 @@ func New(ns *dcache.Namespace, loader Loader, opts Options) *Resolver {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
-	r := &Resolver{ns: ns, isLoader: opts.IsLoader, observe: opts.Observe}
+	r := &Resolver{ns: ns, isLoader: opts.IsLoader, observe: opts.Observe,
+		firstLooks: make([]lookCounts, refcount.ShardCount(runtime.GOMAXPROCS(0)))}
 	r.SetLoader(loader)
 	r.SetTimeout(opts.Timeout)
 	return r
@@ -211,9 +222,15 @@ func (r *Resolver) Stats() Stats {
 	// shows Finished > Loads > Misses.
 	finished := r.finished.Load()
 	loads := r.loads.Load()
-	return Stats{InFlight: r.published.Load(), Live: r.live.Load(), Loads: loads, Finished: finished,
-		Waiting: r.waiting.Load(), Hits: r.hits.n.Load(), NegativeHits: r.negHits.n.Load(),
-		Misses: r.misses.n.Load()}
+	st := Stats{InFlight: r.published.Load(), Live: r.live.Load(), Loads: loads, Finished: finished,
+		Waiting: r.waiting.Load()}
+	for i := range r.firstLooks {
+		c := &r.firstLooks[i]
+		st.Hits += c.hits.Load()
+		st.NegativeHits += c.negHits.Load()
+		st.Misses += c.misses.Load()
+	}
+	return st
 }
 
 // bypass reports whether c is the loader itself.
@@ -319,15 +336,15 @@ func (r *Resolver) lookupPass(ctx context.Context, sem *rwsem.Sem, dir *dcache.N
 	switch {
 	case child != nil:
 		if first {
-			r.hits.n.Add(1)
+			r.looks().hits.Add(1)
 		}
 	case negative:
 		if first {
-			r.negHits.n.Add(1)
+			r.looks().negHits.Add(1)
 		}
 	default:
 		if first {
-			r.misses.n.Add(1)
+			r.looks().misses.Add(1)
 		}
 		loader = r.currentLoader()
 	}

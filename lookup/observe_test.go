@@ -95,3 +95,58 @@ func TestObserveAndCounters(t *testing.T) {
 		t.Errorf("no loader: %v", err)
 	}
 }
+
+// The first-look counts are kept per P: lookups from many goroutines at
+// once, hits and misses of names a loader answers ENOENT for (so negative
+// hits after the first), add up exactly, and no snapshot taken meanwhile
+// shows more loads than misses.
+func TestFirstLookCountsExactAcrossGoroutines(t *testing.T) {
+	ns, _ := newNS()
+	r := New(ns, LoaderFunc(func(context.Context, string, string, Caller) error { return syscall.ENOENT }), Options{})
+	root := ns.Root()
+	if _, err := ns.Register("here", dcache.Spec{Type: dcache.TypeChar, Major: 1, Minor: 3}, helper); err != nil {
+		t.Fatal(err)
+	}
+	const goroutines, per = 8, 2000
+	stop := make(chan struct{})
+	bad := make(chan Stats, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				close(bad)
+				return
+			default:
+			}
+			if st := r.Stats(); uint64(st.Loads) > st.Misses {
+				bad <- st
+				close(bad)
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range per {
+				name := "here"
+				if i%2 == 1 {
+					name = "gone" + string(rune('a'+g))
+				}
+				r.Lookup(context.Background(), root, name, user)
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	if st, ok := <-bad; ok {
+		t.Fatalf("a snapshot showed more loads than misses: %+v", st)
+	}
+	st := r.Stats()
+	if total := st.Hits + st.NegativeHits + st.Misses; total != goroutines*per || st.Hits != goroutines*per/2 {
+		t.Fatalf("counts %+v: %d first looks, want %d, half of them hits", st, total, goroutines*per)
+	}
+	if uint64(st.Loads) > st.Misses || st.Loads == 0 {
+		t.Fatalf("loads %d, misses %d: want some loads, no more than misses", st.Loads, st.Misses)
+	}
+}
