@@ -628,6 +628,10 @@ func loadConfig(args []string, stderr io.Writer) (Config, error) {
 		return Config{}, usageError{fmt.Errorf("mount takes one DIR, got %d arguments: %q", len(pos), pos)}
 	}
 	if err := cfg.Validate(); err != nil {
+		// The file's errors give lines: say which file they are in.
+		if path != "" {
+			return Config{}, usageError{fmt.Errorf("invalid configuration (%s, then the flags):\n%w", path, err)}
+		}
 		return Config{}, usageError{fmt.Errorf("invalid configuration:\n%w", err)}
 	}
 	return cfg, nil

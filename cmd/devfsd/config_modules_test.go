@@ -122,21 +122,7 @@ func TestConfigModulesInvalid(t *testing.T) {
 		{"loader not builtin", "loader: none\n" + mod("      - {path: a, type: dir}\n"), []string{`modules: set, but loader is "none"`}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			file := writeFile(t, t.TempDir(), "c.yaml", tt.yaml)
-			_, err := loadConfig([]string{"--config", file, mnt}, io.Discard)
-			if err == nil {
-				t.Fatal("no error")
-			}
-			if exitCode(err) != 2 {
-				t.Errorf("exit code %d, want 2", exitCode(err))
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not say %q", err, w)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantConfigRefused(t, mnt, tt.yaml, tt.want...) })
 	}
 }
 

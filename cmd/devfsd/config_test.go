@@ -156,21 +156,27 @@ func TestConfigFileStrictErrors(t *testing.T) {
 		{"two documents", "debug: true\n---\ndebug: false\n", []string{"second YAML document"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			file := writeFile(t, t.TempDir(), "c.yaml", tt.yaml)
-			_, err := loadConfig([]string{"--config", file, mnt}, io.Discard)
-			if err == nil {
-				t.Fatal("no error")
-			}
-			if exitCode(err) != 2 {
-				t.Errorf("exit code %d, want 2", exitCode(err))
-			}
-			for _, w := range append(tt.want, file) {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not say %q", err, w)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantConfigRefused(t, mnt, tt.yaml, tt.want...) })
+	}
+}
+
+// wantConfigRefused loads yaml as the config file of a mount on mnt and
+// checks that it is refused with exit code 2 and an error that names the
+// file and says each of want.
+func wantConfigRefused(t *testing.T, mnt, yaml string, want ...string) {
+	t.Helper()
+	file := writeFile(t, t.TempDir(), "c.yaml", yaml)
+	_, err := loadConfig([]string{"--config", file, mnt}, io.Discard)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if exitCode(err) != 2 {
+		t.Errorf("exit code %d, want 2", exitCode(err))
+	}
+	for _, w := range append(want, file) {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not say %q", err, w)
+		}
 	}
 }
 
