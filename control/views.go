@@ -53,6 +53,23 @@ func (s *Server) views() (Views, *apiError) {
 	return s.opts.Views, nil
 }
 
+// viewChange is what adding and removing a view check first: the caller
+// is root, the daemon serves views, the body can be read.
+func (s *Server) viewChange(r *http.Request) (Views, []byte, *apiError) {
+	if e := viewsRoot(credOf(r)); e != nil {
+		return nil, nil, e
+	}
+	vs, e := s.views()
+	if e != nil {
+		return nil, nil, e
+	}
+	body, e := readBody(r)
+	if e != nil {
+		return nil, nil, e
+	}
+	return vs, body, nil
+}
+
 func viewError(err error) *apiError {
 	var ae *apiError
 	if errors.As(err, &ae) {
@@ -78,14 +95,7 @@ func (s *Server) handleViews(w http.ResponseWriter, r *http.Request) *apiError {
 }
 
 func (s *Server) handleViewAdd(w http.ResponseWriter, r *http.Request) *apiError {
-	if e := viewsRoot(credOf(r)); e != nil {
-		return e
-	}
-	vs, e := s.views()
-	if e != nil {
-		return e
-	}
-	body, e := readBody(r)
+	vs, body, e := s.viewChange(r)
 	if e != nil {
 		return e
 	}
@@ -102,14 +112,7 @@ func (s *Server) handleViewAdd(w http.ResponseWriter, r *http.Request) *apiError
 }
 
 func (s *Server) handleViewRemove(w http.ResponseWriter, r *http.Request) *apiError {
-	if e := viewsRoot(credOf(r)); e != nil {
-		return e
-	}
-	vs, e := s.views()
-	if e != nil {
-		return e
-	}
-	body, e := readBody(r)
+	vs, body, e := s.viewChange(r)
 	if e != nil {
 		return e
 	}
