@@ -13,6 +13,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/test/harness"
 )
 
 func TestToStatus(t *testing.T) {
@@ -184,13 +185,7 @@ func (f *fakeNotifier) list() []string {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	harness.Until(t, 5*time.Second, what, cond)
 }
 
 // Which events become which notifies: only changes not made through FUSE,

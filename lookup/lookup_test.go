@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/test/harness"
 )
 
 var hammerFor = flag.Duration("hammer", 10*time.Second, "duration of each TestHammer* test")
@@ -58,13 +59,7 @@ func waitChan(t *testing.T, ch <-chan struct{}, d time.Duration, what string) {
 // eventually waits for cond, polling, or fails the test at a deadline.
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	harness.Until(t, d, what, cond)
 }
 
 // settled checks that no record is published or referenced.

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/devfsd/devfsd/modload"
+	"github.com/devfsd/devfsd/test/harness"
 )
 
 // deadline bounds every wait on a condition in these tests.
@@ -42,13 +43,7 @@ func gone(pid int) bool {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	end := time.Now().Add(deadline)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond) // polling interval
-	}
+	harness.Until(t, deadline, what, cond)
 }
 
 // collect gathers output lines.

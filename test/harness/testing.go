@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 )
 
 // MountT mounts b for the test: it skips the test (naming why) when the
@@ -64,4 +65,28 @@ func Main(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+// Poll checks cond every interval until it holds (true) or d has passed
+// (false). The sleep is a polling interval, not a wait for an event:
+// every test of the module that waits on a condition goes through Poll or
+// Until.
+func Poll(d, interval time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(interval)
+	}
+	return true
+}
+
+// Until waits for cond, polling every 2 ms, and fails t if it does not
+// hold within d.
+func Until(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !Poll(d, 2*time.Millisecond, cond) {
+		t.Fatalf("timed out after %v waiting for %s", d, what)
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/devfsd/devfsd/control/client"
+	"github.com/devfsd/devfsd/test/harness"
 )
 
 // condDeadline bounds every wait on a condition in these tests.
@@ -51,7 +52,7 @@ func startCtl(t *testing.T, args ...string) *ctlDaemon {
 // until polls cond until it holds or the deadline passes.
 func until(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	if !poll(condDeadline, 5*time.Millisecond, cond) {
+	if !harness.Poll(condDeadline, 5*time.Millisecond, cond) {
 		t.Fatalf("timed out waiting for %s", what)
 	}
 }

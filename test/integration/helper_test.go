@@ -174,23 +174,9 @@ func mounted(t *testing.T, dir string) bool {
 	return m
 }
 
-// poll checks cond every interval until it holds (true) or d has passed
-// (false). The sleep is a polling interval, not a wait for an event: every
-// wait on a condition in these tests goes through here.
-func poll(d, interval time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(interval)
-	}
-	return true
-}
-
 // waitUnmounted polls mountinfo until dir is no mount point, or d passes.
 func waitUnmounted(t *testing.T, dir string, d time.Duration) bool {
-	return poll(d, 2*time.Millisecond, func() bool { return !mounted(t, dir) })
+	return harness.Poll(d, 2*time.Millisecond, func() bool { return !mounted(t, dir) })
 }
 
 // stop sends SIGTERM, waits, kills, unmounts lazily: always leaves
@@ -241,7 +227,7 @@ func (d *daemon) hook(cmds ...string) {
 		d.t.Fatal(err)
 	}
 	var lines []string
-	if !poll(10*time.Second, time.Millisecond, func() bool {
+	if !harness.Poll(10*time.Second, time.Millisecond, func() bool {
 		data, err := os.ReadFile(d.hookFile + ".done")
 		if err != nil {
 			return false

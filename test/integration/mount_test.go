@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/devfsd/devfsd/test/harness"
 )
 
 func lstat(t *testing.T, p string) unix.Stat_t {
@@ -423,7 +425,7 @@ func TestKilledStatLeavesDaemonHealthy(t *testing.T) {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	// Wait until the stat is blocked in the kernel waiting for our answer.
-	if !poll(delay, time.Millisecond, func() bool { return blockedInFUSE(cmd.Process.Pid) }) {
+	if !harness.Poll(delay, time.Millisecond, func() bool { return blockedInFUSE(cmd.Process.Pid) }) {
 		t.Fatal("stat never blocked on the lookup")
 	}
 	killed := time.Now()

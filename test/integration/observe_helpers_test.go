@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/devfsd/devfsd/control/client"
+	"github.com/devfsd/devfsd/test/harness"
 )
 
 // scrape reads the daemon's /metrics from its socket as name{labels} ->
@@ -71,7 +72,7 @@ func startCtlOpts(t *testing.T, o opts, args ...string) *ctlDaemon {
 // untilOr is until, saying why at the deadline.
 func untilOr(t *testing.T, what string, cond func() bool, why func() string) {
 	t.Helper()
-	if !poll(condDeadline, 5*time.Millisecond, cond) {
+	if !harness.Poll(condDeadline, 5*time.Millisecond, cond) {
 		t.Fatalf("timed out waiting for %s: %s", what, why())
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/devfsd/devfsd/test/harness"
 )
 
 // crashRounds is how many times the crash test kills and restarts devfsd.
@@ -205,7 +207,7 @@ func TestCrashSafetyKillRestart(t *testing.T) {
 			}
 		}()
 		// The killer waits, by operation count, for the random point.
-		if !poll(condDeadline, 100*time.Microsecond, func() bool { return done.Load() >= int64(killAfter) }) {
+		if !harness.Poll(condDeadline, 100*time.Microsecond, func() bool { return done.Load() >= int64(killAfter) }) {
 			t.Fatalf("round %d: the stream stalled at %d of %d operations", round, done.Load(), killAfter)
 		}
 		d.cmd.Process.Signal(syscall.SIGKILL)
