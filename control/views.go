@@ -135,7 +135,7 @@ func (s *Server) handleViewRemove(w http.ResponseWriter, r *http.Request) *apiEr
 // path without NUL.
 func (o object) mountpoint() (string, *apiError) {
 	const k = "mountpoint"
-	p, ok, e := o.str(k)
+	p, ok, e := o.name(k)
 	if e != nil {
 		return "", e
 	}
@@ -152,7 +152,7 @@ func (o object) mountpoint() (string, *apiError) {
 	return p, nil
 }
 
-// strings returns field k as a list of strings (absent: nil).
+// strings returns field k as a list of names (absent: nil).
 func (o object) strings(k string) ([]string, *apiError) {
 	raw, ok := o[k]
 	if !ok {
@@ -168,7 +168,7 @@ func (o object) strings(k string) ([]string, *apiError) {
 	out := make([]string, 0, len(items))
 	for i, it := range items {
 		f := fmt.Sprintf("%s[%d]", k, i)
-		s, _, e := object{f: it}.str(f)
+		s, _, e := object{f: it}.name(f)
 		if e != nil {
 			return nil, e
 		}
@@ -227,7 +227,7 @@ func decodeOverride(f string, it json.RawMessage) (wire.ViewOverride, *apiError)
 	if e != nil {
 		return ov, e
 	}
-	glob, ok, e := oo.str("glob")
+	glob, ok, e := oo.name("glob")
 	if e != nil {
 		return ov, e
 	}
