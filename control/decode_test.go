@@ -196,7 +196,7 @@ func FuzzDecode(f *testing.F) {
 		if p, e := decodePath(body); e == nil && rewritten(body, p) {
 			t.Fatalf("decodePath rewrote %q", p)
 		}
-		if e := func() *apiError { _, e := decodeView(body); return e }(); e != nil && !utf8.ValidString(e.body.Message) {
+		if e := func() *apiError { _, _, e := decodeView(body); return e }(); e != nil && !utf8.ValidString(e.body.Message) {
 			t.Fatalf("a message that is not UTF-8: %q", e.body.Message)
 		}
 		if reg, e := decodeRegister(body); e == nil {
