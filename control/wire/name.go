@@ -177,16 +177,17 @@ func strPtr(n *Name) *string {
 // The name fields of each wire struct, as Names. Each method pair shadows
 // the string fields with Name ones (the shallower field wins in
 // encoding/json); the defined types ("plain") have no methods, so no
-// recursion.
+// recursion. A shadowing field is written where it stands in the
+// shadowing struct: "path" stays first where it was first.
 
 // MarshalJSON implements json.Marshaler (see Name).
 func (n Node) MarshalJSON() ([]byte, error) {
 	type plain Node
 	return json.Marshal(struct {
-		plain
 		Path   Name `json:"path"`
 		Target Name `json:"target,omitempty"`
-	}{plain(n), Name(n.Path), Name(n.Target)})
+		plain
+	}{Name(n.Path), Name(n.Target), plain(n)})
 }
 
 // UnmarshalJSON implements json.Unmarshaler (see Name).
@@ -208,9 +209,9 @@ func (n *Node) UnmarshalJSON(b []byte) error {
 func (l List) MarshalJSON() ([]byte, error) {
 	type plain List
 	return json.Marshal(struct {
-		plain
 		Path Name `json:"path"`
-	}{plain(l), Name(l.Path)})
+		plain
+	}{Name(l.Path), plain(l)})
 }
 
 // UnmarshalJSON implements json.Unmarshaler (see Name).
@@ -258,10 +259,10 @@ func (r *Record) UnmarshalJSON(b []byte) error {
 func (r RegisterRequest) MarshalJSON() ([]byte, error) {
 	type plain RegisterRequest
 	return json.Marshal(struct {
-		plain
 		Path   Name  `json:"path"`
 		Target *Name `json:"target,omitempty"`
-	}{plain(r), Name(r.Path), namePtr(r.Target)})
+		plain
+	}{Name(r.Path), namePtr(r.Target), plain(r)})
 }
 
 // UnmarshalJSON implements json.Unmarshaler (see Name).
@@ -302,16 +303,16 @@ func (r *PathRequest) UnmarshalJSON(b []byte) error {
 func (r ChmodRequest) MarshalJSON() ([]byte, error) {
 	type plain ChmodRequest
 	return json.Marshal(struct {
-		plain
 		Path Name `json:"path"`
-	}{plain(r), Name(r.Path)})
+		plain
+	}{Name(r.Path), plain(r)})
 }
 
 // MarshalJSON implements json.Marshaler (see Name).
 func (r ChownRequest) MarshalJSON() ([]byte, error) {
 	type plain ChownRequest
 	return json.Marshal(struct {
-		plain
 		Path Name `json:"path"`
-	}{plain(r), Name(r.Path)})
+		plain
+	}{Name(r.Path), plain(r)})
 }

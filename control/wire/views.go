@@ -82,9 +82,9 @@ func (v *View) UnmarshalJSON(b []byte) error {
 func (o ViewOverride) MarshalJSON() ([]byte, error) {
 	type plain ViewOverride
 	return json.Marshal(struct {
-		plain
 		Glob Name `json:"glob"`
-	}{plain(o), Name(o.Glob)})
+		plain
+	}{Name(o.Glob), plain(o)})
 }
 
 // UnmarshalJSON implements json.Unmarshaler (see Name).

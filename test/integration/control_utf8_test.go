@@ -92,6 +92,12 @@ func TestControlNameNotUTF8IsRefused(t *testing.T) {
 	if status, b := rawAnswer(t, d.sock, "GET", "/v1/stat?path=u%FF%FE", ""); status != 200 || !strings.Contains(string(b), `"path":[117,255,254]`) {
 		t.Fatalf("stat of the name percent-encoded: %d %s", status, b)
 	}
+	if status, b := rawAnswer(t, d.sock, "GET", "/v1/wait?path=u%FF%FE&timeout=1s", ""); status != 200 || !strings.Contains(string(b), `"path":[117,255,254]`) {
+		t.Fatalf("wait for the name percent-encoded: %d %s", status, b)
+	}
+	if status, b := rawAnswer(t, d.sock, "GET", "/v1/list?path=u%FF%FE", ""); status != 200 || !strings.Contains(string(b), `{"path":[117,255,254],"nodes":[{`) {
+		t.Fatalf("list of the name percent-encoded: %d %s", status, b)
+	}
 	if status, b := rawAnswer(t, d.sock, "POST", "/v1/unregister", `{"path":[117,255,254]}`); status != 200 {
 		t.Fatalf("unregister of bytes: %d %s", status, b)
 	}
