@@ -228,30 +228,47 @@ func (l *List) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// recordJSON is Record with its names as Names, its fields in Record's
+// order ("type" first, "path" where it was); TestRecordJSONFields keeps
+// the two field lists equal.
+type recordJSON struct {
+	Type     string  `json:"type"`
+	Seq      uint64  `json:"seq,omitempty"`
+	Time     string  `json:"time,omitempty"`
+	Kind     string  `json:"kind,omitempty"`
+	Path     Name    `json:"path,omitempty"`
+	NodeType string  `json:"node_type,omitempty"`
+	Mode     string  `json:"mode,omitempty"`
+	Major    uint32  `json:"major,omitempty"`
+	Minor    uint32  `json:"minor,omitempty"`
+	Uid      uint32  `json:"uid,omitempty"`
+	Gid      uint32  `json:"gid,omitempty"`
+	Origin   string  `json:"origin,omitempty"`
+	Pid      uint32  `json:"pid,omitempty"`
+	Missed   uint64  `json:"missed,omitempty"`
+	FirstSeq uint64  `json:"first_seq,omitempty"`
+	LastSeq  uint64  `json:"last_seq,omitempty"`
+	ID       uint64  `json:"id,omitempty"`
+	Dir      *Name   `json:"dir,omitempty"`
+	Name     Name    `json:"name,omitempty"`
+	Caller   *Caller `json:"caller,omitempty"`
+}
+
 // MarshalJSON implements json.Marshaler (see Name).
 func (r Record) MarshalJSON() ([]byte, error) {
-	type plain Record
-	return json.Marshal(struct {
-		plain
-		Path Name  `json:"path,omitempty"`
-		Dir  *Name `json:"dir,omitempty"`
-		Name Name  `json:"name,omitempty"`
-	}{plain(r), Name(r.Path), namePtr(r.Dir), Name(r.Name)})
+	return json.Marshal(recordJSON{r.Type, r.Seq, r.Time, r.Kind, Name(r.Path), r.NodeType, r.Mode,
+		r.Major, r.Minor, r.Uid, r.Gid, r.Origin, r.Pid, r.Missed, r.FirstSeq, r.LastSeq, r.ID,
+		namePtr(r.Dir), Name(r.Name), r.Caller})
 }
 
 // UnmarshalJSON implements json.Unmarshaler (see Name).
 func (r *Record) UnmarshalJSON(b []byte) error {
-	type plain Record
-	aux := struct {
-		*plain
-		Path Name  `json:"path"`
-		Dir  *Name `json:"dir"`
-		Name Name  `json:"name"`
-	}{plain: (*plain)(r)}
-	if err := json.Unmarshal(b, &aux); err != nil {
+	var j recordJSON
+	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	r.Path, r.Dir, r.Name = string(aux.Path), strPtr(aux.Dir), string(aux.Name)
+	*r = Record{j.Type, j.Seq, j.Time, j.Kind, string(j.Path), j.NodeType, j.Mode, j.Major, j.Minor,
+		j.Uid, j.Gid, j.Origin, j.Pid, j.Missed, j.FirstSeq, j.LastSeq, j.ID, strPtr(j.Dir), string(j.Name), j.Caller}
 	return nil
 }
 

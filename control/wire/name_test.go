@@ -125,3 +125,21 @@ func TestViewInfoJSONFields(t *testing.T) {
 		t.Fatalf("viewInfoJSON keys %v, ViewInfo's %v", got, want)
 	}
 }
+
+// recordJSON lists Record's fields, in its order, with the same JSON
+// keys.
+func TestRecordJSONFields(t *testing.T) {
+	rt, jt := reflect.TypeOf(Record{}), reflect.TypeOf(recordJSON{})
+	if rt.NumField() != jt.NumField() {
+		t.Fatalf("Record has %d fields, recordJSON %d", rt.NumField(), jt.NumField())
+	}
+	for i := 0; i < rt.NumField(); i++ {
+		if rt.Field(i).Name != jt.Field(i).Name || rt.Field(i).Tag != jt.Field(i).Tag {
+			t.Errorf("field %d: Record's %s %s, recordJSON's %s %s", i, rt.Field(i).Name, rt.Field(i).Tag, jt.Field(i).Name, jt.Field(i).Tag)
+		}
+	}
+	b, _ := json.Marshal(Record{Type: "event", Seq: 1, Kind: "REGISTER", Path: "p", NodeType: "char"})
+	if string(b) != `{"type":"event","seq":1,"kind":"REGISTER","path":"p","node_type":"char"}` {
+		t.Errorf("order: %s", b)
+	}
+}
