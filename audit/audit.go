@@ -33,6 +33,24 @@
 // load, the first caller's; lookups that joined the load are counted in
 // the line ("waiters"), and answers from a cached miss are not decisions
 // (they are counted in the metrics).
+//
+// # Refused changes
+//
+// A change asked of the daemon and refused — a request to the control
+// socket answered 403, or 4xx for a bad request that would have changed
+// something — is logged too (Refused): who asked (pid, uid, gid, comm),
+// which endpoint, the path it would have changed, the error code and
+// why. They are rate-limited by the same rules with buckets of their own,
+// one per caller uid ("uid N") rather than per name, so that a refusal
+// storm neither floods the log nor hides misses; held-back refusals are
+// counted in the next line for that uid and summed up by a line
+// "refusals suppressed" (field "caller").
+//
+// # Names
+//
+// A name or path that is not valid UTF-8 is written as an array of its
+// bytes, as the control socket's JSON does (zap would write U+FFFD in
+// place of each such byte, a different name).
 package audit
 
 import (
@@ -41,6 +59,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -57,15 +76,17 @@ type Options struct {
 	// File, if not nil, receives the same lines (a JSON-lines logger on
 	// the --audit-log file).
 	File *zap.Logger
-	// Rate and Burst are each name's bucket: default 1 line a second,
-	// bursts of 5.
+	// Rate and Burst are each name's (or caller's) bucket: default 1 line
+	// a second, bursts of 5.
 	Rate  rate.Limit
 	Burst int
-	// TotalRate and TotalBurst bound the lines of all names together:
-	// default 100 lines a second, bursts of 200.
+	// TotalRate and TotalBurst bound the lines of all names together (and
+	// apart from them, of all refusals together): default 100 lines a
+	// second, bursts of 200.
 	TotalRate  rate.Limit
 	TotalBurst int
-	// MaxNames bounds the names with a bucket of their own; default 4096.
+	// MaxNames bounds the names (callers) with a bucket of their own;
+	// default 4096.
 	MaxNames int
 	// SummaryEvery is how often held-back counts of quiet names are
 	// logged; default 10 s.
@@ -74,33 +95,43 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Auditor logs miss decisions. Safe for concurrent use.
+// Auditor logs miss decisions and refused changes. Safe for concurrent
+// use.
 type Auditor struct {
 	opts Options
 	logs []*zap.Logger
 
-	mu sync.Mutex // a leaf
-	// Lines held back, ever: next to mu, which a storm takes with it.
-	suppressed atomic.Uint64
-	// Guarded by mu:
-	total      *rate.Limiter // all names together (used under mu only)
-	totalEmpty time.Time     // total has no token before then
-	names      map[string]*bucket
-	overflow   *bucket // "*": names past MaxNames, and new names total held back
-	nextSweep  time.Time
-	key        []byte // scratch: the path of the decision at hand
-
-	logged atomic.Uint64 // lines written (per logger), ever
+	misses  limiter // keyed by path
+	refused limiter // keyed by caller uid
 
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
 }
 
+// limiter is the rate limit of one kind of line: a bucket per key, one
+// for all keys.
+type limiter struct {
+	opts *Options
+
+	mu sync.Mutex // a leaf
+	// Lines held back, ever: next to mu, which a storm takes with it.
+	suppressed atomic.Uint64
+	// Guarded by mu:
+	total      *rate.Limiter // all keys together (used under mu only)
+	totalEmpty time.Time     // total has no token before then
+	names      map[string]*bucket
+	overflow   *bucket // "*": keys past MaxNames, and new keys total held back
+	nextSweep  time.Time
+	key        []byte // scratch: the key of the decision at hand
+
+	logged atomic.Uint64 // lines written (per logger), ever
+}
+
 type bucket struct {
 	name string // the key in names; "*" for the overflow bucket
 	lim  *rate.Limiter
-	held uint64 // held back since the last line for this name
+	held uint64 // held back since the last line for this key
 }
 
 // New returns an auditor; Close stops its summary ticker.
@@ -126,10 +157,9 @@ func New(opts Options) *Auditor {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	a := &Auditor{opts: opts, names: make(map[string]*bucket),
-		total: rate.NewLimiter(opts.TotalRate, opts.TotalBurst),
-		stop:  make(chan struct{}), done: make(chan struct{})}
-	a.overflow = a.newBucket("*")
+	a := &Auditor{opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
+	a.misses.init(&a.opts)
+	a.refused.init(&a.opts)
 	if opts.Log != nil {
 		a.logs = append(a.logs, opts.Log.Named("audit"))
 	}
@@ -140,73 +170,103 @@ func New(opts Options) *Auditor {
 	return a
 }
 
-func (a *Auditor) newBucket(name string) *bucket {
-	return &bucket{name: name, lim: rate.NewLimiter(a.opts.Rate, a.opts.Burst)}
+func (l *limiter) init(opts *Options) {
+	l.opts = opts
+	l.names = make(map[string]*bucket)
+	l.total = rate.NewLimiter(opts.TotalRate, opts.TotalBurst)
+	l.overflow = l.newBucket("*")
 }
 
-// keyLocked builds the path of mi in a.key and returns it; the caller
-// looks it up as a.names[string(key)], which does not allocate.
-// Preconditions: a.mu held.
-func (a *Auditor) keyLocked(mi *lookup.MissInfo) []byte {
-	k := a.key[:0]
+func (l *limiter) newBucket(name string) *bucket {
+	return &bucket{name: name, lim: rate.NewLimiter(l.opts.Rate, l.opts.Burst)}
+}
+
+// appendPath appends the path of mi to k.
+func appendPath(k []byte, mi *lookup.MissInfo) []byte {
 	if mi.Dir != "" {
 		k = append(k, mi.Dir...)
 		k = append(k, '/')
 	}
-	k = append(k, mi.Name...)
-	a.key = k
-	return k
+	return append(k, mi.Name...)
 }
 
-// path returns the path of mi as a string (allocating if mi.Dir != "").
-func path(mi *lookup.MissInfo) string {
-	if mi.Dir == "" {
-		return mi.Name
-	}
-	return mi.Dir + "/" + mi.Name
-}
-
-// totalLetsLocked reports whether the bucket for all names has a token at
-// now, taking none. Preconditions: a.mu held.
-func (a *Auditor) totalLetsLocked(now time.Time) bool {
-	if now.Before(a.totalEmpty) { // a storm: spare total's lock
+// totalLetsLocked reports whether the bucket for all keys has a token at
+// now, taking none. Preconditions: l.mu held.
+func (l *limiter) totalLetsLocked(now time.Time) bool {
+	if now.Before(l.totalEmpty) { // a storm: spare total's lock
 		return false
 	}
 	// TokensAt of an infinite limit is NaN at times; Allow always holds.
-	if a.opts.TotalRate == rate.Inf {
+	if l.opts.TotalRate == rate.Inf {
 		return true
 	}
-	tokens := a.total.TokensAt(now)
+	tokens := l.total.TokensAt(now)
 	if tokens >= 1 {
 		return true
 	}
-	// Only Miss takes tokens, under a.mu, and only after this said yes:
-	// none is taken before the next one comes, at the rate (rounded down,
-	// so the limiter has the last word).
-	if r := float64(a.opts.TotalRate); r > 0 {
-		a.totalEmpty = now.Add(time.Duration(min((1-tokens)/r, 1) * float64(time.Second)))
+	// Only admitLocked takes tokens, under l.mu, and only after this said
+	// yes: none is taken before the next one comes, at the rate (rounded
+	// down, so the limiter has the last word).
+	if r := float64(l.opts.TotalRate); r > 0 {
+		l.totalEmpty = now.Add(time.Duration(min((1-tokens)/r, 1) * float64(time.Second)))
 	}
 	return false
 }
 
-// newBucketLocked returns a bucket for path, which has none: its own if
+// newBucketLocked returns a bucket for key, which has none: its own if
 // there is room for it (after dropping idle buckets, at most once a
-// second), else the shared one. Preconditions: a.mu held.
-func (a *Auditor) newBucketLocked(path string, now time.Time) *bucket {
-	if len(a.names) >= a.opts.MaxNames && !now.Before(a.nextSweep) {
-		for n, b := range a.names { // drop the idle ones: a full bucket, nothing held
-			if b.held == 0 && b.lim.TokensAt(now) >= float64(a.opts.Burst) {
-				delete(a.names, n)
+// second), else the shared one. Preconditions: l.mu held.
+func (l *limiter) newBucketLocked(key string, now time.Time) *bucket {
+	if len(l.names) >= l.opts.MaxNames && !now.Before(l.nextSweep) {
+		for n, b := range l.names { // drop the idle ones: a full bucket, nothing held
+			if b.held == 0 && b.lim.TokensAt(now) >= float64(l.opts.Burst) {
+				delete(l.names, n)
 			}
 		}
-		a.nextSweep = now.Add(time.Second)
+		l.nextSweep = now.Add(time.Second)
 	}
-	if len(a.names) >= a.opts.MaxNames {
-		return a.overflow
+	if len(l.names) >= l.opts.MaxNames {
+		return l.overflow
 	}
-	b := a.newBucket(path)
-	a.names[path] = b
+	b := l.newBucket(key)
+	l.names[key] = b
 	return b
+}
+
+// admitLocked decides on a line for l.key (set by the caller) at now. If
+// it may be written, ok is true, name is the key to log (the bucket's),
+// held the lines held back for it since its last one, and shared whether
+// it was judged by the overflow bucket. Otherwise it is counted. It
+// releases l.mu. Preconditions: l.mu held.
+func (l *limiter) admitLocked(now time.Time) (name string, held uint64, shared, ok bool) {
+	b := l.names[string(l.key)]
+	// Take a token from both buckets or from neither: the total is asked
+	// first without taking one, so that a key's storm does not drain it.
+	totalLets := l.totalLetsLocked(now)
+	if b == nil {
+		if !totalLets {
+			l.overflow.held++ // no bucket made for a line that cannot be written
+			l.suppressed.Add(1)
+			l.mu.Unlock()
+			return "", 0, false, false
+		}
+		b = l.newBucketLocked(string(l.key), now)
+	}
+	if !totalLets || !b.lim.AllowN(now, 1) || !l.total.AllowN(now, 1) {
+		b.held++
+		l.suppressed.Add(1)
+		l.mu.Unlock()
+		return "", 0, false, false
+	}
+	held = b.held
+	b.held = 0
+	name, shared = b.name, b == l.overflow
+	if shared {
+		name = string(l.key)
+	}
+	l.mu.Unlock()
+	l.logged.Add(1)
+	return name, held, shared, true
 }
 
 // Miss records one miss decision (lookup.Options.Observe).
@@ -217,35 +277,15 @@ func (a *Auditor) newBucketLocked(path string, now time.Time) *bucket {
 // while the bucket for all names is empty).
 func (a *Auditor) Miss(mi lookup.MissInfo) {
 	now := a.opts.Now()
-	a.mu.Lock()
-	b := a.names[string(a.keyLocked(&mi))]
-	// Take a token from both buckets or from neither: the total is asked
-	// first without taking one, so that a name's storm does not drain it.
-	totalLets := a.totalLetsLocked(now)
-	if b == nil {
-		if !totalLets {
-			a.overflow.held++ // no bucket made for a line that cannot be written
-			a.suppressed.Add(1)
-			a.mu.Unlock()
-			return
-		}
-		b = a.newBucketLocked(path(&mi), now)
-	}
-	if !totalLets || !b.lim.AllowN(now, 1) || !a.total.AllowN(now, 1) {
-		b.held++
-		a.suppressed.Add(1)
-		a.mu.Unlock()
+	l := &a.misses
+	l.mu.Lock()
+	l.key = appendPath(l.key[:0], &mi)
+	name, held, shared, ok := l.admitLocked(now)
+	if !ok {
 		return
 	}
-	held := b.held
-	b.held = 0
-	a.mu.Unlock()
-	name := b.name
-	if b == a.overflow {
-		name = path(&mi)
-	}
 	fields := []zap.Field{
-		zap.String("name", name),
+		nameField("name", name),
 		zap.Uint32("pid", mi.Caller.Pid),
 		zap.Uint32("uid", mi.Caller.Uid),
 		zap.Uint32("gid", mi.Caller.Gid),
@@ -262,13 +302,63 @@ func (a *Auditor) Miss(mi lookup.MissInfo) {
 	if held > 0 {
 		fields = append(fields, zap.Uint64("suppressed", held))
 	}
-	if b == a.overflow {
+	if shared {
 		fields = append(fields, zap.Bool("shared_limit", true))
 	}
-	for _, l := range a.logs {
-		l.Info("miss", fields...)
+	for _, lg := range a.logs {
+		lg.Info("miss", fields...)
 	}
-	a.logged.Add(1)
+}
+
+// Refusal is one refused change: a request that would have changed the
+// namespace or the daemon, answered with an error.
+type Refusal struct {
+	Pid, Uid, Gid uint32 // the caller (the connection's peer credential)
+	Endpoint      string // "/v1/register"
+	Path          string // what it would have changed, as the request said ("": it said nothing)
+	Code          string // the error code answered: "permission_denied", "invalid_path", ...
+	Why           string // the error message answered
+}
+
+// Refused records one refused change. It reads the caller's comm from
+// /proc: call it while the caller waits for its answer.
+func (a *Auditor) Refused(r Refusal) {
+	now := a.opts.Now()
+	l := &a.refused
+	l.mu.Lock()
+	l.key = strconv.AppendUint(append(l.key[:0], "uid "...), uint64(r.Uid), 10)
+	_, held, shared, ok := l.admitLocked(now)
+	if !ok {
+		return
+	}
+	fields := []zap.Field{
+		zap.Uint32("pid", r.Pid),
+		zap.Uint32("uid", r.Uid),
+		zap.Uint32("gid", r.Gid),
+		zap.String("comm", comm(r.Pid)),
+		zap.String("endpoint", r.Endpoint),
+		nameField("path", r.Path),
+		zap.String("code", r.Code),
+		zap.String("why", r.Why),
+	}
+	if held > 0 {
+		fields = append(fields, zap.Uint64("suppressed", held))
+	}
+	if shared {
+		fields = append(fields, zap.Bool("shared_limit", true))
+	}
+	for _, lg := range a.logs {
+		lg.Info("refused", fields...)
+	}
+}
+
+// nameField is a name as a string if it is valid UTF-8, else as the
+// array of its bytes.
+func nameField(key, name string) zap.Field {
+	if utf8.ValidString(name) {
+		return zap.String(key, name)
+	}
+	return zap.Uint8s(key, []byte(name))
 }
 
 // comm returns the command name of process (thread) pid, from /proc.
@@ -310,39 +400,55 @@ func (a *Auditor) summaries() {
 	}
 }
 
-// flush logs "misses suppressed" for each name with held-back lines whose
-// bucket would let a line through (it went quiet), or for all at the end.
-func (a *Auditor) flush(all bool) {
-	type held struct {
-		name string
-		n    uint64
-	}
+type held struct {
+	key string
+	n   uint64
+}
+
+// quiet takes the held-back counts of each key whose bucket would let a
+// line through (it went quiet), or of all.
+func (l *limiter) quiet(now time.Time, all bool) []held {
 	var out []held
-	now := a.opts.Now()
-	a.mu.Lock()
-	take := func(name string, b *bucket) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	take := func(key string, b *bucket) {
 		if b.held > 0 && (all || b.lim.TokensAt(now) >= 1) {
-			out = append(out, held{name, b.held})
+			out = append(out, held{key, b.held})
 			b.held = 0
 		}
 	}
-	for n, b := range a.names {
-		take(n, b)
+	for k, b := range l.names {
+		take(k, b)
 	}
-	take("*", a.overflow)
-	a.mu.Unlock()
-	for _, h := range out {
-		for _, l := range a.logs {
-			l.Info("misses suppressed", zap.String("name", h.name), zap.Uint64("suppressed", h.n))
+	take("*", l.overflow)
+	return out
+}
+
+// flush logs "misses suppressed" for each name, and "refusals
+// suppressed" for each caller, with held-back lines whose bucket would
+// let a line through, or for all at the end.
+func (a *Auditor) flush(all bool) {
+	now := a.opts.Now()
+	for _, h := range a.misses.quiet(now, all) {
+		for _, lg := range a.logs {
+			lg.Info("misses suppressed", nameField("name", h.key), zap.Uint64("suppressed", h.n))
+		}
+	}
+	for _, h := range a.refused.quiet(now, all) {
+		for _, lg := range a.logs {
+			lg.Info("refusals suppressed", zap.String("caller", h.key), zap.Uint64("suppressed", h.n))
 		}
 	}
 }
 
-// Suppressed returns how many lines were held back so far.
-func (a *Auditor) Suppressed() uint64 { return a.suppressed.Load() }
+// Suppressed returns how many lines (misses and refusals) were held back
+// so far.
+func (a *Auditor) Suppressed() uint64 {
+	return a.misses.suppressed.Load() + a.refused.suppressed.Load()
+}
 
-// Logged returns how many decisions were logged so far.
-func (a *Auditor) Logged() uint64 { return a.logged.Load() }
+// Logged returns how many lines (misses and refusals) were logged so far.
+func (a *Auditor) Logged() uint64 { return a.misses.logged.Load() + a.refused.logged.Load() }
 
 // Close logs the held-back counts that remain and stops the ticker.
 // Idempotent.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/devfsd/devfsd/dcache"
@@ -213,9 +214,9 @@ func TestStormOverNewNamesMakesNoBuckets(t *testing.T) {
 	if a.Logged() != burst || a.Logged()+a.Suppressed() != n {
 		t.Errorf("Logged() = %d, Suppressed() = %d; want %d and %d", a.Logged(), a.Suppressed(), burst, n-burst)
 	}
-	a.mu.Lock()
-	names, starHeld := len(a.names), a.overflow.held
-	a.mu.Unlock()
+	a.misses.mu.Lock()
+	names, starHeld := len(a.misses.names), a.misses.overflow.held
+	a.misses.mu.Unlock()
 	if names > burst+1 {
 		t.Errorf("%d names have a bucket; want at most %d, one per line written", names, burst)
 	}
@@ -323,4 +324,94 @@ func TestCommReadsProc(t *testing.T) {
 	if got := comm(1<<22 + 12345); got != "?" { // above pid_max's ceiling
 		t.Errorf("comm(no such pid) = %q, want ?", got)
 	}
+}
+
+// A storm of refusals from one uid is bounded by that uid's bucket and
+// every refusal is logged or counted; another uid's refusal and a miss
+// during the storm are logged; a path that is not UTF-8 is written as
+// its bytes.
+func TestRefusalStormIsBounded(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	clk := &clock{t: time.Unix(1e9, 0)}
+	a := New(Options{Log: zap.New(core), Now: clk.Now, SummaryEvery: time.Hour})
+	r := Refusal{Pid: uint32(os.Getpid()), Uid: 1000, Gid: 1000, Endpoint: "/v1/register",
+		Path: "evil\xff", Code: "permission_denied", Why: "uid 1000 may not change the namespace"}
+	for i := 0; i < 1000; i++ {
+		a.Refused(r)
+		if i%100 == 99 {
+			clk.Advance(time.Second) // ten seconds in all
+		}
+	}
+	other := r
+	other.Uid, other.Path = 2000, "ok"
+	a.Refused(other)
+	a.Miss(miss("nvidia0"))
+	a.Close()
+	lines := logs.FilterMessage("refused").FilterField(zap.Uint32("uid", 1000)).All()
+	if len(lines) > 5+10 || len(lines) < 5 {
+		t.Errorf("%d lines for 1000 refusals; want 5 to burst + rate*time = 15", len(lines))
+	}
+	total := uint64(len(lines))
+	for _, e := range lines {
+		if n, ok := e.ContextMap()["suppressed"].(uint64); ok {
+			total += n
+		}
+	}
+	sum := logs.FilterMessage("refusals suppressed").FilterField(zap.String("caller", "uid 1000")).All()
+	if len(sum) != 1 {
+		t.Fatalf("closing summary for uid 1000: %v", sum)
+	}
+	total += sum[0].ContextMap()["suppressed"].(uint64)
+	if total != 1000 {
+		t.Errorf("logged + suppressed = %d, want 1000", total)
+	}
+	l := lines[0].ContextMap()
+	if l["comm"] == "" || l["endpoint"] != "/v1/register" || l["code"] != "permission_denied" ||
+		l["why"] != r.Why || l["pid"] != r.Pid || l["gid"] != uint32(1000) {
+		t.Errorf("line fields %v", l)
+	}
+	if logs.FilterMessage("refused").FilterField(zap.Uint32("uid", 2000)).Len() != 1 {
+		t.Error("another uid's refusal was held back by the storm")
+	}
+	if logs.FilterMessage("miss").Len() != 1 {
+		t.Error("a miss was held back by a refusal storm")
+	}
+	if a.Logged()+a.Suppressed() != 1002 {
+		t.Errorf("counters %d + %d, want 1002", a.Logged(), a.Suppressed())
+	}
+}
+
+// Names that are not UTF-8 are written as their bytes in the JSON lines,
+// never as U+FFFD; others as strings.
+func TestNamesNotUTF8AreWrittenExactly(t *testing.T) {
+	var buf strings.Builder
+	ec := zap.NewProductionEncoderConfig()
+	file := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(ec), zapcore.AddSync(&syncBuilder{b: &buf}), zapcore.InfoLevel))
+	a := New(Options{File: file, SummaryEvery: time.Hour})
+	mi := miss("m\xff\xfe")
+	mi.Dir = "d"
+	a.Miss(mi)
+	a.Miss(miss("plain"))
+	a.Refused(Refusal{Uid: 5, Endpoint: "/v1/unregister", Path: "x\x80", Code: "not_found", Why: "w"})
+	a.Close()
+	out := buf.String()
+	for _, want := range []string{`"name":[100,47,109,255,254]`, `"name":"plain"`, `"path":[120,128]`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("audit lines lack %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, `\ufffd`) || strings.Contains(out, "\uFFFD") {
+		t.Errorf("U+FFFD in the audit lines:\n%s", out)
+	}
+}
+
+type syncBuilder struct {
+	mu sync.Mutex
+	b  *strings.Builder
+}
+
+func (s *syncBuilder) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
 }

@@ -3,6 +3,7 @@ package control
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -32,8 +33,30 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.body.Code + ": " + e.body.Message }
 
+// errf makes an error answer. A message is for people: a byte in it that
+// is not UTF-8 (from a name that is not) is written \xNN, so that JSON
+// carries the message as it was made.
 func errf(status int, code, field, format string, a ...any) *apiError {
-	return &apiError{status: status, body: wire.Error{Code: code, Field: field, Message: fmt.Sprintf(format, a...)}}
+	return &apiError{status: status, body: wire.Error{Code: code, Field: field, Message: escapeInvalid(fmt.Sprintf(format, a...))}}
+}
+
+// escapeInvalid writes each byte of s that is not part of valid UTF-8 as
+// \xNN.
+func escapeInvalid(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 func bad(code, field, format string, a ...any) *apiError {
@@ -114,7 +137,9 @@ func contains(set []string, s string) bool {
 	return false
 }
 
-// str returns field k as a string; ok false if absent.
+// str returns field k as a string; ok false if absent. The string must
+// be exactly what the JSON says: one that encoding/json would rewrite
+// (bytes that are not UTF-8, a lone surrogate escape) is invalid_utf8.
 func (o object) str(k string) (string, bool, *apiError) {
 	raw, ok := o[k]
 	if !ok {
@@ -123,14 +148,38 @@ func (o object) str(k string) (string, bool, *apiError) {
 	if len(raw) == 0 || raw[0] != '"' {
 		return "", false, bad(wire.CodeBadType, k, "%s must be a string, not %s", k, jsonKind(raw))
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	s, err := wire.ExactString(raw)
+	if errors.Is(err, wire.ErrNotExact) {
+		return "", false, bad(wire.CodeInvalidUTF8, k, "%s is not valid UTF-8, or has a \\u escape of a lone surrogate: JSON cannot carry it exactly", k)
+	}
+	if err != nil {
 		return "", false, bad(wire.CodeBadJSON, k, "%s: %v", k, err)
 	}
-	if !utf8.ValidString(s) {
-		return "", false, bad(wire.CodeBadType, k, "%s is not valid UTF-8", k)
-	}
 	return s, true, nil
+}
+
+// name returns field k, a name or path: a string (as str), or an array
+// of its bytes (wire.Name); ok false if absent.
+func (o object) name(k string) (string, bool, *apiError) {
+	raw, ok := o[k]
+	if !ok {
+		return "", false, nil
+	}
+	if len(raw) == 0 || raw[0] != '[' {
+		if len(raw) > 0 && raw[0] != '"' {
+			return "", false, bad(wire.CodeBadType, k, "%s must be a string or an array of bytes, not %s", k, jsonKind(raw))
+		}
+		s, ok, e := o.str(k)
+		if e != nil && e.body.Code == wire.CodeInvalidUTF8 {
+			e.body.Message += "; send it as an array of its bytes, [98,97,100,255]"
+		}
+		return s, ok, e
+	}
+	b, err := wire.ByteArray(raw)
+	if err != nil {
+		return "", false, bad(wire.CodeBadType, k, "%s: %v", k, err)
+	}
+	return string(b), true, nil
 }
 
 // int returns field k as an integer; ok false if absent. rangeErr is the
@@ -233,7 +282,7 @@ func (o object) mode(k string) (uint32, bool, *apiError) {
 }
 
 func (o object) path(k string, root bool) (string, *apiError) {
-	p, ok, e := o.str(k)
+	p, ok, e := o.name(k)
 	if e != nil {
 		return "", e
 	}
@@ -320,7 +369,7 @@ func decodeRegister(body []byte) (registration, *apiError) {
 		return reg, e
 	}
 	reg.Spec.Uid, reg.Spec.Gid = uint32(uid), uint32(gid)
-	target, hasTarget, e := o.str("target")
+	target, hasTarget, e := o.name("target")
 	if e != nil {
 		return reg, e
 	}

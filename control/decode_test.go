@@ -1,8 +1,10 @@
 package control
 
 import (
+	"bytes"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/dcache"
@@ -59,6 +61,21 @@ func TestDecodeRegister(t *testing.T) {
 		{"symlink without target", `{"path":"x","type":"symlink"}`, wire.CodeMissingField},
 		{"empty target", `{"path":"x","type":"symlink","target":""}`, wire.CodeInvalidTarget},
 		{"target on a dir", `{"path":"x","type":"dir","target":"y"}`, wire.CodeInvalidTarget},
+		{"path not UTF-8", "{\"path\":\"\xff\xfe\",\"type\":\"dir\"}", wire.CodeInvalidUTF8},
+		{"path element not UTF-8", "{\"path\":\"net/t\xc3\",\"type\":\"dir\"}", wire.CodeInvalidUTF8},
+		{"path a lone surrogate", `{"path":"\ud800","type":"dir"}`, wire.CodeInvalidUTF8},
+		{"path a lone low surrogate", `{"path":"a\udfffb","type":"dir"}`, wire.CodeInvalidUTF8},
+		{"target not UTF-8", "{\"path\":\"l\",\"type\":\"symlink\",\"target\":\"\x80\"}", wire.CodeInvalidUTF8},
+		{"type not UTF-8", "{\"path\":\"x\",\"type\":\"dir\xff\"}", wire.CodeInvalidUTF8},
+		{"path as bytes", `{"path":[100,255,254],"type":"dir"}`, ""},
+		{"path as bytes, a byte over 255", `{"path":[100,256],"type":"dir"}`, wire.CodeBadType},
+		{"path as bytes, a string in it", `{"path":["d"],"type":"dir"}`, wire.CodeBadType},
+		{"path as bytes with dotdot", `{"path":[46,46],"type":"dir"}`, wire.CodeInvalidPath},
+		{"path as bytes with NUL", `{"path":[97,0],"type":"dir"}`, wire.CodeInvalidPath},
+		{"path as empty bytes", `{"path":[],"type":"dir"}`, wire.CodeInvalidPath},
+		{"surrogate pair", `{"path":"\ud83d\ude00","type":"dir"}`, ""},
+		{"a real U+FFFD", `{"path":"\ufffd","type":"dir"}`, ""},
+		{"type as bytes", `{"path":"x","type":[100,105,114]}`, wire.CodeBadType},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, e := decodeRegister([]byte(tt.body))
@@ -73,6 +90,46 @@ func TestDecodeRegister(t *testing.T) {
 				t.Fatalf("code %q (%v), want %q", got, e, tt.code)
 			}
 		})
+	}
+}
+
+// A name is carried exactly: a string as it is, an array as its bytes;
+// nothing is ever turned into U+FFFD.
+func TestDecodeNamesExactly(t *testing.T) {
+	for _, tt := range []struct{ body, path, target string }{
+		{`{"path":[100,255,47,254],"type":"dir"}`, "d\xff/\xfe", ""},
+		{`{"path":"snd/\u00e9","type":"dir"}`, "snd/\u00e9", ""},
+		{`{"path":"l","type":"symlink","target":[47,255]}`, "l", "/\xff"},
+		{`{"path":"\ud83d\ude00","type":"dir"}`, "\U0001F600", ""},
+	} {
+		reg, e := decodeRegister([]byte(tt.body))
+		if e != nil || reg.Path != tt.path || reg.Spec.Target != tt.target {
+			t.Errorf("%s: %q %q %v; want %q %q", tt.body, reg.Path, reg.Spec.Target, e, tt.path, tt.target)
+		}
+	}
+	for _, body := range []string{"{\"path\":\"\xff\"}", `{"path":"\udc80"}`} {
+		if p, e := decodePath([]byte(body)); e == nil || e.body.Code != wire.CodeInvalidUTF8 || e.body.Field != "path" {
+			t.Errorf("unregister %q: %q %v; want invalid_utf8 on path", body, p, e)
+		} else if !utf8.ValidString(e.body.Message) {
+			t.Errorf("message not UTF-8: %q", e.body.Message)
+		}
+	}
+	if p, _, e := decodeChmod([]byte(`{"path":[255],"mode":"0600"}`)); e != nil || p != "\xff" {
+		t.Errorf("chmod of bytes: %q %v", p, e)
+	}
+	if c, e := decodeChown([]byte("{\"path\":\"\xfe\",\"uid\":1}")); e == nil || e.body.Code != wire.CodeInvalidUTF8 {
+		t.Errorf("chown of raw bytes: %+v %v", c, e)
+	}
+	if _, _, e := decodeDone([]byte("{\"id\":1,\"error\":\"no \xff\"}")); e == nil || e.body.Code != wire.CodeInvalidUTF8 {
+		t.Errorf("done with a message not UTF-8: %v", e)
+	}
+	// A message that quotes a name that is not UTF-8 stays UTF-8, with the
+	// bytes written \xNN.
+	if e := checkPath("path", "\xff/", false); e == nil || e.body.Message != `path "\xff/": paths are relative to the namespace root, without a leading or trailing slash` {
+		t.Errorf("message %v", e)
+	}
+	if got := escapeInvalid("a\xffb\u00e9"); got != `a\xffb`+"\u00e9" {
+		t.Errorf("escapeInvalid = %q", got)
 	}
 }
 
@@ -114,10 +171,34 @@ func FuzzDecode(f *testing.F) {
 		`{"path":"a\u0000b"}`,
 		`{"PATH":"x","path":"y"}`,
 		`[1,2,3]`, `{`, `null`, `"x"`, ``,
+		"{\"path\":\"\xff\xfe\",\"type\":\"dir\"}",
+		`{"path":"\ud800","type":"fifo"}`,
+		`{"path":"a\udc00","mode":"0600"}`,
+		`{"path":"\ud83d\ude00","type":"dir"}`,
+		`{"path":[100,255,254],"type":"dir"}`,
+		`{"path":[256],"uid":1}`,
+		`{"path":"l","type":"symlink","target":[47,128]}`,
+		"{\"id\":3,\"error\":\"\xc3\"}",
+		`{"path":"\ufffd","type":"socket"}`,
 	} {
 		f.Add([]byte(s))
 	}
+	// rewritten reports whether s has a U+FFFD that body does not spell:
+	// a name was changed on the way in.
+	rewritten := func(body []byte, s string) bool {
+		return strings.Contains(s, "\uFFFD") && !bytes.Contains(body, []byte("\ufffd")) &&
+			!bytes.Contains(bytes.ToLower(body), []byte(`\ufffd`))
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
+		if reg, e := decodeRegister(body); e == nil && (rewritten(body, reg.Path) || rewritten(body, reg.Spec.Target)) {
+			t.Fatalf("decodeRegister rewrote a name: %q %q", reg.Path, reg.Spec.Target)
+		}
+		if p, e := decodePath(body); e == nil && rewritten(body, p) {
+			t.Fatalf("decodePath rewrote %q", p)
+		}
+		if e := func() *apiError { _, _, e := decodeView(body); return e }(); e != nil && !utf8.ValidString(e.body.Message) {
+			t.Fatalf("a message that is not UTF-8: %q", e.body.Message)
+		}
 		if reg, e := decodeRegister(body); e == nil {
 			validRegistration(t, reg)
 		} else if e.body.Code == "" || e.status < 400 {

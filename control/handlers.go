@@ -328,7 +328,7 @@ func (s *Server) handleWait(w http.ResponseWriter, r *http.Request) *apiError {
 		case <-sub.Ready():
 			sub.Take()
 		case <-t.C:
-			return errf(http.StatusGatewayTimeout, wire.CodeTimeout, "path", "%s did not appear within %v", p, timeout)
+			return errf(http.StatusGatewayTimeout, wire.CodeTimeout, "path", "%q did not appear within %v", p, timeout)
 		case <-r.Context().Done():
 			return errf(http.StatusServiceUnavailable, wire.CodeShuttingDown, "", "the wait was cut short")
 		}

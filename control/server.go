@@ -16,6 +16,12 @@
 // from the attached helper or its descendants are the loader's own
 // (dcache.OriginLoader), so their events are not echoed back to it.
 //
+// Every refused change — a request to a change endpoint (every POST, and
+// attaching as the helper) answered with a 4xx: not allowed, or a bad
+// request — is told to Options.Audit before it is answered, with the
+// caller's credential, the endpoint, the path or mountpoint its body
+// names, the code and the message (package audit logs it, rate-limited).
+//
 // # Validation
 //
 // Every body is one JSON object of at most MaxBody bytes whose fields are
@@ -32,10 +38,12 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -48,6 +56,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/devfsd/devfsd/audit"
 	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload/helper"
@@ -98,6 +107,8 @@ type Options struct {
 	// Views, if not nil, manages the daemon's views (views.go): GET
 	// /v1/views, POST /v1/views/add and /v1/views/remove (root only).
 	Views Views
+	// Audit, if not nil, is told of every refused change (audit.Auditor).
+	Audit interface{ Refused(audit.Refusal) }
 	// MaxSubscribers bounds concurrent event streams and waits; default 64.
 	MaxSubscribers int
 	// Logger; nil: none.
@@ -381,12 +392,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := credOf(r)
+	// A change's body is read first, so that a refusal can say what it
+	// would have changed; the handler reads it again from memory.
+	change := rt.write || rt.method == http.MethodPost
+	var body []byte
+	if change && r.Method == http.MethodPost {
+		b, e := readBody(r)
+		if e != nil {
+			s.refused(r, c, nil, e)
+			writeError(w, e)
+			return
+		}
+		body = b
+		r.Body = io.NopCloser(bytes.NewReader(b))
+	}
 	if rt.write && !s.canWrite(c) {
-		writeError(w, errf(http.StatusForbidden, wire.CodePermission, "",
-			"uid %d may not change the namespace (root or the configured control_uid/control_gid only)", c.Uid))
+		e := errf(http.StatusForbidden, wire.CodePermission, "",
+			"uid %d may not change the namespace (root or the configured control_uid/control_gid only)", c.Uid)
+		s.refused(r, c, body, e)
+		writeError(w, e)
 		return
 	}
 	if e := rt.h(s, w, r); e != nil {
+		if change && e.status < 500 {
+			s.refused(r, c, body, e)
+		}
 		if e.status >= 500 {
 			s.log.Error("control request failed", zap.String("path", r.URL.Path), zap.Error(e))
 		} else {
@@ -395,6 +425,42 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeError(w, e)
 	}
+}
+
+// refused audits a change c asked for with body and that was answered e
+// (a 4xx): before the answer, while the caller still waits for it (its
+// comm is read then).
+func (s *Server) refused(r *http.Request, c Cred, body []byte, e *apiError) {
+	if s.opts.Audit == nil {
+		return
+	}
+	s.opts.Audit.Refused(audit.Refusal{Pid: c.Pid, Uid: c.Uid, Gid: c.Gid, Endpoint: r.URL.Path,
+		Path: bodyPath(body), Code: e.body.Code, Why: e.body.Message})
+}
+
+// bodyPath is what a change's body names, best effort, for the audit
+// line of a refusal: its "path" or "mountpoint" field as a wire.Name,
+// or, for a string JSON cannot carry exactly, the bytes between its
+// quotes; "" if none.
+func bodyPath(body []byte) string {
+	var o map[string]json.RawMessage
+	if len(body) == 0 || json.Unmarshal(body, &o) != nil {
+		return ""
+	}
+	for _, k := range []string{"path", "mountpoint"} {
+		raw, ok := o[k]
+		if !ok {
+			continue
+		}
+		var n wire.Name
+		if n.UnmarshalJSON(raw) == nil {
+			return string(n)
+		}
+		if len(raw) >= 2 && raw[0] == '"' {
+			return string(raw[1 : len(raw)-1])
+		}
+	}
+	return ""
 }
 
 func writeError(w http.ResponseWriter, e *apiError) {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/devfsd/devfsd/control/wire"
+	"github.com/devfsd/devfsd/fs/viewpath"
 )
 
 // Views manages the daemon's views (issue 8): more mounts of the same
@@ -17,15 +18,16 @@ import (
 // it (cmd/devfsd); nil in Options: the view endpoints answer
 // not_supported.
 //
-// AddView gets a view whose fields were decoded and type-checked here
-// (mountpoint absolute and clean, modes octal, owners in range); it
-// checks the rest (patterns, the mountpoint on disk), mounts, and
-// answers once the mount is live. RemoveView drains the view's requests
-// (bounded) and unmounts it. A failed AddView or RemoveView changes
-// nothing. Errors made with NewError keep their code and status; any
-// other is internal.
+// AddView gets a view decoded and validated here, once: v as the request
+// gave it (mountpoint absolute and clean, modes normalized to four octal
+// digits), for ListViews to show, and view, its patterns and overrides
+// compiled by package viewpath. It checks the mountpoint on disk,
+// mounts, and answers once the mount is live. RemoveView drains the
+// view's requests (bounded) and unmounts it. A failed AddView or
+// RemoveView changes nothing. Errors made with NewError keep their code
+// and status; any other is internal.
 type Views interface {
-	AddView(ctx context.Context, v wire.View) (wire.ViewInfo, error)
+	AddView(ctx context.Context, v wire.View, view *viewpath.View) (wire.ViewInfo, error)
 	RemoveView(ctx context.Context, mountpoint string) error
 	ListViews() []wire.ViewInfo
 }
@@ -99,11 +101,11 @@ func (s *Server) handleViewAdd(w http.ResponseWriter, r *http.Request) *apiError
 	if e != nil {
 		return e
 	}
-	v, e := decodeView(body)
+	v, view, e := decodeView(body)
 	if e != nil {
 		return e
 	}
-	info, err := vs.AddView(r.Context(), v)
+	info, err := vs.AddView(r.Context(), v, view)
 	if err != nil {
 		return viewError(err)
 	}
@@ -135,7 +137,7 @@ func (s *Server) handleViewRemove(w http.ResponseWriter, r *http.Request) *apiEr
 // path without NUL.
 func (o object) mountpoint() (string, *apiError) {
 	const k = "mountpoint"
-	p, ok, e := o.str(k)
+	p, ok, e := o.name(k)
 	if e != nil {
 		return "", e
 	}
@@ -152,7 +154,7 @@ func (o object) mountpoint() (string, *apiError) {
 	return p, nil
 }
 
-// strings returns field k as a list of strings (absent: nil).
+// strings returns field k as a list of names (absent: nil).
 func (o object) strings(k string) ([]string, *apiError) {
 	raw, ok := o[k]
 	if !ok {
@@ -168,7 +170,7 @@ func (o object) strings(k string) ([]string, *apiError) {
 	out := make([]string, 0, len(items))
 	for i, it := range items {
 		f := fmt.Sprintf("%s[%d]", k, i)
-		s, _, e := object{f: it}.str(f)
+		s, _, e := object{f: it}.name(f)
 		if e != nil {
 			return nil, e
 		}
@@ -177,85 +179,100 @@ func (o object) strings(k string) ([]string, *apiError) {
 	return out, nil
 }
 
-// decodeView decodes and type-checks a view (POST /v1/views/add).
-func decodeView(body []byte) (wire.View, *apiError) {
+// decodeView decodes a view (POST /v1/views/add) and compiles it: the
+// view as given (modes normalized) and as compiled by viewpath.Compile,
+// whose refusal of a pattern is invalid_argument naming the entry.
+func decodeView(body []byte) (wire.View, *viewpath.View, *apiError) {
 	var v wire.View
 	o, e := decodeObject(body, "mountpoint", "allow", "deny", "overrides")
 	if e != nil {
-		return v, e
+		return v, nil, e
 	}
 	if v.Mountpoint, e = o.mountpoint(); e != nil {
-		return v, e
+		return v, nil, e
 	}
 	if v.Allow, e = o.strings("allow"); e != nil {
-		return v, e
+		return v, nil, e
 	}
 	if v.Deny, e = o.strings("deny"); e != nil {
-		return v, e
+		return v, nil, e
 	}
-	raw, ok := o["overrides"]
-	if !ok {
-		return v, nil
-	}
-	if len(raw) == 0 || raw[0] != '[' {
-		return v, bad(wire.CodeBadType, "overrides", "overrides must be a list of objects, not %s", jsonKind(raw))
-	}
-	var items []json.RawMessage
-	if err := json.Unmarshal(raw, &items); err != nil {
-		return v, bad(wire.CodeBadJSON, "overrides", "overrides: %v", err)
-	}
-	for i, it := range items {
-		f := fmt.Sprintf("overrides[%d]", i)
-		ov, e := decodeOverride(f, it)
-		if e != nil {
-			e.body.Field = prefixField(f, e.body.Field)
-			return v, e
+	spec := viewpath.Spec{Allow: v.Allow, Deny: v.Deny}
+	if raw, ok := o["overrides"]; ok {
+		if len(raw) == 0 || raw[0] != '[' {
+			return v, nil, bad(wire.CodeBadType, "overrides", "overrides must be a list of objects, not %s", jsonKind(raw))
 		}
-		v.Overrides = append(v.Overrides, ov)
+		var items []json.RawMessage
+		if err := json.Unmarshal(raw, &items); err != nil {
+			return v, nil, bad(wire.CodeBadJSON, "overrides", "overrides: %v", err)
+		}
+		for i, it := range items {
+			f := fmt.Sprintf("overrides[%d]", i)
+			ov, so, e := decodeOverride(f, it)
+			if e != nil {
+				e.body.Field = prefixField(f, e.body.Field)
+				return v, nil, e
+			}
+			v.Overrides = append(v.Overrides, ov)
+			spec.Overrides = append(spec.Overrides, so)
+		}
 	}
-	return v, nil
+	view, err := viewpath.Compile(spec)
+	if err != nil {
+		var ve *viewpath.Error
+		if errors.As(err, &ve) {
+			return v, nil, bad(wire.CodeInvalidArgument, ve.Field, "%s", ve.Error())
+		}
+		return v, nil, bad(wire.CodeInvalidArgument, "", "%v", err)
+	}
+	return v, view, nil
 }
 
-// decodeOverride decodes overrides[i], named f in messages. The field of
-// an error it returns is relative to f (the caller prefixes it).
-func decodeOverride(f string, it json.RawMessage) (wire.ViewOverride, *apiError) {
+// decodeOverride decodes overrides[i], named f in messages: as given
+// (mode normalized) and as viewpath takes it. The field of an error it
+// returns is relative to f (the caller prefixes it).
+func decodeOverride(f string, it json.RawMessage) (wire.ViewOverride, viewpath.Override, *apiError) {
 	var ov wire.ViewOverride
+	var so viewpath.Override
 	if len(it) == 0 || it[0] != '{' {
-		return ov, bad(wire.CodeBadType, "", "%s must be an object {glob, mode, uid, gid}, not %s", f, jsonKind(it))
+		return ov, so, bad(wire.CodeBadType, "", "%s must be an object {glob, mode, uid, gid}, not %s", f, jsonKind(it))
 	}
 	oo, e := decodeObject(it, "glob", "mode", "uid", "gid")
 	if e != nil {
-		return ov, e
+		return ov, so, e
 	}
-	glob, ok, e := oo.str("glob")
+	glob, ok, e := oo.name("glob")
 	if e != nil {
-		return ov, e
+		return ov, so, e
 	}
 	if !ok {
-		return ov, bad(wire.CodeMissingField, "glob", "glob is required")
+		return ov, so, bad(wire.CodeMissingField, "glob", "glob is required")
 	}
-	ov.Glob = glob
+	ov.Glob, so.Glob = glob, glob
 	if m, ok, e := oo.mode("mode"); e != nil {
-		return ov, e
+		return ov, so, e
 	} else if ok {
 		ov.Mode = fmt.Sprintf("%04o", m)
+		so.Mode = &m
 	}
 	for _, id := range []struct {
 		k   string
 		dst **int64
-	}{{"uid", &ov.Uid}, {"gid", &ov.Gid}} {
+		so  **uint32
+	}{{"uid", &ov.Uid, &so.Uid}, {"gid", &ov.Gid, &so.Gid}} {
 		n, ok, e := oo.int(id.k, 0, maxOwnerID, wire.CodeInvalidOwner)
 		if e != nil {
-			return ov, e
+			return ov, so, e
 		}
 		if ok {
-			*id.dst = &n
+			u := uint32(n)
+			*id.dst, *id.so = &n, &u
 		}
 	}
 	if ov.Mode == "" && ov.Uid == nil && ov.Gid == nil {
-		return ov, bad(wire.CodeMissingField, "", "%s sets none of mode, uid, gid", f)
+		return ov, so, bad(wire.CodeMissingField, "", "%s sets none of mode, uid, gid", f)
 	}
-	return ov, nil
+	return ov, so, nil
 }
 
 func prefixField(prefix, field string) string {

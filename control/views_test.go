@@ -11,6 +11,7 @@ import (
 	"github.com/devfsd/devfsd/control/client"
 	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/fs/viewpath"
 )
 
 func TestDecodeView(t *testing.T) {
@@ -35,8 +36,13 @@ func TestDecodeView(t *testing.T) {
 		{"override mode a number", `{"mountpoint":"/d","overrides":[{"glob":"x","mode":438}]}`, wire.CodeBadType, "overrides[0].mode"},
 		{"override mode not octal", `{"mountpoint":"/d","overrides":[{"glob":"x","mode":"0999"}]}`, wire.CodeInvalidMode, "overrides[0].mode"},
 		{"override uid out of range", `{"mountpoint":"/d","overrides":[{"glob":"x","uid":-1}]}`, wire.CodeInvalidOwner, "overrides[0].uid"},
+		{"bad pattern", `{"mountpoint":"/d","allow":["ok","snd/**"]}`, wire.CodeInvalidArgument, "allow[1]"},
+		{"absolute pattern", `{"mountpoint":"/d","deny":["/snd"]}`, wire.CodeInvalidArgument, "deny[0]"},
+		{"bad override glob", `{"mountpoint":"/d","overrides":[{"glob":"[","mode":"0600"}]}`, wire.CodeInvalidArgument, "overrides[0].glob"},
+		{"pattern as bytes", `{"mountpoint":"/d","allow":[[97,255]]}`, "", ""},
+		{"pattern not UTF-8", "{\"mountpoint\":\"/d\",\"allow\":[\"a\xff\"]}", wire.CodeInvalidUTF8, "allow[0]"},
 	} {
-		v, e := decodeView([]byte(tt.body))
+		v, _, e := decodeView([]byte(tt.body))
 		code, field := "", ""
 		if e != nil {
 			code, field = e.body.Code, e.body.Field
@@ -45,9 +51,15 @@ func TestDecodeView(t *testing.T) {
 			t.Errorf("%s: %+v, error %v (field %q), want %q on %q", tt.name, v, e, field, tt.code, tt.field)
 		}
 	}
-	v, e := decodeView([]byte(`{"mountpoint":"/d","overrides":[{"glob":"x","mode":"666","gid":5}]}`))
+	v, view, e := decodeView([]byte(`{"mountpoint":"/d","allow":["x"],"overrides":[{"glob":"x","mode":"666","gid":5}]}`))
 	if e != nil || v.Overrides[0].Mode != "0666" || v.Overrides[0].Uid != nil || *v.Overrides[0].Gid != 5 {
 		t.Fatalf("decoded %+v %v", v, e)
+	}
+	// The compiled view is the one the request describes.
+	a, ok := view.Override([]string{"x"})
+	if view.VerdictPath("x") != viewpath.Shown || view.VerdictPath("y") != viewpath.Hidden ||
+		!ok || a != (viewpath.Attrs{Mode: 0o666, Gid: 5, SetMode: true, SetGid: true}) {
+		t.Fatalf("compiled view: %v %v %+v", view.VerdictPath("x"), view.VerdictPath("y"), a)
 	}
 }
 
@@ -57,7 +69,10 @@ type fakeViews struct {
 	added []wire.View
 }
 
-func (f *fakeViews) AddView(ctx context.Context, v wire.View) (wire.ViewInfo, error) {
+func (f *fakeViews) AddView(ctx context.Context, v wire.View, view *viewpath.View) (wire.ViewInfo, error) {
+	if view == nil {
+		return wire.ViewInfo{}, fmt.Errorf("no compiled view")
+	}
 	if v.Mountpoint == "/taken" {
 		return wire.ViewInfo{}, NewError(http.StatusConflict, wire.CodeExists, "mountpoint", "taken")
 	}

@@ -80,9 +80,10 @@
 // # Views
 //
 // One daemon may serve several mounts of the namespace (view.go has the
-// details). Each is a Server of its own — FUSE connection, node table and
-// FORGET counts, notify queue and worker — made by NewView over the main
-// server's resolver, with a View: allow and deny glob patterns on paths
+// details; package viewpath the pattern language). Each is a Server of
+// its own — FUSE connection, node table and FORGET counts, notify queue
+// and worker — made by NewView over the main server's resolver, with a
+// viewpath.View: allow and deny glob patterns on paths
 // relative to the mount's root, and mode/owner overrides. The view is
 // the mount's, never the caller's (the kernel's dentry cache is shared
 // by every process using a mount). In a view, a hidden name is ENOENT at

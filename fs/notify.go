@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -11,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/fs/viewpath"
 )
 
 // The kernel caches names, attributes and misses for the timeouts the
@@ -84,7 +86,7 @@ type NotifyQueue struct {
 	id uint16
 	// view, if not nil, is the view of the queue's mount (view.go): only
 	// changes to names it admits are notified. Immutable after NewView.
-	view *View
+	view *viewpath.View
 
 	mu sync.Mutex // a leaf
 	// Guarded by mu:
@@ -127,7 +129,7 @@ func (nq *NotifyQueue) Event(ev dcache.Event) {
 	if ev.Origin.Origin == dcache.OriginFUSE && (ev.Origin.Mount == nq.id || ev.Origin.Mount == 0) {
 		return // the kernel of this mount made this change itself
 	}
-	if nq.view != nil && !nq.view.notifies(&ev) {
+	if nq.view != nil && !viewNotifies(nq.view, &ev) {
 		return // outside this mount's view: its kernel holds nothing of it
 	}
 	var n notice
@@ -321,4 +323,81 @@ func stopWorker(nq *NotifyQueue, exited <-chan struct{}, d time.Duration) bool {
 	case <-t.C:
 		return false
 	}
+}
+
+// NotifyMux is the namespace's event sink when several mounts serve it:
+// it hands every event to the notify queue of each mount, which decides
+// for its own kernel (NotifyQueue.Event). It never blocks. Each queue
+// added gets a mount id, unique among the mux's queues, which requests
+// through its server put in dcache.Caller.Mount.
+type NotifyMux struct {
+	mu  sync.Mutex                     // serializes Add and Remove
+	qs  atomic.Pointer[[]*NotifyQueue] // copy on write: Event takes no lock
+	ids map[uint16]bool                // guarded by mu: ids in use
+}
+
+// NewNotifyMux returns a mux over qs (the main mount's queue).
+func NewNotifyMux(qs ...*NotifyQueue) *NotifyMux {
+	m := &NotifyMux{ids: map[uint16]bool{}}
+	m.qs.Store(new([]*NotifyQueue))
+	for _, q := range qs {
+		if err := m.Add(q); err != nil {
+			panic(err)
+		}
+	}
+	return m
+}
+
+var _ dcache.Sink = (*NotifyMux)(nil)
+
+// WantsLookups implements dcache.LookupSink: a LOOKUP changes nothing the
+// kernel caches, so no queue has a use for it.
+func (m *NotifyMux) WantsLookups() bool { return false }
+
+// Event implements dcache.Sink.
+func (m *NotifyMux) Event(ev dcache.Event) {
+	for _, q := range *m.qs.Load() {
+		q.Event(ev)
+	}
+}
+
+// Add gives q a mount id and starts handing it events. Call it before
+// q's server mounts (the id is read by its requests).
+func (m *NotifyMux) Add(q *NotifyQueue) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	id := uint16(0)
+	for i := 1; i <= 1<<16-1; i++ {
+		if !m.ids[uint16(i)] {
+			id = uint16(i)
+			break
+		}
+	}
+	if id == 0 {
+		return fmt.Errorf("fs: %d mounts already", 1<<16-1)
+	}
+	m.ids[id] = true
+	q.id = id
+	old := *m.qs.Load()
+	next := make([]*NotifyQueue, 0, len(old)+1)
+	next = append(append(next, old...), q)
+	m.qs.Store(&next)
+	return nil
+}
+
+// Remove stops handing q events (its mount is gone) and frees its id.
+func (m *NotifyMux) Remove(q *NotifyQueue) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := *m.qs.Load()
+	next := make([]*NotifyQueue, 0, len(old))
+	for _, x := range old {
+		if x != q {
+			next = append(next, x)
+		}
+	}
+	if len(next) != len(old) {
+		delete(m.ids, q.id)
+	}
+	m.qs.Store(&next)
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/fs/viewpath"
 	"github.com/devfsd/devfsd/lookup"
 	"github.com/devfsd/devfsd/sync/refcount"
 )
@@ -119,7 +120,7 @@ type Server struct {
 	// view, if not nil, filters what this mount shows (view.go); set by
 	// NewView, immutable after. The main mount has none: every hook is
 	// one nil check.
-	view *View
+	view *viewpath.View
 	// views are the view servers made from this one (NewView), which
 	// follow its timeouts and notify syncs; detach, set by NewView, takes
 	// a view out of its parent's set and its mux at Shutdown.

@@ -13,6 +13,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/fs/viewpath"
 	"github.com/devfsd/devfsd/lookup"
 )
 
@@ -44,9 +45,9 @@ func newViewRig(t *testing.T, opts Options) *viewRig {
 	return r
 }
 
-func (r *viewRig) view(spec ViewSpec) *Server {
+func (r *viewRig) view(spec viewpath.Spec) *Server {
 	r.t.Helper()
-	v, err := CompileView(spec)
+	v, err := viewpath.Compile(spec)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -81,82 +82,12 @@ func walk(s *Server, p string) (fuse.EntryOut, fuse.Status) {
 	return out, fuse.OK
 }
 
-// The glob rules: element-wise path.Match, a pattern covering a directory
-// covers its subtree, a directory leading to an allow pattern is a
-// passage, deny wins, no allow list allows everything.
-func TestViewVerdicts(t *testing.T) {
-	for _, tc := range []struct {
-		allow, deny []string
-		path        string
-		want        verdict
-	}{
-		{nil, nil, "anything/at/all", shown},
-		{nil, nil, "", shown},
-		{[]string{"snd/*"}, nil, "", shown},
-		{[]string{"snd/*"}, nil, "snd", passage},
-		{[]string{"snd/*"}, nil, "snd/pcm0", shown},
-		{[]string{"snd/*"}, nil, "snd/by-id/x", shown}, // beneath a shown directory
-		{[]string{"snd/*"}, nil, "sndx", hidden},
-		{[]string{"snd/*"}, nil, "null", hidden},
-		{[]string{"snd/*"}, []string{"snd/seq"}, "snd/seq", hidden},
-		{[]string{"snd/*"}, []string{"snd/seq"}, "snd/timer", shown},
-		{[]string{"snd/*"}, []string{"snd"}, "snd", hidden},
-		{[]string{"snd/*"}, []string{"snd"}, "snd/pcm0", hidden},
-		{[]string{"snd"}, nil, "snd/a/b/c", shown},
-		{[]string{"tty?"}, nil, "tty1", shown},
-		{[]string{"tty?"}, nil, "tty10", hidden},
-		{[]string{"tty[0-3]"}, nil, "tty3", shown},
-		{[]string{"tty[0-3]"}, nil, "tty4", hidden},
-		{[]string{"*/card*"}, nil, "dri", passage},
-		{[]string{"*/card*"}, nil, "dri/card0", shown},
-		{[]string{"*/card*"}, nil, "dri/renderD128", hidden},
-		{nil, []string{"kmsg", "mem"}, "kmsg", hidden},
-		{nil, []string{"kmsg", "mem"}, "null", shown},
-		{nil, []string{"input/*"}, "input", shown},
-		{nil, []string{"input/*"}, "input/event0", hidden},
-	} {
-		v, err := CompileView(ViewSpec{Allow: tc.allow, Deny: tc.deny})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := v.verdictPath(tc.path); got != tc.want {
-			t.Errorf("allow %q deny %q: %q is %d, want %d", tc.allow, tc.deny, tc.path, got, tc.want)
-		}
-	}
-}
-
-// A spec that does not compile names the offending entry.
-func TestCompileViewRejects(t *testing.T) {
-	for _, tc := range []struct {
-		spec  ViewSpec
-		field string
-	}{
-		{ViewSpec{Allow: []string{"ok", ""}}, "allow[1]"},
-		{ViewSpec{Allow: []string{"/snd"}}, "allow[0]"},
-		{ViewSpec{Deny: []string{"snd/"}}, "deny[0]"},
-		{ViewSpec{Deny: []string{"a//b"}}, "deny[0]"},
-		{ViewSpec{Deny: []string{"a/../b"}}, "deny[0]"},
-		{ViewSpec{Allow: []string{"snd/**"}}, "allow[0]"},
-		{ViewSpec{Allow: []string{"tty[0-"}}, "allow[0]"},
-		{ViewSpec{Overrides: []ViewOverride{{Glob: "x"}}}, "overrides[0]"},
-		{ViewSpec{Overrides: []ViewOverride{{Glob: "x", Mode: u32(010000)}}}, "overrides[0].mode"},
-		{ViewSpec{Overrides: []ViewOverride{{Glob: "[", Uid: u32(1)}}}, "overrides[0].glob"},
-		{ViewSpec{Overrides: []ViewOverride{{Glob: "x", Gid: u32(1<<32 - 1)}}}, "overrides[0].gid"},
-	} {
-		_, err := CompileView(tc.spec)
-		ve, ok := err.(*ViewError)
-		if !ok || ve.Field != tc.field {
-			t.Errorf("%+v: error %v, want one on %s", tc.spec, err, tc.field)
-		}
-	}
-}
-
 // A name the view hides is ENOENT at once: the loader is not asked, and
 // no negative entry goes into the shared namespace (the main mount's
 // lookup of the same name still asks the loader).
 func TestViewHiddenLookupNeverLoads(t *testing.T) {
 	r := newViewRig(t, Options{NegativeTimeout: time.Second})
-	vs := r.view(ViewSpec{Allow: []string{"snd/*", "null"}, Deny: []string{"snd/seq"}})
+	vs := r.view(viewpath.Spec{Allow: []string{"snd/*", "null"}, Deny: []string{"snd/seq"}})
 	mk(t, r.ns, "snd/pcm0")
 	mk(t, r.ns, "zero")
 	for _, p := range []string{"widget", "zero", "snd/seq", "snd/seq/deeper"} {
@@ -188,7 +119,7 @@ func TestViewHiddenLookupNeverLoads(t *testing.T) {
 		t.Fatalf("snd/pcm0 in the view: %v", st)
 	}
 	// A passage that is not a directory is hidden.
-	v2 := r.view(ViewSpec{Allow: []string{"dri/card*"}})
+	v2 := r.view(viewpath.Spec{Allow: []string{"dri/card*"}})
 	mk(t, r.ns, "dri")
 	loads := r.loads.Load()
 	if _, st := walk(v2, "dri"); st != fuse.ENOENT || r.loads.Load() != loads {
@@ -200,7 +131,7 @@ func TestViewHiddenLookupNeverLoads(t *testing.T) {
 // filtered out, and resumes from dcache's cookies.
 func TestViewReadDirFilters(t *testing.T) {
 	r := newViewRig(t, Options{})
-	vs := r.view(ViewSpec{Allow: []string{"keep*", "sub/*"}, Deny: []string{"keep13"}})
+	vs := r.view(viewpath.Spec{Allow: []string{"keep*", "sub/*"}, Deny: []string{"keep13"}})
 	var want []string
 	for i := 0; i < 200; i++ {
 		name := fmt.Sprintf("drop%03d", i)
@@ -262,7 +193,7 @@ func TestViewReadDirFilters(t *testing.T) {
 // override.
 func TestViewOverrides(t *testing.T) {
 	r := newViewRig(t, Options{})
-	vs := r.view(ViewSpec{Allow: []string{"snd/*"}, Overrides: []ViewOverride{
+	vs := r.view(viewpath.Spec{Allow: []string{"snd/*"}, Overrides: []viewpath.Override{
 		{Glob: "snd/pcm*", Mode: u32(0o666), Gid: u32(29)},
 		{Glob: "snd/*", Uid: u32(7)}, // pcm0 matched the first: not this one
 	}})
@@ -299,7 +230,7 @@ func TestViewOverrides(t *testing.T) {
 // passage may be made.
 func TestViewCreateOutsideIsEACCES(t *testing.T) {
 	r := newViewRig(t, Options{})
-	vs := r.view(ViewSpec{Allow: []string{"snd/*"}})
+	vs := r.view(viewpath.Spec{Allow: []string{"snd/*"}})
 	var out fuse.EntryOut
 	if st := vs.Mknod(nil, &fuse.MknodIn{InHeader: hdr(1), Mode: syscall.S_IFCHR | 0o600}, "mem", &out); st != fuse.Status(syscall.EACCES) {
 		t.Fatalf("mknod of a hidden name: %v", st)
@@ -331,7 +262,7 @@ func TestViewCreateOutsideIsEACCES(t *testing.T) {
 // what its view shows; the mux gives each queue its own mount id.
 func TestViewNotifiesPerMount(t *testing.T) {
 	r := newViewRig(t, Options{})
-	vs := r.view(ViewSpec{Allow: []string{"snd/*"}})
+	vs := r.view(viewpath.Spec{Allow: []string{"snd/*"}})
 	mainQ, viewQ := r.main.Queue(), vs.Queue()
 	if mainQ.id == 0 || viewQ.id == 0 || mainQ.id == viewQ.id {
 		t.Fatalf("mount ids %d and %d", mainQ.id, viewQ.id)
@@ -386,9 +317,9 @@ func TestViewNotifiesPerMount(t *testing.T) {
 // after.
 func TestViewFollowsTimeouts(t *testing.T) {
 	r := newViewRig(t, Options{EntryTimeout: time.Second})
-	before := r.view(ViewSpec{})
+	before := r.view(viewpath.Spec{})
 	r.main.SetTimeouts(3*time.Second, 4*time.Second, 5*time.Second)
-	after := r.view(ViewSpec{})
+	after := r.view(viewpath.Spec{})
 	for _, vs := range []*Server{before, after} {
 		if vs.entryTimeout() != 3*time.Second || vs.attrTimeout() != 4*time.Second || vs.negTimeout() != 5*time.Second {
 			t.Errorf("view timeouts %v %v %v", vs.entryTimeout(), vs.attrTimeout(), vs.negTimeout())

@@ -167,6 +167,7 @@ var serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func())
 			Metrics:      x.handler,
 			Reload:       rl.reload,
 			Journal:      x.ctlJournal(),
+			Audit:        x.audit,
 			Views:        vm,
 			Extra: func() map[string]uint64 {
 				ls, st := res.Stats(), srv.Stats()

@@ -23,6 +23,7 @@ import (
 	"github.com/devfsd/devfsd/control/client"
 	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/fs"
+	"github.com/devfsd/devfsd/fs/viewpath"
 )
 
 // Views (issue 8): one daemon serves several mounts of its namespace.
@@ -203,12 +204,12 @@ func contains(set []string, s string) bool {
 }
 
 // viewSpecOf checks v's values (the control API has type-checked them
-// already; a view file has not) and turns them into an fs.ViewSpec.
-func viewSpecOf(v wire.View) (fs.ViewSpec, error) {
-	spec := fs.ViewSpec{Allow: v.Allow, Deny: v.Deny}
+// already; a view file has not) and turns them into a viewpath.Spec.
+func viewSpecOf(v wire.View) (viewpath.Spec, error) {
+	spec := viewpath.Spec{Allow: v.Allow, Deny: v.Deny}
 	for i, o := range v.Overrides {
 		f := fmt.Sprintf("overrides[%d]", i)
-		fo := fs.ViewOverride{Glob: o.Glob}
+		fo := viewpath.Override{Glob: o.Glob}
 		if o.Mode != "" {
 			m, err := strconv.ParseUint(o.Mode, 8, 32)
 			if err != nil || m > 07777 {
@@ -314,14 +315,14 @@ func (m *viewManager) checkMountpointLocked(mp string) error {
 }
 
 // compileView checks v's values and patterns and compiles them.
-func compileView(v wire.View) (*fs.View, error) {
+func compileView(v wire.View) (*viewpath.View, error) {
 	spec, err := viewSpecOf(v)
 	if err != nil {
 		return nil, err
 	}
-	view, err := fs.CompileView(spec)
+	view, err := viewpath.Compile(spec)
 	if err != nil {
-		var ve *fs.ViewError
+		var ve *viewpath.Error
 		if errors.As(err, &ve) {
 			return nil, control.NewError(http.StatusBadRequest, wire.CodeInvalidArgument, ve.Field, "%s", ve.Error())
 		}
@@ -341,11 +342,7 @@ func checkView(v wire.View) error {
 }
 
 // AddView mounts v (control.Views).
-func (m *viewManager) AddView(ctx context.Context, v wire.View) (wire.ViewInfo, error) {
-	view, err := compileView(v)
-	if err != nil {
-		return wire.ViewInfo{}, err
-	}
+func (m *viewManager) AddView(ctx context.Context, v wire.View, view *viewpath.View) (wire.ViewInfo, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -442,7 +439,11 @@ func infoOf(v wire.View, srv *fs.Server, main bool) wire.ViewInfo {
 // down).
 func (m *viewManager) start(ctx context.Context, views []wire.View, files []string) error {
 	for i, v := range views {
-		if _, err := m.AddView(ctx, v); err != nil {
+		view, err := compileView(v)
+		if err == nil {
+			_, err = m.AddView(ctx, v, view)
+		}
+		if err != nil {
 			return fmt.Errorf("--view %s: %w", files[i], err)
 		}
 	}

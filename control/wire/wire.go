@@ -174,6 +174,7 @@ const (
 	CodeInvalidOwner     = "invalid_owner"         // 400 uid or gid outside 0..4294967294
 	CodeInvalidTarget    = "invalid_target"        // 400 a symlink target empty, over 4095 bytes, with NUL, or given for a non-symlink
 	CodeInvalidArgument  = "invalid_argument"      // 400 another bad value (timeout, buffer, ...)
+	CodeInvalidUTF8      = "invalid_utf8"          // 400 a string JSON cannot carry exactly: bytes not UTF-8, a lone surrogate escape; send a name as an array of bytes (Name)
 	CodeBodyTooLarge     = "body_too_large"        // 413 a body over 64 KiB
 	CodePermission       = "permission_denied"     // 403 the peer may not change the namespace
 	CodeNotHelper        = "not_helper"            // 403 done from a process that is not the attached helper
