@@ -292,7 +292,7 @@ func TestEvents(t *testing.T) {
 	n, _ := snd.Mknod("x", syscall.S_IFIFO|0600, 0, 0, fuseCaller)
 	n.SetAttr(SetAttrIn{Valid: SetMode, Mode: 0666}, fuseCaller)
 	snd.Unlink("x", fuseCaller)
-	ns.EmitLookup(snd, "y", fuseCaller)
+	ns.EmitLookup(snd, snd.Path(), "y", fuseCaller)
 	ns.Unregister("snd", Caller{Origin: OriginControl})
 	type ev struct {
 		kind   Kind
@@ -477,15 +477,15 @@ func TestMisusePanics(t *testing.T) {
 			r := ns.Root()
 			r.LockMu()
 			defer r.UnlockMu()
-			r.SetInflightLocked("x", 1)
-			defer r.ClearInflightLocked("x", 1)
-			r.SetInflightLocked("x", 2)
+			r.PublishLocked("x", 1)
+			defer r.UnpublishLocked("x", 1)
+			r.PublishLocked("x", 2)
 		}},
 		{"clear foreign", func() {
 			r := ns.Root()
 			r.LockMu()
 			defer r.UnlockMu()
-			r.ClearInflightLocked("y", 1)
+			r.UnpublishLocked("y", 1)
 		}},
 	} {
 		func() {
@@ -567,12 +567,12 @@ func TestEmitLookupSkippedWhileSinkWantsNone(t *testing.T) {
 	ns.Register("snd/pcm", Spec{Type: TypeChar, Major: 116, Minor: 2}, loaderCaller)
 	snd, _ := ns.Resolve("snd")
 	seq := ns.LastSeq()
-	ns.EmitLookup(snd, "y", fuseCaller)
+	ns.EmitLookup(snd, snd.Path(), "y", fuseCaller)
 	if got := g.take(); len(got) != 2 || ns.LastSeq() != seq {
 		t.Fatalf("with no LOOKUP wanted: %d events, seq %d → %d: %+v", len(got), seq, ns.LastSeq(), got)
 	}
 	g.wants.Store(true)
-	ns.EmitLookup(snd, "z", fuseCaller)
+	ns.EmitLookup(snd, snd.Path(), "z", fuseCaller)
 	got := g.take()
 	if len(got) != 1 || got[0].Kind != KindLookup || got[0].Path != "snd/z" || got[0].Seq != seq+1 {
 		t.Fatalf("with LOOKUP wanted: %+v", got)
