@@ -107,9 +107,9 @@
 // procPin/procUnpin (by linkname; see shard.go). A P is run by one thread at
 // a time and threads rarely change CPUs, so a P's shard stays in that core's
 // cache. The hint only has to be cheap and sticky, not exact: the update is
-// atomic whatever shard it lands on. A random shard (math/rand/v2) was
-// measured too: at GOMAXPROCS 2 it was slower than one shared atomic,
-// because every other update pulls the line from the other core.
+// atomic whatever shard it lands on. A random shard would not be sticky:
+// at GOMAXPROCS 2 every other update would pull the line from the other
+// core, which costs more than one shared atomic.
 //
 // # Limits
 //
