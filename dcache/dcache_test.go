@@ -367,6 +367,66 @@ func TestNegativeEntries(t *testing.T) {
 	}
 }
 
+// EntryLocked answers step 1 of the miss protocol in one look, and
+// AddNegativeLocked answers step 4: each case of what a directory can hold
+// for a name, table-driven.
+func TestEntryLockedAndAddNegativeLocked(t *testing.T) {
+	clk := newClock()
+	ns := New(Options{Now: clk.Now, NegativeTTL: 2 * time.Second})
+	r := ns.Root()
+	foo, _ := ns.Register("foo", Spec{Type: TypeChar}, loaderCaller)
+	gone, _ := r.Mkdir("gone", 0755, fuseCaller)
+	gone.LockMu()
+	gone.AddNegativeLocked("stale") // expires with the clock below
+	gone.UnlockMu()
+	r.LockMu()
+	r.AddNegativeLocked("cached")
+	r.PublishLocked("loading", "record")
+	r.UnlockMu()
+	clk.Advance(3 * time.Second)
+	gone.LockMu()
+	gone.AddNegativeLocked("fresh")
+	gone.UnlockMu()
+	r.LockMu()
+	r.AddNegativeLocked("cached") // fresh again
+	r.UnlockMu()
+	if err := r.Rmdir("gone", fuseCaller); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		dir  *Node
+		name string
+		want Entry
+	}{
+		{r, "foo", Entry{Node: foo}},
+		{r, "cached", Entry{Negative: true}},
+		{r, "loading", Entry{Inflight: "record"}},
+		{r, "absent", Entry{}},
+		{gone, "fresh", Entry{Negative: true}},
+		{gone, "stale", Entry{DirRemoved: true}},
+		{gone, "absent", Entry{DirRemoved: true}},
+	} {
+		tc.dir.LockMu()
+		got := tc.dir.EntryLocked(tc.name)
+		tc.dir.UnlockMu()
+		if got != tc.want {
+			t.Errorf("EntryLocked(%q) in %q = %+v, want %+v", tc.name, tc.dir.Path(), got, tc.want)
+		}
+	}
+	r.LockMu()
+	child := r.AddNegativeLocked("foo")
+	none := r.AddNegativeLocked("absent")
+	e := r.EntryLocked("absent")
+	r.UnpublishLocked("loading", "record")
+	r.UnlockMu()
+	if child != foo || none != nil || !e.Negative {
+		t.Errorf("AddNegativeLocked: of an existing name %v (want foo), of an absent one %v (want nil), cached %v", child, none, e.Negative)
+	}
+	if _, err := r.Lookup("foo"); err != nil {
+		t.Errorf("AddNegativeLocked of an existing name changed it: %v", err)
+	}
+}
+
 // A directory's negative table is bounded (maxNegative). Once it is full,
 // a new miss is not cached while nothing in the table has expired — and
 // is not charged a sweep of the whole table for it (negNext), which made a
