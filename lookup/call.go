@@ -40,8 +40,9 @@ type call struct {
 	start   time.Time // when the load started
 
 	// Written by whoever waits for the load (the owner, or the goroutine
-	// it handed step 4 to) before step 4; read by the owner after step 4
-	// only if it wrote them itself:
+	// it handed step 4 to), before that goroutine runs step 4, which
+	// reads them (info); the owner also reads err, if it wrote it, before
+	// step 4. Waiters never read them:
 	err     error // the load's outcome
 	timeout bool  // the deadline passed first
 
