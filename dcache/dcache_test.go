@@ -429,7 +429,7 @@ func TestEntryLockedAndAddNegativeLocked(t *testing.T) {
 
 // A directory's negative table is bounded (maxNegative). Once it is full,
 // a new miss is not cached while nothing in the table has expired — and
-// is not charged a sweep of the whole table for it (negNext), which made a
+// is not charged a sweep of the whole table for it (negNext), which would make a
 // storm of new misses in one directory quadratic. Once the oldest entries
 // expire, the next miss sweeps them and is cached again.
 func TestNegativeTableFullSkipsSweepUntilExpiry(t *testing.T) {
