@@ -292,7 +292,7 @@ func TestEvents(t *testing.T) {
 	n, _ := snd.Mknod("x", syscall.S_IFIFO|0600, 0, 0, fuseCaller)
 	n.SetAttr(SetAttrIn{Valid: SetMode, Mode: 0666}, fuseCaller)
 	snd.Unlink("x", fuseCaller)
-	ns.EmitLookup(snd, "y", fuseCaller)
+	ns.EmitLookup(snd, snd.Path(), "y", fuseCaller)
 	ns.Unregister("snd", Caller{Origin: OriginControl})
 	type ev struct {
 		kind   Kind
@@ -367,9 +367,69 @@ func TestNegativeEntries(t *testing.T) {
 	}
 }
 
+// EntryLocked answers step 1 of the miss protocol in one look, and
+// AddNegativeLocked answers step 4: each case of what a directory can hold
+// for a name, table-driven.
+func TestEntryLockedAndAddNegativeLocked(t *testing.T) {
+	clk := newClock()
+	ns := New(Options{Now: clk.Now, NegativeTTL: 2 * time.Second})
+	r := ns.Root()
+	foo, _ := ns.Register("foo", Spec{Type: TypeChar}, loaderCaller)
+	gone, _ := r.Mkdir("gone", 0755, fuseCaller)
+	gone.LockMu()
+	gone.AddNegativeLocked("stale") // expires with the clock below
+	gone.UnlockMu()
+	r.LockMu()
+	r.AddNegativeLocked("cached")
+	r.PublishLocked("loading", "record")
+	r.UnlockMu()
+	clk.Advance(3 * time.Second)
+	gone.LockMu()
+	gone.AddNegativeLocked("fresh")
+	gone.UnlockMu()
+	r.LockMu()
+	r.AddNegativeLocked("cached") // fresh again
+	r.UnlockMu()
+	if err := r.Rmdir("gone", fuseCaller); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		dir  *Node
+		name string
+		want Entry
+	}{
+		{r, "foo", Entry{Node: foo}},
+		{r, "cached", Entry{Negative: true}},
+		{r, "loading", Entry{Inflight: "record"}},
+		{r, "absent", Entry{}},
+		{gone, "fresh", Entry{Negative: true}},
+		{gone, "stale", Entry{DirRemoved: true}},
+		{gone, "absent", Entry{DirRemoved: true}},
+	} {
+		tc.dir.LockMu()
+		got := tc.dir.EntryLocked(tc.name)
+		tc.dir.UnlockMu()
+		if got != tc.want {
+			t.Errorf("EntryLocked(%q) in %q = %+v, want %+v", tc.name, tc.dir.Path(), got, tc.want)
+		}
+	}
+	r.LockMu()
+	child := r.AddNegativeLocked("foo")
+	none := r.AddNegativeLocked("absent")
+	e := r.EntryLocked("absent")
+	r.UnpublishLocked("loading", "record")
+	r.UnlockMu()
+	if child != foo || none != nil || !e.Negative {
+		t.Errorf("AddNegativeLocked: of an existing name %v (want foo), of an absent one %v (want nil), cached %v", child, none, e.Negative)
+	}
+	if _, err := r.Lookup("foo"); err != nil {
+		t.Errorf("AddNegativeLocked of an existing name changed it: %v", err)
+	}
+}
+
 // A directory's negative table is bounded (maxNegative). Once it is full,
 // a new miss is not cached while nothing in the table has expired — and
-// is not charged a sweep of the whole table for it (negNext), which made a
+// is not charged a sweep of the whole table for it (negNext), which would make a
 // storm of new misses in one directory quadratic. Once the oldest entries
 // expire, the next miss sweeps them and is cached again.
 func TestNegativeTableFullSkipsSweepUntilExpiry(t *testing.T) {
@@ -477,15 +537,15 @@ func TestMisusePanics(t *testing.T) {
 			r := ns.Root()
 			r.LockMu()
 			defer r.UnlockMu()
-			r.SetInflightLocked("x", 1)
-			defer r.ClearInflightLocked("x", 1)
-			r.SetInflightLocked("x", 2)
+			r.PublishLocked("x", 1)
+			defer r.UnpublishLocked("x", 1)
+			r.PublishLocked("x", 2)
 		}},
 		{"clear foreign", func() {
 			r := ns.Root()
 			r.LockMu()
 			defer r.UnlockMu()
-			r.ClearInflightLocked("y", 1)
+			r.UnpublishLocked("y", 1)
 		}},
 	} {
 		func() {
@@ -567,12 +627,12 @@ func TestEmitLookupSkippedWhileSinkWantsNone(t *testing.T) {
 	ns.Register("snd/pcm", Spec{Type: TypeChar, Major: 116, Minor: 2}, loaderCaller)
 	snd, _ := ns.Resolve("snd")
 	seq := ns.LastSeq()
-	ns.EmitLookup(snd, "y", fuseCaller)
+	ns.EmitLookup(snd, snd.Path(), "y", fuseCaller)
 	if got := g.take(); len(got) != 2 || ns.LastSeq() != seq {
 		t.Fatalf("with no LOOKUP wanted: %d events, seq %d → %d: %+v", len(got), seq, ns.LastSeq(), got)
 	}
 	g.wants.Store(true)
-	ns.EmitLookup(snd, "z", fuseCaller)
+	ns.EmitLookup(snd, snd.Path(), "z", fuseCaller)
 	got := g.take()
 	if len(got) != 1 || got[0].Kind != KindLookup || got[0].Path != "snd/z" || got[0].Seq != seq+1 {
 		t.Fatalf("with LOOKUP wanted: %+v", got)

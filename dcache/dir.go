@@ -23,16 +23,42 @@ func (n *Node) mustDir(op string) *dirState {
 // doc). It panics if n is not a directory.
 func (n *Node) Sem() *rwsem.Sem { return &n.mustDir("Sem").sem }
 
-// LockMu locks the directory's mu, for the ...Locked primitives. It panics
-// if n is not a directory. Lock order: after sem, before attrMu.
+// LockMu locks the directory's mu, for the ...Locked methods. It panics if
+// n is not a directory. Lock order: after sem, before attrMu (see the
+// package doc).
 func (n *Node) LockMu() { n.mustDir("LockMu").mu.Lock() }
 
-// UnlockMu unlocks the directory's mu. Call Namespace.Flush afterwards.
+// UnlockMu unlocks the directory's mu. Events queued under it are
+// delivered by the next Namespace.Flush, which the caller makes once it
+// holds no dcache mutex.
 func (n *Node) UnlockMu() { n.mustDir("UnlockMu").mu.Unlock() }
 
-// DeadLocked reports whether the directory was removed from the tree.
+// Entry is what a directory holds for one name, as EntryLocked saw it.
+type Entry struct {
+	Node     *Node // the child, or nil
+	Negative bool  // no child, and a fresh negative entry caches its absence
+	// DirRemoved: no child, no fresh negative entry, and the directory
+	// itself was removed from the tree (rmdir, unregister), so nothing
+	// can be added to it.
+	DirRemoved bool
+	// Inflight is the record published for the name (PublishLocked), or
+	// nil; looked up only when there is no child and no fresh negative
+	// entry.
+	Inflight any
+}
+
+// EntryLocked returns what directory n holds for name: the child, else
+// whether a fresh negative entry caches its absence, else whether n was
+// removed and the in-flight record published for the name. An expired
+// negative entry is dropped on the way (queueing an EXPIRE event).
 // Preconditions: n's mu held.
-func (n *Node) DeadLocked() bool { return n.dir.dead }
+func (n *Node) EntryLocked(name string) Entry {
+	child, negative := n.ChildLocked(name)
+	if child != nil || negative {
+		return Entry{Node: child, Negative: negative}
+	}
+	return Entry{DirRemoved: n.dir.dead, Inflight: n.dir.inflight[name]}
+}
 
 // ChildLocked returns the node named name in directory n, or nil and
 // whether a fresh negative entry caches its absence. An expired negative
@@ -54,19 +80,23 @@ func (n *Node) ChildLocked(name string) (child *Node, negative bool) {
 // expireLocked drops a negative entry. Preconditions: n's mu held.
 func (n *Node) expireLocked(name string) {
 	delete(n.dir.negative, name)
-	n.ns.events.pushLocked(Event{Kind: KindExpire, Path: n.childPath(name),
+	n.ns.events.push(Event{Kind: KindExpire, Path: n.childPath(name),
 		Parent: n.ino, Name: name, Origin: Caller{Origin: OriginBuiltin}})
 }
 
-// AddNegativeLocked caches the absence of name for Options.NegativeTTL. It
-// does nothing if negative caching is off, the name exists or n is dead.
-// Registering or creating the name drops the entry. Preconditions: n's mu
-// held.
-func (n *Node) AddNegativeLocked(name string) {
+// AddNegativeLocked caches the absence of name for Options.NegativeTTL
+// and returns nil; if the name exists it caches nothing and returns the
+// child. It caches nothing either if negative caching is off, n was
+// removed, or n's negative entries are full of unexpired ones. Registering
+// or creating the name drops the entry. Preconditions: n's mu held.
+func (n *Node) AddNegativeLocked(name string) (child *Node) {
 	ds := n.dir
+	if de := ds.children[name]; de != nil {
+		return de.node
+	}
 	ttl := time.Duration(n.ns.negTTL.Load())
-	if ttl <= 0 || ds.dead || ds.children[name] != nil {
-		return
+	if ttl <= 0 || ds.dead {
+		return nil
 	}
 	now := n.ns.now()
 	if ds.negative == nil {
@@ -74,11 +104,11 @@ func (n *Node) AddNegativeLocked(name string) {
 	}
 	if len(ds.negative) >= maxNegative {
 		if now.Before(ds.negNext) {
-			return // full, and a sweep would drop nothing yet
+			return nil // full, and a sweep would drop nothing yet
 		}
 		n.sweepLocked(now)
 		if len(ds.negative) >= maxNegative {
-			return
+			return nil
 		}
 	}
 	exp := now.Add(ttl)
@@ -86,6 +116,7 @@ func (n *Node) AddNegativeLocked(name string) {
 	if exp.Before(ds.negNext) {
 		ds.negNext = exp // a TTL made shorter by a reload
 	}
+	return nil
 }
 
 // sweepLocked drops expired negative entries and returns how many.
@@ -133,9 +164,10 @@ func (ns *Namespace) ExpireNegatives() int {
 // Preconditions: n's mu held.
 func (n *Node) InflightLocked(name string) any { return n.dir.inflight[name] }
 
-// SetInflightLocked publishes rec as the in-flight record for name. It
-// panics if the slot is taken. Preconditions: n's mu held.
-func (n *Node) SetInflightLocked(name string, rec any) {
+// PublishLocked publishes rec as the in-flight record for name, for
+// package lookup's miss protocol (step 2); dcache never looks inside it.
+// It panics if the slot is taken. Preconditions: n's mu held.
+func (n *Node) PublishLocked(name string, rec any) {
 	ds := n.dir
 	if ds.inflight == nil {
 		ds.inflight = make(map[string]any)
@@ -146,9 +178,10 @@ func (n *Node) SetInflightLocked(name string, rec any) {
 	ds.inflight[name] = rec
 }
 
-// ClearInflightLocked unpublishes rec. It panics if rec is not the record
-// published for name. Preconditions: n's mu held.
-func (n *Node) ClearInflightLocked(name string, rec any) {
+// UnpublishLocked unpublishes rec (the miss protocol's step 4). It panics
+// if rec is not the record published for name. Preconditions: n's mu
+// held.
+func (n *Node) UnpublishLocked(name string, rec any) {
 	if n.dir.inflight[name] != rec {
 		panic("dcache: clearing an in-flight record that is not published")
 	}
@@ -239,7 +272,7 @@ func (d *Node) insertLocked(name string, n *Node, now time.Time) {
 }
 
 // removeLocked unlinks the entry de. The node's own link count is the
-// caller's (dropLinkLocked). Preconditions: d's mu held; de is d's entry;
+// caller's (dropLink). Preconditions: d's mu held; de is d's entry;
 // no attrMu held.
 func (d *Node) removeLocked(de *dentry, now time.Time) {
 	ds := d.dir
@@ -309,7 +342,7 @@ func (d *Node) createLocked(name string, t Type, mode, uid, gid, major, minor ui
 	n.attrMu.Lock()
 	ev := n.eventLocked(kind, c)
 	n.attrMu.Unlock()
-	d.ns.events.pushLocked(ev)
+	d.ns.events.push(ev)
 	return n, nil
 }
 
@@ -430,7 +463,7 @@ func (d *Node) linkTo(name string, target *Node, c Caller) error {
 	target.attrMu.Lock()
 	ev := target.eventLocked(KindCreate, c)
 	target.attrMu.Unlock()
-	d.ns.events.pushLocked(ev)
+	d.ns.events.push(ev)
 	return nil
 }
 
@@ -495,8 +528,8 @@ func (d *Node) dropEntryLocked(de *dentry, now time.Time, kind Kind, c Caller) {
 	n.attrMu.Unlock()
 	ev.Parent, ev.Name, ev.Path = d.ino, de.name, d.childPath(de.name)
 	d.removeLocked(de, now)
-	n.dropLinkLocked(now)
-	d.ns.events.pushLocked(ev)
+	n.dropLink(now)
+	d.ns.events.push(ev)
 }
 
 // ReadDir returns up to max entries (max <= 0: all) of directory d whose

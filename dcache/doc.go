@@ -38,20 +38,26 @@
 //     u.dir.lock). Every dcache operation takes mu for a single critical
 //     section in which it checks and changes, so each operation is atomic
 //     with respect to every other, whether or not the caller holds sem.
-//     Registration (Register, Unregister) takes only mu. LockMu, UnlockMu and
-//     the ...Locked methods expose mu to package lookup.
+//     Registration (Register, Unregister) takes only mu. LockMu and UnlockMu
+//     expose it to package lookup, for the ...Locked methods.
 //
 // # Who does what: dcache and lookup
 //
 // dcache offers the namespace operations as self-contained calls (Mknod,
 // Mkdir, Symlink, Link, Unlink, Rmdir, Rename, SetAttr, ReadDir, Register,
-// Unregister) and, for the miss protocol, primitives that need mu held:
-// ChildLocked, AddNegativeLocked and a per-directory slot table for
-// in-flight lookup records (InflightLocked, SetInflightLocked,
-// ClearInflightLocked). The record type belongs to package lookup; dcache
-// stores it as an opaque value and never looks inside. Package lookup owns
-// the path-level protocol: Lookup and every name-changing FUSE operation
-// that must wait on a record (take sem, wait, call dcache).
+// Unregister). Package lookup owns the miss protocol of DESIGN.md section 3
+// (its five steps, the in-flight record, the loader and its deadline) and
+// every name-changing FUSE operation that must wait on a record; it takes
+// sem and mu itself, so that the protocol's locks read in its own code, and
+// asks dcache one question per step while it holds mu: EntryLocked (step 1:
+// the child, a fresh negative entry, a removed directory, or a record in
+// flight), PublishLocked (step 2), UnpublishLocked and AddNegativeLocked
+// (step 4: the miss cached unless the name appeared; it returns the child),
+// ChildLocked (step 5) and InflightLocked (a change waiting for a load). The
+// record type is lookup's; dcache stores it as an opaque value and never
+// looks inside. A method whose name ends in Locked needs the lock its
+// Preconditions line names, held by the caller, and takes no other lock of
+// its level.
 //
 // # For the FUSE server
 //
@@ -67,12 +73,24 @@
 //
 // # Lock order
 //
-//	Node.dir.sem (package lookup; two directories of a rename in inode order)
+// This is the lock order of the namespace, the one tree that packages
+// lookup and fs refer to. A lock is taken only while holding locks on the
+// lines above it that it is indented under, never the other way round:
+//
+//	Node.dir.sem (package lookup; at most one held, but for the two of a rename, taken in inode order)
 //	  Namespace.renameMu (cross-directory Rename only)
 //	    Node.dir.mu (ancestor before descendant; see below)
-//	      Node.attrMu (attributes and content; never two at once)
-//	        Namespace.events.mu
+//	      a lookup record's wait queue lock (package lookup; sync/waitq, a leaf)
 //	      Options.RegisterHook's own lock (a leaf of its owner; see below)
+//	      Node.attrMu (attributes and content; never two at once)
+//	        Namespace.events.mu (a leaf)
+//	  Options.Sink's own locks (leaves of its owner, such as package fs's notify queue)
+//
+// A Sem's own wait lock (sync/rwsem) is taken only inside the Sem's methods,
+// which take no other lock, so it is a leaf below everything; so is a
+// waitq.Queue's lock. Sink.Event runs during a Flush, with no dcache mutex
+// held but possibly a directory sem. No lock on this tree is held while
+// calling the loader or while sending a kernel notify.
 //
 // At most one directory mu is held at a time, with these exceptions: Rmdir
 // and Rename take a victim directory's mu after its parent's (ancestor before
@@ -101,8 +119,8 @@
 // Caller whose request made it, so a consumer can tell changes made through
 // FUSE (the kernel already knows) from registrations, unregistrations and
 // expiries (the kernel must be told, from a worker), and need not echo the
-// loader's own changes back to it. Callers of the ...Locked primitives call
-// Flush after releasing mu. LastSeq numbers the last event queued, so a
+// loader's own changes back to it. Callers of the ...Locked methods call
+// Flush once they released mu. LastSeq numbers the last event queued, so a
 // consumer can wait until it has handled every change made so far; a
 // rename's events are queued adjacently and marked Renamed.
 //

@@ -133,9 +133,9 @@ type eventQueue struct {
 	queued atomic.Int64
 }
 
-// pushLocked queues ev. Preconditions: none beyond the lock order (mu is a
-// leaf); the name says it is called with namespace locks held.
-func (q *eventQueue) pushLocked(ev Event) { q.pushAllLocked(ev) }
+// push queues ev. It takes q.mu, a leaf: callers may hold any namespace
+// lock, and usually do, so that events queue in the order of the changes.
+func (q *eventQueue) push(ev Event) { q.pushAll(ev) }
 
 // maxSpare bounds the batch array a queue keeps for reuse (events).
 const maxSpare = 256
@@ -148,9 +148,9 @@ func (q *eventQueue) reuseLocked() {
 	}
 }
 
-// pushAllLocked queues evs with consecutive sequence numbers, nothing
-// between them. Preconditions: as pushLocked.
-func (q *eventQueue) pushAllLocked(evs ...Event) {
+// pushAll queues evs with consecutive sequence numbers, nothing between
+// them. It takes q.mu, as push.
+func (q *eventQueue) pushAll(evs ...Event) {
 	if q.sink == nil {
 		return
 	}

@@ -22,7 +22,7 @@ func (s *panicSink) Event(ev Event) {
 func TestEventQueueSurvivesPanickingSink(t *testing.T) {
 	s := &panicSink{}
 	q := &eventQueue{sink: s}
-	q.pushLocked(Event{Kind: KindCreate, Name: "a"})
+	q.push(Event{Kind: KindCreate, Name: "a"})
 	func() {
 		defer func() {
 			if p := recover(); p != "sink" {
@@ -31,7 +31,7 @@ func TestEventQueueSurvivesPanickingSink(t *testing.T) {
 		}()
 		q.flush()
 	}()
-	q.pushLocked(Event{Kind: KindCreate, Name: "b"})
+	q.push(Event{Kind: KindCreate, Name: "b"})
 	q.flush()
 	if len(s.got) != 1 || s.got[0] != "b" {
 		t.Fatalf("after the panic the sink got %q, want [b]", s.got)

@@ -17,8 +17,8 @@ func TestEventQueueReusesBatch(t *testing.T) {
 	s := &countSink{}
 	q := &eventQueue{sink: s}
 	for i := 1; i <= 3; i++ {
-		q.pushLocked(Event{Kind: KindCreate, Name: "x"})
-		q.pushAllLocked(Event{Kind: KindDelete, Name: "y"}, Event{Kind: KindCreate, Name: "z"})
+		q.push(Event{Kind: KindCreate, Name: "x"})
+		q.pushAll(Event{Kind: KindDelete, Name: "y"}, Event{Kind: KindCreate, Name: "z"})
 		q.flush()
 		if s.n != 3*i || s.last.Seq != uint64(3*i) || s.last.Name != "z" {
 			t.Fatalf("round %d: %d events, last %+v", i, s.n, s.last)
@@ -35,7 +35,7 @@ func TestEventQueueReusesBatch(t *testing.T) {
 		q.mu.Unlock()
 	}
 	if a := testing.AllocsPerRun(100, func() {
-		q.pushLocked(Event{Kind: KindCreate, Name: "x"})
+		q.push(Event{Kind: KindCreate, Name: "x"})
 		q.flush()
 	}); a != 0 {
 		t.Errorf("push+flush allocates %v times", a)

@@ -202,17 +202,19 @@ func (ns *Namespace) Statfs() Statfs {
 
 // Flush delivers queued events to the sink. Preconditions: no dcache mutex
 // held. Every dcache method that changes the namespace flushes on return;
-// callers of the ...Locked primitives call Flush after UnlockMu.
+// a caller of the ...Locked methods flushes once it released mu (and, in
+// package lookup, sem).
 func (ns *Namespace) Flush() { ns.events.flush() }
 
-// EmitLookup queues and delivers a LOOKUP event for name in dir (package
-// lookup calls it on a miss), unless the sink wants none now
-// (LookupSink). Preconditions: no dcache mutex held.
-func (ns *Namespace) EmitLookup(dir *Node, name string, c Caller) {
+// EmitLookup queues and delivers a LOOKUP event for name in dir, whose path
+// the caller read once (dirPath, from dir.Path()) for the whole miss,
+// unless the sink wants none now (LookupSink). Preconditions: no dcache
+// mutex held.
+func (ns *Namespace) EmitLookup(dir *Node, dirPath, name string, c Caller) {
 	if !WantsLookups(ns.events.sink) {
 		return
 	}
-	ns.events.pushLocked(Event{Kind: KindLookup, Path: dir.childPath(name),
+	ns.events.push(Event{Kind: KindLookup, Path: joinPath(dirPath, name),
 		Parent: dir.ino, Name: name, Origin: c})
 	ns.events.flush()
 }
@@ -435,8 +437,8 @@ func (ns *Namespace) unregister(path string, c Caller) error {
 		victim.attrMu.Unlock()
 		ev.Parent, ev.Name, ev.Path = parent.ino, name, parent.childPath(name)
 		parent.removeLocked(de, now)
-		victim.dropLinkLocked(now)
-		ns.events.pushLocked(ev)
+		victim.dropLink(now)
+		ns.events.push(ev)
 		pd.mu.Unlock()
 		return nil
 	}
@@ -449,8 +451,8 @@ func (ns *Namespace) unregister(path string, c Caller) error {
 	parent.removeLocked(de, now)
 	pd.mu.Unlock()
 	ns.unregisterTree(victim, ev.Path, c, now)
-	victim.dropLinkLocked(now)
-	ns.events.pushLocked(ev)
+	victim.dropLink(now)
+	ns.events.push(ev)
 	return nil
 }
 
@@ -478,7 +480,7 @@ func (ns *Namespace) unregisterTree(dir *Node, path string, c Caller, now time.T
 		if child.dir != nil {
 			ns.unregisterTree(child, ev.Path, c, now)
 		}
-		child.dropLinkLocked(now)
-		ns.events.pushLocked(ev)
+		child.dropLink(now)
+		ns.events.push(ev)
 	}
 }

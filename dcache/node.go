@@ -151,7 +151,7 @@ func (n *Node) Attr() Attr {
 	return n.attrLocked()
 }
 
-// attrLocked: preconditions: n.attrMu held.
+// attrLocked is Attr. Preconditions: n.attrMu held.
 func (n *Node) attrLocked() Attr {
 	a := Attr{
 		Ino: n.ino, Gen: n.ns.gen, Type: n.typ,
@@ -204,12 +204,14 @@ func (n *Node) Path() string {
 }
 
 // childPath joins n's path and name.
-func (n *Node) childPath(name string) string {
-	p := n.Path()
-	if p == "" {
+func (n *Node) childPath(name string) string { return joinPath(n.Path(), name) }
+
+// joinPath joins a directory's path ("" for the root) and a name.
+func joinPath(dir, name string) string {
+	if dir == "" {
 		return name
 	}
-	return p + "/" + name
+	return dir + "/" + name
 }
 
 // Parent returns the directory holding n's most recent name, the root for
@@ -285,7 +287,7 @@ func (n *Node) setAttr(in SetAttrIn, c Caller) (Attr, error) {
 				kind = KindTouch // internal: for whoever keeps times (package state)
 			}
 			ev := n.eventLocked(kind, c)
-			n.ns.events.pushLocked(ev)
+			n.ns.events.push(ev)
 		}
 	}
 	return a, nil
@@ -392,10 +394,10 @@ func (n *Node) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-// dropLinkLocked takes one link from n and returns true when it was the
-// last. Preconditions: the entry is gone from its directory (that
-// directory's mu held, or the directory dead); n.attrMu not held.
-func (n *Node) dropLinkLocked(now time.Time) bool {
+// dropLink takes one link from n and returns true when it was the last.
+// Preconditions: the entry is gone from its directory (under that
+// directory's mu, or the directory is dead); n.attrMu not held.
+func (n *Node) dropLink(now time.Time) bool {
 	n.attrMu.Lock()
 	defer n.attrMu.Unlock()
 	n.setTimeLocked(ctime, now)

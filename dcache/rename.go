@@ -139,7 +139,7 @@ func (ns *Namespace) rename(oldDir *Node, oldName string, newDir *Node, newName 
 		for i := range evs {
 			evs[i].Renamed = true
 		}
-		ns.events.pushAllLocked(evs...)
+		ns.events.pushAll(evs...)
 		return nil
 	}
 	if nde != nil {
@@ -157,6 +157,6 @@ func (ns *Namespace) rename(oldDir *Node, oldName string, newDir *Node, newName 
 	ev2 := src.eventLocked(KindCreate, c)
 	src.attrMu.Unlock()
 	ev2.Renamed = true
-	ns.events.pushAllLocked(ev, ev2) // adjacent: see Event.Renamed
+	ns.events.pushAll(ev, ev2) // adjacent: see Event.Renamed
 	return nil
 }

@@ -125,9 +125,14 @@
 //
 // # Lock order
 //
-//	lookup and dcache locks (see those packages; taken inside their calls)
-//	  nodeTable stripe mutex and dirMu, handleTable mutex, NotifyQueue.mu (leaves;
-//	  never held across a call)
+// The namespace's locks (directory sems and mus, attributes, the event
+// queue) are taken inside lookup and dcache calls, in the one order of
+// package dcache's doc ("Lock order"). NotifyQueue.mu is a sink's lock
+// there: Event takes it during a flush, possibly under a directory sem.
+// This package's own locks are leaves of that tree or outside it:
+//
+//	nodeTable stripe mutex and dirMu, handleTable mutex, NotifyQueue.mu (leaves;
+//	never held across a call)
 //	viewSet.mu (a parent's views: held while setting their timeouts)
 //	  the view's own viewSet.mu (empty: views make no views)
 //	NotifyMux.mu (Add and Remove only; Event takes no lock)

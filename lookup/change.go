@@ -23,7 +23,7 @@ func (r *Resolver) lockForChange(ctx context.Context, op string, dir *dcache.Nod
 	if sem.DownWriteCtx(ctx) != nil {
 		return interrupted(op, name)
 	}
-	if err := r.waitForLoadLocked(ctx, dir, name); err != nil {
+	if err := r.waitForLoad(ctx, dir, name); err != nil {
 		sem.UpWrite()
 		return interrupted(op, name)
 	}
@@ -111,7 +111,7 @@ func (r *Resolver) Rename(ctx context.Context, oldDir *dcache.Node, oldName stri
 	if oldDir == newDir {
 		return r.change(ctx, "rename", oldDir, oldName, c, func() error {
 			if oldName != newName {
-				if err := r.waitForLoadLocked(ctx, oldDir, newName); err != nil {
+				if err := r.waitForLoad(ctx, oldDir, newName); err != nil {
 					return err
 				}
 			}
@@ -130,10 +130,10 @@ func (r *Resolver) Rename(ctx context.Context, oldDir *dcache.Node, oldName stri
 		return interrupted("rename", oldName)
 	}
 	defer second.Sem().UpWrite()
-	if err := r.waitForLoadLocked(ctx, oldDir, oldName); err != nil {
+	if err := r.waitForLoad(ctx, oldDir, oldName); err != nil {
 		return err
 	}
-	if err := r.waitForLoadLocked(ctx, newDir, newName); err != nil {
+	if err := r.waitForLoad(ctx, newDir, newName); err != nil {
 		return err
 	}
 	return r.ns.Rename(oldDir, oldName, newDir, newName, flags, c)

@@ -10,16 +10,18 @@
 // load. The first caller becomes the owner of an in-flight record, a call,
 // published in the directory's in-flight slot table (a dcache primitive,
 // under the directory's mu); later callers find it there, take a
-// reference and wait on it — the revalidate wait of devfs. In order:
+// reference and wait on it — the revalidate wait of devfs. In order, as
+// Resolver.Lookup (step 1) and Resolver.miss (steps 2 to 5) in miss.go
+// run them:
 //
-//  1. holding the directory's sem shared, find no child and no fresh
-//     negative entry;
+//  1. holding the directory's sem shared, and then its mu, find no child
+//     and no fresh negative entry;
 //  2. under mu, publish a new call (one reference: the owner's);
-//  3. release sem; send the LOOKUP event; start the Load and wait for it,
-//     for the deadline (Options.Timeout, default 5 s), or for the owner's
-//     context;
+//  3. release mu and sem; send the LOOKUP event; start the Load and wait
+//     for it, for the deadline (Options.Timeout, default 5 s), or for the
+//     owner's context;
 //  4. under mu: unpublish the call, cache the miss negatively if the name
-//     is still absent, wake every waiter, drop the owner's reference;
+//     is still absent, wake every waiter; then drop the owner's reference;
 //  5. only then take sem shared again, look at the children once more, and
 //     answer: the node, or ENOENT.
 //
@@ -28,8 +30,8 @@
 // the load so that it acts on what the load produced — and an owner that
 // retook sem first would wait for that waiter, which waits for the owner:
 // the devfs deadlock of 2003 (`ls /dev/foo & rm -f /dev/foo`), race R4.
-// finish_r4.go holds the fixed order and finish_mutant_r4.go, built with
-// the tag mutant_r4, the buggy one; TestR4LsAndRmOfLoadingName fails on it.
+// The build tag mutant_r4 swaps the two steps (order_mutant_r4.go), and
+// TestR4LsAndRmOfLoadingName fails on it.
 //
 // # Records and their lifetime
 //
@@ -42,7 +44,7 @@
 // no reference, so a loader that hangs past the deadline delays nobody: at
 // the deadline the owner finishes the call (steps 4 and 5) and every waiter
 // is released with ENOENT. If the owner's context ends first (a FUSE
-// INTERRUPT), the owner answers EINTR at once and hands steps 4 to a
+// INTERRUPT), the owner answers EINTR at once and hands step 4 to a
 // goroutine that waits for the load or the deadline in its place, so the
 // other waiters are not cut short by one caller's interrupt.
 //
@@ -66,36 +68,39 @@
 // the Resolver's Mknod, Mkdir, Symlink, Link, Unlink, Rmdir and Rename for
 // the namespace changes (each takes the directory sem exclusive for the
 // whole operation, two in inode order for a rename; the loader's own
-// changes take only mu). Attribute changes and
-// file content go straight to the dcache.Node (SetAttr, ReadAt, WriteAt),
-// which need no directory lock. Registration by the loader or the control
-// API goes straight to dcache.Namespace.Register and Unregister, which take
-// only mu. No call here holds a lock while it calls the loader or delivers
+// changes take only mu). Attribute changes and file content go straight
+// to the dcache.Node (SetAttr, ReadAt, WriteAt), which need no directory
+// lock. Registration by the loader or the control API goes straight to
+// dcache.Namespace.Register and Unregister, which take only mu. No call here holds a lock while it calls the loader or delivers
 // events; events reach the sink, which must only queue, after every dcache
 // mutex is released.
 //
 // # Model
 //
 // test/model/lookup.pml is a spin model of the miss protocol: Lookup
-// (owner and waiter paths, lookAgain, load and its hand-off goroutine,
-// finishMiss, complete, wait) and Unlink (lockForChange,
-// waitForLoadLocked) as Promela processes and inlines of the same names,
-// over the slot table, the call's references and its waitq.Queue, with a
-// loader that answers, fails, hangs or registers late. test/model/check.sh
-// proves with it that there is no deadlock, that a waiter is released
-// without EINTR only after step 4, and that no record is used after its
-// last reference, and that the R4 order (switch MUT_R4) and a record on
-// the owner's stack (MUT_STACK) are caught; docs/model.md gives the
-// bounds. Change the model with the code.
+// (the owner branch, which is miss; the waiter branch, which is waitOn;
+// load and its hand-off goroutine; complete; wait) and Unlink
+// (lockForChange, waitForLoad) as Promela processes and inlines of the
+// same names, over the slot table, the call's references and its
+// waitq.Queue, with a loader that answers, fails, hangs or registers late.
+// test/model/check.sh proves with it that there is no deadlock, that a
+// waiter is released without EINTR only after step 4, that no record is
+// used after its last reference, and that the R4 order (switch MUT_R4)
+// and a record on the owner's stack (MUT_STACK) are caught; docs/model.md
+// gives the bounds. Change the model with the code.
 //
 // # Lock order
 //
-//	dcache dir sem (this package; two of a rename in inode order)
-//	  dcache Namespace.renameMu
-//	    dcache dir mu (the in-flight slot table is under it)
-//	      call.wq's lock (sync/waitq, a leaf)
-//	      dcache node attrMu
-//	        dcache event queue lock
+// The locks this package takes are the namespace's: the directory sems
+// and mus, and under a mu a call's wait queue lock (sync/waitq, a leaf).
+// Their order is the one tree in package dcache's doc ("Lock order").
+//
+// # Files
+//
+// resolver.go holds the API (Loader and its optional interfaces, Options,
+// MissInfo, Resolver, Stats); call.go the in-flight record; miss.go the
+// miss protocol, both sides of it (the owner's steps, the waiters'); and
+// change.go the namespace changes and readdir.
 //
 // Errors are *io/fs.PathError values wrapping a syscall.Errno, as dcache's.
 package lookup

@@ -107,9 +107,9 @@
 // procPin/procUnpin (by linkname; see shard.go). A P is run by one thread at
 // a time and threads rarely change CPUs, so a P's shard stays in that core's
 // cache. The hint only has to be cheap and sticky, not exact: the update is
-// atomic whatever shard it lands on. A random shard (math/rand/v2) was
-// measured too: at GOMAXPROCS 2 it was slower than one shared atomic,
-// because every other update pulls the line from the other core.
+// atomic whatever shard it lands on. A random shard would not be sticky:
+// at GOMAXPROCS 2 every other update would pull the line from the other
+// core, which costs more than one shared atomic.
 //
 // # Limits
 //
@@ -152,6 +152,9 @@ type Ref struct {
 	shards []shard
 	// mask is len(shards)-1; set by New, read-only after.
 	mask int
+	// hooks is nil except in tests (see testHooks); read by every shard
+	// update, so it shares the read-only line of shards and mask.
+	hooks *testHooks
 
 	_ [cacheLine]byte // keep central off the line holding shards/mask
 
@@ -206,7 +209,7 @@ func (r *Ref) Get() { r.getOn(r.shard()) }
 // getOn is Get on shard s (tests pick the shard; Get picks the caller's).
 // The fast path is one atomic add and a compare; the rest is in getSlow.
 func (r *Ref) getOn(s *shard) {
-	if s.add(1) <= poisonFloor {
+	if r.add(s, 1) <= poisonFloor {
 		r.getSlow(s)
 	}
 }
@@ -227,7 +230,7 @@ func (r *Ref) getSlow(s *shard) {
 func (r *Ref) TryGet() bool { return r.tryGetOn(r.shard()) }
 
 func (r *Ref) tryGetOn(s *shard) bool {
-	if s.add(1) > poisonFloor {
+	if r.add(s, 1) > poisonFloor {
 		return true
 	}
 	// Poison is only ever written by Kill: the Ref is dying or dead. Undo.
@@ -240,7 +243,7 @@ func (r *Ref) tryGetOn(s *shard) bool {
 func (r *Ref) Put() { r.putOn(r.shard()) }
 
 func (r *Ref) putOn(s *shard) {
-	if s.add(-1) <= poisonFloor {
+	if r.add(s, -1) <= poisonFloor {
 		r.putSlow(s)
 	}
 }
@@ -284,8 +287,8 @@ func (r *Ref) Kill() <-chan struct{} {
 	r.mode.Store(modeDying)
 	for i := range r.shards {
 		r.central.Add(r.shards[i].n.Swap(poison))
-		if h := testHookKillSwitched; h != nil {
-			h(i)
+		if h := r.hooks; h != nil && h.killSwitched != nil {
+			h.killSwitched(i)
 		}
 	}
 	// Every shard is moved: central is bias + the exact count (>= 1, the

@@ -194,12 +194,12 @@ func TestR5LostShardUpdate(t *testing.T) {
 			stopped := make(chan struct{})
 			resume := make(chan struct{})
 			var first atomic.Bool
-			testHookShardUpdate = func() {
+			r.hooks = &testHooks{shardUpdate: func() {
 				if first.CompareAndSwap(false, true) {
 					close(stopped)
 					<-resume
 				}
-			}
+			}}
 			aDone := make(chan struct{})
 			go func() {
 				defer close(aDone)
@@ -209,7 +209,6 @@ func TestR5LostShardUpdate(t *testing.T) {
 			tt.b(r) // context B, while A is inside its update step
 			close(resume)
 			await(t, aDone, "context A finishing its update")
-			testHookShardUpdate = nil
 
 			want := held + tt.delta
 			if got := r.Count(); got != want {
@@ -540,13 +539,12 @@ func TestDyingBiasKeepsCountAboveZero(t *testing.T) {
 
 	inDying := make(chan struct{})
 	resume := make(chan struct{})
-	testHookKillSwitched = func(i int) {
+	r.hooks = &testHooks{killSwitched: func(i int) {
 		if i == 0 {
 			close(inDying)
 			<-resume
 		}
-	}
-	defer func() { testHookKillSwitched = nil }()
+	}}
 	waitDone, waitErr := waiter(r)
 	killed := make(chan struct{})
 	go func() {

@@ -30,15 +30,18 @@ type shard struct {
 	_ [cacheLine - 8]byte
 }
 
-// testHookShardUpdate, if set, runs at the start of every shard update step
-// (add); in the mutant_r5 build it runs between the load and the store. It
-// is set only by tests, before they start the goroutines that update, and
-// reset after they have joined them.
-var testHookShardUpdate func()
-
-// testHookKillSwitched, if set, runs in Kill after shard i is switched (so
-// a test can act in the dying mode). Set and reset by tests around Kill.
-var testHookKillSwitched func(i int)
+// testHooks are the points where TestR5LostShardUpdate and
+// TestDyingBiasKeepsCountAboveZero force an interleaving. A Ref's hooks are
+// nil except in tests, which set them on a Ref of their own before any
+// goroutine uses it and never change them while one does.
+type testHooks struct {
+	// shardUpdate runs at the start of every shard update step (add); in
+	// the mutant_r5 build it runs between the load and the store.
+	shardUpdate func()
+	// killSwitched runs in Kill after shard i is switched, so that a test
+	// can act in the dying mode.
+	killSwitched func(i int)
+}
 
 // procPin and procUnpin are the runtime's (sync.Pool and sync/atomic use the
 // same pair). procPin disables preemption and returns the current P's id;

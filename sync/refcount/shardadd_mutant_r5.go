@@ -5,10 +5,10 @@ package refcount
 // add, mutant R5: the shard update as a plain load and store (the
 // __this_cpu_inc of the 2014 bug). An update made to the shard between the
 // two is lost. TestR5LostShardUpdate must fail in this build.
-func (s *shard) add(d int64) int64 {
+func (r *Ref) add(s *shard, d int64) int64 {
 	v := s.n.Load()
-	if h := testHookShardUpdate; h != nil {
-		h()
+	if h := r.hooks; h != nil && h.shardUpdate != nil {
+		h.shardUpdate()
 	}
 	v += d
 	s.n.Store(v)

@@ -87,27 +87,21 @@
 // does: "until the task is actually awoken later by the caller, other
 // writers are able to steal it"), and the writer takes s itself when it
 // runs (tryWriteLockLocked, the kernel's rwsem_try_write_lock). Meanwhile
-// s stays free and a running writer can take it, instead of every write
-// handing s to a goroutine that still has to be scheduled: that direct
-// handoff, the rule until this package woke writers instead, formed a
-// convoy at 50% writes (see test/bench/README.md). A woken writer that
-// finds s taken sleeps again, still at the head; the thief's release
-// wakes it again. Readers, and WaitForRelease waiters, are still granted
-// by the waker, in a reader phase.
+// s stays free and a running writer can take it, rather than every write
+// handing s to a goroutine that still has to be scheduled, which convoys
+// at 50% writes (test/bench/README.md has the figures). A woken writer
+// that finds s taken sleeps again, still at the head; the thief's release
+// wakes it again. Readers, and WaitForRelease waiters, are granted by the
+// waker, in a reader phase.
 //
-// The kernel also lets a reader steal (commit 1a728dff855a, "locking/rwsem:
-// Enable reader optimistic lock stealing"): a reader whose fast-path add
-// found no WRITER and no HANDOFF keeps s, unless s is already owned by
-// readers (commit 2f06f702925b, "locking/rwsem: Prevent potential lock
-// starvation"), and if it is the first reader it grants the readers
-// queued at the head. It was implemented here, model-checked and
-// measured, and left out: a reader that has just released s (waking the
-// head writer) and reads again steals s back before the woken writer
+// Readers do not steal, unlike the kernel's (commit 1a728dff855a,
+// "locking/rwsem: Enable reader optimistic lock stealing", bounded by
+// commit 2f06f702925b): a reader that has just released s (waking the
+// head writer) and reads again would steal s back before the woken writer
 // runs, again and again until HANDOFF stops it after waitLimit, while
 // WAITERS queues every other reader behind that writer. The kernel's
-// woken writer spins on the owner and so usually wins; a goroutine cannot.
-// Measured on the benchmark of test/bench/README.md, it halved the
-// throughput of 95% reads at 8 goroutines per P.
+// woken writer spins on the owner and so usually wins; a goroutine cannot
+// (test/bench/README.md has the figures).
 //
 // Writers are not starved by a stream of readers: new readers queue
 // behind a waiting writer. Waiters are not starved by stealing writers:

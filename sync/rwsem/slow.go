@@ -82,7 +82,7 @@ func (s *Sem) putRecord(w *waiter) {
 
 // enqueueLocked appends w to the wait list and returns the state word after
 // setting WAITERS if w is the first waiter, with adj added to it in the
-// same atomic step. s.waitMu must be held.
+// same atomic step. Preconditions: s.waitMu held.
 func (s *Sem) enqueueLocked(w *waiter, adj int64) int64 {
 	w.queued = true
 	w.prev = s.tail
@@ -100,7 +100,7 @@ func (s *Sem) enqueueLocked(w *waiter, adj int64) int64 {
 	return c
 }
 
-// unlinkLocked takes w off the wait list. s.waitMu must be held. It does
+// unlinkLocked takes w off the wait list. Preconditions: s.waitMu held. It does
 // not touch the state word.
 func (s *Sem) unlinkLocked(w *waiter) {
 	if w.prev != nil {
@@ -120,7 +120,7 @@ func (s *Sem) unlinkLocked(w *waiter) {
 // removeLocked takes a cancelled waiter off the wait list, clearing
 // HANDOFF if it was the head (the bit was its) and WAITERS if the list is
 // now empty. It returns the state word after the change and whether w was
-// the head. s.waitMu must be held and w queued.
+// the head. Preconditions: s.waitMu held; w queued.
 // Model: removeLocked in test/model/rwsem.pml.
 func (s *Sem) removeLocked(w *waiter) (c int64, wasHead bool) {
 	wasHead = s.head == w
@@ -161,7 +161,7 @@ func (s *Sem) issue(wl *wakeList) {
 }
 
 // markWakeLocked grants s to the waiters at the head of the queue that can
-// have it now, collecting their wake handles into wl. s.waitMu must be held.
+// have it now, collecting their wake handles into wl. Preconditions: s.waitMu held.
 // See "The wait list and waking" in the package doc.
 // Model: markWakeLocked in test/model/rwsem.pml.
 func (s *Sem) markWakeLocked(wl *wakeList) {
@@ -183,7 +183,7 @@ func (s *Sem) markWakeLocked(wl *wakeList) {
 // passedOverLocked is called when the grant to the head waiter w failed
 // because s is held. If w has been passed over for longer than waitLimit
 // (counted from its first pass-over at the head) it reserves s for w by
-// setting HANDOFF — the only place the bit is set. s.waitMu must be held.
+// setting HANDOFF — the only place the bit is set. Preconditions: s.waitMu held.
 func (s *Sem) passedOverLocked(w *waiter, c int64) {
 	if c&flagHandoff != 0 {
 		return
@@ -201,7 +201,7 @@ func (s *Sem) passedOverLocked(w *waiter, c int64) {
 // free, without granting s: w takes s itself when it runs
 // (tryWriteLockLocked), and until then others may steal s. If s is held,
 // w is passed over; whoever holds s wakes the head again on release.
-// s.waitMu must be held.
+// Preconditions: s.waitMu held.
 // Model: wakeWriterLocked in test/model/rwsem.pml.
 func (s *Sem) wakeWriterLocked(w *waiter, wl *wakeList) {
 	if c := s.state.Load(); c&lockMask != 0 {
@@ -216,7 +216,7 @@ func (s *Sem) wakeWriterLocked(w *waiter, wl *wakeList) {
 
 // tryWriteLockLocked takes s for the queued writer w, which must be the
 // head, if s is free. Taking s clears HANDOFF (it was w's) and, if w was
-// the only waiter, WAITERS, and dequeues w. s.waitMu must be held.
+// the only waiter, WAITERS, and dequeues w. Preconditions: s.waitMu held.
 // Model: tryWriteLockLocked in test/model/rwsem.pml.
 func (s *Sem) tryWriteLockLocked(w *waiter) bool {
 	for {
@@ -242,8 +242,8 @@ func (s *Sem) tryWriteLockLocked(w *waiter) bool {
 // WaitForRelease waiter in the queue, up to maxReadersWakeup, raising the
 // reader count by the number of readers only. It reports whether the
 // caller should look at the head again: the phase woke only WaitForRelease
-// waiters, s is free and others are still queued (race R3). s.waitMu must
-// be held.
+// waiters, s is free and others are still queued (race R3). Preconditions:
+// s.waitMu held.
 // Model: grantReadersLocked in test/model/rwsem.pml (R3: again).
 func (s *Sem) grantReadersLocked(wl *wakeList) (again bool) {
 	head := s.head

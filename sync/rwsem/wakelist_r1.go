@@ -17,7 +17,7 @@ type wakeLink struct{}
 // wakeList collects wake handles under waitMu.
 type wakeList struct{ l waitq.WakeList }
 
-// add collects the granted record w's handle. waitMu must be held.
+// add collects the granted record w's handle. Preconditions: the Sem's waitMu held.
 func (wl *wakeList) add(w *waiter) { wl.l.Add(w.tok) }
 
 func (wl *wakeList) empty() bool { return wl.l.Len() == 0 }

@@ -144,7 +144,7 @@ func (q *Queue) Prepare(exclusive bool) *Waiter {
 	return w
 }
 
-// removeLocked unlinks w. q.mu must be held and w must be queued.
+// removeLocked unlinks w. Preconditions: q.mu held; w queued.
 func (q *Queue) removeLocked(w *Waiter) {
 	if w.prev != nil {
 		w.prev.next = w.next
@@ -264,7 +264,7 @@ func (q *Queue) wake(n int) int {
 
 // wakeLocked grants up to n exclusive waiters (n < 0: all) and every
 // non-exclusive waiter before the stopping point, collecting their Tokens
-// into wl. q.mu must be held. Granting — unlinking the record and marking it
+// into wl. Preconditions: q.mu held. Granting — unlinking the record and marking it
 // woken — is the last write made to a record by a waker.
 func (q *Queue) wakeLocked(n int, wl *WakeList) int {
 	woken := 0

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Model-checks the spin models of test/model (issue 9; docs/model.md says
-# what they prove and under which bounds).
+# Model-checks the spin models of test/model (docs/model.md says what they
+# prove and under which bounds).
 #
 # Every model is checked both ways:
 #   fix     the model of the committed Go code: every property must hold,

@@ -1,17 +1,18 @@
 /*
  * lookup.pml: a Promela model of the miss protocol of DESIGN.md section 3
- * as package lookup implements it (lookup.go, change.go, finish_r4.go),
- * over the in-flight slot table and locks of dcache (dir.go) and the wait
- * queue of sync/waitq (waitq.go, token.go).
+ * as package lookup implements it (miss.go, call.go, change.go,
+ * order_r4.go), over the in-flight slot table and locks of dcache (dir.go)
+ * and the wait queue of sync/waitq (waitq.go, token.go).
  *
  * Goroutines (proctypes, named after the Go functions they run):
  *   Lookup(0), Lookup(1)  Resolver.Lookup of the same missing name; the one
- *                         that publishes first is the owner, the other a
- *                         waiter (or it finds the name, or the negative entry).
+ *                         that publishes first is the owner (Resolver.miss),
+ *                         the other a waiter (Resolver.waitOn), or it finds
+ *                         the name, or the negative entry.
  *                         Lookup(0)'s context may end at any time (a FUSE
  *                         INTERRUPT) while it waits.
  *   Unlink(2)             Resolver.Unlink of that name: lockForChange takes
- *                         sem exclusive and, holding it, waitForLoadLocked
+ *                         sem exclusive and, holding it, waitForLoad
  *                         sleeps on the call (the `rm -f` of seeds/003).
  *   Load                  the goroutine load() starts (load.func1): the
  *                         loader answers at once (after registering the
@@ -32,19 +33,21 @@
  * DownReadCtx/DownWriteCtx are not interrupted in this model. A loader
  * that declines the name at once (lookup.Decliner) is not modelled: such a
  * miss publishes no record, takes no reference and waits on nothing
- * (Resolver.declined, after Resolver.lookupPass released every lock), so
+ * (Resolver.declined, after Resolver.Lookup released every lock), so
  * none of the properties below is about it; a loader that does not
  * decline is the Load modelled here.
  *
  * Ghost state: refs[cl] is call.refs, freed[cl] that the record's life
- * ended (refs reached 0: Stats.Live decremented), cdone[cl] is call.done.
+ * ended (refs reached 0: Stats.Live decremented), cdone[cl] that step 4
+ * (Resolver.complete) unpublished cl and is waking its waiters.
  *
  * NOBOUND drops the waiters' bound (Options.Timeout): the fixed protocol
  * must not need it, and without it MUT_R4 is the plain deadlock of 2003.
  *
  * Bug switches:
- *   MUT_R4     finishMiss retakes sem before step 4 (finish_mutant_r4.go;
- *              seeds/003, the devfs_lookup deadlock of 2003).
+ *   MUT_R4     Resolver.miss retakes sem before step 4 (r4RetakeFirst,
+ *              order_mutant_r4.go; seeds/003, the devfs_lookup deadlock
+ *              of 2003).
  *   MUT_STACK  the record lives on the owner's stack, as before the 2003
  *              patch: its life ends when the owner returns, whatever the
  *              waiters' references.
@@ -77,7 +80,7 @@ byte inflight = NIL;       /* dir.inflight[name] */
 /* calls */
 byte ncalls;
 byte refs[NC];             /* call.refs */
-bit  cdone[NC];            /* call.done */
+bit  cdone[NC];            /* ghost: step 4 ran */
 bit  freed[NC];            /* ghost: the record's life ended */
 bit  wqmu[NC];             /* call.wq.mu */
 bit  inLoadWait[NC];       /* ghost: the owner/finisher waits for load or deadline */
@@ -103,7 +106,7 @@ inline downWrite() {
 }
 inline upWrite()  { assert(semW); semW = 0 }
 
-/* ---- the record [lookup.go: call.get, call.put] ---- */
+/* ---- the record [call.go: call.join (its reference), call.put] ---- */
 inline get(cl) {
 	d_step {
 		assert(mu && inflight == cl);     /* published, under mu */
@@ -128,6 +131,12 @@ inline put(cl) {
 /* Queue.Prepare(false); the caller holds dir mu. */
 inline prepare(me, cl) {
 	atomic { wqmu[cl] == 0 -> USE(cl); wcall[me] = cl; wstate[me] = WQUEUED }
+}
+
+/* call.join: a waiter's reference, then its prepared wait; under dir mu. */
+inline join(me, cl) {
+	get(cl);
+	prepare(me, cl)
 }
 
 /* Waiter.finish */
@@ -195,12 +204,12 @@ inline register() {
 	unlockMu()
 }
 
-/* Resolver.complete: step 4. */
+/* Resolver.complete: step 4 (UnpublishLocked, AddNegativeLocked, WakeAll). */
 inline complete(cl) {
 	lockMu();
 	d_step {
 		USE(cl);
-		assert(inflight == cl);           /* ClearInflightLocked panics otherwise */
+		assert(inflight == cl);           /* UnpublishLocked panics otherwise */
 		inflight = NIL;
 		cdone[cl] = 1;
 		if :: !child -> negative = 1 :: else -> skip fi   /* AddNegativeLocked */
@@ -230,37 +239,36 @@ proctype LoadFinisher(byte cl) {           /* load.func2 */
 	complete(cl)
 }
 
-/* Resolver.Lookup (with lookAgain and finishMiss), for goroutine me. */
+/* Resolver.Lookup (with waitOn and miss), for goroutine me. */
 proctype Lookup(byte me; bit intr) {
 	byte cl = NIL, i, wl;
 	bit err, found, handed;
 
 	downRead();
-	lockMu();                              /* step 1 */
+	lockMu();                              /* step 1: EntryLocked */
 	if
 	:: child || negative ->
 		found = child; unlockMu(); upRead()
 	:: !child && !negative && inflight != NIL ->
-		/* a load is in flight: the revalidate wait, without sem */
+		/* a load is in flight: waitOn, the revalidate wait, without sem */
 		cl = inflight;
-		get(cl);
-		prepare(me, cl);
+		join(me, cl);
 		unlockMu();
 		upRead();
 		wait(me, cl, intr);
 		put(cl);
 		if
 		:: err -> skip                      /* EINTR */
-		:: else ->                          /* lookAgain */
+		:: else ->                          /* waitOn's step 5 */
 			downRead(); lockMu(); found = child; unlockMu(); upRead()
 		fi
 	:: !child && !negative && inflight == NIL ->
-		atomic {                            /* step 2: publish */
+		atomic {                            /* miss, step 2: PublishLocked */
 			cl = ncalls; ncalls++;
 			refs[cl] = 1; inflight = cl
 		};
 		unlockMu();
-		upRead();                           /* step 3 */
+		upRead();                           /* step 3: unlockShared, load */
 		atomic { run Load(cl); inLoadWait[cl] = 1 };
 		if
 		:: loadDone[cl]?err; inLoadWait[cl] = 0
@@ -273,10 +281,10 @@ proctype Lookup(byte me; bit intr) {
 		:: handed -> err = 1                /* EINTR; LoadFinisher does step 4 */
 		:: else ->
 #ifndef MUT_R4
-			complete(cl);                   /* finishMiss: step 4 ... */
-			downRead();                     /* ... then retake */
+			complete(cl);                   /* step 4 ... */
+			downRead();                     /* ... then step 5's retake */
 #else
-			downRead();                     /* retake before waking */
+			downRead();                     /* r4RetakeFirst: retake before waking */
 			complete(cl);
 #endif
 			lockMu(); found = child; unlockMu(); upRead()
@@ -289,7 +297,7 @@ proctype Lookup(byte me; bit intr) {
 }
 
 /* Resolver.Unlink: change → lockForChange (DownWriteCtx,
- * waitForLoadLocked) → dcache Node.Unlink → UpWrite. */
+ * waitForLoad) → dcache Node.Unlink → UpWrite. */
 proctype Unlink(byte me) {
 	byte cl = NIL, i, wl;
 	bit err;
@@ -299,8 +307,7 @@ proctype Unlink(byte me) {
 	if
 	:: inflight != NIL ->
 		cl = inflight;
-		get(cl);
-		prepare(me, cl);
+		join(me, cl);
 		unlockMu();
 		wait(me, cl, 0);                    /* holding sem exclusive */
 		put(cl)

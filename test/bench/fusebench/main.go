@@ -38,7 +38,13 @@
 // Last, unless -miss=false: the latency of a miss the built-in loader
 // answers (lstat of names it provides, each a real miss on a fresh mount).
 //
-//	go run ./test/bench/fusebench [-quick] [-reps 5] [-backends tmpfs,barefs,rawfloor,devfsd]
+// With -devfsd-old PATH, a devfsd binary built from another tree (an older
+// commit) is measured too, as the backend "devfsd-old" (and its READDIRPLUS
+// variants), interleaved with the rest, and the report ends with the ratios
+// of devfsd to devfsd-old: per case, the median over repetitions of the
+// ratio within each repetition (paired), and the ratio of the medians.
+//
+//	go run ./test/bench/fusebench [-quick] [-reps 5] [-backends tmpfs,barefs,rawfloor,devfsd] [-devfsd-old PATH]
 //
 // Run it from the repository (it builds barefs and devfsd with the
 // harness). Figures are only comparable within one run.
@@ -79,8 +85,12 @@ type variant struct {
 	label string
 	b     harness.Backend
 	rdp   string // "" default, "on", "off"
-	dirs  bool   // only for the readdir and ls -l cases
-	stat  bool   // only for the stat cases (rawfloor serves nothing else)
+	// bin is the devfsd binary of this variant (DEVFSD_BIN while it is
+	// mounted), "" for the harness's own (DEVFSD_BIN as fusebench was
+	// started with, or cmd/devfsd of this tree).
+	bin  string
+	dirs bool // only for the readdir and ls -l cases
+	stat bool // only for the stat cases (rawfloor serves nothing else)
 }
 
 // bcase is one benchmark: mount options, an unmeasured preparation, and
@@ -121,6 +131,7 @@ func run(w io.Writer) error {
 	threadsFlag := flag.String("threads", "1,2", "thread counts")
 	only := flag.String("cases", "", "cases to run, by parts of their names separated by ';' (\"churn;ls -l\"; default all)")
 	missFlag := flag.Bool("miss", true, "measure the latency of a miss the built-in loader answers (devfsd)")
+	oldBin := flag.String("devfsd-old", "", "a devfsd binary of another tree, measured as backend devfsd-old beside devfsd (which must be among -backends)")
 	flag.Parse()
 
 	n, big := 10000, 100000
@@ -145,13 +156,31 @@ func run(w io.Writer) error {
 	if !slices.Contains(want, "barefs") {
 		want = append(want, "barefs")
 	}
+	if *oldBin != "" {
+		if !slices.Contains(want, "devfsd") {
+			return fmt.Errorf("-devfsd-old needs devfsd among -backends (%q)", *backends)
+		}
+		abs, err := filepath.Abs(*oldBin)
+		if err != nil {
+			return err
+		}
+		if st, err := os.Stat(abs); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			return fmt.Errorf("-devfsd-old %q: not an executable file", *oldBin)
+		}
+		*oldBin = abs
+		want = append(want, oldLabel)
+	}
 	for _, name := range want {
+		bin := ""
+		if name == oldLabel {
+			name, bin = "devfsd", *oldBin
+		}
 		b, err := harness.ByName(name)
 		if err != nil {
 			return err
 		}
 		// Probe: a backend that cannot run yet is left out, saying why.
-		m, err := harness.Start(b, harness.Options{})
+		m, err := start(b, bin, harness.Options{})
 		if harness.IsUnavailable(err) {
 			fmt.Fprintf(os.Stderr, "fusebench: leaving out %s: %v\n", name, err)
 			continue
@@ -164,15 +193,19 @@ func run(w io.Writer) error {
 			vs = append(vs, variant{label: name, b: b, stat: true})
 			continue
 		}
-		vs = append(vs, variant{label: name, b: b})
+		label := name
+		if bin != "" {
+			label = oldLabel
+		}
+		vs = append(vs, variant{label: label, b: b, bin: bin})
 		if b.FUSE() {
 			// The READDIRPLUS choice matters only to readdir and
 			// ls -l; the default is the backend's own.
-			vs = append(vs, variant{label: name + "/rdp-off", b: b, rdp: "off", dirs: true})
+			vs = append(vs, variant{label: label + "/rdp-off", b: b, rdp: "off", dirs: true, bin: bin})
 			if name == "barefs" {
 				// go-fuse's default is on: the same as "barefs".
 			} else {
-				vs = append(vs, variant{label: name + "/rdp-on", b: b, rdp: "on", dirs: true})
+				vs = append(vs, variant{label: label + "/rdp-on", b: b, rdp: "on", dirs: true, bin: bin})
 			}
 		}
 	}
@@ -221,6 +254,9 @@ func run(w io.Writer) error {
 		fmt.Fprintf(os.Stderr, "fusebench: repetition %d of %d done\n", rep+1, *reps)
 	}
 	report(w, keys, vs, results, *reps, n, big)
+	if *oldBin != "" {
+		reportOld(w, keys, vs, results, *oldBin)
+	}
 	if *missFlag && slices.ContainsFunc(vs, func(v variant) bool { return v.label == "devfsd" }) {
 		if err := missLatency(w, *reps); err != nil {
 			return fmt.Errorf("miss latency: %w", err)
@@ -297,6 +333,30 @@ func isSet(name string) bool {
 	return set
 }
 
+// oldLabel is the backend name of -devfsd-old's binary.
+const oldLabel = "devfsd-old"
+
+// harnessBin is DEVFSD_BIN as fusebench was started with ("" if unset).
+var harnessBin, harnessBinSet = os.LookupEnv("DEVFSD_BIN")
+
+// start is harness.Start of b, with bin (if not "") as the devfsd binary:
+// the harness's devfsd backend reads DEVFSD_BIN when it mounts, so it is
+// set for this mount and put back as fusebench found it afterwards.
+// Mounts are made one at a time, from this goroutine only.
+func start(b harness.Backend, bin string, o harness.Options) (*harness.Mount, error) {
+	if bin != "" {
+		os.Setenv("DEVFSD_BIN", bin)
+		defer func() {
+			if harnessBinSet {
+				os.Setenv("DEVFSD_BIN", harnessBin)
+			} else {
+				os.Unsetenv("DEVFSD_BIN")
+			}
+		}()
+	}
+	return harness.Start(b, o)
+}
+
 func rotate(vs []variant, k int) []variant {
 	if len(vs) == 0 {
 		return nil
@@ -316,7 +376,7 @@ func measure(c bcase, v variant, threads int) (sample, error) {
 		Stats:           true,
 		Populate:        []harness.Populate{{Dir: "d", N: c.pop}},
 	}
-	m, err := harness.Start(v.b, o)
+	m, err := start(v.b, v.bin, o)
 	if err != nil {
 		return sample{}, err
 	}
@@ -609,6 +669,43 @@ func report(w io.Writer, keys []string, vs []variant, res map[string]map[string]
 		if a > 0 && b > 0 {
 			fmt.Fprintf(w, "%s: server RSS %.1f MiB with %d nodes, %.1f MiB with %d: %.0f bytes per extra node\n",
 				v.label, a/(1<<20), n, b/(1<<20), big, (b-a)/float64(big-n))
+		}
+	}
+}
+
+// reportOld gives, for each case and each devfsd variant measured with its
+// devfsd-old twin, the ratios of devfsd to devfsd-old: the median of the
+// ratios paired by repetition (both were measured in the same repetition,
+// one beside the other in the rotated order) and the ratio of the medians,
+// for operations per second and for server CPU per request.
+func reportOld(w io.Writer, keys []string, vs []variant, res map[string]map[string][]sample, oldBin string) {
+	fmt.Fprintf(w, "\ndevfsd (this tree) against devfsd-old (%s), same run: new/old; ops/s above 1 is faster, CPU below 1 is cheaper\n\n", oldBin)
+	fmt.Fprintln(w, "| case | backend | ops/s new/old, median of paired | ops/s new/old, of medians | CPU/request new/old, median of paired | CPU/request new/old, of medians |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|")
+	paired := func(a, b []sample, f func(sample) float64) float64 {
+		var rs []float64
+		for i := range min(len(a), len(b)) {
+			if x, y := f(a[i]), f(b[i]); x >= 0 && y > 0 {
+				rs = append(rs, x/y)
+			}
+		}
+		return median(rs)
+	}
+	ops := func(s sample) float64 { return s.opsPerSec }
+	cpu := func(s sample) float64 { return s.cpuPerReq }
+	for _, k := range keys {
+		for _, v := range vs {
+			if v.bin != "" || !strings.HasPrefix(v.label, "devfsd") {
+				continue
+			}
+			newS, ok1 := res[k][v.label]
+			oldS, ok2 := res[k][oldLabel+strings.TrimPrefix(v.label, "devfsd")]
+			if !ok1 || !ok2 {
+				continue
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", k, v.label,
+				num(paired(newS, oldS, ops), "%.3f"), ratio(field(newS, ops), field(oldS, ops)),
+				num(paired(newS, oldS, cpu), "%.3f"), ratio(field(newS, cpu), field(oldS, cpu)))
 		}
 	}
 }
