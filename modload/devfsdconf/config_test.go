@@ -12,7 +12,8 @@ import (
 
 // ids resolves the names the corpus uses, as Debian's base-passwd has
 // them, so that the tests do not depend on the host's /etc/group.
-var ids = map[string]uint32{"root": 0, "tty": 5, "dialout": 20, "cdrom": 24, "audio": 29, "video": 44}
+var ids = map[string]uint32{"root": 0, "tty": 5, "disk": 6, "lp": 7, "kmem": 15, "dialout": 20, "cdrom": 24,
+	"floppy": 25, "tape": 26, "audio": 29, "video": 44}
 
 func lookupID(name string) (uint32, error) {
 	if v, ok := ids[name]; ok {
