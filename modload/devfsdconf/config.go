@@ -51,6 +51,7 @@ import (
 	"io/fs"
 	"os"
 	"os/user"
+	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -633,6 +634,11 @@ func (p *parser) line(pos Pos, f []string, depth int) error {
 			p.bad(pos, "EXECUTE needs a program")
 			return nil
 		}
+		if rel := relativeFileArgs(r.Args); len(rel) > 0 {
+			p.bad(pos, "EXECUTE %s with the relative path %s: devfsd ran programs in its mount point, devfsd helper runs them in /, where this would change /%s: left out for safety; write $mntpnt/%s",
+				r.Args[0], strings.Join(rel, ", "), rel[0], rel[0])
+			return nil
+		}
 	case Copy:
 		if len(r.Args) != 2 {
 			p.refuse(pos, "COPY takes a source and a destination, got %d words", len(r.Args))
@@ -786,4 +792,34 @@ func ParseMode(s string) (uint32, error) {
 func (p *parser) expandPath(s string) (string, error) {
 	v := &Vars{Mntpnt: p.opts.Mountpoint, Getenv: p.opts.Getenv, NoNode: true}
 	return Expand(s, v, nil)
+}
+
+// fileTools are programs whose operands are paths to change, which
+// busybox's and Mandrake's files ran on names relative to /dev.
+var fileTools = map[string]bool{"ln": true, "rm": true, "mv": true, "cp": true, "mkdir": true, "rmdir": true,
+	"touch": true, "chmod": true, "chown": true, "chgrp": true, "mknod": true, "mkfifo": true}
+
+// relativeFileArgs returns the operands of an EXECUTE of a file tool that
+// are relative paths (ln's first operand is the link's content, and a
+// chmod's or chown's first is the mode or owner: both skipped).
+func relativeFileArgs(argv []string) []string {
+	tool := path.Base(argv[0])
+	if !fileTools[tool] {
+		return nil
+	}
+	var out []string
+	n := 0
+	for _, a := range argv[1:] {
+		if strings.HasPrefix(a, "-") {
+			continue
+		}
+		n++
+		if n == 1 && (tool == "ln" || tool == "chmod" || tool == "chown" || tool == "chgrp") {
+			continue
+		}
+		if !strings.HasPrefix(a, "/") && !strings.HasPrefix(a, "$") && !strings.HasPrefix(a, "~") {
+			out = append(out, a)
+		}
+	}
+	return out
 }

@@ -44,13 +44,29 @@ var realConfs = []confCase{
 		// tree (like most machines) lacks: busybox's devfsd exited there
 		// (read_config_file: "read config file: ..." and die); here the
 		// line is reported and the 34 rules around it load.
+		//
+		// The links busybox's example makes with ln and removes with rm
+		// name paths relative to /dev, where devfsd ran its programs;
+		// devfsd helper runs them in /, where they would make /cdrom on
+		// the host: left out for safety (the line says to write
+		// $mntpnt/cdrom).
 		root: "", file: "/mirror+busybox.examples.devfsd.conf", files: []string{"/mirror+busybox.examples.devfsd.conf"},
-		rules: 34, restores: []string{"/lib/dev-state"},
-		leftOut: []leftOut{{"/mirror+busybox.examples.devfsd.conf:128: INCLUDE /etc/devfs/busybox/: no such file or directory; left out, the rest of the configuration is loaded", true}},
+		rules: 24, restores: []string{"/lib/dev-state"},
+		leftOut: append(relative("/mirror+busybox.examples.devfsd.conf",
+			"67 /bin/ln cdrom", "68 /bin/rm cdrom", "75 /bin/ln video", "76 /bin/rm video", "77 /bin/ln radio", "78 /bin/rm radio",
+			"98 /bin/ln usbmouse", "99 /bin/rm usbmouse", `122 /bin/ln ost/\2\1`, `123 /bin/rm ost/\2\1`),
+			leftOut{"/mirror+busybox.examples.devfsd.conf:128: INCLUDE /etc/devfs/busybox/: no such file or directory; left out, the rest of the configuration is loaded", true}),
 	},
 	{
+		// The same for Mandrake's conf.d lines, which run ln and rm
+		// through PATH.
 		root: "", file: "/mirror+busybox.examples.devfsd.conf.2003-10-09", files: []string{"/mirror+busybox.examples.devfsd.conf.2003-10-09"},
-		rules: 57, restores: []string{"/lib/dev-state"},
+		rules: 37, restores: []string{"/lib/dev-state"},
+		leftOut: relative("/mirror+busybox.examples.devfsd.conf.2003-10-09",
+			"68 /bin/ln cdrom", "69 /bin/rm cdrom", "77 /bin/ln video", "78 /bin/rm video", "79 /bin/ln radio", "80 /bin/rm radio",
+			"95 /bin/ln usbmouse", "96 /bin/rm usbmouse", `118 /bin/ln ost/\2\1`, `119 /bin/rm ost/\2\1`,
+			"131 ln dvd", "132 rm dvd", "158 ln modem", "159 rm modem", "164 ln mouse", "165 rm mouse",
+			"170 ln psaux", "171 rm psaux", "180 ln ttyS0", "181 rm ttyS0"),
 	},
 	{
 		// Debian: devfsd.conf (3 rules) INCLUDEs perms (227 lines, 224
@@ -58,6 +74,18 @@ var realConfs = []confCase{
 		root: "classilla+dclinux", file: "/etc/devfs/devfsd.conf",
 		files: []string{"/etc/devfs/devfsd.conf", "/etc/devfs/perms", "/etc/devfs/dir.conf"}, rules: 3 + 224,
 	},
+}
+
+// relative lists EXECUTE lines left out for a relative path: each spec
+// is "LINE PROGRAM PATH".
+func relative(file string, specs ...string) []leftOut {
+	var out []leftOut
+	for _, sp := range specs {
+		f := strings.Fields(sp)
+		out = append(out, leftOut{fmt.Sprintf("%s:%s: EXECUTE %s with the relative path %s: devfsd ran programs in its mount point, "+
+			"devfsd helper runs them in /, where this would change /%s: left out for safety; write $mntpnt/%s", file, f[0], f[1], f[2], f[2], f[2]), false})
+	}
+	return out
 }
 
 func realOpts(root string) Options {

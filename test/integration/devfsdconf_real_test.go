@@ -281,7 +281,8 @@ func TestRealConfBusybox(t *testing.T) {
 	conf := filepath.Join(dir, "devfsd.conf")
 	// /lib/dev-state is the host's: it becomes a directory of the test.
 	// The links devfsd made relative to its working directory, the mount
-	// point, are written under $mntpnt (EXECUTE runs in / here).
+	// point, are written under $mntpnt: EXECUTE runs in / here, so as
+	// shipped these lines are left out (they would change /cdrom).
 	rewriteConf(t, realConf("mirror+busybox.examples.devfsd.conf"), conf, []rewrite{
 		{53, "/lib/dev-state", state}, {54, "/lib/dev-state", state}, {55, "/lib/dev-state", state},
 		{58, "/lib/dev-state", state}, {60, "/lib/dev-state", state},
@@ -393,6 +394,11 @@ func TestRealConfBusybox(t *testing.T) {
 // busybox's example as first committed (2003-10-09), with Mandrake's
 // conf.d content inline: links by ln through PATH, programs that are not
 // there (/etc/dynamic/scripts/...), a rule that can never match (^$).
+//
+// As in TestRealConfBusybox, /lib/dev-state becomes the test's, and the
+// links made relative to devfsd's working directory (the mount point) are
+// written under $mntpnt: as shipped those lines are left out (see
+// modload/devfsdconf's TestRealConfsLoad), since here they would change /.
 func TestRealConfBusybox2003(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "dev-state")
@@ -400,6 +406,11 @@ func TestRealConfBusybox2003(t *testing.T) {
 	rewriteConf(t, realConf("mirror+busybox.examples.devfsd.conf.2003-10-09"), conf, []rewrite{
 		{54, "/lib/dev-state", state}, {55, "/lib/dev-state", state}, {56, "/lib/dev-state", state},
 		{59, "/lib/dev-state", state}, {61, "/lib/dev-state", state},
+		{68, " cdrom", " $mntpnt/cdrom"}, {69, " cdrom", " $mntpnt/cdrom"},
+		{77, " video", " $mntpnt/video"}, {78, " video", " $mntpnt/video"},
+		{79, " radio", " $mntpnt/radio"}, {80, " radio", " $mntpnt/radio"},
+		{95, " usbmouse", " $mntpnt/usbmouse"}, {96, " usbmouse", " $mntpnt/usbmouse"},
+		{118, " ost/", " $mntpnt/ost/"}, {119, " ost/", " $mntpnt/ost/"},
 		{131, " dvd", " $mntpnt/dvd"}, {132, " dvd", " $mntpnt/dvd"},
 		{158, " modem", " $mntpnt/modem"}, {159, " modem", " $mntpnt/modem"},
 		{164, " mouse", " $mntpnt/mouse"}, {165, " mouse", " $mntpnt/mouse"},
