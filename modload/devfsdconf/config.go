@@ -26,10 +26,11 @@
 // stops the processing of that event.
 //
 // The actions are PERMISSIONS USER.GROUP MODE, EXECUTE PROGRAM ARGS...,
-// MODLOAD, COPY SRC DST, IGNORE, and MKOLDCOMPAT, RMOLDCOMPAT,
-// MKNEWCOMPAT, RMNEWCOMPAT (compatibility symlinks, see [OldName] and
-// [NewName]). CFUNCTION and MFUNCTION, which called functions in shared
-// objects, are rejected with a message naming the line.
+// MODLOAD, COPY SRC DST, IGNORE, MKOLDCOMPAT, RMOLDCOMPAT, MKNEWCOMPAT,
+// RMNEWCOMPAT (compatibility symlinks, see [OldName] and [NewName]), and
+// CFUNCTION GLOBAL mksymlink, symlink and unlink (devfsd's own and libc's
+// functions of paths). CFUNCTION of a shared object, any other GLOBAL
+// function, and MFUNCTION are left out with a message naming the line.
 //
 // Arguments are expanded when the entry runs ([Expand]): the variables
 // $devname, $devpath, $mntpnt, $uid, $gid, $mode, $hostname, $$, the
@@ -39,9 +40,13 @@
 // # Errors
 //
 // A malformed line is reported as FILE:LINE: message ([Diag]) and left
-// out; the rest of the file still applies. Only what makes the whole
-// configuration unusable is an error of [Load]: the file cannot be read, an
-// INCLUDE names nothing, includes nest too deep.
+// out; the rest of the file still applies, and so does the rest of the
+// configuration after an INCLUDE that names nothing. [Diag.Refused] tells
+// the lines devfsd 1.3.25 itself would have exited on from those left out
+// here only; [Config.Lines] and [WriteReport] say, line by line, what runs
+// (`devfsd helper --check`). Only what makes the whole configuration
+// unusable is an error of [Load]: the file itself cannot be read, includes
+// nest too deep or read too many files.
 package devfsdconf
 
 import (
