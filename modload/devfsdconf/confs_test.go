@@ -315,3 +315,73 @@ func TestDevfsdLineForms(t *testing.T) {
 		}
 	}
 }
+
+// modules.devfs as modprobe read it: alias chains and patterns, probe
+// (first that loads), probeall (all), include, off; other keywords are
+// listed as not used.
+func TestModulesPlan(t *testing.T) {
+	files := mapFiles{
+		"/etc/modules.devfs": "# devfsd's\n" +
+			"alias /dev/dsp sound-slot-0   # OSS\n" +
+			"alias sound-slot-0 sound\n" +
+			"alias /dev/tts/* serial\n" +
+			"probe /dev/fd0 fd0 floppy\n" +
+			"probeall /dev/snd/* snd-pcm snd-timer sound-slot-0\n" +
+			"alias /dev/loop-control off\n" +
+			"alias x y\nalias y x\n" +
+			"include modules.extra\n" +
+			"include /etc/none\n" +
+			"options serial irq=4\n" +
+			"pre-install sound /bin/sh -c 'rm -rf /'\n" +
+			"alias broken\n",
+		"/etc/modules.extra": "alias /dev/kvm kvm-intel\nalias /dev/dsp not-this-one\n",
+	}
+	m, err := LoadModules("/etc/modules.devfs", files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, mods string
+		all        bool
+	}{
+		{"/dev/dsp", "sound", false},
+		{"/dev/tts/0", "serial", false},
+		{"/dev/fd0", "fd0 floppy", false},
+		{"/dev/snd/pcmC0D0p", "snd-pcm snd-timer sound", true},
+		{"/dev/loop-control", "", false},
+		{"x", "", false},
+		{"/dev/kvm", "kvm-intel", false},
+		{"/dev/none", "", false},
+		{"sound", "sound", false},
+	}
+	for _, tt := range tests {
+		p := m.Plan(tt.name)
+		if got := strings.Join(p.Modules, " "); got != tt.mods || p.All != tt.all {
+			t.Errorf("Plan(%s) = %q all=%v, want %q all=%v", tt.name, got, p.All, tt.mods, tt.all)
+		}
+	}
+	if got := strings.Join(m.Files, " "); got != "/etc/modules.devfs /etc/modules.extra" {
+		t.Errorf("files %q", got)
+	}
+	var diags []string
+	for _, d := range m.Diags {
+		diags = append(diags, d.Error())
+	}
+	want := []string{
+		"/etc/modules.devfs:11: include /etc/none: no such file",
+		`/etc/modules.devfs:12: "options" lines are not used for MODLOAD`,
+		`/etc/modules.devfs:13: "pre-install" lines are not used for MODLOAD`,
+		"/etc/modules.devfs:14: alias takes a name and a module, got 1 words",
+	}
+	if len(diags) != len(want) {
+		t.Fatalf("diagnostics:\n%s", strings.Join(diags, "\n"))
+	}
+	for i := range want {
+		if !strings.HasPrefix(diags[i], want[i]) {
+			t.Errorf("diagnostic %d: %q, want %q", i, diags[i], want[i])
+		}
+	}
+	if _, err := LoadModules("/etc/missing", files); err == nil {
+		t.Error("a missing modules file is no error")
+	}
+}
