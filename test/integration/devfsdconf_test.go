@@ -393,8 +393,10 @@ func TestConfSighupReload(t *testing.T) {
 	if _, err := os.Stat(d.path("dsp")); err != nil {
 		t.Fatalf("dsp after the reload: %v", err)
 	}
-	// A configuration that cannot be read keeps the one in force.
-	if err := os.WriteFile(file, []byte("INCLUDE /nonexistent/devfsd.conf\nLOOKUP ^kvm$ MODLOAD\n"), 0o644); err != nil {
+	// A configuration that cannot be read (it includes itself, without
+	// end) keeps the one in force. (A missing INCLUDE does not make it
+	// unreadable: that line is left out and the rest loads.)
+	if err := os.WriteFile(file, []byte("INCLUDE "+file+"\nLOOKUP ^kvm$ MODLOAD\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	h.cmd.Process.Signal(syscall.SIGHUP)
