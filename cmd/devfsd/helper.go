@@ -40,6 +40,7 @@ type helperOpts struct {
 	socket       string
 	mount        string
 	fg, np, v    bool
+	check        bool
 	execTimeout  time.Duration
 	modprobe     string
 	modprobeConf string
@@ -72,6 +73,7 @@ func helperFlags(o *helperOpts) *flag.FlagSet {
 	fs.StringVar(&o.modprobeConf, "modprobe-conf", "/etc/modules.devfs", "the -C `file` of --modprobe (omitted when missing)")
 	fs.StringVar(&o.aliases, "aliases", "", "for the built-in catalogue: a modules.devfs-style `file` whose 'alias /dev/NAME MODULE' lines name modules")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: auto, console, json")
+	fs.BoolVar(&o.check, "check", false, "print what each line of --config runs or why it is left out, and exit (1: devfsd itself would have refused it)")
 	return fs
 }
 
@@ -92,6 +94,16 @@ func runHelper(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if o.execTimeout <= 0 || o.execTimeout > 10*time.Minute {
 		return usageError{fmt.Errorf("helper: --exec-timeout %v is out of range (0, 10m]", o.execTimeout)}
+	}
+	if o.check {
+		ok, err := devfsdconf.Check(os.Stdout, o.config, devfsdconf.Options{Mountpoint: o.mount})
+		if err != nil {
+			return usageError{fmt.Errorf("helper: %w", err)}
+		}
+		if !ok {
+			return errors.New("helper: --check: devfsd 1.3.25 would have refused this configuration (lines marked \"devfsd 1.3.25 exits here too\")")
+		}
+		return nil
 	}
 	// Check the configuration before going to the background, so that a
 	// bad one is a usage error here and now.

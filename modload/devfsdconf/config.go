@@ -26,10 +26,11 @@
 // stops the processing of that event.
 //
 // The actions are PERMISSIONS USER.GROUP MODE, EXECUTE PROGRAM ARGS...,
-// MODLOAD, COPY SRC DST, IGNORE, and MKOLDCOMPAT, RMOLDCOMPAT,
-// MKNEWCOMPAT, RMNEWCOMPAT (compatibility symlinks, see [OldName] and
-// [NewName]). CFUNCTION and MFUNCTION, which called functions in shared
-// objects, are rejected with a message naming the line.
+// MODLOAD, COPY SRC DST, IGNORE, MKOLDCOMPAT, RMOLDCOMPAT, MKNEWCOMPAT,
+// RMNEWCOMPAT (compatibility symlinks, see [OldName] and [NewName]), and
+// CFUNCTION GLOBAL mksymlink, symlink and unlink (devfsd's own and libc's
+// functions of paths). CFUNCTION of a shared object, any other GLOBAL
+// function, and MFUNCTION are left out with a message naming the line.
 //
 // Arguments are expanded when the entry runs ([Expand]): the variables
 // $devname, $devpath, $mntpnt, $uid, $gid, $mode, $hostname, $$, the
@@ -39,9 +40,13 @@
 // # Errors
 //
 // A malformed line is reported as FILE:LINE: message ([Diag]) and left
-// out; the rest of the file still applies. Only what makes the whole
-// configuration unusable is an error of [Load]: the file cannot be read, an
-// INCLUDE names nothing, includes nest too deep.
+// out; the rest of the file still applies, and so does the rest of the
+// configuration after an INCLUDE that names nothing. [Diag.Refused] tells
+// the lines devfsd 1.3.25 itself would have exited on from those left out
+// here only; [Config.Lines] and [WriteReport] say, line by line, what runs
+// (`devfsd helper --check`). Only what makes the whole configuration
+// unusable is an error of [Load]: the file itself cannot be read, includes
+// nest too deep or read too many files.
 package devfsdconf
 
 import (
@@ -51,6 +56,7 @@ import (
 	"io/fs"
 	"os"
 	"os/user"
+	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -113,12 +119,27 @@ const (
 	RmOldCompat
 	MkNewCompat
 	RmNewCompat
+	// Mksymlink, Symlink and Unlink are devfsd's CFUNCTION GLOBAL
+	// mksymlink, symlink and unlink: the three functions of devfsd's own
+	// symbol table and libc whose arguments are all paths. A relative path
+	// is relative to the mount point (devfsd ran in it).
+	Mksymlink
+	Symlink
+	Unlink
 )
 
 var actionNames = map[Action]string{
 	Permissions: "PERMISSIONS", Execute: "EXECUTE", Modload: "MODLOAD", Copy: "COPY", Ignore: "IGNORE",
 	MkOldCompat: "MKOLDCOMPAT", RmOldCompat: "RMOLDCOMPAT", MkNewCompat: "MKNEWCOMPAT", RmNewCompat: "RMNEWCOMPAT",
+	Mksymlink: "CFUNCTION GLOBAL mksymlink", Symlink: "CFUNCTION GLOBAL symlink", Unlink: "CFUNCTION GLOBAL unlink",
 }
+
+// globalFuncs are the CFUNCTION GLOBAL functions provided, and how many
+// arguments each takes.
+var globalFuncs = map[string]struct {
+	a    Action
+	args int
+}{"mksymlink": {Mksymlink, 2}, "symlink": {Symlink, 2}, "unlink": {Unlink, 1}}
 
 func (a Action) String() string {
 	if s, ok := actionNames[a]; ok {
@@ -141,6 +162,10 @@ type Diag struct {
 	Pos     Pos
 	Msg     string
 	Warning bool
+	// Refused: devfsd 1.3.25 itself would not have started with this
+	// line (it exited on it); other errors are lines devfsd accepted and
+	// this package leaves out for safety or for want of support.
+	Refused bool
 }
 
 func (d Diag) Error() string {
@@ -165,7 +190,8 @@ type Rule struct {
 	UID, GID int64
 	Mode     uint32
 
-	re *regexp.Regexp
+	re   *regexp.Regexp
+	line int // index in Config.Lines
 }
 
 // Match reports whether the rule's regular expression matches name, and
@@ -199,6 +225,24 @@ type Config struct {
 	Diags []Diag
 	// Files are the files read, in order.
 	Files []string
+	// Lines are the lines read that are not blank or comments, in the
+	// order read, each with what it does or why it is left out: the
+	// report of [Lint].
+	Lines []Line
+}
+
+// Line is one entry line as read, and what became of it.
+type Line struct {
+	Pos  Pos
+	Text string // the line, blanks at either end trimmed
+	// Does says what the line does when it is used: a rule's event,
+	// expression and resolved action, or a directive's effect.
+	Does string
+	// LeftOut says why the line is not used; "" if it is.
+	LeftOut string
+	// Refused: devfsd 1.3.25 would have exited on this line (see Diag).
+	Refused  bool
+	Warnings []string
 }
 
 // Errors returns the diagnostics that are errors.
@@ -333,7 +377,7 @@ func (o *Options) defaults() {
 // Load reads the configuration file at path (and what it includes).
 func Load(path string, opts Options) (*Config, error) {
 	opts.defaults()
-	p := &parser{opts: opts, cfg: &Config{}}
+	p := &parser{opts: opts, cfg: &Config{}, cur: -1}
 	if err := p.include(path, false, 0, Pos{}); err != nil {
 		return nil, err
 	}
@@ -344,7 +388,7 @@ func Load(path string, opts Options) (*Config, error) {
 // opts.Files).
 func Parse(name string, data []byte, opts Options) (*Config, error) {
 	opts.defaults()
-	p := &parser{opts: opts, cfg: &Config{}}
+	p := &parser{opts: opts, cfg: &Config{}, cur: -1}
 	p.cfg.Files = append(p.cfg.Files, name)
 	if err := p.parse(name, data, 0); err != nil {
 		return nil, err
@@ -357,8 +401,14 @@ type parser struct {
 	cfg   *Config
 	files int                       // files read so far
 	res   map[string]*regexp.Regexp // compiled expressions, by pattern
+	cur   int                       // index in cfg.Lines of the line being parsed; -1 before the first
 }
 
+// include reads path for the INCLUDE (or OPTIONAL_INCLUDE) at from, or as
+// the configuration itself when from is zero. A path that cannot be read
+// is an error only for the configuration itself; for an INCLUDE it is
+// reported at the INCLUDE's line and the rest is read (a missing
+// OPTIONAL_INCLUDE is no error at all).
 func (p *parser) include(path string, optional bool, depth int, from Pos) error {
 	if depth > maxDepth {
 		return fmt.Errorf("%s: INCLUDE nested more than %d deep (a loop?)", from, maxDepth)
@@ -368,10 +418,17 @@ func (p *parser) include(path string, optional bool, depth int, from Pos) error 
 		if optional && errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
-		if from.File != "" {
-			return fmt.Errorf("%s: %w", from, err)
+		if from.File == "" {
+			return err
 		}
-		return err
+		if errors.Is(err, fs.ErrNotExist) {
+			// busybox's devfsd (1.3.25's port) exits here; a missing
+			// package directory must not take every other rule with it.
+			p.refuse(from, "INCLUDE %s: no such file or directory; left out, the rest of the configuration is loaded", path)
+		} else {
+			p.bad(from, "INCLUDE %s: %v; left out, the rest of the configuration is loaded", path, err)
+		}
+		return nil
 	}
 	if p.files++; p.files > maxFiles {
 		return fmt.Errorf("%s: more than %d files read (INCLUDE loops?)", from, maxFiles)
@@ -388,6 +445,13 @@ func (p *parser) include(path string, optional bool, depth int, from Pos) error 
 	return p.parse(path, data, depth)
 }
 
+// maxWords is how many words devfsd read of a line (sscanf with ten %s),
+// and maxLine the longest line it read whole (fgets into 255 bytes).
+const (
+	maxWords = 10
+	maxLine  = 254
+)
+
 func (p *parser) parse(name string, data []byte, depth int) error {
 	for i, line := range strings.Split(string(data), "\n") {
 		pos := Pos{name, i + 1}
@@ -396,6 +460,11 @@ func (p *parser) parse(name string, data []byte, depth int) error {
 		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
 			continue
 		}
+		p.cfg.Lines = append(p.cfg.Lines, Line{Pos: pos, Text: strings.TrimSpace(line)})
+		p.cur = len(p.cfg.Lines) - 1
+		if len(line) > maxLine {
+			p.warn(pos, "the line is %d bytes long: devfsd read lines in pieces of %d bytes, this reads it whole", len(line), maxLine)
+		}
 		if err := p.line(pos, f, depth); err != nil {
 			return err
 		}
@@ -403,15 +472,53 @@ func (p *parser) parse(name string, data []byte, depth int) error {
 	return nil
 }
 
+// lineAt returns the Line being parsed if it is at pos.
+func (p *parser) lineAt(pos Pos) *Line {
+	if p.cur >= 0 && p.cfg.Lines[p.cur].Pos == pos {
+		return &p.cfg.Lines[p.cur]
+	}
+	for i := range p.cfg.Lines {
+		if p.cfg.Lines[i].Pos == pos {
+			return &p.cfg.Lines[i]
+		}
+	}
+	return nil
+}
+
+func (p *parser) diag(d Diag) {
+	p.cfg.Diags = append(p.cfg.Diags, d)
+	if l := p.lineAt(d.Pos); l != nil {
+		switch {
+		case d.Warning:
+			l.Warnings = append(l.Warnings, d.Msg)
+		case l.LeftOut == "":
+			l.LeftOut, l.Refused = d.Msg, d.Refused
+		}
+	}
+}
+
+// bad leaves the line out: devfsd accepted it, this package does not.
 func (p *parser) bad(pos Pos, format string, a ...any) {
-	p.cfg.Diags = append(p.cfg.Diags, Diag{Pos: pos, Msg: fmt.Sprintf(format, a...)})
+	p.diag(Diag{Pos: pos, Msg: fmt.Sprintf(format, a...)})
+}
+
+// refuse leaves out a line devfsd itself would have exited on.
+func (p *parser) refuse(pos Pos, format string, a ...any) {
+	p.diag(Diag{Pos: pos, Msg: fmt.Sprintf(format, a...), Refused: true})
 }
 
 func (p *parser) warn(pos Pos, format string, a ...any) {
-	p.cfg.Diags = append(p.cfg.Diags, Diag{Pos: pos, Msg: fmt.Sprintf(format, a...), Warning: true})
+	p.diag(Diag{Pos: pos, Msg: fmt.Sprintf(format, a...), Warning: true})
 }
 
-// line parses one entry. Its error is fatal (an INCLUDE that fails);
+// does records what the line at pos does.
+func (p *parser) does(pos Pos, format string, a ...any) {
+	if l := p.lineAt(pos); l != nil {
+		l.Does = fmt.Sprintf(format, a...)
+	}
+}
+
+// line parses one entry. Its error is fatal (includes nested too deep);
 // what is wrong with the line itself goes to Diags.
 func (p *parser) line(pos Pos, f []string, depth int) error {
 	word := strings.ToUpper(f[0])
@@ -420,12 +527,21 @@ func (p *parser) line(pos Pos, f []string, depth int) error {
 		if len(f) > 1 {
 			p.warn(pos, "CLEAR_CONFIG takes no arguments; %q ignored", strings.Join(f[1:], " "))
 		}
+		for _, r := range p.cfg.Rules {
+			if l := &p.cfg.Lines[r.line]; l.LeftOut == "" {
+				l.LeftOut = "forgotten by CLEAR_CONFIG at " + pos.String()
+			}
+		}
+		p.does(pos, "CLEAR_CONFIG: forgets the %d rules read before it", len(p.cfg.Rules))
 		p.cfg.Rules = nil
 		return nil
 	case "INCLUDE", "OPTIONAL_INCLUDE", "RESTORE":
-		if len(f) != 2 {
-			p.bad(pos, "%s takes one path, got %d words", word, len(f)-1)
+		if len(f) < 2 {
+			p.refuse(pos, "%s needs a path", word)
 			return nil
+		}
+		if len(f) > 2 {
+			p.warn(pos, "%s takes one path; %q ignored, as devfsd did", word, strings.Join(f[2:], " "))
 		}
 		path, err := p.expandPath(f[1])
 		if err != nil {
@@ -437,24 +553,29 @@ func (p *parser) line(pos Pos, f []string, depth int) error {
 				p.bad(pos, "RESTORE %s: not an absolute path", path)
 				return nil
 			}
+			p.does(pos, "RESTORE %s: recreates the saved nodes at start and after SIGHUP", filepath.Clean(path))
 			p.cfg.Restores = append(p.cfg.Restores, Restore{Pos: pos, Dir: filepath.Clean(path)})
 			return nil
 		}
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(filepath.Dir(pos.File), path)
 		}
+		p.does(pos, "%s %s", word, path)
 		return p.include(path, word == "OPTIONAL_INCLUDE", depth+1, pos)
 	}
 	ev, ok := ParseKind(f[0])
 	if !ok {
-		p.bad(pos, "%q is not an event (REGISTER, UNREGISTER, LOOKUP, CHANGE, CREATE, DELETE, ASYNC_OPEN, CLOSE) or a directive (CLEAR_CONFIG, INCLUDE, OPTIONAL_INCLUDE, RESTORE)", f[0])
+		p.refuse(pos, "%q is not an event (REGISTER, UNREGISTER, LOOKUP, CHANGE, CREATE, DELETE, ASYNC_OPEN, CLOSE) or a directive (CLEAR_CONFIG, INCLUDE, OPTIONAL_INCLUDE, RESTORE)", f[0])
 		return nil
 	}
 	if len(f) < 3 {
-		p.bad(pos, "%s needs a regular expression and an action", f[0])
+		p.refuse(pos, "%s needs a regular expression and an action", f[0])
 		return nil
 	}
-	r := Rule{Pos: pos, Event: ev, Pattern: f[1], Args: f[3:], UID: -1, GID: -1}
+	if len(f) > maxWords {
+		p.warn(pos, "%d words: devfsd read only the first %d of a line; all are used here", len(f), maxWords)
+	}
+	r := Rule{Pos: pos, Event: ev, Pattern: f[1], Args: f[3:], UID: -1, GID: -1, line: p.cur}
 	re, err := p.res[f[1]], error(nil)
 	if re == nil {
 		re, err = CompileERE(f[1])
@@ -466,34 +587,51 @@ func (p *parser) line(pos Pos, f []string, depth int) error {
 		}
 	}
 	if err != nil {
-		p.bad(pos, "regular expression %q: %v", f[1], err)
+		if isRE2Only(err) {
+			p.bad(pos, "regular expression %q: %v", f[1], err)
+		} else {
+			p.refuse(pos, "regular expression %q: %v", f[1], err)
+		}
 		return nil
 	}
 	r.re = re
 	act := strings.ToUpper(f[2])
 	switch act {
-	case "CFUNCTION", "MFUNCTION":
-		p.bad(pos, "%s calls a function in a shared object, which devfsd helper cannot load: use EXECUTE with a program instead", act)
-		return nil
-	}
-	found := false
-	for a, n := range actionNames {
-		if n == act {
-			r.Action, found = a, true
+	case "CFUNCTION":
+		if !p.cfunction(pos, &r) {
+			return nil
 		}
-	}
-	if !found {
-		p.bad(pos, "%q is not an action (PERMISSIONS, EXECUTE, MODLOAD, COPY, IGNORE, MKOLDCOMPAT, RMOLDCOMPAT, MKNEWCOMPAT, RMNEWCOMPAT)", f[2])
+	case "MFUNCTION":
+		p.bad(pos, "MFUNCTION calls a function in a shared object (or devfsd's own) with devfsd's internal event structure, which devfsd helper does not have: refused for safety; use EXECUTE with a program instead")
 		return nil
+	default:
+		found := false
+		for a, n := range actionNames {
+			if n == act && a < Mksymlink {
+				r.Action, found = a, true
+			}
+		}
+		if !found {
+			p.refuse(pos, "%q is not an action (PERMISSIONS, EXECUTE, MODLOAD, COPY, IGNORE, MKOLDCOMPAT, RMOLDCOMPAT, MKNEWCOMPAT, RMNEWCOMPAT, CFUNCTION GLOBAL mksymlink|symlink|unlink)", f[2])
+			return nil
+		}
 	}
 	switch r.Action {
 	case Permissions:
-		if len(r.Args) != 2 {
-			p.bad(pos, "PERMISSIONS takes USER.GROUP and MODE, got %d words", len(r.Args))
+		if len(r.Args) < 2 {
+			p.refuse(pos, "PERMISSIONS takes USER.GROUP and MODE, got %d words", len(r.Args))
 			return nil
 		}
-		if err := p.permissions(&r); err != nil {
-			p.bad(pos, "PERMISSIONS %s: %v", strings.Join(r.Args, " "), err)
+		if len(r.Args) > 2 {
+			p.warn(pos, "PERMISSIONS takes USER.GROUP and MODE; %q ignored, as devfsd did", strings.Join(r.Args[2:], " "))
+			r.Args = r.Args[:2]
+		}
+		if refused, err := p.permissions(pos, &r); err != nil {
+			if refused {
+				p.refuse(pos, "PERMISSIONS %s: %v", strings.Join(r.Args, " "), err)
+			} else {
+				p.bad(pos, "PERMISSIONS %s: %v", strings.Join(r.Args, " "), err)
+			}
 			return nil
 		}
 	case Execute:
@@ -501,11 +639,17 @@ func (p *parser) line(pos Pos, f []string, depth int) error {
 			p.bad(pos, "EXECUTE needs a program")
 			return nil
 		}
-	case Copy:
-		if len(r.Args) != 2 {
-			p.bad(pos, "COPY takes a source and a destination, got %d words", len(r.Args))
+		if rel := relativeFileArgs(r.Args); len(rel) > 0 {
+			p.bad(pos, "EXECUTE %s with the relative path %s: devfsd ran programs in its mount point, devfsd helper runs them in /, where this would change /%s: left out for safety; write $mntpnt/%s",
+				r.Args[0], strings.Join(rel, ", "), rel[0], rel[0])
 			return nil
 		}
+	case Copy:
+		if len(r.Args) != 2 {
+			p.refuse(pos, "COPY takes a source and a destination, got %d words", len(r.Args))
+			return nil
+		}
+	case Mksymlink, Symlink, Unlink:
 	default:
 		if len(r.Args) > 0 {
 			p.warn(pos, "%s takes no arguments; %q ignored", r.Action, strings.Join(r.Args, " "))
@@ -524,33 +668,82 @@ func (p *parser) line(pos Pos, f []string, depth int) error {
 	if ev == Lookup && r.Action == Copy {
 		p.warn(pos, "COPY on LOOKUP: the name does not exist yet when a LOOKUP runs")
 	}
+	p.does(pos, "%s", r.describe())
 	p.cfg.Rules = append(p.cfg.Rules, r)
 	return nil
 }
 
-// permissions parses USER.GROUP and MODE into r.
-func (p *parser) permissions(r *Rule) error {
+// cfunction parses CFUNCTION's arguments into r: GLOBAL and a function
+// of globalFuncs are an action; a shared object is refused.
+func (p *parser) cfunction(pos Pos, r *Rule) bool {
+	if len(r.Args) < 2 {
+		p.refuse(pos, "CFUNCTION needs a shared object (or GLOBAL) and a function")
+		return false
+	}
+	lib, fn := r.Args[0], r.Args[1]
+	if lib != "GLOBAL" {
+		p.bad(pos, "CFUNCTION %s %s calls a function in a shared object, which devfsd helper does not load (no foreign code runs inside the helper): refused for safety; use EXECUTE with a program instead", lib, fn)
+		return false
+	}
+	g, ok := globalFuncs[fn]
+	if !ok {
+		p.bad(pos, "CFUNCTION GLOBAL %s: devfsd looked any function of its own or of libc up by name; devfsd helper provides mksymlink, symlink and unlink, whose arguments are all paths", fn)
+		return false
+	}
+	r.Action, r.Args = g.a, r.Args[2:]
+	if len(r.Args) != g.args {
+		p.bad(pos, "CFUNCTION GLOBAL %s takes %d arguments, got %d", fn, g.args, len(r.Args))
+		return false
+	}
+	return true
+}
+
+// describe is what a rule does, for Lint.
+func (r *Rule) describe() string {
+	s := fmt.Sprintf("%s %s %s", r.Event, r.Pattern, r.Action)
+	if r.Action == Permissions {
+		return s + fmt.Sprintf(" uid %s gid %s mode %04o", idString(r.UID), idString(r.GID), r.Mode)
+	}
+	if len(r.Args) > 0 {
+		s += " " + strings.Join(r.Args, " ")
+	}
+	return s
+}
+
+func idString(v int64) string {
+	if v < 0 {
+		return "unchanged"
+	}
+	return strconv.FormatInt(v, 10)
+}
+
+// permissions parses USER.GROUP and MODE into r; refused tells whether
+// devfsd would have exited on the error too.
+func (p *parser) permissions(pos Pos, r *Rule) (refused bool, err error) {
 	owner := r.Args[0]
 	var u, g string
 	var ok bool
-	if u, g, ok = strings.Cut(owner, ":"); !ok {
-		if u, g, ok = strings.Cut(owner, "."); !ok {
-			return fmt.Errorf("owner %q: want USER.GROUP", owner)
+	if u, g, ok = strings.Cut(owner, "."); !ok {
+		if u, g, ok = strings.Cut(owner, ":"); !ok {
+			return true, fmt.Errorf("owner %q: want USER.GROUP", owner)
 		}
 	}
-	var err error
-	if r.UID, err = id(u, p.opts.LookupUser, "user"); err != nil {
-		return err
+	if r.UID, err = p.id(pos, u, p.opts.LookupUser, "user"); err != nil {
+		return false, err
 	}
-	if r.GID, err = id(g, p.opts.LookupGroup, "group"); err != nil {
-		return err
+	if r.GID, err = p.id(pos, g, p.opts.LookupGroup, "group"); err != nil {
+		return false, err
 	}
-	r.Mode, err = ParseMode(r.Args[1])
-	return err
+	m := r.Args[1]
+	r.Mode, err = ParseMode(m)
+	return err != nil && (m == "" || m[0] < '0' || m[0] > '9') && len(m) != 9, err
 }
 
-// id resolves a user or group: a number, -1 (leave as is), or a name.
-func id(s string, lookup func(string) (uint32, error), what string) (int64, error) {
+// id resolves a user or group: a number, -1 (leave as is), or a name. A
+// name the host lacks is 0 with a warning, as devfsd had it ("unknown
+// group: vcsa, defaulting to gid=0"): the node then belongs to root,
+// which widens no one's access.
+func (p *parser) id(pos Pos, s string, lookup func(string) (uint32, error), what string) (int64, error) {
 	if s == "" {
 		return 0, fmt.Errorf("empty %s", what)
 	}
@@ -566,7 +759,8 @@ func id(s string, lookup func(string) (uint32, error), what string) (int64, erro
 	}
 	v, err := lookup(s)
 	if err != nil {
-		return 0, fmt.Errorf("unknown %s %q", what, s)
+		p.warn(pos, "unknown %s %q: %sid 0 (root) is used instead, as devfsd did", what, s, what[:1])
+		return 0, nil
 	}
 	return int64(v), nil
 }
@@ -603,4 +797,34 @@ func ParseMode(s string) (uint32, error) {
 func (p *parser) expandPath(s string) (string, error) {
 	v := &Vars{Mntpnt: p.opts.Mountpoint, Getenv: p.opts.Getenv, NoNode: true}
 	return Expand(s, v, nil)
+}
+
+// fileTools are programs whose operands are paths to change, which
+// busybox's and Mandrake's files ran on names relative to /dev.
+var fileTools = map[string]bool{"ln": true, "rm": true, "mv": true, "cp": true, "mkdir": true, "rmdir": true,
+	"touch": true, "chmod": true, "chown": true, "chgrp": true, "mknod": true, "mkfifo": true}
+
+// relativeFileArgs returns the operands of an EXECUTE of a file tool that
+// are relative paths (ln's first operand is the link's content, and a
+// chmod's or chown's first is the mode or owner: both skipped).
+func relativeFileArgs(argv []string) []string {
+	tool := path.Base(argv[0])
+	if !fileTools[tool] {
+		return nil
+	}
+	var out []string
+	n := 0
+	for _, a := range argv[1:] {
+		if strings.HasPrefix(a, "-") {
+			continue
+		}
+		n++
+		if n == 1 && (tool == "ln" || tool == "chmod" || tool == "chown" || tool == "chgrp") {
+			continue
+		}
+		if !strings.HasPrefix(a, "/") && !strings.HasPrefix(a, "$") && !strings.HasPrefix(a, "~") {
+			out = append(out, a)
+		}
+	}
+	return out
 }

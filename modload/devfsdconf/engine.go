@@ -117,13 +117,19 @@ func (e *Engine) handle(ctx context.Context, cfg *Config, ev Event, depth int) e
 	if cfg == nil {
 		return nil
 	}
+	// devfsd's service_name: "Discard lookups on /dev/log and
+	// /dev/initctl" (a syslog or init waiting on a rule that logs or
+	// signals init would wait for itself).
+	if ev.Kind == Lookup && (ev.Name == "log" || ev.Name == "initctl") {
+		return nil
+	}
 	var errs []error
 	for i := range cfg.Rules {
 		r := &cfg.Rules[i]
 		if r.Event != ev.Kind {
 			continue
 		}
-		groups, ok := r.Match(ev.Name)
+		groups, ok := r.devfsdGroups(ev.Name)
 		if !ok {
 			continue
 		}
@@ -203,8 +209,68 @@ func (e *Engine) run(ctx context.Context, cfg *Config, r *Rule, ev Event, groups
 		return e.copy(r, ev, groups)
 	case MkOldCompat, RmOldCompat, MkNewCompat, RmNewCompat:
 		return e.compat(r.Action, ev)
+	case Mksymlink, Symlink, Unlink:
+		return e.global(r, ev, groups)
 	}
 	return fmt.Errorf("unknown action %v", r.Action)
+}
+
+// devfsdGroups matches name as devfsd's service_name did: regexec with
+// ten subexpressions, and the groups counted up to the first that took
+// no part, so \N of a later group expands to nothing.
+func (r *Rule) devfsdGroups(name string) ([]string, bool) {
+	m := r.re.FindStringSubmatchIndex(name)
+	if m == nil {
+		return nil, false
+	}
+	var groups []string
+	for i := 0; i < len(m)/2 && i < 10 && m[2*i] >= 0; i++ {
+		groups = append(groups, name[m[2*i]:m[2*i+1]])
+	}
+	return groups, true
+}
+
+// global runs CFUNCTION GLOBAL mksymlink, symlink or unlink with the
+// rule's expanded arguments. A relative path names a node in the mount,
+// as in devfsd, which ran in its mount point; a symlink's target is
+// written as given. mksymlink makes the link's parent directories and
+// takes an existing name as success (devfsd's mksymlink); symlink and
+// unlink fail as symlink(2) and unlink(2) do.
+func (e *Engine) global(r *Rule, ev Event, groups []string) error {
+	v := e.vars(ev)
+	args := make([]string, len(r.Args))
+	for i, a := range r.Args {
+		s, err := Expand(a, v, groups)
+		if err != nil {
+			return err
+		}
+		if s == "" {
+			return fmt.Errorf("argument %d (%q) expands to nothing", i+1, a)
+		}
+		args[i] = s
+	}
+	at := func(p string) string {
+		if path.IsAbs(p) {
+			return path.Clean(p)
+		}
+		return path.Join(e.Mountpoint, p)
+	}
+	switch r.Action {
+	case Unlink:
+		return e.Host.Remove(at(args[0]))
+	case Mksymlink:
+		p := at(args[1])
+		if err := e.Host.MkdirAll(path.Dir(p)); err != nil {
+			return err
+		}
+		err := e.Host.Make(p, Stat{Mode: TypeLink | 0777, Target: args[0]}, 0777)
+		if errors.Is(err, fs.ErrExist) {
+			return nil
+		}
+		return err
+	default:
+		return e.Host.Make(at(args[1]), Stat{Mode: TypeLink | 0777, Target: args[0]}, 0777)
+	}
 }
 
 // copy is devfsd's COPY: the source's owner and mode onto the

@@ -70,7 +70,7 @@ func (m *memFS) Make(p string, st Stat, perm uint32) error {
 	if _, ok := m.nodes[p]; ok {
 		return &fs.PathError{Op: "mem", Path: p, Err: fs.ErrExist}
 	}
-	for d := path.Dir(p); d != "."; d = path.Dir(d) { // parents, as the daemon makes them
+	for d := path.Dir(p); d != "." && d != "/"; d = path.Dir(d) { // parents, as the daemon makes them
 		if _, ok := m.nodes[d]; !ok {
 			m.nodes[d] = Stat{Mode: TypeDir | 0755}
 		}
@@ -394,5 +394,81 @@ RESTORE  %[1]s
 	}
 	if err := e2.Restore(filepath.Join(state, "missing")); err != nil {
 		t.Errorf("RESTORE of a missing directory: %v", err)
+	}
+}
+
+// CFUNCTION GLOBAL mksymlink, symlink and unlink, as devfsd called them:
+// relative paths in the mount (devfsd ran in its mount point), absolute
+// ones where they say; mksymlink takes an existing name as success,
+// symlink does not.
+func TestEngineGlobalFunctions(t *testing.T) {
+	cfg := parse(t, `
+REGISTER   ^tts/0$ CFUNCTION GLOBAL mksymlink $devname modem
+REGISTER   ^tts/0$ CFUNCTION GLOBAL mksymlink $devname serial/by-name/modem
+REGISTER   ^tts/1$ CFUNCTION GLOBAL symlink /dev/$devname modem1
+REGISTER   ^tts/2$ CFUNCTION GLOBAL mksymlink $devname /state/links/ttyS2
+UNREGISTER ^tts/0$ CFUNCTION GLOBAL unlink modem
+UNREGISTER ^tts/1$ CFUNCTION GLOBAL unlink $mntpnt/modem1
+`)
+	other := newMemFS()
+	h := newHost(other)
+	e := engine(h)
+	ctx := context.Background()
+	for _, n := range []string{"tts/0", "tts/1", "tts/2"} {
+		if err := e.Handle(ctx, cfg, Event{Kind: Register, Name: n, Mode: TypeChar | 0660}); err != nil {
+			t.Fatalf("REGISTER %s: %v", n, err)
+		}
+	}
+	for p, target := range map[string]string{"modem": "tts/0", "serial/by-name/modem": "tts/0", "modem1": "/dev/tts/1"} {
+		if st := h.mount.get(t, p); st.Mode&TypeMask != TypeLink || st.Target != target {
+			t.Errorf("%s: %#o -> %q, want a symlink to %q", p, st.Mode, st.Target, target)
+		}
+	}
+	if st := other.get(t, "/state/links/ttyS2"); st.Target != "tts/2" {
+		t.Errorf("the absolute mksymlink: %+v", st)
+	}
+	// Again: mksymlink's existing name is fine, symlink's is EEXIST.
+	if err := e.Handle(ctx, cfg, Event{Kind: Register, Name: "tts/0", Mode: TypeChar | 0660}); err != nil {
+		t.Errorf("mksymlink over its own link: %v", err)
+	}
+	if err := e.Handle(ctx, cfg, Event{Kind: Register, Name: "tts/1", Mode: TypeChar | 0660}); !errors.Is(err, fs.ErrExist) ||
+		!strings.Contains(err.Error(), "test.conf:4") {
+		t.Errorf("symlink over an existing name: %v, want EEXIST naming line 4", err)
+	}
+	for _, n := range []string{"tts/0", "tts/1"} {
+		if err := e.Handle(ctx, cfg, Event{Kind: Unregister, Name: n, Mode: TypeChar | 0660}); err != nil {
+			t.Errorf("UNREGISTER %s: %v", n, err)
+		}
+	}
+	for _, p := range []string{"modem", "modem1"} {
+		if _, err := h.mount.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s after unlink: %v", p, err)
+		}
+	}
+}
+
+// \N counts groups as devfsd did: up to the first group that took no
+// part, so a later one expands to nothing; and LOOKUPs of log and initctl
+// run no rule.
+func TestEngineDevfsdGroupsAndDiscardedLookups(t *testing.T) {
+	cfg := parse(t, `
+LOOKUP ^(a)?(b)(c)$ EXECUTE /bin/echo [\0] [\1] [\2] [\3]
+LOOKUP .* EXECUTE /bin/echo $devname
+`)
+	h := newHost(newMemFS())
+	e := engine(h)
+	ctx := context.Background()
+	for _, n := range []string{"bc", "abc", "log", "initctl"} {
+		if err := e.Handle(ctx, cfg, Event{Kind: Lookup, Name: n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for _, x := range h.execs {
+		got = append(got, x[:strings.Index(x, " [DEVNAME")])
+	}
+	want := "/bin/echo [bc] [] [] []|/bin/echo bc|/bin/echo [abc] [a] [b] [c]|/bin/echo abc"
+	if strings.Join(got, "|") != want {
+		t.Errorf("programs run:\n%s\nwant:\n%s", strings.Join(got, "|"), want)
 	}
 }

@@ -1,6 +1,7 @@
 package devfsdconf
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -26,6 +27,20 @@ func FuzzParse(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(b)
+	}
+	// The real files of testdata/confs (every file but its README).
+	err = filepath.WalkDir(filepath.Join("testdata", "confs"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() == "README.md" {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err == nil {
+			f.Add(b)
+		}
+		return err
+	})
+	if err != nil {
+		f.Fatal(err)
 	}
 	f.Add([]byte("INCLUDE /inc.conf\nINCLUDE /inc.conf\nREGISTER ^(a)(b)?$ EXECUTE /x \\1\\2\\9 ${v:-${w:-$devname}} ~\n"))
 	f.Add([]byte("REGISTER [[:alpha:]\\.]+ COPY $devpath /s/$devname\nCLEAR_CONFIG\nRESTORE /s\n"))
@@ -62,6 +77,18 @@ func FuzzParse(f *testing.F) {
 					Expand(a, v, groups) // errors are fine; panics are not
 				}
 			}
+		}
+		// The lint report accounts for every entry line read.
+		for _, l := range cfg.Lines {
+			if l.Pos.Line < 1 || l.Text == "" || (l.LeftOut == "" && l.Does == "") {
+				t.Fatalf("a line the report cannot say anything of: %+v", l)
+			}
+			if l.Refused && l.LeftOut == "" {
+				t.Fatalf("refused but not left out: %+v", l)
+			}
+		}
+		if err := WriteReport(io.Discard, cfg); err != nil {
+			t.Fatal(err)
 		}
 		again, err := Parse("/etc/devfsd.conf", data, opts)
 		if err != nil {

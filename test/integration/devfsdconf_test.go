@@ -365,9 +365,9 @@ func TestConfExecuteStatsMissingNameDoesNotDeadlock(t *testing.T) {
 // still applies.
 func TestConfMalformedLineRestApplies(t *testing.T) {
 	d := startCtl(t, "--loader=none", "--negative-timeout=0s")
-	h := startConfHelper(t, d, "REGISTER ^a PERMISSIONS root.tty\nREGISTER ^x$ CFUNCTION GLOBAL mksymlink $devname y\nLOOKUP ^dsp$ MODLOAD\n")
+	h := startConfHelper(t, d, "REGISTER ^a PERMISSIONS root.tty\nREGISTER ^x$ CFUNCTION /lib/libx.so f $devname\nLOOKUP ^dsp$ MODLOAD\n")
 	h.waitLog("line 1 reported", `devfsd.conf:1: PERMISSIONS takes USER.GROUP and MODE`)
-	h.waitLog("line 2 reported", `devfsd.conf:2: CFUNCTION calls a function in a shared object`)
+	h.waitLog("line 2 reported", `devfsd.conf:2: CFUNCTION /lib/libx.so f calls a function in a shared object`)
 	if _, err := os.Stat(d.path("dsp")); err != nil {
 		t.Errorf("line 3 after two bad lines: %v", err)
 	}
@@ -393,8 +393,10 @@ func TestConfSighupReload(t *testing.T) {
 	if _, err := os.Stat(d.path("dsp")); err != nil {
 		t.Fatalf("dsp after the reload: %v", err)
 	}
-	// A configuration that cannot be read keeps the one in force.
-	if err := os.WriteFile(file, []byte("INCLUDE /nonexistent/devfsd.conf\nLOOKUP ^kvm$ MODLOAD\n"), 0o644); err != nil {
+	// A configuration that cannot be read (it includes itself, without
+	// end) keeps the one in force. (A missing INCLUDE does not make it
+	// unreadable: that line is left out and the rest loads.)
+	if err := os.WriteFile(file, []byte("INCLUDE "+file+"\nLOOKUP ^kvm$ MODLOAD\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	h.cmd.Process.Signal(syscall.SIGHUP)
@@ -545,4 +547,27 @@ echo "other=$a" > %s
 	if b, err := os.ReadFile(runs); err != nil || string(b) != "probe\n" {
 		t.Errorf("programs run: %q, %v; want only probe (the program's own lookup must not load)", b, err)
 	}
+}
+
+// Gentoo's and Gooch's sample lines: CFUNCTION GLOBAL mksymlink and
+// unlink make and remove links relative to the mount (devfsd ran in its
+// mount point), and an INCLUDE of a directory that is not there is
+// reported with its file and line while the rest of the file runs.
+func TestConfGlobalFunctionsAndMissingInclude(t *testing.T) {
+	d := startCtl(t, "--loader=none", "--negative-timeout=0s")
+	h := startConfHelper(t, d, "REGISTER ^tts/0$ CFUNCTION GLOBAL mksymlink $devname modem\n"+
+		"INCLUDE /etc/devfs.d-"+strconv.Itoa(os.Getpid())+"-not-there\n"+
+		"REGISTER ^cdroms/cdrom0$ CFUNCTION GLOBAL mksymlink $devname misc/cdrom\n"+
+		"UNREGISTER ^tts/0$ CFUNCTION GLOBAL unlink modem\n")
+	h.waitLog("the missing INCLUDE", `devfsd.conf:2: INCLUDE /etc/devfs.d-`)
+	d.mustCtl(t, "register", "tts/0", "char", "4", "64")
+	d.mustCtl(t, "register", "cdroms/cdrom0", "block", "11", "0")
+	until(t, "modem -> tts/0", func() bool { tg, err := os.Readlink(d.path("modem")); return err == nil && tg == "tts/0" })
+	// mksymlink makes the parent directories.
+	until(t, "misc/cdrom", func() bool {
+		tg, err := os.Readlink(d.path("misc/cdrom"))
+		return err == nil && tg == "cdroms/cdrom0"
+	})
+	d.mustCtl(t, "unregister", "tts/0")
+	until(t, "modem to go", func() bool { _, err := os.Lstat(d.path("modem")); return errors.Is(err, os.ErrNotExist) })
 }
