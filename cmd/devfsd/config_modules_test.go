@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/devfsd/devfsd/daemon"
 	"github.com/devfsd/devfsd/modload"
 	"github.com/devfsd/devfsd/modload/builtin"
 )
@@ -51,8 +52,8 @@ func TestConfigModulesValid(t *testing.T) {
 	if !reflect.DeepEqual(cfg.Modules, want) {
 		t.Errorf("modules\n got %+v\nwant %+v", cfg.Modules, want)
 	}
-	if l := cfg.moduleLines; l == nil || !reflect.DeepEqual(l.module, []int{3, 15}) || !reflect.DeepEqual(l.node[0], []int{6, 7, 13, 14}) {
-		t.Errorf("lines %+v", cfg.moduleLines)
+	if got := []int{cfg.ModuleLine(0, -1), cfg.ModuleLine(1, -1), cfg.ModuleLine(0, 0), cfg.ModuleLine(0, 1), cfg.ModuleLine(0, 2), cfg.ModuleLine(0, 3)}; !reflect.DeepEqual(got, []int{3, 15, 6, 7, 13, 14}) {
+		t.Errorf("lines %v", got)
 	}
 	// An empty list, or none, is no modules; so is a file without the key.
 	for _, y := range []string{"modules: []\n", "modules:\n", ""} {
@@ -129,7 +130,7 @@ func TestConfigModulesInvalid(t *testing.T) {
 // modules is reloadable; the same modules on other lines are no change.
 func TestDiffConfigModules(t *testing.T) {
 	mnt := t.TempDir()
-	load := func(y string) Config {
+	load := func(y string) daemon.Config {
 		t.Helper()
 		cfg, err := loadConfig([]string{"--config", writeFile(t, t.TempDir(), "c.yaml", y), mnt}, io.Discard)
 		if err != nil {
@@ -139,15 +140,15 @@ func TestDiffConfigModules(t *testing.T) {
 	}
 	old := load("negative_timeout: 1h\n")
 	next := load(widgetYAML)
-	changed, err := diffConfig(old, next)
+	changed, err := daemon.DiffConfig(old, next)
 	if err != nil || !reflect.DeepEqual(changed, []string{"modules"}) {
 		t.Fatalf("adding modules: changed %q, %v", changed, err)
 	}
 	moved := load("\n\n# the same, further down\n" + widgetYAML)
-	if changed, err := diffConfig(next, moved); err != nil || len(changed) != 0 {
+	if changed, err := daemon.DiffConfig(next, moved); err != nil || len(changed) != 0 {
 		t.Fatalf("the same modules on other lines: changed %q, %v", changed, err)
 	}
-	if changed, err := diffConfig(next, old); err != nil || !reflect.DeepEqual(changed, []string{"modules"}) {
+	if changed, err := daemon.DiffConfig(next, old); err != nil || !reflect.DeepEqual(changed, []string{"modules"}) {
 		t.Fatalf("removing modules: changed %q, %v", changed, err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/devfsd/devfsd/control/client"
 	"github.com/devfsd/devfsd/control/wire"
+	"github.com/devfsd/devfsd/daemon"
 )
 
 const ctlUsage = `usage: devfsd ctl [--socket PATH | --mount DIR] COMMAND [ARGS]
@@ -148,9 +149,9 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case os.Getenv("DEVFSD_SOCKET") != "":
 		path = os.Getenv("DEVFSD_SOCKET")
 	case *mnt != "":
-		path = DefaultSocket(*mnt)
+		path = daemon.DefaultSocket(*mnt)
 	default:
-		path = DefaultSocket("/dev")
+		path = daemon.DefaultSocket("/dev")
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprint(stderr, ctlUsage)

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"errors"
@@ -297,6 +297,23 @@ func checkNodePath(p string) error {
 	return nil
 }
 
+// ModuleLine returns the file line of Modules[i].Nodes[j], or of
+// Modules[i] itself for j < 0; 0 when it came from no file or the node
+// is not there.
+func (c *Config) ModuleLine(i, j int) int {
+	l := c.moduleLines
+	if l == nil || i < 0 || i >= len(l.module) {
+		return 0
+	}
+	if j < 0 {
+		return l.module[i]
+	}
+	if j < len(l.node[i]) {
+		return l.node[i][j]
+	}
+	return l.module[i]
+}
+
 // validateModules is Validate's part for modules: what involves more than
 // one node (builtin.CheckExtensions), each problem named by its entry and
 // line.
@@ -323,13 +340,7 @@ func (c *Config) validateModules(bad func(key, format string, a ...any)) {
 			continue
 		}
 		where := fmt.Sprintf("modules[%d]", ee.Module)
-		line := 0
-		if l := c.moduleLines; l != nil && ee.Module < len(l.module) {
-			line = l.module[ee.Module]
-			if ee.Node >= 0 && ee.Node < len(l.node[ee.Module]) {
-				line = l.node[ee.Module][ee.Node]
-			}
-		}
+		line := c.ModuleLine(ee.Module, ee.Node)
 		if ee.Node >= 0 {
 			where += fmt.Sprintf(".nodes[%d]", ee.Node)
 		}

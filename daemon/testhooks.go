@@ -1,4 +1,4 @@
-package main
+package daemon
 
 // Test-only hooks. They exist so that test/integration can drive the
 // daemon, a separate process, into states a user cannot reach through the
@@ -71,7 +71,7 @@ func testHooksFromEnv() (testHooks, error) {
 	if v := os.Getenv("DEVFSD_TEST_LOADER_DELAY"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			return h, usageError{fmt.Errorf("DEVFSD_TEST_LOADER_DELAY=%q: not a duration", v)}
+			return h, ConfigError{fmt.Errorf("DEVFSD_TEST_LOADER_DELAY=%q: not a duration", v)}
 		}
 		h.loaderDelay = d
 	}
@@ -81,7 +81,7 @@ func testHooksFromEnv() (testHooks, error) {
 			dir, num, ok := strings.Cut(f, "=")
 			n, err := strconv.Atoi(num)
 			if !ok || err != nil || n < 0 || dir == "" || strings.Contains(dir, "/") {
-				return h, usageError{fmt.Errorf("DEVFSD_TEST_POPULATE=%q: want DIR=N,...", v)}
+				return h, ConfigError{fmt.Errorf("DEVFSD_TEST_POPULATE=%q: want DIR=N,...", v)}
 			}
 			h.populate = append(h.populate, populateDir{dir, n})
 		}

@@ -1,16 +1,13 @@
-package main
+package daemon
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"reflect"
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -44,24 +41,6 @@ var reloadable = map[string]bool{
 // notifySyncTimeout bounds a reload's wait for the kernel notifies of the
 // names it invalidated, so that its caller's next lookup sees the change.
 const notifySyncTimeout = 2 * time.Second
-
-// configSource is how the daemon was configured, for reload: runMount
-// puts it in serve's context.
-type configSource struct {
-	args []string       // mount's arguments
-	hup  chan os.Signal // SIGHUP, delivered here (nil: none)
-}
-
-type configSourceKey struct{}
-
-func withConfigSource(ctx context.Context, src *configSource) context.Context {
-	return context.WithValue(ctx, configSourceKey{}, src)
-}
-
-func configSourceOf(ctx context.Context) *configSource {
-	src, _ := ctx.Value(configSourceKey{}).(*configSource)
-	return src
-}
 
 // loaders builds fallback loaders from a configuration and remembers every
 // exec loader it made, so that the programs of one replaced by a reload
@@ -122,7 +101,7 @@ func (l *loaders) isExec(pid uint32) bool {
 
 // reloader applies a new configuration to the running daemon.
 type reloader struct {
-	src     *configSource
+	reread  func() (Config, error) // nil: nothing to read again
 	log     *zap.Logger
 	ns      *dcache.Namespace
 	res     *lookup.Resolver
@@ -164,14 +143,14 @@ func (r *reloader) reload(ctx context.Context) (wire.Reload, error) {
 
 func (r *reloader) reloadLocked(ctx context.Context) (wire.Reload, error) {
 	var res wire.Reload
-	if r.src == nil {
+	if r.reread == nil {
 		return res, invalidConfig(fmt.Errorf("this daemon was not started by devfsd mount; nothing to re-read"))
 	}
-	next, err := loadConfig(r.src.args, io.Discard)
+	next, err := r.reread()
 	if err != nil {
 		return res, invalidConfig(err)
 	}
-	changed, err := diffConfig(r.cfg, next)
+	changed, err := DiffConfig(r.cfg, next)
 	if err != nil {
 		return res, invalidConfig(err)
 	}
@@ -249,10 +228,10 @@ func (r *reloader) reloadLocked(ctx context.Context) (wire.Reload, error) {
 	return res, nil
 }
 
-// diffConfig returns the file keys whose values differ between old and
+// DiffConfig returns the file keys whose values differ between old and
 // next, sorted; an error naming every key that cannot change without a
 // restart, if any did.
-func diffConfig(old, next Config) ([]string, error) {
+func DiffConfig(old, next Config) ([]string, error) {
 	var changed, fixed []string
 	ov, nv := reflect.ValueOf(old), reflect.ValueOf(next)
 	for i := 0; i < ov.NumField(); i++ {
@@ -281,25 +260,4 @@ func sortedReloadable() []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// watchSIGHUP reloads on every SIGHUP until ctx ends.
-func (r *reloader) watchSIGHUP(ctx context.Context) {
-	if r.src == nil || r.src.hup == nil {
-		return
-	}
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case sig := <-r.src.hup:
-				if sig != syscall.SIGHUP {
-					continue
-				}
-				r.log.Info("SIGHUP: reloading the configuration")
-				r.reload(ctx)
-			}
-		}
-	}()
 }
