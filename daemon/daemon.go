@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control"
 	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/dcache"
@@ -39,18 +40,18 @@ type Options struct {
 	// again from the same sources (file and flags), validated. Reload
 	// applies what changed. Nil: Reload refuses, there being nothing to
 	// read again.
-	Reread func() (Config, error)
+	Reread func() (config.Config, error)
 }
 
 // Daemon is one devfsd: a namespace served on a mountpoint and its views.
 type Daemon struct {
-	cfg  Config
+	cfg  config.Config
 	log  *zap.Logger
 	opts Options
 	lc   *lifecycle
 
 	hooks     testHooks
-	views     []wire.View // the --view files, read by New
+	views     []viewFile // the --view files, read by New
 	x         *extras
 	hub       *control.Hub
 	ns        *dcache.Namespace
@@ -66,31 +67,36 @@ type Daemon struct {
 	closeErr  error
 }
 
-// New builds the daemon of cfg (validated by Config.Validate): it reads
+// New builds the daemon of cfg (validated by config.Config.Validate): it reads
 // the view files, opens the state directory, the audit log and the metrics
 // listener, builds the namespace (restoring what was kept, registering the
 // built-in base set), the loaders, the lookup path, the FUSE server, and
 // creates the control socket. Nothing is mounted yet. Whatever fails is
 // the error, and what was opened before it is closed again: a failed New
 // leaves nothing behind.
-func New(cfg Config, log *zap.Logger, o Options) (d *Daemon, err error) {
-	d = &Daemon{cfg: cfg, log: log, opts: o, lc: &lifecycle{log: log}, stopPprof: func() {}}
-	defer func() {
-		if err != nil {
-			d.release()
-			d = nil
-		}
-	}()
-	if d.hooks, err = testHooksFromEnv(); err != nil {
+func New(cfg config.Config, log *zap.Logger, o Options) (*Daemon, error) {
+	d := &Daemon{cfg: cfg, log: log, opts: o, lc: &lifecycle{log: log}, stopPprof: func() {}}
+	if err := d.build(); err != nil {
+		d.release() // what build opened before it failed; nil parts are skipped
 		return nil, err
 	}
+	return d, nil
+}
+
+// build is New's work on d; whatever it fails at, the parts of d it
+// made stay set for release.
+func (d *Daemon) build() (err error) {
+	cfg, log, o := d.cfg, d.log, d.opts
+	if d.hooks, err = testHooksFromEnv(); err != nil {
+		return err
+	}
 	if d.views, err = loadViewFiles(cfg.Views); err != nil { // read before anything is mounted
-		return nil, err
+		return err
 	}
 	// The state directory, the metrics registry and listener, the audit
 	// log: a damaged snapshot or an address in use fails the start.
 	if d.x, err = openExtras(cfg, log); err != nil {
-		return nil, err
+		return err
 	}
 	x := d.x
 	nq := fs.NewNotifyQueue(0)
@@ -116,25 +122,25 @@ func New(cfg Config, log *zap.Logger, o Options) (d *Daemon, err error) {
 	// a name a user took over stays theirs.
 	x.restore(ns)
 	bl := builtin.New(nsRegistrar{ns}, log)
-	if _, err := bl.SetExtensions(cfg.Modules); err != nil { // modules:, validated
-		return nil, err
+	if _, err := bl.SetExtensions(modules(cfg.Modules)); err != nil { // modules:, validated
+		return err
 	}
 	if err := bl.RegisterBase(context.Background()); err != nil {
-		return nil, fmt.Errorf("registering the base set: %w", err)
+		return fmt.Errorf("registering the base set: %w", err)
 	}
 	if err := d.hooks.populateTree(ns, log); err != nil {
-		return nil, err
+		return err
 	}
 	if d.stopPprof, err = d.hooks.startPprof(log); err != nil {
 		d.stopPprof = func() {}
-		return nil, err
+		return err
 	}
 	// The fallback (builtin, exec or none) is built by loaders, which a
 	// reload asks again (reload.go).
 	lds := &loaders{ns: ns, bl: bl, log: log, delay: d.hooks.loaderDelay}
 	fallback, err := lds.fallback(cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// An attached helper answers every miss; the fallback answers while
 	// none is. The helper and its descendants bypass the lookup wait.
@@ -195,11 +201,11 @@ func New(cfg Config, log *zap.Logger, o Options) (d *Daemon, err error) {
 			Logger: log.Named("control"),
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
 	d.rl.ctl = d.ctl // before the socket serves: reload may come through it
-	return d, nil
+	return nil
 }
 
 // Run mounts the namespace on the configured mountpoint and the views of
@@ -225,7 +231,7 @@ func (d *Daemon) run(ctx context.Context) error {
 	if err := d.srv.Mount(d.cfg.Mountpoint); err != nil {
 		return err
 	}
-	if err := d.vm.start(ctx, d.views, d.cfg.Views); err != nil { // --view: live before READY=1
+	if err := d.vm.start(d.views); err != nil { // --view: live before READY=1
 		d.stop()
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/test/harness"
 )
 
@@ -29,10 +30,10 @@ func needFUSE(t *testing.T) {
 
 // testConfig is a valid configuration mounting on a fresh directory, with
 // a socket of its own.
-func testConfig(t *testing.T) Config {
+func testConfig(t *testing.T) config.Config {
 	t.Helper()
 	base := t.TempDir()
-	cfg := Defaults()
+	cfg := config.Defaults()
 	cfg.Mountpoint = filepath.Join(base, "mnt")
 	if err := os.Mkdir(cfg.Mountpoint, 0o755); err != nil {
 		t.Fatal(err)
@@ -63,7 +64,7 @@ func mounted(t *testing.T, dir string) bool {
 
 // newTestDaemon builds a daemon of cfg whose log goes to buf; it is
 // closed, and its mountpoint lazily unmounted, when the test ends.
-func newTestDaemon(t *testing.T, cfg Config, buf *harness.SyncBuffer) *Daemon {
+func newTestDaemon(t *testing.T, cfg config.Config, buf *harness.SyncBuffer) *Daemon {
 	t.Helper()
 	d, err := New(cfg, testLogger(buf, zapcore.DebugLevel), Options{})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/devfsd/devfsd/audit"
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control"
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/fs"
@@ -43,7 +44,7 @@ type extras struct {
 // openExtras opens the state directory (a damaged snapshot or a directory
 // in use fails the start, before anything is mounted), the audit file and
 // the metrics listener (an address in use fails the start too).
-func openExtras(cfg Config, log *zap.Logger) (x *extras, err error) {
+func openExtras(cfg config.Config, log *zap.Logger) (x *extras, err error) {
 	x = &extras{log: log, reg: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control"
 	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/dcache"
@@ -55,7 +56,7 @@ type loaders struct {
 }
 
 // fallback returns cfg's fallback loader (nil for none).
-func (l *loaders) fallback(cfg Config) (modload.Loader, error) {
+func (l *loaders) fallback(cfg config.Config) (modload.Loader, error) {
 	var fb modload.Loader
 	switch cfg.Loader {
 	case "builtin":
@@ -101,7 +102,7 @@ func (l *loaders) isExec(pid uint32) bool {
 
 // reloader applies a new configuration to the running daemon.
 type reloader struct {
-	reread  func() (Config, error) // nil: nothing to read again
+	reread  func() (config.Config, error) // nil: nothing to read again
 	log     *zap.Logger
 	ns      *dcache.Namespace
 	res     *lookup.Resolver
@@ -111,8 +112,8 @@ type reloader struct {
 	loaders *loaders
 	metrics *metrics.Metrics
 
-	mu  sync.Mutex // one reload at a time
-	cfg Config     // guarded by mu: the running configuration
+	mu  sync.Mutex    // one reload at a time
+	cfg config.Config // guarded by mu: the running configuration
 }
 
 // invalidConfig marks an error as a rejected configuration (nothing
@@ -182,7 +183,7 @@ func (r *reloader) reloadLocked(ctx context.Context) (wire.Reload, error) {
 	// nothing when it does.
 	var provided []string // paths new or changed extensions provide
 	if has("modules") {
-		if provided, err = r.loaders.bl.SetExtensions(next.Modules); err != nil {
+		if provided, err = r.loaders.bl.SetExtensions(modules(next.Modules)); err != nil {
 			return res, invalidConfig(fmt.Errorf("modules: %w", err))
 		}
 	}
@@ -231,7 +232,7 @@ func (r *reloader) reloadLocked(ctx context.Context) (wire.Reload, error) {
 // DiffConfig returns the file keys whose values differ between old and
 // next, sorted; an error naming every key that cannot change without a
 // restart, if any did.
-func DiffConfig(old, next Config) ([]string, error) {
+func DiffConfig(old, next config.Config) ([]string, error) {
 	var changed, fixed []string
 	ov, nv := reflect.ValueOf(old), reflect.ValueOf(next)
 	for i := 0; i < ov.NumField(); i++ {

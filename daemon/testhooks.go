@@ -50,6 +50,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
@@ -71,7 +72,7 @@ func testHooksFromEnv() (testHooks, error) {
 	if v := os.Getenv("DEVFSD_TEST_LOADER_DELAY"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			return h, ConfigError{fmt.Errorf("DEVFSD_TEST_LOADER_DELAY=%q: not a duration", v)}
+			return h, config.Error{Err: fmt.Errorf("DEVFSD_TEST_LOADER_DELAY=%q: not a duration", v)}
 		}
 		h.loaderDelay = d
 	}
@@ -81,7 +82,7 @@ func testHooksFromEnv() (testHooks, error) {
 			dir, num, ok := strings.Cut(f, "=")
 			n, err := strconv.Atoi(num)
 			if !ok || err != nil || n < 0 || dir == "" || strings.Contains(dir, "/") {
-				return h, ConfigError{fmt.Errorf("DEVFSD_TEST_POPULATE=%q: want DIR=N,...", v)}
+				return h, config.Error{Err: fmt.Errorf("DEVFSD_TEST_POPULATE=%q: want DIR=N,...", v)}
 			}
 			h.populate = append(h.populate, populateDir{dir, n})
 		}
@@ -216,12 +217,19 @@ func runHookFile(ns *dcache.Namespace, path string) []string {
 			case f[0] == "register" && len(f) >= 3:
 				spec := dcache.Spec{Mode: 0o644}
 				var perr error
-				num := func(s string, base int) uint32 {
-					v, e := strconv.ParseUint(s, base, 32)
+				num := func(s string) uint32 {
+					v, e := strconv.ParseUint(s, 10, 32)
 					if e != nil && perr == nil {
 						perr = e
 					}
 					return uint32(v)
+				}
+				mode := func(s string) uint32 {
+					m, e := config.ParseMode(s)
+					if e != nil && perr == nil {
+						perr = e
+					}
+					return uint32(m)
 				}
 				switch f[1] {
 				case "char", "block":
@@ -232,14 +240,14 @@ func runHookFile(ns *dcache.Namespace, path string) []string {
 					if f[1] == "block" {
 						spec.Type = dcache.TypeBlock
 					}
-					spec.Major, spec.Minor = num(f[3], 10), num(f[4], 10)
+					spec.Major, spec.Minor = num(f[3]), num(f[4])
 					if len(f) > 5 {
-						spec.Mode = num(f[5], 8)
+						spec.Mode = mode(f[5])
 					}
 				case "dir":
 					spec.Type, spec.Mode = dcache.TypeDir, 0o755
 					if len(f) > 3 {
-						spec.Mode = num(f[3], 8)
+						spec.Mode = mode(f[3])
 					}
 				case "symlink":
 					if len(f) != 4 {

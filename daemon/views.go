@@ -1,216 +1,43 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 
 	"go.uber.org/zap"
-	"gopkg.in/yaml.v3"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control"
 	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/fs"
 )
 
-// Views (issue 8): one daemon serves several mounts of its namespace.
-// DIR, the main mount, always shows the whole namespace. Each --view FILE
-// (repeatable) adds one more mount at start, at the mountpoint the file
-// names; `devfsd ctl view add|rm|ls` (POST /v1/views/add, /v1/views/remove,
-// GET /v1/views) manage them while the daemon runs. A view file is YAML,
-// read strictly (an unknown or repeated key, or a bad value, is an error
-// naming its line):
-//
-//	mountpoint: /srv/box1/dev    # absolute; an existing directory
-//	allow: [null, zero, "snd/*"] # globs; none: everything
-//	deny: [snd/seq]              # globs; deny wins
-//	overrides:                   # the first whose glob matches applies
-//	  - {glob: "snd/*", mode: "0660", gid: 29}
-//
-// Patterns and scalars are taken as written: `null` is the name null.
-// Every view of the daemon is validated the same way, whichever door it
-// came through, and a view that fails mounts nothing and changes nothing.
-// At start, a view that fails fails the start.
+// Views: one daemon serves several mounts of its namespace. The main
+// mount always shows the whole namespace. Each --view FILE (config.View)
+// adds one more mount at start; the control API (POST /v1/views/add,
+// /v1/views/remove, GET /v1/views) manages them while the daemon runs.
+// Every view is checked the same way whichever door it came through, and
+// a view that fails mounts nothing and changes nothing. At start, a view
+// that fails fails the start.
 
-// ViewFiles is the repeatable --view flag.
-type ViewFiles []string
-
-func (v *ViewFiles) String() string { return strings.Join(*v, ",") }
-
-// Set implements flag.Value.
-func (v *ViewFiles) Set(s string) error {
-	if s == "" {
-		return errors.New("--view needs a file")
-	}
-	*v = append(*v, s)
-	return nil
-}
-
-// ReadViewFile reads a view file.
-func ReadViewFile(path string) (wire.View, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return wire.View{}, fmt.Errorf("view: %w", err)
-	}
-	v, err := parseViewYAML(data)
-	if err != nil {
-		return wire.View{}, fmt.Errorf("view %s: %w", path, err)
-	}
-	return v, nil
-}
-
-func parseViewYAML(data []byte) (wire.View, error) {
-	var v wire.View
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return v, errors.New("empty: a view needs at least a mountpoint")
-		}
-		return v, err
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return v, fmt.Errorf("line %d: a second YAML document; a view is one mapping", extra.Line)
-	}
-	root := &doc
-	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
-		root = root.Content[0]
-	}
-	m, err := yamlMap(root, "mountpoint", "allow", "deny", "overrides")
-	if err != nil {
-		return v, err
-	}
-	if n, ok := m["mountpoint"]; ok {
-		if v.Mountpoint, err = yamlScalar(n, "mountpoint"); err != nil {
-			return v, err
-		}
-	} else {
-		return v, fmt.Errorf("line %d: mountpoint: missing", root.Line)
-	}
-	for _, l := range []struct {
-		key string
-		dst *[]string
-	}{{"allow", &v.Allow}, {"deny", &v.Deny}} {
-		n, ok := m[l.key]
-		if !ok {
-			continue
-		}
-		if n.Kind != yaml.SequenceNode {
-			return v, fmt.Errorf("line %d: %s: want a list of patterns", n.Line, l.key)
-		}
-		for i, it := range n.Content {
-			s, err := yamlScalar(it, fmt.Sprintf("%s[%d]", l.key, i))
-			if err != nil {
-				return v, err
-			}
-			*l.dst = append(*l.dst, s)
-		}
-	}
-	if n, ok := m["overrides"]; ok {
-		if n.Kind != yaml.SequenceNode {
-			return v, fmt.Errorf("line %d: overrides: want a list of {glob, mode, uid, gid}", n.Line)
-		}
-		for i, it := range n.Content {
-			f := fmt.Sprintf("overrides[%d]", i)
-			om, err := yamlMap(it, "glob", "mode", "uid", "gid")
-			if err != nil {
-				return v, fmt.Errorf("%s: %w", f, err)
-			}
-			var o wire.ViewOverride
-			g, ok := om["glob"]
-			if !ok {
-				return v, fmt.Errorf("line %d: %s.glob: missing", it.Line, f)
-			}
-			if o.Glob, err = yamlScalar(g, f+".glob"); err != nil {
-				return v, err
-			}
-			if n, ok := om["mode"]; ok {
-				if o.Mode, err = yamlScalar(n, f+".mode"); err != nil {
-					return v, err
-				}
-			}
-			for _, id := range []struct {
-				k   string
-				dst **int64
-			}{{"uid", &o.Uid}, {"gid", &o.Gid}} {
-				n, ok := om[id.k]
-				if !ok {
-					continue
-				}
-				s, err := yamlScalar(n, f+"."+id.k)
-				if err != nil {
-					return v, err
-				}
-				x, err := strconv.ParseInt(s, 10, 64)
-				if err != nil {
-					return v, fmt.Errorf("line %d: %s.%s: %q is not a number", n.Line, f, id.k, s)
-				}
-				*id.dst = &x
-			}
-			v.Overrides = append(v.Overrides, o)
-		}
-	}
-	return v, nil
-}
-
-// yamlMap returns n's keys, each once and known.
-func yamlMap(n *yaml.Node, known ...string) (map[string]*yaml.Node, error) {
-	if n.Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("line %d: want a mapping of %s", n.Line, strings.Join(known, ", "))
-	}
-	m := map[string]*yaml.Node{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k := n.Content[i]
-		if !contains(known, k.Value) {
-			return nil, fmt.Errorf("line %d: unknown key %q (known keys: %s)", k.Line, k.Value, strings.Join(known, ", "))
-		}
-		if _, dup := m[k.Value]; dup {
-			return nil, fmt.Errorf("line %d: %s: set twice", k.Line, k.Value)
-		}
-		m[k.Value] = n.Content[i+1]
-	}
-	return m, nil
-}
-
-// yamlScalar returns a scalar as written.
-func yamlScalar(n *yaml.Node, what string) (string, error) {
-	if n.Kind != yaml.ScalarNode {
-		return "", fmt.Errorf("line %d: %s: want a single value, not a %s", n.Line, what, kindName(n.Kind))
-	}
-	return n.Value, nil
-}
-
-func contains(set []string, s string) bool {
-	for _, x := range set {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// viewSpecOf checks v's values (the control API has type-checked them
-// already; a view file has not) and turns them into an fs.ViewSpec.
+// viewSpecOf checks the values of v, a view from the control API, and
+// turns them into an fs.ViewSpec.
 func viewSpecOf(v wire.View) (fs.ViewSpec, error) {
 	spec := fs.ViewSpec{Allow: v.Allow, Deny: v.Deny}
 	for i, o := range v.Overrides {
 		f := fmt.Sprintf("overrides[%d]", i)
 		fo := fs.ViewOverride{Glob: o.Glob}
 		if o.Mode != "" {
-			m, err := strconv.ParseUint(o.Mode, 8, 32)
-			if err != nil || m > 07777 {
+			m, err := config.ParseMode(o.Mode)
+			if err != nil {
 				return spec, control.NewError(http.StatusBadRequest, wire.CodeInvalidMode, f+".mode",
-					"%s.mode %q is not an octal mode such as \"0660\"", f, o.Mode)
+					"%s.mode: %v", f, err)
 			}
 			m32 := uint32(m)
 			fo.Mode = &m32
@@ -223,16 +50,58 @@ func viewSpecOf(v wire.View) (fs.ViewSpec, error) {
 			if id.v == nil {
 				continue
 			}
-			if *id.v < 0 || *id.v > 1<<32-2 {
+			x, err := config.IDOf(*id.v)
+			if err != nil {
 				return spec, control.NewError(http.StatusBadRequest, wire.CodeInvalidOwner, f+"."+id.k,
-					"%s.%s %d is out of range [0, 4294967294]", f, id.k, *id.v)
+					"%s.%s: %v", f, id.k, err)
 			}
-			x := uint32(*id.v)
-			*id.dst = &x
+			x32 := uint32(x)
+			*id.dst = &x32
 		}
 		spec.Overrides = append(spec.Overrides, fo)
 	}
 	return spec, nil
+}
+
+// specOfFile turns a view file's typed values into an fs.ViewSpec.
+func specOfFile(v config.View) fs.ViewSpec {
+	spec := fs.ViewSpec{Allow: v.Allow, Deny: v.Deny}
+	u32 := func(x uint32) *uint32 { return &x }
+	for _, o := range v.Overrides {
+		fo := fs.ViewOverride{Glob: o.Glob}
+		if o.Mode != nil {
+			fo.Mode = u32(uint32(*o.Mode))
+		}
+		if o.UID != nil {
+			fo.Uid = u32(uint32(*o.UID))
+		}
+		if o.GID != nil {
+			fo.Gid = u32(uint32(*o.GID))
+		}
+		spec.Overrides = append(spec.Overrides, fo)
+	}
+	return spec
+}
+
+// WireView is the view file v as the control API carries it (devfsd ctl
+// view add FILE sends it).
+func WireView(v config.View) wire.View {
+	w := wire.View{Mountpoint: v.Mountpoint, Allow: v.Allow, Deny: v.Deny}
+	i64 := func(x config.ID) *int64 { y := int64(x); return &y }
+	for _, o := range v.Overrides {
+		wo := wire.ViewOverride{Glob: o.Glob}
+		if o.Mode != nil {
+			wo.Mode = o.Mode.String()
+		}
+		if o.UID != nil {
+			wo.Uid = i64(*o.UID)
+		}
+		if o.GID != nil {
+			wo.Gid = i64(*o.GID)
+		}
+		w.Overrides = append(w.Overrides, wo)
+	}
+	return w
 }
 
 // viewManager is the daemon's control.Views: the view mounts beside the
@@ -265,15 +134,6 @@ func within(p, q string) bool {
 	return p == q || strings.HasPrefix(p, strings.TrimSuffix(q, "/")+"/")
 }
 
-// checkMountpointPath refuses a view mountpoint that is not an absolute,
-// clean path other than /: what can be said of it without the file system.
-func checkMountpointPath(mp string) error {
-	if !filepath.IsAbs(mp) || filepath.Clean(mp) != mp || mp == "/" {
-		return fmt.Errorf("mountpoint %q is not an absolute, clean path other than /", mp)
-	}
-	return nil
-}
-
 // checkMountpointLocked refuses a mountpoint that is not an absolute,
 // clean, existing directory of its own (not a symlink), or that is a
 // mount of this daemon, inside one, or above one — the daemon never
@@ -283,7 +143,7 @@ func (m *viewManager) checkMountpointLocked(mp string) error {
 	bad := func(format string, a ...any) error {
 		return control.NewError(http.StatusBadRequest, wire.CodeInvalidMountpoint, "mountpoint", format, a...)
 	}
-	if err := checkMountpointPath(mp); err != nil {
+	if err := config.CheckMountpointPath(mp); err != nil {
 		return bad("%v", err)
 	}
 	mounts := []string{m.main.Mountpoint()}
@@ -310,12 +170,8 @@ func (m *viewManager) checkMountpointLocked(mp string) error {
 	return nil
 }
 
-// compileView checks v's values and patterns and compiles them.
-func compileView(v wire.View) (*fs.View, error) {
-	spec, err := viewSpecOf(v)
-	if err != nil {
-		return nil, err
-	}
+// compile compiles spec's patterns.
+func compile(spec fs.ViewSpec) (*fs.View, error) {
 	view, err := fs.CompileView(spec)
 	if err != nil {
 		var ve *fs.ViewError
@@ -327,22 +183,21 @@ func compileView(v wire.View) (*fs.View, error) {
 	return view, nil
 }
 
-// checkView is what can be checked of a view before anything is
-// mounted: its values, its patterns, an absolute clean mountpoint.
-func checkView(v wire.View) error {
-	if err := checkMountpointPath(v.Mountpoint); err != nil {
-		return err
-	}
-	_, err := compileView(v)
-	return err
-}
-
 // AddView mounts v (control.Views).
 func (m *viewManager) AddView(ctx context.Context, v wire.View) (wire.ViewInfo, error) {
-	view, err := compileView(v)
+	spec, err := viewSpecOf(v)
 	if err != nil {
 		return wire.ViewInfo{}, err
 	}
+	view, err := compile(spec)
+	if err != nil {
+		return wire.ViewInfo{}, err
+	}
+	return m.add(v, view)
+}
+
+// add mounts view at v.Mountpoint; v is what ListViews shows of it.
+func (m *viewManager) add(v wire.View, view *fs.View) (wire.ViewInfo, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -437,10 +292,10 @@ func infoOf(v wire.View, srv *fs.Server, main bool) wire.ViewInfo {
 // start mounts the views of --view, in order, once the main mount is
 // live; the first that fails is the error (the caller takes everything
 // down).
-func (m *viewManager) start(ctx context.Context, views []wire.View, files []string) error {
-	for i, v := range views {
-		if _, err := m.AddView(ctx, v); err != nil {
-			return fmt.Errorf("--view %s: %w", files[i], err)
+func (m *viewManager) start(views []viewFile) error {
+	for _, f := range views {
+		if _, err := m.add(f.shown, f.view); err != nil {
+			return fmt.Errorf("--view %s: %w", f.file, err)
 		}
 	}
 	return nil
@@ -467,18 +322,30 @@ func (m *viewManager) close() {
 	wg.Wait()
 }
 
-// loadViewFiles reads every --view file, before anything is mounted.
-func loadViewFiles(files []string) ([]wire.View, error) {
-	var out []wire.View
+// viewFile is a --view file, read and compiled.
+type viewFile struct {
+	file  string
+	shown wire.View // what ListViews shows
+	view  *fs.View
+}
+
+// loadViewFiles reads and compiles every --view file, before anything is
+// mounted.
+func loadViewFiles(files []string) ([]viewFile, error) {
+	var out []viewFile
 	for _, f := range files {
-		v, err := ReadViewFile(f)
+		v, err := config.ReadView(f)
 		if err == nil {
-			err = checkView(v)
+			err = config.CheckMountpointPath(v.Mountpoint)
+		}
+		var view *fs.View
+		if err == nil {
+			view, err = compile(specOfFile(v))
 		}
 		if err != nil {
-			return nil, ConfigError{fmt.Errorf("--view %s: %w", f, err)}
+			return nil, config.Error{Err: fmt.Errorf("--view %s: %w", f, err)}
 		}
-		out = append(out, v)
+		out = append(out, viewFile{file: f, shown: WireView(v), view: view})
 	}
 	return out, nil
 }

@@ -22,9 +22,9 @@ import (
 	sd "github.com/coreos/go-systemd/v22/daemon"
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control/client"
 	"github.com/devfsd/devfsd/control/wire"
-	"github.com/devfsd/devfsd/daemon"
 	"github.com/devfsd/devfsd/modload/devfsdconf"
 	mexec "github.com/devfsd/devfsd/modload/exec"
 )
@@ -51,10 +51,10 @@ type Options struct {
 // user's (daemon.ConfigError).
 func (o Options) Check() error {
 	if o.ExecTimeout <= 0 || o.ExecTimeout > 10*time.Minute {
-		return daemon.ConfigError{Err: fmt.Errorf("helper: --exec-timeout %v is out of range (0, 10m]", o.ExecTimeout)}
+		return config.Error{Err: fmt.Errorf("helper: --exec-timeout %v is out of range (0, 10m]", o.ExecTimeout)}
 	}
 	if _, err := devfsdconf.Load(o.Config, devfsdconf.Options{Mountpoint: o.Mount}); err != nil {
-		return daemon.ConfigError{Err: fmt.Errorf("helper: config: %w", err)}
+		return config.Error{Err: fmt.Errorf("helper: config: %w", err)}
 	}
 	return nil
 }
@@ -70,14 +70,14 @@ func (o Options) GoesToBackground() bool {
 func Run(ctx context.Context, o Options, log *zap.Logger) error {
 	abs, err := filepath.Abs(o.Mount)
 	if err != nil {
-		return daemon.ConfigError{Err: err}
+		return config.Error{Err: err}
 	}
 	o.Mount = abs
 	if o.Socket == "" {
 		o.Socket = os.Getenv("DEVFSD_SOCKET")
 	}
 	if o.Socket == "" {
-		o.Socket = daemon.DefaultSocket(o.Mount)
+		o.Socket = config.DefaultSocket(o.Mount)
 	}
 	h, err := newHelper(ctx, o, log)
 	if err != nil {
@@ -152,12 +152,12 @@ type helperd struct {
 func newHelper(ctx context.Context, o Options, log *zap.Logger) (*helperd, error) {
 	cfg, err := loadHelperConfig(o, log)
 	if err != nil {
-		return nil, daemon.ConfigError{Err: err}
+		return nil, config.Error{Err: err}
 	}
 	c := client.New(o.Socket)
 	host, err := newHelperHost(ctx, o, c, log)
 	if err != nil {
-		return nil, daemon.ConfigError{Err: err}
+		return nil, config.Error{Err: err}
 	}
 	return &helperd{o: o, log: log, c: c, host: host, cfg: cfg,
 		engine: &devfsdconf.Engine{Host: host, Mountpoint: o.Mount, Log: log}}, nil
@@ -344,8 +344,8 @@ func nodeEvent(k devfsdconf.Kind, n wire.Node) devfsdconf.Event {
 
 // stMode builds st_mode from the wire's node type and octal mode.
 func stMode(typ, mode string) uint32 {
-	perm, _ := strconv.ParseUint(mode, 8, 32)
-	return wireTypes[typ] | uint32(perm)&07777
+	perm, _ := config.ParseMode(mode) // the daemon's own answer: well-formed
+	return wireTypes[typ] | uint32(perm)
 }
 
 var wireTypes = map[string]uint32{

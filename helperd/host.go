@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control/client"
 	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/modload"
@@ -124,7 +125,7 @@ func (h *helperHost) Modload(ctx context.Context, devname string) ([]devfsdconf.
 
 // register registers n through the socket; an existing name is EEXIST.
 func (h *helperHost) register(ctx context.Context, n modload.Node) (wire.Node, error) {
-	req := wire.RegisterRequest{Path: n.Path, Type: n.Type.String(), Mode: fmt.Sprintf("%04o", n.Perm)}
+	req := wire.RegisterRequest{Path: n.Path, Type: n.Type.String(), Mode: config.Mode(n.Perm).String()}
 	uid, gid := int64(n.UID), int64(n.GID)
 	req.Uid, req.Gid = &uid, &gid
 	switch n.Type {
@@ -228,7 +229,7 @@ func (f ctlFS) Lstat(p string) (devfsdconf.Stat, error) {
 func (f ctlFS) Chmod(p string, perm uint32) error {
 	ctx, cancel := f.call()
 	defer cancel()
-	_, err := f.h.c.Chmod(ctx, p, fmt.Sprintf("%04o", perm&07777))
+	_, err := f.h.c.Chmod(ctx, p, config.Mode(perm&07777).String())
 	return fsErr("chmod", p, err)
 }
 
@@ -250,7 +251,7 @@ func (f ctlFS) Chown(p string, uid, gid int64) error {
 }
 
 func (f ctlFS) Make(p string, st devfsdconf.Stat, perm uint32) error {
-	req := wire.RegisterRequest{Path: p, Mode: fmt.Sprintf("%04o", perm&07777)}
+	req := wire.RegisterRequest{Path: p, Mode: config.Mode(perm & 07777).String()}
 	uid, gid := int64(st.UID), int64(st.GID)
 	req.Uid, req.Gid = &uid, &gid
 	switch st.Mode & devfsdconf.TypeMask {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/devfsd/devfsd/daemon"
+	"github.com/devfsd/devfsd/config"
 )
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -29,7 +29,7 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := daemon.Defaults()
+	want := config.Defaults()
 	want.Mountpoint = mnt
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got %+v\nwant %+v", cfg, want)
@@ -68,9 +68,9 @@ log_level: debug
 	tests := []struct {
 		name string
 		args []string
-		want func(c *daemon.Config)
+		want func(c *config.Config)
 	}{
-		{"file only", []string{"--config", file}, func(c *daemon.Config) {
+		{"file only", []string{"--config", file}, func(c *config.Config) {
 			c.Mountpoint = mntFile
 			c.EntryTimeout = 250 * time.Millisecond
 			c.AttrTimeout = 2 * time.Second
@@ -87,7 +87,7 @@ log_level: debug
 		{"flags override file", []string{
 			"--config", file, "--entry-timeout", "0", "--allow-other=true", "--readdirplus=always",
 			"--max-file-size", "512KiB", "--debug=false", mntFlag, "--max-nodes", "7",
-		}, func(c *daemon.Config) {
+		}, func(c *config.Config) {
 			c.Mountpoint = mntFlag // DIR beats the file's mountpoint
 			c.EntryTimeout = 0
 			c.AttrTimeout = 2 * time.Second
@@ -101,12 +101,12 @@ log_level: debug
 			c.Debug = false
 			c.LogLevel = "debug"
 		}},
-		{"flags before and after DIR, no file", []string{"--dev=false", mntFlag, "--shutdown-timeout", "1s", "--"}, func(c *daemon.Config) {
+		{"flags before and after DIR, no file", []string{"--dev=false", mntFlag, "--shutdown-timeout", "1s", "--"}, func(c *config.Config) {
 			c.Mountpoint = mntFlag
 			c.Dev = false
 			c.ShutdownTimeout = time.Second
 		}},
-		{"relative DIR made absolute", []string{"--log-format=json", relTo(t, mntFlag)}, func(c *daemon.Config) {
+		{"relative DIR made absolute", []string{"--log-format=json", relTo(t, mntFlag)}, func(c *config.Config) {
 			c.Mountpoint = mntFlag
 			c.LogFormat = "json"
 		}},
@@ -117,7 +117,7 @@ log_level: debug
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := daemon.Defaults()
+			want := config.Defaults()
 			tt.want(&want)
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("got  %+v\nwant %+v", got, want)
@@ -190,7 +190,7 @@ func TestConfigEmptyFileIsDefaults(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", content, err)
 		}
-		want := daemon.Defaults()
+		want := config.Defaults()
 		want.Mountpoint = mnt
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%q: got %+v", content, got)

@@ -16,9 +16,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control/client"
 	"github.com/devfsd/devfsd/control/wire"
-	"github.com/devfsd/devfsd/daemon"
 )
 
 const ctlUsage = `usage: devfsd ctl [--socket PATH | --mount DIR] COMMAND [ARGS]
@@ -149,9 +149,9 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case os.Getenv("DEVFSD_SOCKET") != "":
 		path = os.Getenv("DEVFSD_SOCKET")
 	case *mnt != "":
-		path = daemon.DefaultSocket(*mnt)
+		path = config.DefaultSocket(*mnt)
 	default:
-		path = daemon.DefaultSocket("/dev")
+		path = config.DefaultSocket("/dev")
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprint(stderr, ctlUsage)
@@ -274,10 +274,11 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				if x.s == "" {
 					continue
 				}
-				v, err := strconv.ParseInt(x.s, 10, 64)
+				id, err := config.ParseID(x.s)
 				if err != nil {
-					return ctlUsageErr("chown: %q is not a number (names are not looked up)", x.s)
+					return ctlUsageErr("chown: %v", err)
 				}
+				v := int64(id)
 				*x.p = &v
 			}
 			n, err := c.Chown(ctx, ctlPath(pos[1]), uid, gid)

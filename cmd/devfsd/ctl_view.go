@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control/client"
 	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/daemon"
@@ -63,9 +64,11 @@ func ctlView(ctx context.Context, c *client.Client, args []string, stdout, stder
 		case len(pos) == 1 && (*mp != "" || len(allow) > 0 || len(deny) > 0):
 			return ctlUsageErr("view add: FILE or --mountpoint with --allow/--deny, not both")
 		case len(pos) == 1:
-			if v, err = daemon.ReadViewFile(pos[0]); err != nil {
+			cv, err := config.ReadView(pos[0])
+			if err != nil {
 				return exitError{ctlExitOther, fmt.Errorf("ctl: %w", err)}
 			}
+			v = daemon.WireView(cv)
 		case *mp == "":
 			return ctlUsageErr("view add: give a view FILE or --mountpoint DIR")
 		default:

@@ -5,25 +5,26 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/daemon"
 )
 
 // mountFlags binds the flags of `devfsd mount` to c. Flags left off the
 // command line leave c as it was, which is what makes them override the
 // file and nothing else. configPath receives --config.
-func mountFlags(c *daemon.Config, configPath *string) *flag.FlagSet {
+func mountFlags(c *config.Config, configPath *string) *flag.FlagSet {
 	fs := flag.NewFlagSet("devfsd mount", flag.ContinueOnError)
 	fs.StringVar(configPath, "config", "", "YAML config `file` (flags override it)")
-	fs.DurationVar(&c.EntryTimeout, "entry-timeout", c.EntryTimeout, "kernel cache time of a name")
-	fs.DurationVar(&c.AttrTimeout, "attr-timeout", c.AttrTimeout, "kernel cache time of a node's attributes")
-	fs.DurationVar(&c.NegativeTimeout, "negative-timeout", c.NegativeTimeout, "cache time of a miss (daemon and kernel)")
-	fs.DurationVar(&c.LoaderTimeout, "loader-timeout", c.LoaderTimeout, "bound on a lookup's wait for the loader")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on draining requests at SIGTERM/SIGINT")
+	fs.Var((*config.Duration)(&c.EntryTimeout), "entry-timeout", "kernel cache time of a name")
+	fs.Var((*config.Duration)(&c.AttrTimeout), "attr-timeout", "kernel cache time of a node's attributes")
+	fs.Var((*config.Duration)(&c.NegativeTimeout), "negative-timeout", "cache time of a miss (daemon and kernel)")
+	fs.Var((*config.Duration)(&c.LoaderTimeout), "loader-timeout", "bound on a lookup's wait for the loader")
+	fs.Var((*config.Duration)(&c.ShutdownTimeout), "shutdown-timeout", "bound on draining requests at SIGTERM/SIGINT")
 	fs.StringVar(&c.Loader, "loader", c.Loader, "fallback module loader while no helper is attached: builtin, exec, none")
 	fs.StringVar(&c.ExecProgram, "exec-program", c.ExecProgram, "loader exec: the `program` run per miss (absolute path)")
-	fs.DurationVar(&c.ExecTimeout, "exec-timeout", c.ExecTimeout, "loader exec: bound on each run; its process group is killed past it")
+	fs.Var((*config.Duration)(&c.ExecTimeout), "exec-timeout", "loader exec: bound on each run; its process group is killed past it")
 	fs.StringVar(&c.Socket, "socket", c.Socket, "control socket `path` (default /run/devfsd/ESCAPED-MOUNTPOINT.sock; none: no socket)")
-	fs.Var(&c.SocketMode, "socket-mode", "control socket file `mode`, octal (default 0600)")
+	fs.Var(&c.SocketMode, "socket-mode", "control socket file `mode`, octal")
 	fs.Int64Var(&c.ControlUID, "control-uid", c.ControlUID, "`uid` allowed to change the namespace through the socket besides root (-1: none)")
 	fs.Int64Var(&c.ControlGID, "control-gid", c.ControlGID, "`gid` allowed to change the namespace through the socket besides root (-1: none)")
 	fs.BoolVar(&c.AllowOther, "allow-other", c.AllowOther, "mount with allow_other")
@@ -67,20 +68,20 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 // loadConfig builds the mount configuration from args (after "mount"):
 // defaults, then --config's file, then the flags. The result is validated.
 // Errors are usage errors: the user said something wrong.
-func loadConfig(args []string, stderr io.Writer) (daemon.Config, error) {
+func loadConfig(args []string, stderr io.Writer) (config.Config, error) {
 	// First pass: syntax, -h, and where the file is.
 	var path string
-	probe := daemon.Defaults()
+	probe := config.Defaults()
 	fs := mountFlags(&probe, &path)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { mountUsage(fs) }
 	if _, err := parseInterspersed(fs, args); err != nil {
-		return daemon.Config{}, err
+		return config.Config{}, err
 	}
-	cfg := daemon.Defaults()
+	cfg := config.Defaults()
 	if path != "" {
-		if err := daemon.ParseFile(&cfg, path); err != nil {
-			return daemon.Config{}, usageError{err}
+		if err := config.ParseFile(&cfg, path); err != nil {
+			return config.Config{}, usageError{err}
 		}
 	}
 	// Second pass: the flags given override the file.
@@ -88,21 +89,21 @@ func loadConfig(args []string, stderr io.Writer) (daemon.Config, error) {
 	fs.SetOutput(stderr)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
-		return daemon.Config{}, err
+		return config.Config{}, err
 	}
 	switch len(pos) {
 	case 0:
 	case 1:
 		cfg.Mountpoint = pos[0]
 	default:
-		return daemon.Config{}, usageError{fmt.Errorf("mount takes one DIR, got %d arguments: %q", len(pos), pos)}
+		return config.Config{}, usageError{fmt.Errorf("mount takes one DIR, got %d arguments: %q", len(pos), pos)}
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := daemon.Check(&cfg); err != nil {
 		// The file's errors give lines: say which file they are in.
 		if path != "" {
-			return daemon.Config{}, usageError{fmt.Errorf("invalid configuration (%s, then the flags):\n%w", path, err)}
+			return config.Config{}, usageError{fmt.Errorf("invalid configuration (%s, then the flags):\n%w", path, err)}
 		}
-		return daemon.Config{}, usageError{fmt.Errorf("invalid configuration:\n%w", err)}
+		return config.Config{}, usageError{fmt.Errorf("invalid configuration:\n%w", err)}
 	}
 	return cfg, nil
 }

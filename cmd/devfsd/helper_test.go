@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/devfsd/devfsd/daemon"
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/helperd"
 )
 
@@ -24,8 +24,8 @@ func TestConfigExecLoaderFromFile(t *testing.T) {
 	if err != nil || cfg.ExecTimeout != 2*time.Second {
 		t.Errorf("the flag does not override the file: %v, %v", cfg.ExecTimeout, err)
 	}
-	if daemon.Defaults().ExecTimeout != 3*time.Second {
-		t.Errorf("exec_timeout default %v", daemon.Defaults().ExecTimeout)
+	if config.Defaults().ExecTimeout != 3*time.Second {
+		t.Errorf("exec_timeout default %v", config.Defaults().ExecTimeout)
 	}
 }
 
@@ -46,7 +46,7 @@ func TestHelperFlags(t *testing.T) {
 	if d.Config != "/etc/devfsd.conf" || d.Mount != "/dev" || d.Foreground || d.NoPoll || d.ExecTimeout != 3*time.Second || format != "auto" {
 		t.Errorf("defaults %+v", d)
 	}
-	if got := daemon.DefaultSocket(filepath.Clean(d.Mount)); got != "/run/devfsd/dev.sock" {
+	if got := config.DefaultSocket(filepath.Clean(d.Mount)); got != "/run/devfsd/dev.sock" {
 		t.Errorf("default socket %q", got)
 	}
 }

@@ -22,7 +22,7 @@ import (
 	"runtime"
 	"runtime/debug"
 
-	"github.com/devfsd/devfsd/daemon"
+	"github.com/devfsd/devfsd/config"
 )
 
 // version is set at build time:
@@ -48,7 +48,7 @@ func (e usageError) Unwrap() error { return e.err }
 
 func exitCode(err error) int {
 	var u usageError
-	var c daemon.ConfigError
+	var c config.Error
 	if errors.As(err, &u) || errors.As(err, &c) {
 		return 2
 	}

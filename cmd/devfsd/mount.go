@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/daemon"
 )
 
@@ -64,7 +65,7 @@ func runMount(ctx context.Context, args []string, stderr io.Writer) error {
 		zap.String("mountpoint", cfg.Mountpoint),
 		zap.Object("config", cfg))
 	d, err := daemon.New(cfg, log, daemon.Options{
-		Reread: func() (daemon.Config, error) { return loadConfig(args, io.Discard) },
+		Reread: func() (config.Config, error) { return loadConfig(args, io.Discard) },
 	})
 	if err != nil {
 		return err

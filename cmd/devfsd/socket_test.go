@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/devfsd/devfsd/daemon"
+	"github.com/devfsd/devfsd/config"
 )
 
 func TestSocketConfig(t *testing.T) {
@@ -39,11 +39,11 @@ func TestSocketConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.SocketPath(cfg.Mountpoint) != daemon.DefaultSocket(cfg.Mountpoint) || cfg.SocketMode != 0600 || cfg.ControlUID != -1 {
+	if cfg.SocketPath(cfg.Mountpoint) != config.DefaultSocket(cfg.Mountpoint) || cfg.SocketMode != 0600 || cfg.ControlUID != -1 {
 		t.Errorf("defaults: %+v", cfg)
 	}
 	file := writeFile(t, t.TempDir(), "c.yaml", "socket: /run/x.sock\nsocket_mode: 0660\ncontrol_gid: 44\n")
-	if err := daemon.ParseFile(&cfg, file); err != nil {
+	if err := config.ParseFile(&cfg, file); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Socket != "/run/x.sock" || cfg.SocketMode != 0660 || cfg.ControlGID != 44 {

@@ -1,25 +1,25 @@
-package daemon
+// Package config is the daemon's configuration: the schema of the
+// `devfsd mount` file and its validation, the default socket paths, view
+// files, and the value types (Mode, Size, Duration, ID) that every file
+// and request shares, each with one parser. It imports nothing of devfsd
+// but dcache's node types, so every package may use it.
+package config
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"go.uber.org/zap/zapcore"
 	"gopkg.in/yaml.v3"
-
-	"github.com/devfsd/devfsd/modload/builtin"
 )
 
 // Config is everything `devfsd mount` is told. It is filled in three layers,
@@ -72,7 +72,7 @@ type Config struct {
 	Socket string `yaml:"socket"`
 	// SocketMode is the socket file's mode, octal; 0600 lets only root
 	// connect. Anyone who can connect may read the tree and its events.
-	SocketMode OctalMode `yaml:"socket_mode"`
+	SocketMode Mode `yaml:"socket_mode"`
 	// ControlUID and ControlGID, if not -1, may change the namespace
 	// through the socket (and attach as the helper) besides root. With
 	// ControlGID set the socket's group is that gid.
@@ -98,8 +98,8 @@ type Config struct {
 	// write is ENOSPC. In the file and on the command line: bytes, or a
 	// number with KiB, MiB or GiB. The defaults are dcache's: /dev holds
 	// small files.
-	MaxFileSize ByteSize `yaml:"max_file_size"`
-	MaxBytes    ByteSize `yaml:"max_bytes"`
+	MaxFileSize Size `yaml:"max_file_size"`
+	MaxBytes    Size `yaml:"max_bytes"`
 
 	// Debug logs every FUSE request and reply (go-fuse's Debug).
 	Debug bool `yaml:"debug"`
@@ -121,15 +121,15 @@ type Config struct {
 	AuditLog string `yaml:"audit_log"`
 
 	// Modules are extension modules of the builtin loader, loaded on a
-	// miss like the modules of its catalogue (config_modules.go has the
+	// miss like the modules of its catalogue (modules.go has the
 	// format). In the file only.
-	Modules []builtin.Module `yaml:"modules"`
+	Modules []Module `yaml:"modules"`
 	// moduleLines are the file lines of Modules, for Validate's errors
 	// (nil when Modules came from no file). Not a setting.
 	moduleLines *moduleLines
 
 	// Views are the --view files, each one more mount of the namespace
-	// at start (views.go). Command line only: not a file key, and not
+	// at start (view.go). Command line only: not a file key, and not
 	// compared by a reload (views change through the control API).
 	Views ViewFiles
 }
@@ -209,7 +209,9 @@ func Defaults() Config {
 }
 
 // Validate checks c and makes Mountpoint absolute. Every error names the
-// setting by its file key.
+// setting by its file key. What only the built-in loader knows (module
+// names and paths against its catalogue and each other) is checked by
+// daemon.Check, which calls Validate first.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, a ...any) {
@@ -307,67 +309,17 @@ func (c *Config) Validate() error {
 	if c.AuditLog != "" && !filepath.IsAbs(c.AuditLog) {
 		bad("audit_log", "%q is not an absolute path", c.AuditLog)
 	}
-	c.validateModules(bad)
+	if len(c.Modules) > 0 && c.Loader != "builtin" {
+		bad("modules", "set, but loader is %q; extension modules are loaded by the builtin loader", c.Loader)
+	}
 	return errors.Join(errs...)
 }
 
-func oneOf(s string, set ...string) bool {
-	for _, x := range set {
-		if s == x {
-			return true
-		}
-	}
-	return false
-}
-
-// ByteSize is a size in bytes that reads "16777216", "16MiB", "512KiB".
-type ByteSize int64
-
-var sizeUnits = []struct {
-	suffix string
-	mult   int64
-}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
-
-// ParseByteSize parses a number of bytes with an optional unit suffix.
-func ParseByteSize(s string) (ByteSize, error) {
-	num, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range sizeUnits {
-		if strings.HasSuffix(num, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("invalid size %q (want bytes, or a number with KiB, MiB or GiB)", s)
-	}
-	return ByteSize(n * mult), nil
-}
-
-func (b ByteSize) String() string {
-	for _, u := range sizeUnits {
-		if b != 0 && int64(b)%u.mult == 0 && u.mult > 1 {
-			return fmt.Sprintf("%d%s", int64(b)/u.mult, u.suffix)
-		}
-	}
-	return strconv.FormatInt(int64(b), 10)
-}
-
-// Set implements flag.Value.
-func (b *ByteSize) Set(s string) error {
-	v, err := ParseByteSize(s)
-	if err != nil {
-		return err
-	}
-	*b = v
-	return nil
-}
-
-// ParseFile overlays the YAML file at path onto c. It walks the document
-// itself rather than letting yaml.v3 decode into the struct, so that an
-// unknown or repeated key, or a bad value, is reported with its key and
-// line, and so that a duration without a unit ("5") is an error rather than
-// five nanoseconds.
+// ParseFile overlays the YAML file at path onto c: each key it sets
+// replaces c's value, the others stay. Strict: an unknown or repeated
+// key, or a bad value, is an error naming the key and its line, and a
+// duration without a unit ("5") is an error rather than five
+// nanoseconds. An empty file changes nothing.
 func ParseFile(c *Config, path string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -379,162 +331,56 @@ func ParseFile(c *Config, path string) error {
 	return nil
 }
 
-func parseYAML(c *Config, data []byte) (err error) {
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil // an empty file changes nothing
-		}
+func parseYAML(c *Config, data []byte) error {
+	root, err := document(data, "the config")
+	if root == nil || err != nil {
 		return err
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return fmt.Errorf("line %d: a second YAML document; the config is one mapping", extra.Line)
-	}
-	root := &doc
-	if root.Kind == yaml.DocumentNode {
-		if len(root.Content) == 0 {
-			return nil
-		}
-		root = root.Content[0]
-	}
-	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
-		return nil
 	}
 	if root.Kind != yaml.MappingNode {
 		return fmt.Errorf("line %d: the config must be a mapping of settings (key: value)", root.Line)
 	}
 	fields := configFields(c)
-	seen := map[string]int{}
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		k, v := root.Content[i], root.Content[i+1]
-		key := k.Value
-		if prev, ok := seen[key]; ok {
-			return fmt.Errorf("line %d: %s: set twice (first on line %d)", k.Line, key, prev)
-		}
-		seen[key] = k.Line
-		f, ok := fields[key]
-		if !ok {
-			return fmt.Errorf("line %d: unknown key %q (known keys: %s)", k.Line, key, strings.Join(sortedKeys(fields), ", "))
-		}
+	known := make([]string, 0, len(fields))
+	for k := range fields {
+		known = append(known, k)
+	}
+	sort.Strings(known)
+	fs, err := mapping(root, "", known...)
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		key := f.key.Value
 		if key == "modules" { // a list of mappings; its errors say their lines
-			if c.Modules, c.moduleLines, err = decodeModules(v); err != nil {
+			if c.Modules, c.moduleLines, err = decodeModules(f.val); err != nil {
 				return err
 			}
 			continue
 		}
-		if err := decodeValue(f, v); err != nil {
-			return fmt.Errorf("line %d: %s: %w", v.Line, key, err)
+		if err := decode(fields[key], f.val); err != nil {
+			return fmt.Errorf("line %d: %s: %w", f.val.Line, key, err)
 		}
 	}
 	return nil
 }
 
-// configFields maps each yaml key of Config to its field in c.
-func configFields(c *Config) map[string]reflect.Value {
-	fields := map[string]reflect.Value{}
+// configFields maps each yaml key of Config to a pointer to its field in
+// c, a time.Duration's as a *Duration.
+func configFields(c *Config) map[string]any {
+	fields := map[string]any{}
 	v := reflect.ValueOf(c).Elem()
 	for i := 0; i < v.NumField(); i++ {
-		if key := v.Type().Field(i).Tag.Get("yaml"); key != "" {
-			fields[key] = v.Field(i)
+		key := v.Type().Field(i).Tag.Get("yaml")
+		if key == "" {
+			continue
 		}
+		p := v.Field(i).Addr().Interface()
+		if d, ok := p.(*time.Duration); ok {
+			p = (*Duration)(d)
+		}
+		fields[key] = p
 	}
 	return fields
-}
-
-func sortedKeys(m map[string]reflect.Value) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-// OctalMode is a file mode written in octal: "0600" or 0600 in the file.
-type OctalMode uint32
-
-func (m OctalMode) String() string { return fmt.Sprintf("%04o", uint32(m)) }
-
-// Set implements flag.Value.
-func (m *OctalMode) Set(s string) error {
-	v, err := strconv.ParseUint(s, 8, 32)
-	if err != nil {
-		return fmt.Errorf("invalid mode %q (want octal, such as 0600)", s)
-	}
-	*m = OctalMode(v)
-	return nil
-}
-
-var (
-	modeType     = reflect.TypeOf(OctalMode(0))
-	durationType = reflect.TypeOf(time.Duration(0))
-	sizeType     = reflect.TypeOf(ByteSize(0))
-)
-
-// decodeValue sets field f from the YAML value v.
-func decodeValue(f reflect.Value, v *yaml.Node) error {
-	if v.Kind != yaml.ScalarNode {
-		return fmt.Errorf("want a single value, not a %s", kindName(v.Kind))
-	}
-	switch f.Type() {
-	case durationType:
-		d, err := time.ParseDuration(v.Value)
-		if err != nil || v.Tag != "!!str" {
-			return fmt.Errorf("invalid duration %q (want a number with a unit: 500ms, 1s, 2m)", v.Value)
-		}
-		f.SetInt(int64(d))
-		return nil
-	case modeType:
-		var m OctalMode
-		if err := m.Set(v.Value); err != nil {
-			return err
-		}
-		f.SetUint(uint64(m))
-		return nil
-	case sizeType:
-		b, err := ParseByteSize(v.Value)
-		if err != nil {
-			return err
-		}
-		f.SetInt(int64(b))
-		return nil
-	}
-	switch f.Kind() {
-	case reflect.String:
-		if v.Tag != "!!str" {
-			return fmt.Errorf("invalid value %q (want a string)", v.Value)
-		}
-		f.SetString(v.Value)
-	case reflect.Bool:
-		var b bool
-		if v.Tag != "!!bool" || v.Decode(&b) != nil {
-			return fmt.Errorf("invalid value %q (want true or false)", v.Value)
-		}
-		f.SetBool(b)
-	case reflect.Int64:
-		var n int64
-		if v.Tag != "!!int" || v.Decode(&n) != nil {
-			return fmt.Errorf("invalid value %q (want an integer)", v.Value)
-		}
-		f.SetInt(n)
-	default:
-		panic(fmt.Sprintf("config: no decoder for %v", f.Type()))
-	}
-	return nil
-}
-
-func kindName(k yaml.Kind) string {
-	switch k {
-	case yaml.MappingNode:
-		return "mapping"
-	case yaml.SequenceNode:
-		return "list"
-	case yaml.AliasNode:
-		return "alias"
-	}
-	return "document"
 }
 
 // MarshalLogObject logs the configuration under its file keys, durations
@@ -576,10 +422,10 @@ func (c Config) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	return nil
 }
 
-// ConfigError marks an error in what the daemon was told (its
-// configuration, a view file, its environment), as opposed to one met
-// while running: devfsd exits with status 2 for it.
-type ConfigError struct{ Err error }
+// Error marks an error in what devfsd was told (its configuration, a view
+// file, its flags or environment), as opposed to one met while running:
+// devfsd exits with status 2 for it.
+type Error struct{ Err error }
 
-func (e ConfigError) Error() string { return e.Err.Error() }
-func (e ConfigError) Unwrap() error { return e.Err }
+func (e Error) Error() string { return e.Err.Error() }
+func (e Error) Unwrap() error { return e.Err }

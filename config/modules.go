@@ -1,15 +1,14 @@
-package daemon
+package config
 
 import (
 	"errors"
 	"fmt"
+	"path"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/devfsd/devfsd/dcache"
-	"github.com/devfsd/devfsd/modload"
-	"github.com/devfsd/devfsd/modload/builtin"
 )
 
 // The modules: key: extension modules of the built-in loader, beside its
@@ -36,85 +35,52 @@ import (
 //
 // The key is in the file only: a list has no flag.
 
+// Module is one extension module of the built-in loader: a name and the
+// nodes it registers when loaded.
+type Module struct {
+	Name        string
+	Description string
+	Nodes       []Node
+}
+
+// Node is one node of a Module, as the file says it, defaults applied.
+type Node struct {
+	Path         string      // relative to the mount root, clean
+	Type         dcache.Type // TypeChar, TypeBlock, TypeDir or TypeSymlink
+	Mode         Mode        // 0777 for a symlink
+	Major, Minor uint32      // char and block only
+	UID, GID     ID
+	Target       string // symlink only
+}
+
 // moduleLines are the file lines of Config.Modules' entries (module[i])
-// and of their nodes (node[i][j]), for Validate's errors.
+// and of their nodes (node[i][j]), for the errors of checks made after
+// decoding.
 type moduleLines struct {
 	module []int
 	node   [][]int
 }
 
-// mapping returns the key/value pairs of the YAML mapping v, refusing a
-// key that is not in known or is repeated; what names v in errors.
-func mapping(v *yaml.Node, what string, known ...string) ([][2]*yaml.Node, error) {
-	if v.Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("line %d: %s: want a mapping (key: value), not %s", v.Line, what, yamlKind(v))
-	}
-	seen := map[string]int{}
-	var kvs [][2]*yaml.Node
-	for i := 0; i+1 < len(v.Content); i += 2 {
-		k, val := v.Content[i], v.Content[i+1]
-		if !oneOf(k.Value, known...) {
-			return nil, fmt.Errorf("line %d: %s: unknown key %q (known keys: %s)", k.Line, what, k.Value, strings.Join(known, ", "))
-		}
-		if prev, ok := seen[k.Value]; ok {
-			return nil, fmt.Errorf("line %d: %s.%s: set twice (first on line %d)", k.Line, what, k.Value, prev)
-		}
-		seen[k.Value] = k.Line
-		kvs = append(kvs, [2]*yaml.Node{k, val})
-	}
-	return kvs, nil
-}
-
-func yamlKind(v *yaml.Node) string {
-	if v.Kind == yaml.ScalarNode {
-		return fmt.Sprintf("%q", v.Value)
-	}
-	if v.Kind == yaml.AliasNode {
-		return "an alias (anchors are not followed here)"
-	}
-	return "a " + kindName(v.Kind)
-}
-
-func yamlString(v *yaml.Node) (string, error) {
-	if v.Kind == yaml.ScalarNode && v.Tag != "!!str" {
-		return "", fmt.Errorf("want a string, not %s (YAML reads it as %s; quote it)", yamlKind(v), strings.TrimPrefix(v.Tag, "!!"))
-	}
-	if v.Kind != yaml.ScalarNode {
-		return "", fmt.Errorf("want a string, not %s", yamlKind(v))
-	}
-	return v.Value, nil
-}
-
-// yamlUint reads an integer in [0, max].
-func yamlUint(v *yaml.Node, max uint64) (uint32, error) {
-	var n int64
-	if v.Kind != yaml.ScalarNode || v.Tag != "!!int" || v.Decode(&n) != nil {
-		return 0, fmt.Errorf("want an integer, not %s", yamlKind(v))
-	}
-	if n < 0 || uint64(n) > max {
-		return 0, fmt.Errorf("%d is out of range [0, %d]", n, max)
-	}
-	return uint32(n), nil
-}
-
-var configNodeTypes = map[string]modload.NodeType{
-	"char": modload.CharDevice, "block": modload.BlockDevice,
-	"dir": modload.Directory, "symlink": modload.Symlink,
+// nodeTypes are the node types a module may register, by their name in
+// the file.
+var nodeTypes = map[string]dcache.Type{
+	"char": dcache.TypeChar, "block": dcache.TypeBlock,
+	"dir": dcache.TypeDir, "symlink": dcache.TypeSymlink,
 }
 
 // decodeModules reads the value of modules:. An empty list, or none, is
 // no modules (nil).
-func decodeModules(v *yaml.Node) ([]builtin.Module, *moduleLines, error) {
+func decodeModules(v *yaml.Node) ([]Module, *moduleLines, error) {
 	if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
 		return nil, nil, nil
 	}
 	if v.Kind != yaml.SequenceNode {
-		return nil, nil, fmt.Errorf("line %d: modules: want a list of modules, not %s", v.Line, yamlKind(v))
+		return nil, nil, fmt.Errorf("line %d: modules: want a list of modules, not %s", v.Line, describe(v))
 	}
 	if len(v.Content) == 0 {
 		return nil, nil, nil
 	}
-	mods := make([]builtin.Module, 0, len(v.Content))
+	mods := make([]Module, 0, len(v.Content))
 	lines := &moduleLines{}
 	for i, mv := range v.Content {
 		what := fmt.Sprintf("modules[%d]", i)
@@ -122,19 +88,17 @@ func decodeModules(v *yaml.Node) ([]builtin.Module, *moduleLines, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		var m builtin.Module
+		var m Module
 		var nodeLines []int
 		var hasName, hasNodes bool
 		for _, kv := range kvs {
-			k, val := kv[0], kv[1]
+			k, val := kv.key, kv.val
 			switch k.Value {
 			case "name":
 				hasName = true
-				if m.Name, err = yamlString(val); err == nil && !builtin.ValidModuleName(m.Name) {
-					err = fmt.Errorf("%q is not a module name (1 to %d of A-Z a-z 0-9 . _ + -, not starting with . or -)", m.Name, builtin.MaxModuleName)
-				}
+				err = decode(&m.Name, val)
 			case "description":
-				m.Description, err = yamlString(val)
+				err = decode(&m.Description, val)
 			case "nodes":
 				hasNodes = true
 				m.Nodes, nodeLines, err = decodeNodes(val, what+".nodes")
@@ -159,11 +123,11 @@ func decodeModules(v *yaml.Node) ([]builtin.Module, *moduleLines, error) {
 	return mods, lines, nil
 }
 
-func decodeNodes(v *yaml.Node, what string) ([]modload.Node, []int, error) {
+func decodeNodes(v *yaml.Node, what string) ([]Node, []int, error) {
 	if v.Kind != yaml.SequenceNode || len(v.Content) == 0 {
-		return nil, nil, fmt.Errorf("line %d: %s: want a list of at least one node, not %s", v.Line, what, yamlKind(v))
+		return nil, nil, fmt.Errorf("line %d: %s: want a list of at least one node, not %s", v.Line, what, describe(v))
 	}
-	var nodes []modload.Node
+	var nodes []Node
 	var lines []int
 	for j, nv := range v.Content {
 		n, err := decodeNode(nv, fmt.Sprintf("%s[%d]", what, j))
@@ -176,65 +140,57 @@ func decodeNodes(v *yaml.Node, what string) ([]modload.Node, []int, error) {
 	return nodes, lines, nil
 }
 
-func decodeNode(v *yaml.Node, what string) (modload.Node, error) {
-	var n modload.Node
+func decodeNode(v *yaml.Node, what string) (Node, error) {
+	var n Node
 	kvs, err := mapping(v, what, "path", "type", "mode", "major", "minor", "uid", "gid", "target")
 	if err != nil {
 		return n, err
 	}
 	set := map[string]*yaml.Node{}
 	for _, kv := range kvs {
-		k, val := kv[0], kv[1]
+		k, val := kv.key, kv.val
 		set[k.Value] = k
 		fail := func(err error) error { return fmt.Errorf("line %d: %s.%s: %w", val.Line, what, k.Value, err) }
 		switch k.Value {
 		case "path":
-			if n.Path, err = yamlString(val); err != nil {
+			if err = decode(&n.Path, val); err != nil {
 				return n, fail(err)
 			}
 			if err := checkNodePath(n.Path); err != nil {
 				return n, fail(err)
 			}
 		case "type":
-			s, err := yamlString(val)
-			if err != nil {
+			var s string
+			if err := decode(&s, val); err != nil {
 				return n, fail(err)
 			}
-			t, ok := configNodeTypes[s]
+			t, ok := nodeTypes[s]
 			if !ok {
 				return n, fail(fmt.Errorf("%q is not a node type (char, block, dir, symlink)", s))
 			}
 			n.Type = t
 		case "mode":
-			var m OctalMode
-			if val.Kind != yaml.ScalarNode {
-				return n, fail(fmt.Errorf("want an octal mode, not %s", yamlKind(val)))
-			}
-			if err := m.Set(val.Value); err != nil {
+			if err := decode(&n.Mode, val); err != nil {
 				return n, fail(err)
 			}
-			if m > 07777 {
-				return n, fail(fmt.Errorf("%v is outside 07777 (permission, setuid, setgid and sticky bits only)", m))
-			}
-			n.Perm = uint32(m)
 		case "major":
-			if n.Major, err = yamlUint(val, 1<<12-1); err != nil {
+			if n.Major, err = uintIn(val, 1<<12-1); err != nil {
 				return n, fail(err)
 			}
 		case "minor":
-			if n.Minor, err = yamlUint(val, 1<<20-1); err != nil {
+			if n.Minor, err = uintIn(val, 1<<20-1); err != nil {
 				return n, fail(err)
 			}
 		case "uid":
-			if n.UID, err = yamlUint(val, 1<<32-2); err != nil {
+			if err = decode(&n.UID, val); err != nil {
 				return n, fail(err)
 			}
 		case "gid":
-			if n.GID, err = yamlUint(val, 1<<32-2); err != nil {
+			if err = decode(&n.GID, val); err != nil {
 				return n, fail(err)
 			}
 		case "target":
-			if n.Target, err = yamlString(val); err != nil {
+			if err = decode(&n.Target, val); err != nil {
 				return n, fail(err)
 			}
 			if n.Target == "" || strings.IndexByte(n.Target, 0) >= 0 || len(n.Target) > 4095 {
@@ -250,19 +206,19 @@ func decodeNode(v *yaml.Node, what string) (modload.Node, error) {
 	// What each type needs, and what it must not have.
 	need, forbid := []string{}, []string{}
 	switch n.Type {
-	case modload.CharDevice, modload.BlockDevice:
+	case dcache.TypeChar, dcache.TypeBlock:
 		need, forbid = []string{"major", "minor"}, []string{"target"}
 		if set["mode"] == nil {
-			n.Perm = 0600
+			n.Mode = 0600
 		}
-	case modload.Directory:
+	case dcache.TypeDir:
 		forbid = []string{"major", "minor", "target"}
 		if set["mode"] == nil {
-			n.Perm = 0755
+			n.Mode = 0755
 		}
-	case modload.Symlink:
+	case dcache.TypeSymlink:
 		need, forbid = []string{"target"}, []string{"major", "minor", "mode"}
-		n.Perm = 0777
+		n.Mode = 0777
 	}
 	for _, k := range need {
 		if set[k] == nil {
@@ -274,9 +230,6 @@ func decodeNode(v *yaml.Node, what string) (modload.Node, error) {
 			return n, fmt.Errorf("line %d: %s.%s: a %s node has none", kn.Line, what, k, n.Type)
 		}
 	}
-	if err := n.Validate(); err != nil { // a backstop: the checks above are stricter
-		return n, fmt.Errorf("line %d: %s: %w", v.Line, what, err)
-	}
 	return n, nil
 }
 
@@ -286,7 +239,7 @@ func checkNodePath(p string) error {
 	if p == "" {
 		return errors.New("empty: the root cannot be a node")
 	}
-	if err := modload.ValidatePath(p); err != nil {
+	if strings.HasPrefix(p, "/") || path.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../") {
 		return fmt.Errorf("%q is not a clean path relative to the mount root (such as net/tun)", p)
 	}
 	for _, e := range strings.Split(p, "/") {
@@ -312,42 +265,4 @@ func (c *Config) ModuleLine(i, j int) int {
 		return l.node[i][j]
 	}
 	return l.module[i]
-}
-
-// validateModules is Validate's part for modules: what involves more than
-// one node (builtin.CheckExtensions), each problem named by its entry and
-// line.
-func (c *Config) validateModules(bad func(key, format string, a ...any)) {
-	if len(c.Modules) == 0 {
-		return
-	}
-	if c.Loader != "builtin" {
-		bad("modules", "set, but loader is %q; extension modules are loaded by the builtin loader", c.Loader)
-		return
-	}
-	err := builtin.CheckExtensions(c.Modules)
-	if err == nil {
-		return
-	}
-	errs := []error{err}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = j.Unwrap()
-	}
-	for _, e := range errs {
-		var ee *builtin.ExtensionError
-		if !errors.As(e, &ee) {
-			bad("modules", "%v", e)
-			continue
-		}
-		where := fmt.Sprintf("modules[%d]", ee.Module)
-		line := c.ModuleLine(ee.Module, ee.Node)
-		if ee.Node >= 0 {
-			where += fmt.Sprintf(".nodes[%d]", ee.Node)
-		}
-		if line > 0 {
-			bad("modules", "line %d: %s: %v", line, where, ee.Err)
-		} else {
-			bad("modules", "%s: %v", where, ee.Err)
-		}
-	}
 }
