@@ -53,7 +53,8 @@ type Daemon struct {
 	hooks     testHooks
 	views     []viewFile // the --view files, read by New
 	x         *extras
-	hub       *control.Hub
+	events    fanout       // the namespace's event sink
+	hub       *control.Hub // nil with socket: none
 	ns        *dcache.Namespace
 	res       *lookup.Resolver
 	srv       *fs.Server
@@ -101,10 +102,17 @@ func (d *Daemon) build() (err error) {
 	x := d.x
 	nq := fs.NewNotifyQueue(0)
 	mux := fs.NewNotifyMux(nq) // every mount's notify queue: the main one's, and each view's
-	// The hub fans events out to the state store (if any), the notify
-	// queue (kernel notifies) and the control socket's subscribers; it is
-	// the namespace's sink.
-	d.hub = control.NewHub(x.sink(mux))
+	// The namespace's events go to the store (if any), the kernel
+	// notifies and, with a socket, its subscribers: peers of one fan-out.
+	sock := cfg.SocketPath(cfg.Mountpoint)
+	if x.store != nil {
+		d.events = append(d.events, x.store)
+	}
+	d.events = append(d.events, mux)
+	if sock != "" {
+		d.hub = control.NewHub(nil) // a peer: it forwards to nothing
+		d.events = append(d.events, d.hub)
+	}
 	negTTL := cfg.NegativeTimeout
 	if negTTL == 0 {
 		negTTL = -1 // dcache: negative means no negative caching
@@ -114,7 +122,7 @@ func (d *Daemon) build() (err error) {
 		MaxFileSize:  int64(cfg.MaxFileSize),
 		MaxBytes:     int64(cfg.MaxBytes),
 		NegativeTTL:  negTTL,
-		Sink:         d.hub,
+		Sink:         d.events,
 		RegisterHook: x.registerHook(), // kept attributes of registered devices
 	})
 	d.ns = ns
@@ -174,7 +182,7 @@ func (d *Daemon) build() (err error) {
 	// The socket is made before the mount (a live socket of another
 	// daemon fails the start before anything is mounted) and served once
 	// the mount is live, before READY=1.
-	if sock := cfg.SocketPath(cfg.Mountpoint); sock != "" {
+	if sock != "" {
 		res, srv := d.res, d.srv
 		d.ctl, err = control.Listen(control.Options{
 			Path:         sock,

@@ -80,24 +80,6 @@ func openExtras(cfg config.Config, log *zap.Logger) (x *extras, err error) {
 	return x, nil
 }
 
-// sink is the namespace's event sink: the store (if any) first, then next.
-func (x *extras) sink(next dcache.Sink) dcache.Sink {
-	if x.store == nil {
-		return next
-	}
-	return teeSink{x.store, next}
-}
-
-type teeSink struct{ a, b dcache.Sink }
-
-// WantsLookups implements dcache.LookupSink: if either sink wants them.
-func (t teeSink) WantsLookups() bool { return dcache.WantsLookups(t.a) || dcache.WantsLookups(t.b) }
-
-func (t teeSink) Event(ev dcache.Event) {
-	t.a.Event(ev)
-	t.b.Event(ev)
-}
-
 // registerHook is dcache.Options.RegisterHook: kept attributes of
 // registered devices.
 func (x *extras) registerHook() func(string, dcache.Spec) dcache.Spec {
@@ -146,8 +128,10 @@ func (x *extras) observe(mi lookup.MissInfo) {
 
 // wire registers the metrics over the daemon's parts.
 func (x *extras) wire(ns *dcache.Namespace, res *lookup.Resolver, srv *fs.Server, hub *control.Hub) {
-	src := metrics.Sources{Namespace: ns, Lookup: res.Stats, Server: srv.Stats, Hub: hub.Stats,
-		Suppressed: x.audit.Suppressed}
+	src := metrics.Sources{Namespace: ns, Lookup: res.Stats, Server: srv.Stats, Suppressed: x.audit.Suppressed}
+	if hub != nil {
+		src.Hub = hub.Stats
+	}
 	if x.store != nil {
 		src.State = x.store.Stats
 	}
