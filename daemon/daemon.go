@@ -25,6 +25,7 @@ import (
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/fs"
 	"github.com/devfsd/devfsd/lookup"
+	"github.com/devfsd/devfsd/modload"
 	"github.com/devfsd/devfsd/modload/builtin"
 	"github.com/devfsd/devfsd/modload/chain"
 	"github.com/devfsd/devfsd/modload/helper"
@@ -145,7 +146,7 @@ func (d *Daemon) build() (err error) {
 	}
 	// The fallback (builtin, exec or none) is built by loaders, which a
 	// reload asks again (reload.go).
-	lds := &loaders{ns: ns, bl: bl, log: log, delay: d.hooks.loaderDelay}
+	lds := &loaders{ns: ns, bl: bl, log: log, wrap: func(l modload.Loader) modload.Loader { return d.hooks.wrapLoader(l, log) }}
 	fallback, err := lds.fallback(cfg)
 	if err != nil {
 		return err

@@ -50,8 +50,8 @@ type loaders struct {
 	ns      *dcache.Namespace
 	bl      *builtin.Loader
 	log     *zap.Logger
-	delay   time.Duration                   // test hook: every load delayed
-	execs   atomic.Pointer[[]*mexec.Loader] // every exec loader made
+	wrap    func(modload.Loader) modload.Loader // the test hooks' (testhooks.go); identity without them
+	execs   atomic.Pointer[[]*mexec.Loader]     // every exec loader made
 	makeMux sync.Mutex
 }
 
@@ -78,9 +78,8 @@ func (l *loaders) fallback(cfg config.Config) (modload.Loader, error) {
 		l.makeMux.Unlock()
 		fb = el
 	}
-	if l.delay > 0 && fb != nil {
-		l.log.Warn("TEST HOOK: every load is delayed", zap.Duration("delay", l.delay))
-		fb = delayedLoader{fb, l.delay}
+	if fb != nil {
+		fb = l.wrap(fb)
 	}
 	return fb, nil
 }

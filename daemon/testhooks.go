@@ -1,6 +1,9 @@
+//go:build devfsd_testhooks
+
 package daemon
 
-// Test-only hooks. They exist so that test/integration can drive the
+// Test-only hooks, built only with the build tag devfsd_testhooks (the
+// test harness passes it; testhooks_off.go is the production build). They exist so that test/integration can drive the
 // daemon, a separate process, into states a user cannot reach through the
 // control socket: a slow loader, and registrations made outside FUSE by a
 // signal, with no socket client in the way. They are switched on only by these
@@ -133,6 +136,15 @@ func (h testHooks) startPprof(log *zap.Logger) (stop func(), err error) {
 	go srv.Serve(ln)
 	log.Warn("TEST HOOK: pprof served", zap.String("addr", ln.Addr().String()))
 	return func() { srv.Close() }, nil
+}
+
+// wrapLoader delays every load of l when DEVFSD_TEST_LOADER_DELAY is set.
+func (h testHooks) wrapLoader(l modload.Loader, log *zap.Logger) modload.Loader {
+	if h.loaderDelay <= 0 {
+		return l
+	}
+	log.Warn("TEST HOOK: every load is delayed", zap.Duration("delay", h.loaderDelay))
+	return delayedLoader{l, h.loaderDelay}
 }
 
 // delayedLoader delays every load (DEVFSD_TEST_LOADER_DELAY).
