@@ -42,6 +42,10 @@ type Options struct {
 	// applies what changed. Nil: Reload refuses, there being nothing to
 	// read again.
 	Reread func() (config.Config, error)
+	// AuditLog, if not nil, also receives the audit log of miss
+	// decisions (the --audit-log file's JSON lines); the caller made it
+	// and closes what it writes to after Close.
+	AuditLog *zap.Logger
 }
 
 // Daemon is one devfsd: a namespace served on a mountpoint and its views.
@@ -97,7 +101,7 @@ func (d *Daemon) build() (err error) {
 	}
 	// The state directory, the metrics registry and listener, the audit
 	// log: a damaged snapshot or an address in use fails the start.
-	if d.x, err = openExtras(cfg, log); err != nil {
+	if d.x, err = openExtras(cfg, log, o.AuditLog); err != nil {
 		return err
 	}
 	x := d.x

@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/devfsd/devfsd/audit"
 	"github.com/devfsd/devfsd/config"
@@ -36,48 +34,42 @@ type extras struct {
 	metrics *metrics.Metrics // set by wire
 	handler http.Handler
 	audit   *audit.Auditor
-	auditW  *os.File // the --audit-log file
 	mln     net.Listener
 	msrv    *http.Server
 }
 
 // openExtras opens the state directory (a damaged snapshot or a directory
-// in use fails the start, before anything is mounted), the audit file and
-// the metrics listener (an address in use fails the start too).
-func openExtras(cfg config.Config, log *zap.Logger) (x *extras, err error) {
-	x = &extras{log: log, reg: prometheus.NewRegistry()}
-	defer func() {
-		if err != nil {
-			x.close()
-		}
-	}()
+// in use fails the start, before anything is mounted) and the metrics
+// listener (an address in use fails the start too); auditFile, if not
+// nil, is where the audit log's JSON lines go besides log. On an error,
+// whatever it opened is closed again.
+func openExtras(cfg config.Config, log, auditFile *zap.Logger) (*extras, error) {
+	x := &extras{log: log, reg: prometheus.NewRegistry()}
+	if err := x.open(cfg, auditFile); err != nil {
+		x.close()
+		return nil, err
+	}
+	return x, nil
+}
+
+func (x *extras) open(cfg config.Config, auditFile *zap.Logger) (err error) {
 	if cfg.StateDir != "" {
-		x.store, err = state.Open(cfg.StateDir, state.Options{Logger: log.Named("state")})
+		x.store, err = state.Open(cfg.StateDir, state.Options{Logger: x.log.Named("state")})
 		if err != nil {
-			return nil, err
+			return err
 		}
-		log.Info("state directory opened", zap.String("dir", cfg.StateDir), zap.Int("kept", len(x.store.Entries())))
+		x.log.Info("state directory opened", zap.String("dir", cfg.StateDir), zap.Int("kept", len(x.store.Entries())))
 	}
-	var file *zap.Logger
-	if cfg.AuditLog != "" {
-		x.auditW, err = os.OpenFile(cfg.AuditLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0640)
-		if err != nil {
-			return nil, fmt.Errorf("audit log: %w", err)
-		}
-		ec := zap.NewProductionEncoderConfig()
-		ec.EncodeTime = zapcore.RFC3339NanoTimeEncoder
-		file = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(ec), zapcore.Lock(x.auditW), zapcore.InfoLevel))
-	}
-	x.audit = audit.New(audit.Options{Log: log, File: file})
+	x.audit = audit.New(audit.Options{Log: x.log, File: auditFile})
 	x.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	x.handler = metrics.Handler(x.reg)
 	if cfg.MetricsAddr != "" {
 		x.mln, err = net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
-			return nil, fmt.Errorf("metrics_addr: %w", err)
+			return fmt.Errorf("metrics_addr: %w", err)
 		}
 	}
-	return x, nil
+	return nil
 }
 
 // registerHook is dcache.Options.RegisterHook: kept attributes of
@@ -163,8 +155,8 @@ func (x *extras) serveMetrics() {
 	x.log.Info("metrics are served", zap.String("addr", x.mln.Addr().String()))
 }
 
-// close ends everything: the metrics listener, the audit log (its held
-// counts are logged), the state store (what was queued is written).
+// close ends everything x has: the metrics listener, the audit log (its
+// held counts are logged), the state store (what was queued is written).
 // Called once the mount is down, so that no change arrives after.
 func (x *extras) close() {
 	if x.msrv != nil {
@@ -178,10 +170,6 @@ func (x *extras) close() {
 	}
 	if x.audit != nil {
 		x.audit.Close()
-	}
-	if x.auditW != nil {
-		x.auditW.Sync()
-		x.auditW.Close()
 	}
 	if x.store != nil {
 		if err := x.store.Close(); err != nil {

@@ -130,7 +130,7 @@ func (r *reloader) reload(ctx context.Context) (wire.Reload, error) {
 	case err == nil:
 		r.metrics.Reloaded("ok")
 		r.log.Info("configuration reloaded", zap.Strings("changed", res.Changed),
-			zap.Int("invalidated", res.Invalidated), zap.Object("config", r.cfg))
+			zap.Int("invalidated", res.Invalidated), zap.Object("config", LoggedConfig(r.cfg)))
 	case errors.Is(err, control.ErrInvalidConfig):
 		r.metrics.Reloaded("invalid")
 		r.log.Warn("reload refused; the running configuration stays", zap.Error(err))

@@ -63,9 +63,15 @@ func runMount(ctx context.Context, args []string, stderr io.Writer) error {
 	log.Info("starting",
 		zap.String("version", versionString()),
 		zap.String("mountpoint", cfg.Mountpoint),
-		zap.Object("config", cfg))
+		zap.Object("config", daemon.LoggedConfig(cfg)))
+	auditLog, closeAudit, err := openAuditLog(cfg.AuditLog)
+	if err != nil {
+		return err
+	}
+	defer closeAudit() // after the daemon's Close: deferred first
 	d, err := daemon.New(cfg, log, daemon.Options{
-		Reread: func() (config.Config, error) { return loadConfig(args, io.Discard) },
+		Reread:   func() (config.Config, error) { return loadConfig(args, io.Discard) },
+		AuditLog: auditLog,
 	})
 	if err != nil {
 		return err
