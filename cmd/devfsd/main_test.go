@@ -114,3 +114,23 @@ func TestDispatch(t *testing.T) {
 		}
 	}
 }
+
+// `devfsd mount -h` lists each flag once, each default once.
+func TestMountHelpSaysEachDefaultOnce(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"mount", "-h"}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	help := errb.String()
+	for _, line := range strings.Split(help, "\n") {
+		if strings.Count(line, "(default ") > 1 {
+			t.Errorf("a default said twice: %q", line)
+		}
+	}
+	if n := strings.Count(help, "(default 0600)"); n != 1 {
+		t.Errorf("(default 0600) appears %d times, want once:\n%s", n, help)
+	}
+	if !strings.Contains(help, "-socket-mode") || !strings.Contains(help, "-entry-timeout") {
+		t.Errorf("help lacks flags:\n%s", help)
+	}
+}
