@@ -16,6 +16,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -77,6 +78,10 @@ type Config struct {
 	// ControlGID set the socket's group is that gid.
 	ControlUID int64 `yaml:"control_uid"`
 	ControlGID int64 `yaml:"control_gid"`
+
+	// MountOver mounts on Mountpoint even if something live is mounted
+	// there (a dead FUSE mount is cleared anyway).
+	MountOver bool `yaml:"mount_over"`
 
 	// AllowOther, DefaultPermissions and Dev are the mount options of the
 	// same names (DESIGN.md 2.3: nodes are served with dev).
@@ -223,7 +228,11 @@ func (c *Config) Validate() error {
 	} else {
 		c.Mountpoint = abs
 		if fi, err := os.Stat(abs); err != nil {
-			bad("mountpoint", "%v", err)
+			// A dead FUSE mount (its server gone) answers ENOTCONN;
+			// the daemon clears it at start.
+			if !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) {
+				bad("mountpoint", "%v", err)
+			}
 		} else if !fi.IsDir() {
 			bad("mountpoint", "%s is not a directory", abs)
 		}

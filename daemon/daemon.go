@@ -99,6 +99,11 @@ func (d *Daemon) build() (err error) {
 	if d.views, err = loadViewFiles(cfg.Views); err != nil { // read before anything is mounted
 		return err
 	}
+	// A dead mount left on the mountpoint is cleared, a live one refused,
+	// before anything is opened.
+	if err := clearMountpoint(cfg.Mountpoint, cfg.MountOver, log); err != nil {
+		return err
+	}
 	// The state directory, the metrics registry and listener, the audit
 	// log: a damaged snapshot or an address in use fails the start.
 	if d.x, err = openExtras(cfg, log, o.AuditLog); err != nil {

@@ -31,6 +31,7 @@ func (lc loggedConfig) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("socket_mode", c.SocketMode.String())
 	enc.AddInt64("control_uid", c.ControlUID)
 	enc.AddInt64("control_gid", c.ControlGID)
+	enc.AddBool("mount_over", c.MountOver)
 	enc.AddBool("allow_other", c.AllowOther)
 	enc.AddBool("default_permissions", c.DefaultPermissions)
 	enc.AddBool("dev", c.Dev)

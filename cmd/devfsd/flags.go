@@ -27,6 +27,7 @@ func mountFlags(c *config.Config, configPath *string) *flag.FlagSet {
 	fs.Var(&c.SocketMode, "socket-mode", "control socket file `mode`, octal")
 	fs.Int64Var(&c.ControlUID, "control-uid", c.ControlUID, "`uid` allowed to change the namespace through the socket besides root (-1: none)")
 	fs.Int64Var(&c.ControlGID, "control-gid", c.ControlGID, "`gid` allowed to change the namespace through the socket besides root (-1: none)")
+	fs.BoolVar(&c.MountOver, "mount-over", c.MountOver, "mount even if something live is mounted on DIR (a dead FUSE mount is cleared anyway)")
 	fs.BoolVar(&c.AllowOther, "allow-other", c.AllowOther, "mount with allow_other")
 	fs.BoolVar(&c.DefaultPermissions, "default-permissions", c.DefaultPermissions, "mount with default_permissions")
 	fs.BoolVar(&c.Dev, "dev", c.Dev, "mount with dev (device nodes open their drivers)")

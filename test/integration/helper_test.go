@@ -78,6 +78,7 @@ type opts struct {
 	args  []string // extra flags for devfsd mount
 	env   []string // extra environment
 	hooks bool     // set DEVFSD_TEST_HOOK_FILE
+	mnt   string   // mount here (an existing directory) instead of a fresh one
 }
 
 // start mounts devfsd on a fresh directory and waits until it is live and
@@ -91,9 +92,12 @@ func start(t *testing.T, o opts) *daemon {
 			t.Fatal(err)
 		}
 	}
-	mnt := filepath.Join(base, "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
+	mnt := o.mnt
+	if mnt == "" {
+		mnt = filepath.Join(base, "mnt")
+		if err := os.Mkdir(mnt, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	sockPath := filepath.Join(base, "notify.sock")
 	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
