@@ -132,6 +132,10 @@ type Config struct {
 	// (nil when Modules came from no file). Not a setting.
 	moduleLines *moduleLines
 
+	// ViewsDir is where views may be mounted: a view's mountpoint must
+	// be an empty directory beneath it, with nothing live mounted there.
+	ViewsDir string `yaml:"views_dir"`
+
 	// Views are the --view files, each one more mount of the namespace
 	// at start (view.go). Command line only: not a file key, and not
 	// compared by a reload (views change through the control API).
@@ -140,6 +144,9 @@ type Config struct {
 
 // maxSocketPath is the longest path a Unix socket address holds.
 const maxSocketPath = 107
+
+// DefaultViewsDir is views_dir's default.
+const DefaultViewsDir = "/run/devfsd/views"
 
 // SocketDir is where default sockets live.
 const SocketDir = "/run/devfsd"
@@ -209,6 +216,7 @@ func Defaults() Config {
 		MaxBytes:           64 << 20,
 		LogLevel:           "info",
 		LogFormat:          "auto",
+		ViewsDir:           DefaultViewsDir,
 	}
 }
 
@@ -314,6 +322,9 @@ func (c *Config) Validate() error {
 		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil || port == "" {
 			bad("metrics_addr", "%q is not a host:port (such as 127.0.0.1:9477)", c.MetricsAddr)
 		}
+	}
+	if !filepath.IsAbs(c.ViewsDir) || filepath.Clean(c.ViewsDir) != c.ViewsDir || c.ViewsDir == "/" {
+		bad("views_dir", "%q is not an absolute, clean path other than /", c.ViewsDir)
 	}
 	if c.AuditLog != "" && !filepath.IsAbs(c.AuditLog) {
 		bad("audit_log", "%q is not an absolute path", c.AuditLog)

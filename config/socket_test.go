@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -21,5 +22,21 @@ func TestDefaultSocket(t *testing.T) {
 	got := DefaultSocket(long)
 	if len(got) > maxSocketPath || !strings.HasPrefix(got, SocketDir+"/") || got == DefaultSocket(long+"y") {
 		t.Errorf("DefaultSocket of a long path = %q", got)
+	}
+}
+
+// The default views_dir is the one the operator docs name.
+func TestDefaultViewsDirIsDocumented(t *testing.T) {
+	if Defaults().ViewsDir != DefaultViewsDir || DefaultViewsDir != "/run/devfsd/views" {
+		t.Fatalf("views_dir default %q", Defaults().ViewsDir)
+	}
+	for _, doc := range []string{"../docs/operator.md", "../docs/api.md"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "`views_dir`") || !strings.Contains(string(b), DefaultViewsDir) {
+			t.Errorf("%s does not document views_dir and its default %s", doc, DefaultViewsDir)
+		}
 	}
 }

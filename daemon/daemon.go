@@ -186,7 +186,7 @@ func (d *Daemon) build() (err error) {
 		Journal:            x.fsJournal(), // changes are answered once kept
 	})
 	x.wire(ns, d.res, d.srv, d.hub)
-	d.vm = newViewManager(d.srv, mux, log.Named("views"))
+	d.vm = newViewManager(d.srv, mux, cfg.ViewsDir, log.Named("views"))
 	d.rl = &reloader{reread: o.Reread, log: log.Named("reload"), ns: ns, res: d.res, srv: d.srv,
 		hl: hl, loaders: lds, metrics: x.metrics, cfg: cfg}
 	// The socket is made before the mount (a live socket of another

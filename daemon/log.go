@@ -45,6 +45,7 @@ func (lc loggedConfig) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("state_dir", c.StateDir)
 	enc.AddString("metrics_addr", c.MetricsAddr)
 	enc.AddString("audit_log", c.AuditLog)
+	enc.AddString("views_dir", c.ViewsDir)
 	names := make([]string, len(c.Modules))
 	for i, m := range c.Modules {
 		names[i] = m.Name

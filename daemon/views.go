@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -109,9 +110,10 @@ func WireView(v config.View) wire.View {
 // mount, so that adds and removes happen one at a time; ListViews waits
 // for a mount in progress).
 type viewManager struct {
-	main *fs.Server // the main mount's server, mounted before any view
-	mux  *fs.NotifyMux
-	log  *zap.Logger
+	main     *fs.Server // the main mount's server, mounted before any view
+	viewsDir string     // views mount only beneath it
+	mux      *fs.NotifyMux
+	log      *zap.Logger
 
 	mu     sync.Mutex
 	views  map[string]*viewMount // guarded by mu; by mountpoint
@@ -123,8 +125,8 @@ type viewMount struct {
 	srv  *fs.Server
 }
 
-func newViewManager(main *fs.Server, mux *fs.NotifyMux, log *zap.Logger) *viewManager {
-	return &viewManager{main: main, mux: mux, log: log, views: map[string]*viewMount{}}
+func newViewManager(main *fs.Server, mux *fs.NotifyMux, viewsDir string, log *zap.Logger) *viewManager {
+	return &viewManager{main: main, mux: mux, viewsDir: viewsDir, log: log, views: map[string]*viewMount{}}
 }
 
 var _ control.Views = (*viewManager)(nil)
@@ -134,10 +136,12 @@ func within(p, q string) bool {
 	return p == q || strings.HasPrefix(p, strings.TrimSuffix(q, "/")+"/")
 }
 
-// checkMountpointLocked refuses a mountpoint that is not an absolute,
-// clean, existing directory of its own (not a symlink), or that is a
-// mount of this daemon, inside one, or above one — the daemon never
-// touches its own mounts, and a view above one would hide it.
+// checkMountpointLocked refuses a view mountpoint the operator did not
+// allow: one that is not an absolute, clean path beneath views_dir with
+// no symlink on the way, not an existing empty directory, or that has
+// something live mounted on it (a dead FUSE mount there is cleared); one
+// that is a mount of this daemon, inside one or above one — the daemon
+// never touches its own mounts, and a view above one would hide it.
 // Preconditions: m.mu held.
 func (m *viewManager) checkMountpointLocked(mp string) error {
 	bad := func(format string, a ...any) error {
@@ -160,12 +164,28 @@ func (m *viewManager) checkMountpointLocked(mp string) error {
 			return bad("%s is above %s, a mount of this daemon: a view there would hide it", mp, p)
 		}
 	}
+	if mp == m.viewsDir || !within(mp, m.viewsDir) {
+		return bad("%s is not beneath %s, where views may be mounted (views_dir, --views-dir)", mp, m.viewsDir)
+	}
+	if err := clearMountpoint(mp, false, m.log); err != nil {
+		return bad("%v", err)
+	}
 	fi, err := os.Lstat(mp)
 	if err != nil {
 		return bad("%v", err)
 	}
 	if !fi.IsDir() {
 		return bad("%s is not a directory (a symlink is not followed)", mp)
+	}
+	if real, err := filepath.EvalSymlinks(mp); err != nil || real != mp {
+		return bad("%s is reached through a symlink (it is %s); give the path itself", mp, real)
+	}
+	ents, err := os.ReadDir(mp)
+	if err != nil {
+		return bad("%v", err)
+	}
+	if len(ents) > 0 {
+		return bad("%s is not empty (%d entries): a view would hide them", mp, len(ents))
 	}
 	return nil
 }

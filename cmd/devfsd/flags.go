@@ -41,6 +41,7 @@ func mountFlags(c *config.Config, configPath *string) *flag.FlagSet {
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "keep what users make and change across restarts in this `directory`")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "serve Prometheus metrics at /metrics on this `host:port` (default: only on the socket)")
 	fs.StringVar(&c.AuditLog, "audit-log", c.AuditLog, "also write the audit log of miss decisions to this `file`, as JSON lines")
+	fs.StringVar(&c.ViewsDir, "views-dir", c.ViewsDir, "views mount only on empty directories beneath this `directory`")
 	fs.Var(&c.Views, "view", "also mount a view of the namespace described by this YAML `file` (repeatable; docs/api.md, \"views\")")
 	return fs
 }
