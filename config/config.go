@@ -151,23 +151,66 @@ const DefaultViewsDir = "/run/devfsd/views"
 // SocketDir is where default sockets live.
 const SocketDir = "/run/devfsd"
 
-// SocketPath returns the control socket's path for mountpoint: Socket, or
-// the default derived from mountpoint; "" for none.
+// SocketPath returns the control socket's path for mountpoint: Socket,
+// or the default derived from mountpoint (DaemonSocket); "" for none.
 func (c *Config) SocketPath(mountpoint string) string {
 	switch c.Socket {
 	case "none":
 		return ""
 	case "":
-		return DefaultSocket(mountpoint)
+		return DaemonSocket(mountpoint)
 	}
 	return c.Socket
+}
+
+// UserSocketDir is the directory of a non-root user's default sockets:
+// $XDG_RUNTIME_DIR/devfsd, or "" when XDG_RUNTIME_DIR is not set.
+func UserSocketDir() string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "devfsd")
+	}
+	return ""
+}
+
+// DaemonSocket is where a daemon on mountpoint makes its socket when none
+// is configured: DefaultSocket as root; as any other user, who cannot
+// write SocketDir, the same name in UserSocketDir when there is one.
+func DaemonSocket(mountpoint string) string {
+	if os.Geteuid() != 0 {
+		if d := UserSocketDir(); d != "" {
+			return socketIn(d, mountpoint)
+		}
+	}
+	return DefaultSocket(mountpoint)
+}
+
+// ClientSocket is the socket a client (devfsd ctl, devfsd helper) uses
+// for the daemon on mountpoint when none is given: a non-root user's own
+// (UserSocketDir) if it exists, else DefaultSocket.
+func ClientSocket(mountpoint string) string {
+	if os.Geteuid() != 0 {
+		if d := UserSocketDir(); d != "" {
+			if p := socketIn(d, mountpoint); fileExists(p) {
+				return p
+			}
+		}
+	}
+	return DefaultSocket(mountpoint)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }
 
 // DefaultSocket is the default control socket of a mount on mountpoint:
 // SocketDir/ESCAPED.sock, ESCAPED being mountpoint escaped as
 // systemd-escape --path does ("/dev" -> "dev", "/tmp/a b" -> "tmp-a\x20b"),
 // or a hash of it when that would not fit in a socket address.
-func DefaultSocket(mountpoint string) string {
+func DefaultSocket(mountpoint string) string { return socketIn(SocketDir, mountpoint) }
+
+// socketIn is the default socket of mountpoint in dir.
+func socketIn(dir, mountpoint string) string {
 	p := strings.Trim(filepath.Clean(mountpoint), "/")
 	var b strings.Builder
 	if p == "" {
@@ -186,10 +229,10 @@ func DefaultSocket(mountpoint string) string {
 			fmt.Fprintf(&b, `\x%02x`, ch)
 		}
 	}
-	s := SocketDir + "/" + b.String() + ".sock"
+	s := dir + "/" + b.String() + ".sock"
 	if len(s) > maxSocketPath {
 		sum := sha256.Sum256([]byte(mountpoint))
-		s = SocketDir + "/" + hex.EncodeToString(sum[:16]) + ".sock"
+		s = dir + "/" + hex.EncodeToString(sum[:16]) + ".sock"
 	}
 	return s
 }

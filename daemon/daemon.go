@@ -14,10 +14,13 @@ import (
 	"errors"
 	"fmt"
 	iofs "io/fs"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control"
@@ -102,6 +105,9 @@ func (d *Daemon) build() (err error) {
 	// A dead mount left on the mountpoint is cleared, a live one refused,
 	// before anything is opened.
 	if err := clearMountpoint(cfg.Mountpoint, cfg.MountOver, log); err != nil {
+		return err
+	}
+	if err := checkSocketDir(cfg); err != nil {
 		return err
 	}
 	// The state directory, the metrics registry and listener, the audit
@@ -338,4 +344,24 @@ func stopControl(ctl *control.Server, log *zap.Logger) {
 	if err := ctl.Shutdown(ctx); err != nil {
 		log.Warn("control socket: connections closed by force", zap.Error(err))
 	}
+}
+
+// checkSocketDir refuses, with what to do instead, a default socket that
+// a user other than root cannot make (SocketDir is root's, and there is
+// no XDG_RUNTIME_DIR to fall back on).
+func checkSocketDir(cfg config.Config) error {
+	sock := cfg.SocketPath(cfg.Mountpoint)
+	if cfg.Socket != "" || sock == "" || os.Geteuid() == 0 {
+		return nil
+	}
+	dir := filepath.Dir(sock)
+	err := os.MkdirAll(dir, 0o700)
+	if err == nil {
+		err = unix.Access(dir, unix.W_OK)
+	}
+	if err != nil {
+		return config.Error{Err: fmt.Errorf("socket: the default control socket %s cannot be made as uid %d (%v): "+
+			"set XDG_RUNTIME_DIR for a socket of your own, or pass --socket PATH, or --socket none", sock, os.Geteuid(), err)}
+	}
+	return nil
 }

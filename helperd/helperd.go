@@ -77,7 +77,7 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 		o.Socket = os.Getenv("DEVFSD_SOCKET")
 	}
 	if o.Socket == "" {
-		o.Socket = config.DefaultSocket(o.Mount)
+		o.Socket = config.ClientSocket(o.Mount)
 	}
 	h, err := newHelper(ctx, o, log)
 	if err != nil {
