@@ -28,10 +28,11 @@ import (
 // symlink has none: it is 0777), major and minor (required for char and
 // block, and only there: major below 4096, minor below 1<<20), uid and gid
 // (default 0), target (required for a symlink, and only there). Unknown
-// and repeated keys are errors. What involves more than one node — a
-// module name taken by the catalogue or another entry, a path provided
-// twice, a path both a directory and a device — is checked by Validate
-// (builtin.CheckExtensions). Every error names the entry and its line.
+// and repeated keys are errors. What needs the built-in catalogue — a
+// module's name, a name taken by the catalogue or another entry, a path
+// provided twice, a path both a directory and a device — is checked by
+// daemon.Check (builtin.CheckExtensions), with the lines ModuleLine
+// gives. Every error names the entry and its line.
 //
 // The key is in the file only: a list has no flag.
 

@@ -23,19 +23,22 @@ import (
 	"github.com/devfsd/devfsd/state"
 )
 
-// extras is what issue 7 adds around the core wiring of serve: the state
-// store (--state-dir), the Prometheus registry (on the socket's /metrics
-// and --metrics-addr) and the audit log (--audit-log). openExtras runs
-// before the namespace exists; close after the mount is down.
+// extras are the parts of a daemon around the namespace and its mounts:
+// the state store (--state-dir), the Prometheus registry (served on the
+// socket's /metrics and on --metrics-addr) and the audit log. openExtras
+// makes them before the namespace exists; close must come after every
+// mount is down, so that no change arrives after the store is closed.
+// Fields are set by openExtras (metrics by wire, msrv by serveMetrics)
+// and read-only after Run has begun.
 type extras struct {
 	log     *zap.Logger
 	store   *state.Store // nil without --state-dir
 	reg     *prometheus.Registry
-	metrics *metrics.Metrics // set by wire
-	handler http.Handler
+	metrics *metrics.Metrics // set by wire, before the mount
+	handler http.Handler     // the registry's /metrics
 	audit   *audit.Auditor
-	mln     net.Listener
-	msrv    *http.Server
+	mln     net.Listener // --metrics-addr; nil without
+	msrv    *http.Server // serving mln, once serveMetrics ran
 }
 
 // openExtras opens the state directory (a damaged snapshot or a directory

@@ -94,7 +94,7 @@ func testHooksFromEnv() (testHooks, error) {
 	return h, nil
 }
 
-// populateTree registers DEVFSD_TEST_POPULATE's files; serve calls it
+// populateTree registers DEVFSD_TEST_POPULATE's files; New calls it
 // before mounting.
 func (h testHooks) populateTree(ns *dcache.Namespace, log *zap.Logger) error {
 	if len(h.populate) == 0 {
