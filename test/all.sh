@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: the README's test command, and what CI runs.
 #
-#   gofmt + go vet; every package (unit and integration tests) under the race
+#   gofmt, go mod tidy -diff (go.mod says what the code imports) and go vet;
+#   every package (unit and integration tests) under the race
 #   detector; the concurrency packages again at GOMAXPROCS 1 and 2; every
 #   mutant of test/mutants.txt, each of which must be killed by its test; the
 #   spin models of test/model, if any.
@@ -42,6 +43,7 @@ concurrency_pkgs() {
 }
 
 step "gofmt" fmtcheck
+step "go mod tidy -diff" go mod tidy -diff
 step "go vet" go vet ./...
 step "go test -race ./..." go test -race -count=1 -timeout 30m ./...
 # shellcheck disable=SC2046

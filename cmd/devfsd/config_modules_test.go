@@ -6,8 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/devfsd/devfsd/modload"
-	"github.com/devfsd/devfsd/modload/builtin"
+	"github.com/devfsd/devfsd/config"
+	"github.com/devfsd/devfsd/daemon"
+	"github.com/devfsd/devfsd/dcache"
 )
 
 const widgetYAML = `negative_timeout: 1h
@@ -36,23 +37,23 @@ func TestConfigModulesValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []builtin.Module{
-		{Name: "widget", Description: "the widget board", Nodes: []modload.Node{
-			{Path: "widgets", Type: modload.Directory, Perm: 0750},
-			{Path: "widget0", Type: modload.CharDevice, Major: 240, Minor: 0, Perm: 0660, GID: 20},
-			{Path: "widgets/first", Type: modload.Symlink, Perm: 0777, Target: "../widget0"},
+	want := []config.Module{
+		{Name: "widget", Description: "the widget board", Nodes: []config.Node{
+			{Path: "widgets", Type: dcache.TypeDir, Mode: 0750},
+			{Path: "widget0", Type: dcache.TypeChar, Major: 240, Minor: 0, Mode: 0660, GID: 20},
+			{Path: "widgets/first", Type: dcache.TypeSymlink, Mode: 0777, Target: "../widget0"},
 			// Defaults: mode 0600 for a device, owner root.
-			{Path: "widgets/disk", Type: modload.BlockDevice, Major: 259, Minor: 1<<20 - 1, Perm: 0600, UID: 1<<32 - 2},
+			{Path: "widgets/disk", Type: dcache.TypeBlock, Major: 259, Minor: 1<<20 - 1, Mode: 0600, UID: 1<<32 - 2},
 		}},
-		{Name: "gadget", Nodes: []modload.Node{
-			{Path: "net/gadget", Type: modload.CharDevice, Major: 10, Minor: 250, Perm: 0600},
+		{Name: "gadget", Nodes: []config.Node{
+			{Path: "net/gadget", Type: dcache.TypeChar, Major: 10, Minor: 250, Mode: 0600},
 		}},
 	}
 	if !reflect.DeepEqual(cfg.Modules, want) {
 		t.Errorf("modules\n got %+v\nwant %+v", cfg.Modules, want)
 	}
-	if l := cfg.moduleLines; l == nil || !reflect.DeepEqual(l.module, []int{3, 15}) || !reflect.DeepEqual(l.node[0], []int{6, 7, 13, 14}) {
-		t.Errorf("lines %+v", cfg.moduleLines)
+	if got := []int{cfg.ModuleLine(0, -1), cfg.ModuleLine(1, -1), cfg.ModuleLine(0, 0), cfg.ModuleLine(0, 1), cfg.ModuleLine(0, 2), cfg.ModuleLine(0, 3)}; !reflect.DeepEqual(got, []int{3, 15, 6, 7, 13, 14}) {
+		t.Errorf("lines %v", got)
 	}
 	// An empty list, or none, is no modules; so is a file without the key.
 	for _, y := range []string{"modules: []\n", "modules:\n", ""} {
@@ -129,7 +130,7 @@ func TestConfigModulesInvalid(t *testing.T) {
 // modules is reloadable; the same modules on other lines are no change.
 func TestDiffConfigModules(t *testing.T) {
 	mnt := t.TempDir()
-	load := func(y string) Config {
+	load := func(y string) config.Config {
 		t.Helper()
 		cfg, err := loadConfig([]string{"--config", writeFile(t, t.TempDir(), "c.yaml", y), mnt}, io.Discard)
 		if err != nil {
@@ -139,15 +140,15 @@ func TestDiffConfigModules(t *testing.T) {
 	}
 	old := load("negative_timeout: 1h\n")
 	next := load(widgetYAML)
-	changed, err := diffConfig(old, next)
+	changed, err := daemon.DiffConfig(old, next)
 	if err != nil || !reflect.DeepEqual(changed, []string{"modules"}) {
 		t.Fatalf("adding modules: changed %q, %v", changed, err)
 	}
 	moved := load("\n\n# the same, further down\n" + widgetYAML)
-	if changed, err := diffConfig(next, moved); err != nil || len(changed) != 0 {
+	if changed, err := daemon.DiffConfig(next, moved); err != nil || len(changed) != 0 {
 		t.Fatalf("the same modules on other lines: changed %q, %v", changed, err)
 	}
-	if changed, err := diffConfig(next, old); err != nil || !reflect.DeepEqual(changed, []string{"modules"}) {
+	if changed, err := daemon.DiffConfig(next, old); err != nil || !reflect.DeepEqual(changed, []string{"modules"}) {
 		t.Fatalf("removing modules: changed %q, %v", changed, err)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/devfsd/devfsd/config"
 )
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -27,7 +29,7 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Defaults()
+	want := config.Defaults()
 	want.Mountpoint = mnt
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got %+v\nwant %+v", cfg, want)
@@ -66,9 +68,9 @@ log_level: debug
 	tests := []struct {
 		name string
 		args []string
-		want func(c *Config)
+		want func(c *config.Config)
 	}{
-		{"file only", []string{"--config", file}, func(c *Config) {
+		{"file only", []string{"--config", file}, func(c *config.Config) {
 			c.Mountpoint = mntFile
 			c.EntryTimeout = 250 * time.Millisecond
 			c.AttrTimeout = 2 * time.Second
@@ -85,7 +87,7 @@ log_level: debug
 		{"flags override file", []string{
 			"--config", file, "--entry-timeout", "0", "--allow-other=true", "--readdirplus=always",
 			"--max-file-size", "512KiB", "--debug=false", mntFlag, "--max-nodes", "7",
-		}, func(c *Config) {
+		}, func(c *config.Config) {
 			c.Mountpoint = mntFlag // DIR beats the file's mountpoint
 			c.EntryTimeout = 0
 			c.AttrTimeout = 2 * time.Second
@@ -99,12 +101,12 @@ log_level: debug
 			c.Debug = false
 			c.LogLevel = "debug"
 		}},
-		{"flags before and after DIR, no file", []string{"--dev=false", mntFlag, "--shutdown-timeout", "1s", "--"}, func(c *Config) {
+		{"flags before and after DIR, no file", []string{"--dev=false", mntFlag, "--shutdown-timeout", "1s", "--"}, func(c *config.Config) {
 			c.Mountpoint = mntFlag
 			c.Dev = false
 			c.ShutdownTimeout = time.Second
 		}},
-		{"relative DIR made absolute", []string{"--log-format=json", relTo(t, mntFlag)}, func(c *Config) {
+		{"relative DIR made absolute", []string{"--log-format=json", relTo(t, mntFlag)}, func(c *config.Config) {
 			c.Mountpoint = mntFlag
 			c.LogFormat = "json"
 		}},
@@ -115,7 +117,7 @@ log_level: debug
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := Defaults()
+			want := config.Defaults()
 			tt.want(&want)
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("got  %+v\nwant %+v", got, want)
@@ -188,7 +190,7 @@ func TestConfigEmptyFileIsDefaults(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", content, err)
 		}
-		want := Defaults()
+		want := config.Defaults()
 		want.Mountpoint = mnt
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%q: got %+v", content, got)
@@ -250,55 +252,5 @@ func TestConfigFlagErrors(t *testing.T) {
 	}
 	if _, err := loadConfig([]string{"-h"}, io.Discard); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("-h: %v, want flag.ErrHelp", err)
-	}
-}
-
-func TestByteSize(t *testing.T) {
-	tests := []struct {
-		in   string
-		want ByteSize
-		ok   bool
-		str  string
-	}{
-		{"0", 0, true, "0"},
-		{"1000", 1000, true, "1000"},
-		{"1024", 1024, true, "1KiB"},
-		{"16MiB", 16 << 20, true, "16MiB"},
-		{"3 GiB", 3 << 30, true, "3GiB"},
-		{"512KiB", 512 << 10, true, "512KiB"},
-		{"7B", 7, true, "7"},
-		{"-1", 0, false, ""},
-		{"1.5MiB", 0, false, ""},
-		{"1MB", 0, false, ""},
-		{"", 0, false, ""},
-		{"99999999999GiB", 0, false, ""},
-	}
-	for _, tt := range tests {
-		got, err := ParseByteSize(tt.in)
-		if (err == nil) != tt.ok || got != tt.want {
-			t.Errorf("ParseByteSize(%q) = %d, %v; want %d, ok=%v", tt.in, got, err, tt.want, tt.ok)
-		}
-		if tt.ok && got.String() != tt.str {
-			t.Errorf("ByteSize(%d).String() = %q, want %q", got, got.String(), tt.str)
-		}
-	}
-}
-
-// A reload may change the reloadable keys; any other change is refused
-// whole, naming the key.
-func TestDiffConfig(t *testing.T) {
-	old := Defaults()
-	next := old
-	next.NegativeTimeout = 0
-	next.Loader = "none"
-	changed, err := diffConfig(old, next)
-	if err != nil || strings.Join(changed, ",") != "loader,negative_timeout" {
-		t.Fatalf("changed %q, %v", changed, err)
-	}
-	next.MaxNodes = 7
-	next.StateDir = "/var/lib/devfsd"
-	if _, err := diffConfig(old, next); err == nil || !strings.Contains(err.Error(), "max_nodes") ||
-		!strings.Contains(err.Error(), "state_dir") {
-		t.Fatalf("unreloadable change: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"sort"
@@ -16,6 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control/client"
 	"github.com/devfsd/devfsd/control/wire"
 )
@@ -148,9 +150,9 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case os.Getenv("DEVFSD_SOCKET") != "":
 		path = os.Getenv("DEVFSD_SOCKET")
 	case *mnt != "":
-		path = DefaultSocket(*mnt)
+		path = config.ClientSocket(*mnt)
 	default:
-		path = DefaultSocket("/dev")
+		path = config.ClientSocket("/dev")
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprint(stderr, ctlUsage)
@@ -273,10 +275,11 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				if x.s == "" {
 					continue
 				}
-				v, err := strconv.ParseInt(x.s, 10, 64)
+				id, err := config.ParseID(x.s)
 				if err != nil {
-					return ctlUsageErr("chown: %q is not a number (names are not looked up)", x.s)
+					return ctlUsageErr("chown: %v", err)
 				}
+				v := int64(id)
 				*x.p = &v
 			}
 			n, err := c.Chown(ctx, ctlPath(pos[1]), uid, gid)
@@ -352,7 +355,36 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
 	}
+	var x exitError
+	if errors.As(err, &x) && x.code == ctlExitUnreachable {
+		if perr := socketPermission(path); perr != nil {
+			return exitError{ctlExitPermission, perr}
+		}
+	}
 	return err
+}
+
+// socketPermission says why the socket at path refuses this user, if
+// that is what keeps the daemon unreachable: the socket's mode and owner,
+// and what to change.
+func socketPermission(path string) error {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return nil
+	}
+	if !errors.Is(err, syscall.EACCES) && !errors.Is(err, syscall.EPERM) {
+		return nil
+	}
+	what := path
+	if fi, serr := os.Stat(path); serr == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			what = fmt.Sprintf("%s (mode %04o, owner %d:%d)", path, fi.Mode().Perm(), st.Uid, st.Gid)
+		}
+	}
+	return fmt.Errorf("ctl: permission denied: uid %d may not connect to %s: run as root, or have the daemon "+
+		"started with --socket-mode 0660 --control-gid GID (socket_mode, control_gid), GID a group of yours",
+		os.Geteuid(), what)
 }
 
 func printJSON(w io.Writer, v any) error {

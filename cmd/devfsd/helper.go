@@ -1,11 +1,5 @@
 package main
 
-// devfsd helper: the reference helper daemon (DESIGN.md section 5). It
-// attaches to a daemon's control socket as the module loader and runs a
-// devfsd.conf against the namespace's events, as devfsd did against
-// devfs's. The parser and rules engine are modload/devfsdconf; this file
-// is the run loop, and helper_host.go what the rules act through.
-
 import (
 	"context"
 	"errors"
@@ -13,40 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
-	"go.uber.org/zap"
-
-	"github.com/devfsd/devfsd/control/client"
-	"github.com/devfsd/devfsd/control/wire"
-	"github.com/devfsd/devfsd/modload/devfsdconf"
-	mexec "github.com/devfsd/devfsd/modload/exec"
+	"github.com/devfsd/devfsd/helperd"
 )
-
-// helperReadyFD names the descriptor on which a helper started in the
-// background says it is ready (set by the parent for its child only).
-const helperReadyFD = "DEVFSD_HELPER_READY_FD"
-
-// helperOpts are the flags of `devfsd helper`.
-type helperOpts struct {
-	config       string
-	socket       string
-	mount        string
-	fg, np, v    bool
-	check        bool
-	execTimeout  time.Duration
-	modprobe     string
-	modprobeConf string
-	aliases      string
-	logFormat    string
-}
 
 const helperUsage = `usage: devfsd helper [flags]
 
@@ -60,27 +26,31 @@ keeps the old one), SIGTERM and SIGINT stop it.
 flags:
 `
 
-func helperFlags(o *helperOpts) *flag.FlagSet {
+// helperFlags binds the flags of `devfsd helper` to o; verbose and
+// logFormat are the logger's.
+func helperFlags(o *helperd.Options, verbose, check *bool, logFormat *string) *flag.FlagSet {
 	fs := flag.NewFlagSet("devfsd helper", flag.ContinueOnError)
-	fs.StringVar(&o.config, "config", "/etc/devfsd.conf", "devfsd.conf `file`")
-	fs.StringVar(&o.socket, "socket", "", "control socket `path` (default: $DEVFSD_SOCKET, else that of --mount)")
-	fs.StringVar(&o.mount, "mount", "/dev", "the daemon's mount `point`: $mntpnt, and the default socket")
-	fs.BoolVar(&o.fg, "fg", false, "stay in the foreground (default: go to the background once the start-up scan is done)")
-	fs.BoolVar(&o.np, "np", false, "no polling: restore and run the REGISTER rules for what exists, then exit (does not attach)")
-	fs.BoolVar(&o.v, "v", false, "verbose: log every action (debug level)")
-	fs.DurationVar(&o.execTimeout, "exec-timeout", 3*time.Second, "bound on each EXECUTE and modprobe program (its process group is killed)")
-	fs.StringVar(&o.modprobe, "modprobe", "", "MODLOAD runs `program` -k [-C CONF] /dev/NAME instead of loading from the built-in catalogue")
-	fs.StringVar(&o.modprobeConf, "modprobe-conf", "/etc/modules.devfs", "the -C `file` of --modprobe (omitted when missing)")
-	fs.StringVar(&o.aliases, "aliases", "", "for the built-in catalogue: a modules.devfs-style `file` whose 'alias /dev/NAME MODULE' lines name modules")
-	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: auto, console, json")
-	fs.BoolVar(&o.check, "check", false, "print what each line of --config runs or why it is left out, and exit (1: devfsd itself would have refused it)")
+	fs.StringVar(&o.Config, "config", "/etc/devfsd.conf", "devfsd.conf `file`")
+	fs.StringVar(&o.Socket, "socket", "", "control socket `path` (default: $DEVFSD_SOCKET, else that of --mount)")
+	fs.StringVar(&o.Mount, "mount", "/dev", "the daemon's mount `point`: $mntpnt, and the default socket")
+	fs.BoolVar(&o.Foreground, "fg", false, "stay in the foreground (default: go to the background once the start-up scan is done)")
+	fs.BoolVar(&o.NoPoll, "np", false, "no polling: restore and run the REGISTER rules for what exists, then exit (does not attach)")
+	fs.BoolVar(verbose, "v", false, "verbose: log every action (debug level)")
+	fs.DurationVar(&o.ExecTimeout, "exec-timeout", 3*time.Second, "bound on each EXECUTE and modprobe program (its process group is killed)")
+	fs.StringVar(&o.Modprobe, "modprobe", "", "MODLOAD runs `program` -k [-C CONF] /dev/NAME instead of loading from the built-in catalogue")
+	fs.StringVar(&o.ModprobeConf, "modprobe-conf", "/etc/modules.devfs", "the -C `file` of --modprobe (omitted when missing)")
+	fs.StringVar(&o.Aliases, "aliases", "", "for the built-in catalogue: a modules.devfs-style `file` whose 'alias /dev/NAME MODULE' lines name modules")
+	fs.StringVar(logFormat, "log-format", "auto", "log format: auto, console, json")
+	fs.BoolVar(check, "check", false, "print what each line of --config runs or why it is left out, and exit (1: devfsd itself would have refused it)")
 	return fs
 }
 
 // runHelper is `devfsd helper`.
 func runHelper(ctx context.Context, args []string, stderr io.Writer) error {
-	var o helperOpts
-	fs := helperFlags(&o)
+	var o helperd.Options
+	var verbose, check bool
+	var logFormat string
+	fs := helperFlags(&o, &verbose, &check, &logFormat)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), helperUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
@@ -92,11 +62,8 @@ func runHelper(ctx context.Context, args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("helper: unexpected arguments %q", fs.Args())}
 	}
-	if o.execTimeout <= 0 || o.execTimeout > 10*time.Minute {
-		return usageError{fmt.Errorf("helper: --exec-timeout %v is out of range (0, 10m]", o.execTimeout)}
-	}
-	if o.check {
-		ok, err := devfsdconf.Check(os.Stdout, o.config, devfsdconf.Options{Mountpoint: o.mount})
+	if check {
+		ok, err := helperd.Lint(os.Stdout, o)
 		if err != nil {
 			return usageError{fmt.Errorf("helper: %w", err)}
 		}
@@ -105,309 +72,22 @@ func runHelper(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		return nil
 	}
-	// Check the configuration before going to the background, so that a
-	// bad one is a usage error here and now.
-	if _, err := devfsdconf.Load(o.config, devfsdconf.Options{Mountpoint: o.mount}); err != nil {
-		return usageError{fmt.Errorf("helper: config: %w", err)}
+	if err := o.Check(); err != nil {
+		return err
 	}
-	if !o.np && !o.fg && os.Getenv(helperReadyFD) == "" {
-		return helperBackground(ctx, args, stderr)
-	}
-	abs, err := filepath.Abs(o.mount)
-	if err != nil {
-		return usageError{err}
-	}
-	o.mount = abs
-	if o.socket == "" {
-		o.socket = os.Getenv("DEVFSD_SOCKET")
-	}
-	if o.socket == "" {
-		o.socket = DefaultSocket(o.mount)
+	if o.GoesToBackground() {
+		return helperd.Background(ctx, args, stderr)
 	}
 	level := "info"
-	if o.v {
+	if verbose {
 		level = "debug"
 	}
-	log, err := newLogger(stderr, level, o.logFormat)
+	log, err := newLogger(stderr, level, logFormat)
 	if err != nil {
 		return usageError{err}
 	}
 	defer func() { _ = log.Sync() }()
-	log = log.Named("helper")
-
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	h, err := newHelper(ctx, o, log)
-	if err != nil {
-		return err
-	}
-	return h.run(ctx)
-}
-
-// helperBackground starts the helper again in the foreground as a child
-// in a session of its own and returns once it is ready (its start-up scan
-// is done, so boot scripts see the finished product, as with devfsd), or
-// fails if it exits first.
-func helperBackground(ctx context.Context, args []string, stderr io.Writer) error {
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	cmd := exec.Command(self, append([]string{"helper", "-fg"}, args...)...)
-	cmd.Dir = "/"
-	cmd.Env = append(mexec.Environ(nil), helperReadyFD+"=3")
-	cmd.ExtraFiles = []*os.File{w}
-	cmd.Stderr = stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		w.Close()
-		return err
-	}
-	w.Close()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	ready := make(chan bool, 1)
-	go func() {
-		b, _ := io.ReadAll(r)
-		ready <- strings.TrimSpace(string(b)) == "ready"
-	}()
-	select {
-	case ok := <-ready:
-		if ok {
-			fmt.Fprintf(stderr, "devfsd: helper: running in the background, pid %d\n", cmd.Process.Pid)
-			return nil
-		}
-	case <-ctx.Done():
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		return ctx.Err()
-	}
-	// Not ready: the child closed its end, normally by exiting. A signal
-	// still ends the wait should it linger.
-	select {
-	case err := <-exited:
-		return fmt.Errorf("helper: the background helper failed: %v", err)
-	case <-ctx.Done():
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		return ctx.Err()
-	}
-}
-
-// helperd is one running `devfsd helper`.
-type helperd struct {
-	o      helperOpts
-	log    *zap.Logger
-	c      *client.Client
-	host   *helperHost
-	engine *devfsdconf.Engine
-	cfg    *devfsdconf.Config
-}
-
-func newHelper(ctx context.Context, o helperOpts, log *zap.Logger) (*helperd, error) {
-	cfg, err := loadHelperConfig(o, log)
-	if err != nil {
-		return nil, usageError{err}
-	}
-	c := client.New(o.socket)
-	host, err := newHelperHost(ctx, o, c, log)
-	if err != nil {
-		return nil, usageError{err}
-	}
-	return &helperd{o: o, log: log, c: c, host: host, cfg: cfg,
-		engine: &devfsdconf.Engine{Host: host, Mountpoint: o.mount, Log: log}}, nil
-}
-
-// loadHelperConfig reads the configuration and logs what is wrong with it
-// line by line; only an unreadable configuration is an error.
-func loadHelperConfig(o helperOpts, log *zap.Logger) (*devfsdconf.Config, error) {
-	cfg, err := devfsdconf.Load(o.config, devfsdconf.Options{Mountpoint: o.mount})
-	if err != nil {
-		return nil, fmt.Errorf("helper: config: %w", err)
-	}
-	for _, d := range cfg.Diags {
-		if d.Warning {
-			log.Warn("config: " + d.Error())
-		} else {
-			log.Error("config: line left out: " + d.Error())
-		}
-	}
-	log.Info("config loaded", zap.Strings("files", cfg.Files), zap.Int("rules", len(cfg.Rules)),
-		zap.Int("restores", len(cfg.Restores)), zap.Int("lines_left_out", len(cfg.Errors())))
-	return cfg, nil
-}
-
-// run is the life of the helper: attach, restore, scan, serve.
-func (h *helperd) run(ctx context.Context) error {
-	defer h.c.Close()
-	var hs *client.HelperStream
-	if !h.o.np {
-		var err error
-		hs, err = h.c.AttachHelper(ctx)
-		if err != nil {
-			return fmt.Errorf("helper: attaching to %s: %w", h.o.socket, err)
-		}
-		defer hs.Close()
-		h.log.Info("attached", zap.String("socket", h.o.socket), zap.String("mount", h.o.mount),
-			zap.Uint32("pid", hs.Hello().Pid))
-	}
-	if err := h.startup(ctx); err != nil {
-		return err
-	}
-	if h.o.np {
-		return nil
-	}
-	h.ready()
-	defer daemon.SdNotify(false, daemon.SdNotifyStopping)
-	return h.serve(ctx, hs)
-}
-
-// startup restores what RESTORE names and runs the REGISTER rules for
-// every node that exists, as devfsd did at start (and after SIGHUP).
-func (h *helperd) startup(ctx context.Context) error {
-	for _, r := range h.cfg.Restores {
-		if err := h.engine.Restore(r.Dir); err != nil {
-			h.log.Warn("restore: "+r.Pos.String(), zap.String("dir", r.Dir), zap.Error(err))
-		}
-	}
-	l, err := h.c.List(ctx, "", true)
-	if err != nil {
-		return fmt.Errorf("helper: listing the namespace: %w", err)
-	}
-	for _, n := range l.Nodes {
-		if ctx.Err() != nil {
-			return nil
-		}
-		_ = h.engine.Handle(ctx, h.cfg, nodeEvent(devfsdconf.Register, n))
-	}
-	h.log.Info("start-up scan done", zap.Int("nodes", len(l.Nodes)))
-	return nil
-}
-
-// ready tells whoever waits: the parent that put us in the background,
-// and systemd.
-func (h *helperd) ready() {
-	if s := os.Getenv(helperReadyFD); s != "" {
-		os.Unsetenv(helperReadyFD)
-		if fd, err := strconv.Atoi(s); err == nil {
-			f := os.NewFile(uintptr(fd), "ready")
-			fmt.Fprintln(f, "ready")
-			f.Close()
-		}
-	}
-	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
-		h.log.Warn("sd_notify failed", zap.Error(err))
-	}
-}
-
-// serve handles the helper stream's records, one at a time and in order,
-// until ctx ends (nil) or the daemon ends the stream (an error).
-func (h *helperd) serve(ctx context.Context, hs *client.HelperStream) error {
-	type next struct {
-		rec wire.Record
-		err error
-	}
-	recs := make(chan next, 64)
-	go func() {
-		for {
-			rec, err := hs.Next()
-			select {
-			case recs <- next{rec, err}:
-			case <-ctx.Done():
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			h.log.Info("stopping")
-			return nil
-		case <-hup:
-			h.reload(ctx)
-		case n := <-recs:
-			if n.err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("helper: the daemon ended the helper stream: %w", n.err)
-			}
-			h.handle(ctx, hs, n.rec)
-		}
-	}
-}
-
-// reload is SIGHUP: a configuration that reads replaces the old one and
-// the start-up (RESTORE, REGISTER for every node) runs again, as devfsd
-// did; one that does not keeps the old one.
-func (h *helperd) reload(ctx context.Context) {
-	h.log.Info("SIGHUP: reloading", zap.String("config", h.o.config))
-	cfg, err := loadHelperConfig(h.o, h.log)
-	if err != nil {
-		h.log.Error("reload failed; the old configuration stays", zap.Error(err))
-		return
-	}
-	h.host.reloadAliases()
-	h.cfg = cfg
-	if err := h.startup(ctx); err != nil {
-		h.log.Warn("rescan after reload failed", zap.Error(err))
-	}
-}
-
-func (h *helperd) handle(ctx context.Context, hs *client.HelperStream, rec wire.Record) {
-	switch rec.Type {
-	case "lookup":
-		start := time.Now()
-		err := h.engine.Handle(ctx, h.cfg, devfsdconf.Event{Kind: devfsdconf.Lookup, Name: rec.Path})
-		msg := ""
-		if err != nil {
-			msg = err.Error()
-		}
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		derr := hs.Done(dctx, rec.ID, msg)
-		cancel()
-		if derr != nil && client.Code(derr) != wire.CodeUnknownLookup {
-			h.log.Warn("done failed", zap.Uint64("id", rec.ID), zap.Error(derr))
-		}
-		h.log.Debug("lookup answered", zap.Uint64("id", rec.ID), zap.String("name", rec.Path),
-			zap.Duration("took", time.Since(start)), zap.Bool("late", client.Code(derr) == wire.CodeUnknownLookup))
-	case "event":
-		k, ok := devfsdconf.ParseKind(rec.Kind)
-		if !ok || k == devfsdconf.Lookup {
-			return
-		}
-		ev := devfsdconf.Event{Kind: k, Name: rec.Path, Mode: stMode(rec.NodeType, rec.Mode),
-			UID: rec.Uid, GID: rec.Gid, Major: rec.Major, Minor: rec.Minor}
-		_ = h.engine.Handle(ctx, h.cfg, ev)
-	case "overrun":
-		h.log.Warn("events lost: the helper fell behind", zap.Uint64("missed", rec.Missed),
-			zap.Uint64("first_seq", rec.FirstSeq), zap.Uint64("last_seq", rec.LastSeq))
-	}
-}
-
-// nodeEvent is the event of kind k for node n.
-func nodeEvent(k devfsdconf.Kind, n wire.Node) devfsdconf.Event {
-	return devfsdconf.Event{Kind: k, Name: n.Path, Mode: stMode(n.Type, n.Mode), UID: n.Uid, GID: n.Gid,
-		Major: n.Major, Minor: n.Minor}
-}
-
-// stMode builds st_mode from the wire's node type and octal mode.
-func stMode(typ, mode string) uint32 {
-	perm, _ := strconv.ParseUint(mode, 8, 32)
-	return wireTypes[typ] | uint32(perm)&07777
-}
-
-var wireTypes = map[string]uint32{
-	"dir": devfsdconf.TypeDir, "char": devfsdconf.TypeChar, "block": devfsdconf.TypeBlock,
-	"symlink": devfsdconf.TypeLink, "fifo": devfsdconf.TypeFifo, "socket": devfsdconf.TypeSock,
-	"regular": devfsdconf.TypeReg,
+	return helperd.Run(ctx, o, log.Named("helper"))
 }

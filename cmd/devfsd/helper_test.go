@@ -6,7 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/devfsd/devfsd/modload/devfsdconf"
+	"github.com/devfsd/devfsd/config"
+	"github.com/devfsd/devfsd/helperd"
 )
 
 func TestConfigExecLoaderFromFile(t *testing.T) {
@@ -23,45 +24,29 @@ func TestConfigExecLoaderFromFile(t *testing.T) {
 	if err != nil || cfg.ExecTimeout != 2*time.Second {
 		t.Errorf("the flag does not override the file: %v, %v", cfg.ExecTimeout, err)
 	}
-	if Defaults().ExecTimeout != 3*time.Second {
-		t.Errorf("exec_timeout default %v", Defaults().ExecTimeout)
+	if config.Defaults().ExecTimeout != 3*time.Second {
+		t.Errorf("exec_timeout default %v", config.Defaults().ExecTimeout)
 	}
 }
 
 func TestHelperFlags(t *testing.T) {
-	var o helperOpts
-	fs := helperFlags(&o)
+	var o helperd.Options
+	var v, check bool
+	var format string
+	fs := helperFlags(&o, &v, &check, &format)
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse([]string{"--config", "/etc/x.conf", "-fg", "-np", "-v", "--mount", "/srv/dev", "--exec-timeout", "1s"}); err != nil {
 		t.Fatal(err)
 	}
-	if o.config != "/etc/x.conf" || !o.fg || !o.np || !o.v || o.mount != "/srv/dev" || o.execTimeout != time.Second {
+	if o.Config != "/etc/x.conf" || !o.Foreground || !o.NoPoll || !v || o.Mount != "/srv/dev" || o.ExecTimeout != time.Second {
 		t.Errorf("parsed %+v", o)
 	}
-	var d helperOpts
-	helperFlags(&d).Parse(nil)
-	if d.config != "/etc/devfsd.conf" || d.mount != "/dev" || d.fg || d.np || d.execTimeout != 3*time.Second {
+	var d helperd.Options
+	helperFlags(&d, &v, &check, &format).Parse(nil)
+	if d.Config != "/etc/devfsd.conf" || d.Mount != "/dev" || d.Foreground || d.NoPoll || d.ExecTimeout != 3*time.Second || format != "auto" {
 		t.Errorf("defaults %+v", d)
 	}
-	if got := DefaultSocket(filepath.Clean(d.mount)); got != "/run/devfsd/dev.sock" {
+	if got := config.DefaultSocket(filepath.Clean(d.Mount)); got != "/run/devfsd/dev.sock" {
 		t.Errorf("default socket %q", got)
-	}
-}
-
-func TestStMode(t *testing.T) {
-	tests := []struct {
-		typ, mode string
-		want      uint32
-	}{
-		{"char", "0620", devfsdconf.TypeChar | 0620},
-		{"block", "0660", devfsdconf.TypeBlock | 0660},
-		{"dir", "1777", devfsdconf.TypeDir | 01777},
-		{"symlink", "0777", devfsdconf.TypeLink | 0777},
-		{"regular", "0644", devfsdconf.TypeReg | 0644},
-	}
-	for _, tt := range tests {
-		if got := stMode(tt.typ, tt.mode); got != tt.want {
-			t.Errorf("stMode(%s, %s) = %#o, want %#o", tt.typ, tt.mode, got, tt.want)
-		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"os"
 
@@ -52,4 +53,21 @@ func newLogger(w io.Writer, level, format string) (*zap.Logger, error) {
 	}
 	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)
 	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
+}
+
+// openAuditLog opens the --audit-log file for appending and builds the
+// logger that writes the audit log's JSON lines to it; close syncs and
+// closes the file. An empty path is no file (a nil logger).
+func openAuditLog(path string) (log *zap.Logger, close func(), err error) {
+	if path == "" {
+		return nil, func() {}, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0640)
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit_log: %w", err)
+	}
+	ec := zap.NewProductionEncoderConfig()
+	ec.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+	log = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(ec), zapcore.Lock(f), zapcore.InfoLevel))
+	return log, func() { _ = f.Sync(); _ = f.Close() }, nil
 }

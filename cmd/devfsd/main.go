@@ -21,6 +21,8 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/devfsd/devfsd/config"
 )
 
 // version is set at build time:
@@ -46,7 +48,8 @@ func (e usageError) Unwrap() error { return e.err }
 
 func exitCode(err error) int {
 	var u usageError
-	if errors.As(err, &u) {
+	var c config.Error
+	if errors.As(err, &u) || errors.As(err, &c) {
 		return 2
 	}
 	var x exitError

@@ -4,15 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
-
-	"go.uber.org/zap"
 )
 
 func TestVersion(t *testing.T) {
@@ -119,90 +115,22 @@ func TestDispatch(t *testing.T) {
 	}
 }
 
-// A server that cannot mount fails clearly and never tells systemd it is
-// ready.
-func TestMountFailureIsNotReady(t *testing.T) {
-	sd := newFakeSystemd(t)
-	old := serve
-	t.Cleanup(func() { serve = old })
-	boom := errors.New("cannot mount on DIR: mount(2) as root: EPERM; fusermount3: exit 1")
-	serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func()) error {
-		return boom
+// `devfsd mount -h` lists each flag once, each default once.
+func TestMountHelpSaysEachDefaultOnce(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"mount", "-h"}, &out, &errb); err != nil {
+		t.Fatal(err)
 	}
-	var errb bytes.Buffer
-	err := run(context.Background(), []string{"mount", t.TempDir()}, &bytes.Buffer{}, &errb)
-	if !errors.Is(err, boom) {
-		t.Fatalf("err = %v, want the mount error", err)
-	}
-	for _, msg := range sd.pending() {
-		if msg == "READY=1" {
-			t.Error("READY=1 sent though nothing was mounted")
+	help := errb.String()
+	for _, line := range strings.Split(help, "\n") {
+		if strings.Count(line, "(default ") > 1 {
+			t.Errorf("a default said twice: %q", line)
 		}
 	}
-}
-
-// With a stand-in server: READY=1 when it says the mount is live, then
-// SIGTERM cancels its context, STOPPING=1 is sent, and run returns nil.
-func TestMountReadyThenSIGTERMStopsCleanly(t *testing.T) {
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
-		t.Run(sig.String(), func(t *testing.T) {
-			sd := newFakeSystemd(t)
-			gotCfg := make(chan Config, 1)
-			old := serve
-			t.Cleanup(func() { serve = old })
-			serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func()) error {
-				gotCfg <- cfg
-				ready()
-				<-ctx.Done()
-				return nil
-			}
-			mnt := t.TempDir()
-			done := make(chan error, 1)
-			var errb bytes.Buffer
-			go func() {
-				done <- run(context.Background(), []string{"mount", "--entry-timeout=0", mnt}, &bytes.Buffer{}, &errb)
-			}()
-			if got := sd.next(); got != "READY=1" {
-				t.Fatalf("first notification %q, want READY=1", got)
-			}
-			if cfg := <-gotCfg; cfg.Mountpoint != mnt || cfg.EntryTimeout != 0 {
-				t.Errorf("serve got %+v", cfg)
-			}
-			if err := syscall.Kill(os.Getpid(), sig); err != nil {
-				t.Fatal(err)
-			}
-			if err := <-done; err != nil {
-				t.Fatalf("run = %v after %v", err, sig)
-			}
-			if got := sd.next(); got != "STOPPING=1" {
-				t.Errorf("notification %q, want STOPPING=1", got)
-			}
-			if extra := sd.pending(); len(extra) != 0 {
-				t.Errorf("extra notifications %q", extra)
-			}
-			if !strings.Contains(errb.String(), "stopped") {
-				t.Errorf("log does not say stopped: %s", errb.String())
-			}
-		})
+	if n := strings.Count(help, "(default 0600)"); n != 1 {
+		t.Errorf("(default 0600) appears %d times, want once:\n%s", n, help)
 	}
-}
-
-// A server failing while running is an error with exit status 1, and
-// systemd still hears STOPPING=1.
-func TestMountServerFailure(t *testing.T) {
-	sd := newFakeSystemd(t)
-	old := serve
-	t.Cleanup(func() { serve = old })
-	boom := errors.New("fuse: connection lost")
-	serve = func(ctx context.Context, cfg Config, log *zap.Logger, ready func()) error {
-		ready()
-		return boom
-	}
-	err := run(context.Background(), []string{"mount", t.TempDir()}, &bytes.Buffer{}, &bytes.Buffer{})
-	if !errors.Is(err, boom) || exitCode(err) != 1 {
-		t.Fatalf("err = %v (exit %d), want the server's error, exit 1", err, exitCode(err))
-	}
-	if got := sd.pending(); len(got) != 2 || got[0] != "READY=1" || got[1] != "STOPPING=1" {
-		t.Errorf("notifications %q, want READY=1 then STOPPING=1", got)
+	if !strings.Contains(help, "-socket-mode") || !strings.Contains(help, "-entry-timeout") {
+		t.Errorf("help lacks flags:\n%s", help)
 	}
 }

@@ -11,6 +11,9 @@ import (
 	"syscall"
 
 	"go.uber.org/zap"
+
+	"github.com/devfsd/devfsd/config"
+	"github.com/devfsd/devfsd/daemon"
 )
 
 func mountUsage(fs *flag.FlagSet) {
@@ -26,7 +29,12 @@ keys of the --config file that have no flag:
 `)
 }
 
-// runMount is `devfsd mount`: configuration, logger, signals, then serve.
+// runMount is `devfsd mount`: configuration, logger, signals, then the
+// daemon. The first SIGTERM or SIGINT ends the daemon's Run, which
+// unmounts cleanly within shutdown_timeout; after it the signals take
+// their default action again, so a second one kills a shutdown that
+// hangs. SIGHUP reloads the configuration: the same file and flags, read
+// again.
 func runMount(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg, err := loadConfig(args, stderr)
 	if err != nil {
@@ -45,30 +53,45 @@ func runMount(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer func() { _ = log.Sync() }()
 
-	// The first SIGTERM or SIGINT cancels ctx: serve unmounts cleanly,
-	// bounded by cfg.ShutdownTimeout. Once it has, the signals take their
-	// default action again, so a second one kills a shutdown that hangs.
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	// SIGHUP reloads the configuration (reload.go): the same file and
-	// flags, read again.
+	context.AfterFunc(ctx, stop)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	ctx = withConfigSource(ctx, &configSource{args: args, hup: hup})
-	lc := &lifecycle{log: log}
-	context.AfterFunc(ctx, func() {
-		stop()
-		lc.Stopping()
-	})
 
 	log.Info("starting",
 		zap.String("version", versionString()),
 		zap.String("mountpoint", cfg.Mountpoint),
-		zap.Object("config", cfg))
-	err = serve(ctx, cfg, log, lc.Ready)
-	lc.Stopping()
+		zap.Object("config", daemon.LoggedConfig(cfg)))
+	auditLog, closeAudit, err := openAuditLog(cfg.AuditLog)
 	if err != nil {
+		return err
+	}
+	defer closeAudit() // after the daemon's Close: deferred first
+	d, err := daemon.New(cfg, log, daemon.Options{
+		Reread:   func() (config.Config, error) { return loadConfig(args, io.Discard) },
+		AuditLog: auditLog,
+	})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading the configuration")
+				_, _ = d.Reload(ctx) // logged by the daemon
+			}
+		}
+	}()
+	if err := d.Run(ctx); err != nil {
+		return err
+	}
+	if err := d.Close(); err != nil {
 		return err
 	}
 	log.Info("stopped")

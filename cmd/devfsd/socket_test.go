@@ -3,26 +3,9 @@ package main
 import (
 	"strings"
 	"testing"
-)
 
-func TestDefaultSocket(t *testing.T) {
-	for _, tt := range []struct{ mnt, want string }{
-		{"/dev", "/run/devfsd/dev.sock"},
-		{"/", "/run/devfsd/-.sock"},
-		{"/tmp/a b/mnt", `/run/devfsd/tmp-a\x20b-mnt.sock`},
-		{"/srv/my-dev/", `/run/devfsd/srv-my\x2ddev.sock`},
-		{"/.hidden", `/run/devfsd/\x2ehidden.sock`},
-	} {
-		if got := DefaultSocket(tt.mnt); got != tt.want {
-			t.Errorf("DefaultSocket(%q) = %q, want %q", tt.mnt, got, tt.want)
-		}
-	}
-	long := "/" + strings.Repeat("x", 200)
-	got := DefaultSocket(long)
-	if len(got) > maxSocketPath || !strings.HasPrefix(got, SocketDir+"/") || got == DefaultSocket(long+"y") {
-		t.Errorf("DefaultSocket of a long path = %q", got)
-	}
-}
+	"github.com/devfsd/devfsd/config"
+)
 
 func TestSocketConfig(t *testing.T) {
 	mnt := t.TempDir()
@@ -56,10 +39,11 @@ func TestSocketConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.SocketPath(cfg.Mountpoint) != DefaultSocket(cfg.Mountpoint) || cfg.SocketMode != 0600 || cfg.ControlUID != -1 {
+	if cfg.SocketPath(cfg.Mountpoint) != config.DefaultSocket(cfg.Mountpoint) || cfg.SocketMode != 0600 || cfg.ControlUID != -1 {
 		t.Errorf("defaults: %+v", cfg)
 	}
-	if err := parseYAML(&cfg, []byte("socket: /run/x.sock\nsocket_mode: 0660\ncontrol_gid: 44\n")); err != nil {
+	file := writeFile(t, t.TempDir(), "c.yaml", "socket: /run/x.sock\nsocket_mode: 0660\ncontrol_gid: 44\n")
+	if err := config.ParseFile(&cfg, file); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Socket != "/run/x.sock" || cfg.SocketMode != 0660 || cfg.ControlGID != 44 {

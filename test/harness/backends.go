@@ -120,7 +120,7 @@ const DevfsdPkg = "github.com/devfsd/devfsd/cmd/devfsd"
 //	             [--readdirplus=on|off] [--socket=DIR.sock] DIR
 //
 // Options.Populate is done before mounting through the test hook
-// DEVFSD_TEST_POPULATE (cmd/devfsd/testhooks.go), so it is cold as barefs's
+// DEVFSD_TEST_POPULATE (daemon/testhooks.go, built by Build), so it is cold as barefs's
 // is; Options.Stats gives the daemon a control socket beside the mount
 // point, whose /metrics Mount.Requests scrapes.
 //

@@ -43,9 +43,15 @@ func ModuleRoot() (string, error) {
 	return rootDir, rootErr
 }
 
+// TestHooksTag is the build tag that builds devfsd's test hooks
+// (daemon/testhooks.go: the DEVFSD_TEST_* environment variables). The
+// production binary is built without it and carries none.
+const TestHooksTag = "devfsd_testhooks"
+
 // Build builds the main package pkg (an import path in this module) once
-// per process, into the base directory, and returns the binary's path.
-// Concurrent callers share one build.
+// per process, with the test hooks (TestHooksTag), into the base
+// directory, and returns the binary's path. Concurrent callers share one
+// build.
 func Build(pkg string) (string, error) {
 	buildMu.Lock()
 	r := builds[pkg]
@@ -66,7 +72,7 @@ func Build(pkg string) (string, error) {
 			return
 		}
 		bin := filepath.Join(base, "bin", path.Base(pkg))
-		cmd := exec.Command("go", "build", "-o", bin, pkg)
+		cmd := exec.Command("go", "build", "-tags", TestHooksTag, "-o", bin, pkg)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			r.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)

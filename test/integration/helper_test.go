@@ -2,7 +2,8 @@
 // mount through system calls. It has its own mount helper, older than
 // test/harness, and keeps it: these tests need what harness.Options does
 // not give (extra flags and environment, the -race build of devfsd, the
-// SIGUSR2 test hook, the READY=1 check). TestMain builds cmd/devfsd once;
+// SIGUSR2 test hook, the READY=1 check). TestMain builds cmd/devfsd once,
+// with its test hooks (harness.TestHooksTag);
 // start runs `devfsd mount` on a fresh directory with a NOTIFY_SOCKET of
 // its own, waits (against a deadline, never sleeping blindly) for READY=1
 // and checks the mount is then in /proc/self/mountinfo, and registers a
@@ -50,7 +51,7 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		devfsdBin = filepath.Join(dir, "devfsd")
-		build := exec.Command("go", "build", "-race", "-o", devfsdBin, "github.com/devfsd/devfsd/cmd/devfsd")
+		build := exec.Command("go", "build", "-race", "-tags", harness.TestHooksTag, "-o", devfsdBin, "github.com/devfsd/devfsd/cmd/devfsd")
 		if out, err := build.CombinedOutput(); err != nil {
 			fmt.Printf("go build: %v\n%s", err, out)
 			return 1
@@ -77,6 +78,7 @@ type opts struct {
 	args  []string // extra flags for devfsd mount
 	env   []string // extra environment
 	hooks bool     // set DEVFSD_TEST_HOOK_FILE
+	mnt   string   // mount here (an existing directory) instead of a fresh one
 }
 
 // start mounts devfsd on a fresh directory and waits until it is live and
@@ -90,9 +92,12 @@ func start(t *testing.T, o opts) *daemon {
 			t.Fatal(err)
 		}
 	}
-	mnt := filepath.Join(base, "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
+	mnt := o.mnt
+	if mnt == "" {
+		mnt = filepath.Join(base, "mnt")
+		if err := os.Mkdir(mnt, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	sockPath := filepath.Join(base, "notify.sock")
 	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})

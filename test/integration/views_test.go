@@ -269,7 +269,7 @@ mountpoint: %s
 allow: ["net/*", zero]
 deny: [net/secret]
 `, bDir))
-	d := startCtl(t, "--view="+aFile, "--loader=none",
+	d := startCtl(t, "--view="+aFile, "--loader=none", "--views-dir="+os.TempDir(),
 		"--entry-timeout=1h", "--attr-timeout=1h", "--negative-timeout=1h")
 	if !mounted(t, aDir) {
 		t.Fatalf("the --view mount %s is not mounted at READY=1", aDir)
@@ -483,7 +483,7 @@ func TestViewBadFileFailsStart(t *testing.T) {
 // namespace: a view mounts a file system wherever it is told.
 func TestViewAddIsRootOnly(t *testing.T) {
 	binDirReachable(t)
-	d := startCtl(t, "--control-uid=65534", "--socket-mode=0666")
+	d := startCtl(t, "--control-uid=65534", "--socket-mode=0666", "--views-dir="+os.TempDir())
 	dir := viewDir(t, "v")
 	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
 	if _, errOut, code := d.ctl(t, nobody, "register", "x", "char", "1", "3"); code != 0 {

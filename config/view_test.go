@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"fmt"
@@ -8,7 +8,7 @@ import (
 
 // A view file is read strictly; scalars are taken as written.
 func TestParseViewYAML(t *testing.T) {
-	v, err := parseViewYAML([]byte(`
+	v, err := ParseView([]byte(`
 mountpoint: /srv/box/dev
 allow: [null, zero, "snd/*", 0]
 deny:
@@ -24,8 +24,8 @@ overrides:
 	if v.Mountpoint != "/srv/box/dev" || fmt.Sprint(v.Allow) != "[null zero snd/* 0]" || fmt.Sprint(v.Deny) != "[snd/seq]" {
 		t.Fatalf("parsed %+v", v)
 	}
-	if len(v.Overrides) != 2 || v.Overrides[0].Mode != "0660" || *v.Overrides[0].Gid != 29 || v.Overrides[0].Uid != nil ||
-		*v.Overrides[1].Uid != 5 {
+	if len(v.Overrides) != 2 || *v.Overrides[0].Mode != 0660 || *v.Overrides[0].GID != 29 || v.Overrides[0].UID != nil ||
+		*v.Overrides[1].UID != 5 {
 		t.Fatalf("overrides %+v", v.Overrides)
 	}
 	for _, tc := range []struct{ name, yaml, want string }{
@@ -40,7 +40,7 @@ overrides:
 		{"uid not a number", "mountpoint: /d\noverrides: [{glob: x, uid: root}]", "overrides[0].uid"},
 		{"two documents", "mountpoint: /d\n---\nmountpoint: /e", "second YAML document"},
 	} {
-		_, err := parseViewYAML([]byte(tc.yaml))
+		_, err := ParseView([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.want)
 		}
@@ -48,17 +48,13 @@ overrides:
 }
 
 // Values the file cannot type-check are refused with the field named.
-func TestViewSpecOf(t *testing.T) {
+func TestParseViewValues(t *testing.T) {
 	for _, tc := range []struct{ yaml, field string }{
 		{"mountpoint: /d\noverrides: [{glob: x, mode: '0999'}]", "overrides[0].mode"},
 		{"mountpoint: /d\noverrides: [{glob: x, gid: -1}]", "overrides[0].gid"},
 		{"mountpoint: /d\noverrides: [{glob: x, uid: 4294967295}]", "overrides[0].uid"},
 	} {
-		v, err := parseViewYAML([]byte(tc.yaml))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := viewSpecOf(v); err == nil || !strings.Contains(err.Error(), tc.field) {
+		if _, err := ParseView([]byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.field) {
 			t.Errorf("%q: %v, want an error on %s", tc.yaml, err, tc.field)
 		}
 	}

@@ -1,15 +1,24 @@
-package main
+package daemon
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 )
+
+// testLogger is a JSON logger writing to w at lvl, as cmd builds for a
+// file.
+func testLogger(w io.Writer, lvl zapcore.Level) *zap.Logger {
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl))
+}
 
 // fakeSystemd listens on a unixgram socket in a temp dir and points
 // NOTIFY_SOCKET at it, as systemd does for Type=notify services.
@@ -95,7 +104,7 @@ func TestLifecycleNotifiesOnce(t *testing.T) {
 func TestLifecycleWithoutNotifySocket(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "")
 	var buf bytes.Buffer
-	log, _ := newLogger(&buf, "debug", "json")
+	log := testLogger(&buf, zapcore.DebugLevel)
 	lc := &lifecycle{log: log}
 	lc.Ready()
 	lc.Stopping()
@@ -113,7 +122,7 @@ func TestLifecycleWithoutNotifySocket(t *testing.T) {
 func TestLifecycleNotifyFailureIsLoggedNotFatal(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "nobody-listens"))
 	var buf bytes.Buffer
-	log, _ := newLogger(&buf, "info", "json")
+	log := testLogger(&buf, zapcore.InfoLevel)
 	lc := &lifecycle{log: log}
 	lc.Ready()
 	if !bytes.Contains(buf.Bytes(), []byte("sd_notify failed")) {

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -6,15 +6,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/devfsd/devfsd/audit"
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control"
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/fs"
@@ -24,77 +23,56 @@ import (
 	"github.com/devfsd/devfsd/state"
 )
 
-// extras is what issue 7 adds around the core wiring of serve: the state
-// store (--state-dir), the Prometheus registry (on the socket's /metrics
-// and --metrics-addr) and the audit log (--audit-log). openExtras runs
-// before the namespace exists; close after the mount is down.
+// extras are the parts of a daemon around the namespace and its mounts:
+// the state store (--state-dir), the Prometheus registry (served on the
+// socket's /metrics and on --metrics-addr) and the audit log. openExtras
+// makes them before the namespace exists; close must come after every
+// mount is down, so that no change arrives after the store is closed.
+// Fields are set by openExtras (metrics by wire, msrv by serveMetrics)
+// and read-only after Run has begun.
 type extras struct {
 	log     *zap.Logger
 	store   *state.Store // nil without --state-dir
 	reg     *prometheus.Registry
-	metrics *metrics.Metrics // set by wire
-	handler http.Handler
+	metrics *metrics.Metrics // set by wire, before the mount
+	handler http.Handler     // the registry's /metrics
 	audit   *audit.Auditor
-	auditW  *os.File // the --audit-log file
-	mln     net.Listener
-	msrv    *http.Server
+	mln     net.Listener // --metrics-addr; nil without
+	msrv    *http.Server // serving mln, once serveMetrics ran
 }
 
 // openExtras opens the state directory (a damaged snapshot or a directory
-// in use fails the start, before anything is mounted), the audit file and
-// the metrics listener (an address in use fails the start too).
-func openExtras(cfg Config, log *zap.Logger) (x *extras, err error) {
-	x = &extras{log: log, reg: prometheus.NewRegistry()}
-	defer func() {
-		if err != nil {
-			x.close()
-		}
-	}()
+// in use fails the start, before anything is mounted) and the metrics
+// listener (an address in use fails the start too); auditFile, if not
+// nil, is where the audit log's JSON lines go besides log. On an error,
+// whatever it opened is closed again.
+func openExtras(cfg config.Config, log, auditFile *zap.Logger) (*extras, error) {
+	x := &extras{log: log, reg: prometheus.NewRegistry()}
+	if err := x.open(cfg, auditFile); err != nil {
+		x.close()
+		return nil, err
+	}
+	return x, nil
+}
+
+func (x *extras) open(cfg config.Config, auditFile *zap.Logger) (err error) {
 	if cfg.StateDir != "" {
-		x.store, err = state.Open(cfg.StateDir, state.Options{Logger: log.Named("state")})
+		x.store, err = state.Open(cfg.StateDir, state.Options{Logger: x.log.Named("state")})
 		if err != nil {
-			return nil, err
+			return err
 		}
-		log.Info("state directory opened", zap.String("dir", cfg.StateDir), zap.Int("kept", len(x.store.Entries())))
+		x.log.Info("state directory opened", zap.String("dir", cfg.StateDir), zap.Int("kept", len(x.store.Entries())))
 	}
-	var file *zap.Logger
-	if cfg.AuditLog != "" {
-		x.auditW, err = os.OpenFile(cfg.AuditLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0640)
-		if err != nil {
-			return nil, fmt.Errorf("audit log: %w", err)
-		}
-		ec := zap.NewProductionEncoderConfig()
-		ec.EncodeTime = zapcore.RFC3339NanoTimeEncoder
-		file = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(ec), zapcore.Lock(x.auditW), zapcore.InfoLevel))
-	}
-	x.audit = audit.New(audit.Options{Log: log, File: file})
+	x.audit = audit.New(audit.Options{Log: x.log, File: auditFile})
 	x.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	x.handler = metrics.Handler(x.reg)
 	if cfg.MetricsAddr != "" {
 		x.mln, err = net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
-			return nil, fmt.Errorf("metrics_addr: %w", err)
+			return fmt.Errorf("metrics_addr: %w", err)
 		}
 	}
-	return x, nil
-}
-
-// sink is the namespace's event sink: the store (if any) first, then next.
-func (x *extras) sink(next dcache.Sink) dcache.Sink {
-	if x.store == nil {
-		return next
-	}
-	return teeSink{x.store, next}
-}
-
-type teeSink struct{ a, b dcache.Sink }
-
-// WantsLookups implements dcache.LookupSink: if either sink wants them.
-func (t teeSink) WantsLookups() bool { return dcache.WantsLookups(t.a) || dcache.WantsLookups(t.b) }
-
-func (t teeSink) Event(ev dcache.Event) {
-	t.a.Event(ev)
-	t.b.Event(ev)
+	return nil
 }
 
 // registerHook is dcache.Options.RegisterHook: kept attributes of
@@ -145,8 +123,10 @@ func (x *extras) observe(mi lookup.MissInfo) {
 
 // wire registers the metrics over the daemon's parts.
 func (x *extras) wire(ns *dcache.Namespace, res *lookup.Resolver, srv *fs.Server, hub *control.Hub) {
-	src := metrics.Sources{Namespace: ns, Lookup: res.Stats, Server: srv.Stats, Hub: hub.Stats,
-		Suppressed: x.audit.Suppressed}
+	src := metrics.Sources{Namespace: ns, Lookup: res.Stats, Server: srv.Stats, Suppressed: x.audit.Suppressed}
+	if hub != nil {
+		src.Hub = hub.Stats
+	}
 	if x.store != nil {
 		src.State = x.store.Stats
 	}
@@ -178,8 +158,8 @@ func (x *extras) serveMetrics() {
 	x.log.Info("metrics are served", zap.String("addr", x.mln.Addr().String()))
 }
 
-// close ends everything: the metrics listener, the audit log (its held
-// counts are logged), the state store (what was queued is written).
+// close ends everything x has: the metrics listener, the audit log (its
+// held counts are logged), the state store (what was queued is written).
 // Called once the mount is down, so that no change arrives after.
 func (x *extras) close() {
 	if x.msrv != nil {
@@ -193,10 +173,6 @@ func (x *extras) close() {
 	}
 	if x.audit != nil {
 		x.audit.Close()
-	}
-	if x.auditW != nil {
-		x.auditW.Sync()
-		x.auditW.Close()
 	}
 	if x.store != nil {
 		if err := x.store.Close(); err != nil {

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 
 // nsRegistrar adapts the namespace to modload.Registrar, the door through
 // which the built-in loader registers devices (modload may not import
-// dcache; cmd joins them). Registrations are attributed to the daemon
+// dcache; the daemon joins them). Registrations are attributed to the daemon
 // itself, dcache.OriginBuiltin.
 type nsRegistrar struct {
 	ns *dcache.Namespace

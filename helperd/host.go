@@ -1,4 +1,4 @@
-package main
+package helperd
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control/client"
 	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/modload"
@@ -33,7 +34,7 @@ const callTimeout = 10 * time.Second
 // the built-in catalogue or runs a modprobe.
 type helperHost struct {
 	devfsdconf.Router
-	o       helperOpts
+	o       Options
 	ctx     context.Context // the helper's life, for calls without one
 	c       *client.Client
 	run     *mexec.Runner
@@ -43,14 +44,14 @@ type helperHost struct {
 
 var _ devfsdconf.Host = (*helperHost)(nil)
 
-func newHelperHost(ctx context.Context, o helperOpts, c *client.Client, log *zap.Logger) (*helperHost, error) {
-	if o.modprobe != "" && !path.IsAbs(o.modprobe) {
-		return nil, fmt.Errorf("--modprobe %q: not an absolute path", o.modprobe)
+func newHelperHost(ctx context.Context, o Options, c *client.Client, log *zap.Logger) (*helperHost, error) {
+	if o.Modprobe != "" && !path.IsAbs(o.Modprobe) {
+		return nil, fmt.Errorf("--modprobe %q: not an absolute path", o.Modprobe)
 	}
 	h := &helperHost{o: o, ctx: ctx, c: c, run: mexec.NewRunner(log.Named("exec")), log: log}
-	h.Router = devfsdconf.Router{Mountpoint: o.mount, Mount: ctlFS{h}, Other: devfsdconf.OSFS{}}
-	if o.aliases != "" {
-		if _, err := os.Stat(o.aliases); err != nil {
+	h.Router = devfsdconf.Router{Mountpoint: o.Mount, Mount: ctlFS{h}, Other: devfsdconf.OSFS{}}
+	if o.Aliases != "" {
+		if _, err := os.Stat(o.Aliases); err != nil {
 			return nil, fmt.Errorf("--aliases: %w", err)
 		}
 	}
@@ -60,12 +61,12 @@ func newHelperHost(ctx context.Context, o helperOpts, c *client.Client, log *zap
 
 // reloadAliases reads --aliases again (at start and on SIGHUP).
 func (h *helperHost) reloadAliases() {
-	if h.o.aliases == "" {
+	if h.o.Aliases == "" {
 		return
 	}
-	b, err := os.ReadFile(h.o.aliases)
+	b, err := os.ReadFile(h.o.Aliases)
 	if err != nil {
-		h.log.Warn("aliases unreadable; keeping the old ones", zap.String("file", h.o.aliases), zap.Error(err))
+		h.log.Warn("aliases unreadable; keeping the old ones", zap.String("file", h.o.Aliases), zap.Error(err))
 		return
 	}
 	h.aliases = devfsdconf.ParseAliases(b)
@@ -73,7 +74,7 @@ func (h *helperHost) reloadAliases() {
 
 // env is what every program of ours gets besides the rule's variables.
 func (h *helperHost) env() []string {
-	return []string{"DEVFSD_SOCKET=" + h.o.socket}
+	return []string{"DEVFSD_SOCKET=" + h.o.Socket}
 }
 
 // Execute implements devfsdconf.Host.
@@ -81,7 +82,7 @@ func (h *helperHost) Execute(ctx context.Context, argv, env []string) error {
 	res, err := h.run.Run(ctx, mexec.Spec{
 		Argv:    argv,
 		Env:     append(h.env(), env...),
-		Timeout: h.o.execTimeout,
+		Timeout: h.o.ExecTimeout,
 		Stdout:  func(l string) { h.log.Info("EXECUTE output", zap.String("program", argv[0]), zap.String("line", l)) },
 		Stderr:  func(l string) { h.log.Info("EXECUTE stderr", zap.String("program", argv[0]), zap.String("line", l)) },
 	})
@@ -92,7 +93,7 @@ func (h *helperHost) Execute(ctx context.Context, argv, env []string) error {
 
 // Modload implements devfsdconf.Host.
 func (h *helperHost) Modload(ctx context.Context, devname string) ([]devfsdconf.Event, error) {
-	if h.o.modprobe != "" {
+	if h.o.Modprobe != "" {
 		return h.modprobe(ctx, devname)
 	}
 	var evs []devfsdconf.Event
@@ -124,7 +125,7 @@ func (h *helperHost) Modload(ctx context.Context, devname string) ([]devfsdconf.
 
 // register registers n through the socket; an existing name is EEXIST.
 func (h *helperHost) register(ctx context.Context, n modload.Node) (wire.Node, error) {
-	req := wire.RegisterRequest{Path: n.Path, Type: n.Type.String(), Mode: fmt.Sprintf("%04o", n.Perm)}
+	req := wire.RegisterRequest{Path: n.Path, Type: n.Type.String(), Mode: config.Mode(n.Perm).String()}
 	uid, gid := int64(n.UID), int64(n.GID)
 	req.Uid, req.Gid = &uid, &gid
 	switch n.Type {
@@ -151,14 +152,14 @@ func (h *helperHost) modprobe(ctx context.Context, devname string) ([]devfsdconf
 	if err != nil {
 		return nil, err
 	}
-	argv := []string{h.o.modprobe, "-k"}
-	if _, err := os.Stat(h.o.modprobeConf); err == nil {
-		argv = append(argv, "-C", h.o.modprobeConf)
+	argv := []string{h.o.Modprobe, "-k"}
+	if _, err := os.Stat(h.o.ModprobeConf); err == nil {
+		argv = append(argv, "-C", h.o.ModprobeConf)
 	}
 	argv = append(argv, "/dev/"+devname)
 	res, runErr := h.run.Run(ctx, mexec.Spec{
-		Argv: argv, Timeout: h.o.execTimeout,
-		Env:    append(h.env(), "DEVNAME="+devname, "DEVPATH="+path.Join(h.o.mount, devname), "MNTPNT="+h.o.mount, "ACTION=lookup"),
+		Argv: argv, Timeout: h.o.ExecTimeout,
+		Env:    append(h.env(), "DEVNAME="+devname, "DEVPATH="+path.Join(h.o.Mount, devname), "MNTPNT="+h.o.Mount, "ACTION=lookup"),
 		Stdout: func(l string) { h.log.Debug("modprobe output", zap.String("line", l)) },
 		Stderr: func(l string) { h.log.Info("modprobe stderr", zap.String("line", l)) },
 	})
@@ -228,7 +229,7 @@ func (f ctlFS) Lstat(p string) (devfsdconf.Stat, error) {
 func (f ctlFS) Chmod(p string, perm uint32) error {
 	ctx, cancel := f.call()
 	defer cancel()
-	_, err := f.h.c.Chmod(ctx, p, fmt.Sprintf("%04o", perm&07777))
+	_, err := f.h.c.Chmod(ctx, p, config.Mode(perm&07777).String())
 	return fsErr("chmod", p, err)
 }
 
@@ -250,7 +251,7 @@ func (f ctlFS) Chown(p string, uid, gid int64) error {
 }
 
 func (f ctlFS) Make(p string, st devfsdconf.Stat, perm uint32) error {
-	req := wire.RegisterRequest{Path: p, Mode: fmt.Sprintf("%04o", perm&07777)}
+	req := wire.RegisterRequest{Path: p, Mode: config.Mode(perm & 07777).String()}
 	uid, gid := int64(st.UID), int64(st.GID)
 	req.Uid, req.Gid = &uid, &gid
 	switch st.Mode & devfsdconf.TypeMask {

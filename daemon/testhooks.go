@@ -1,6 +1,9 @@
-package main
+//go:build devfsd_testhooks
 
-// Test-only hooks. They exist so that test/integration can drive the
+package daemon
+
+// Test-only hooks, built only with the build tag devfsd_testhooks (the
+// test harness passes it; testhooks_off.go is the production build). They exist so that test/integration can drive the
 // daemon, a separate process, into states a user cannot reach through the
 // control socket: a slow loader, and registrations made outside FUSE by a
 // signal, with no socket client in the way. They are switched on only by these
@@ -50,6 +53,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
@@ -71,7 +75,7 @@ func testHooksFromEnv() (testHooks, error) {
 	if v := os.Getenv("DEVFSD_TEST_LOADER_DELAY"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			return h, usageError{fmt.Errorf("DEVFSD_TEST_LOADER_DELAY=%q: not a duration", v)}
+			return h, config.Error{Err: fmt.Errorf("DEVFSD_TEST_LOADER_DELAY=%q: not a duration", v)}
 		}
 		h.loaderDelay = d
 	}
@@ -81,7 +85,7 @@ func testHooksFromEnv() (testHooks, error) {
 			dir, num, ok := strings.Cut(f, "=")
 			n, err := strconv.Atoi(num)
 			if !ok || err != nil || n < 0 || dir == "" || strings.Contains(dir, "/") {
-				return h, usageError{fmt.Errorf("DEVFSD_TEST_POPULATE=%q: want DIR=N,...", v)}
+				return h, config.Error{Err: fmt.Errorf("DEVFSD_TEST_POPULATE=%q: want DIR=N,...", v)}
 			}
 			h.populate = append(h.populate, populateDir{dir, n})
 		}
@@ -90,7 +94,7 @@ func testHooksFromEnv() (testHooks, error) {
 	return h, nil
 }
 
-// populateTree registers DEVFSD_TEST_POPULATE's files; serve calls it
+// populateTree registers DEVFSD_TEST_POPULATE's files; New calls it
 // before mounting.
 func (h testHooks) populateTree(ns *dcache.Namespace, log *zap.Logger) error {
 	if len(h.populate) == 0 {
@@ -132,6 +136,15 @@ func (h testHooks) startPprof(log *zap.Logger) (stop func(), err error) {
 	go srv.Serve(ln)
 	log.Warn("TEST HOOK: pprof served", zap.String("addr", ln.Addr().String()))
 	return func() { srv.Close() }, nil
+}
+
+// wrapLoader delays every load of l when DEVFSD_TEST_LOADER_DELAY is set.
+func (h testHooks) wrapLoader(l modload.Loader, log *zap.Logger) modload.Loader {
+	if h.loaderDelay <= 0 {
+		return l
+	}
+	log.Warn("TEST HOOK: every load is delayed", zap.Duration("delay", h.loaderDelay))
+	return delayedLoader{l, h.loaderDelay}
 }
 
 // delayedLoader delays every load (DEVFSD_TEST_LOADER_DELAY).
@@ -216,12 +229,19 @@ func runHookFile(ns *dcache.Namespace, path string) []string {
 			case f[0] == "register" && len(f) >= 3:
 				spec := dcache.Spec{Mode: 0o644}
 				var perr error
-				num := func(s string, base int) uint32 {
-					v, e := strconv.ParseUint(s, base, 32)
+				num := func(s string) uint32 {
+					v, e := strconv.ParseUint(s, 10, 32)
 					if e != nil && perr == nil {
 						perr = e
 					}
 					return uint32(v)
+				}
+				mode := func(s string) uint32 {
+					m, e := config.ParseMode(s)
+					if e != nil && perr == nil {
+						perr = e
+					}
+					return uint32(m)
 				}
 				switch f[1] {
 				case "char", "block":
@@ -232,14 +252,14 @@ func runHookFile(ns *dcache.Namespace, path string) []string {
 					if f[1] == "block" {
 						spec.Type = dcache.TypeBlock
 					}
-					spec.Major, spec.Minor = num(f[3], 10), num(f[4], 10)
+					spec.Major, spec.Minor = num(f[3]), num(f[4])
 					if len(f) > 5 {
-						spec.Mode = num(f[5], 8)
+						spec.Mode = mode(f[5])
 					}
 				case "dir":
 					spec.Type, spec.Mode = dcache.TypeDir, 0o755
 					if len(f) > 3 {
-						spec.Mode = num(f[3], 8)
+						spec.Mode = mode(f[3])
 					}
 				case "symlink":
 					if len(f) != 4 {

@@ -1,20 +1,18 @@
-package main
+package daemon
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"reflect"
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control"
 	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/dcache"
@@ -45,24 +43,6 @@ var reloadable = map[string]bool{
 // names it invalidated, so that its caller's next lookup sees the change.
 const notifySyncTimeout = 2 * time.Second
 
-// configSource is how the daemon was configured, for reload: runMount
-// puts it in serve's context.
-type configSource struct {
-	args []string       // mount's arguments
-	hup  chan os.Signal // SIGHUP, delivered here (nil: none)
-}
-
-type configSourceKey struct{}
-
-func withConfigSource(ctx context.Context, src *configSource) context.Context {
-	return context.WithValue(ctx, configSourceKey{}, src)
-}
-
-func configSourceOf(ctx context.Context) *configSource {
-	src, _ := ctx.Value(configSourceKey{}).(*configSource)
-	return src
-}
-
 // loaders builds fallback loaders from a configuration and remembers every
 // exec loader it made, so that the programs of one replaced by a reload
 // still bypass the lookup wait while they finish.
@@ -70,13 +50,13 @@ type loaders struct {
 	ns      *dcache.Namespace
 	bl      *builtin.Loader
 	log     *zap.Logger
-	delay   time.Duration                   // test hook: every load delayed
-	execs   atomic.Pointer[[]*mexec.Loader] // every exec loader made
+	wrap    func(modload.Loader) modload.Loader // the test hooks' (testhooks.go); identity without them
+	execs   atomic.Pointer[[]*mexec.Loader]     // every exec loader made
 	makeMux sync.Mutex
 }
 
 // fallback returns cfg's fallback loader (nil for none).
-func (l *loaders) fallback(cfg Config) (modload.Loader, error) {
+func (l *loaders) fallback(cfg config.Config) (modload.Loader, error) {
 	var fb modload.Loader
 	switch cfg.Loader {
 	case "builtin":
@@ -98,9 +78,8 @@ func (l *loaders) fallback(cfg Config) (modload.Loader, error) {
 		l.makeMux.Unlock()
 		fb = el
 	}
-	if l.delay > 0 && fb != nil {
-		l.log.Warn("TEST HOOK: every load is delayed", zap.Duration("delay", l.delay))
-		fb = delayedLoader{fb, l.delay}
+	if fb != nil {
+		fb = l.wrap(fb)
 	}
 	return fb, nil
 }
@@ -122,7 +101,7 @@ func (l *loaders) isExec(pid uint32) bool {
 
 // reloader applies a new configuration to the running daemon.
 type reloader struct {
-	src     *configSource
+	reread  func() (config.Config, error) // nil: nothing to read again
 	log     *zap.Logger
 	ns      *dcache.Namespace
 	res     *lookup.Resolver
@@ -132,8 +111,8 @@ type reloader struct {
 	loaders *loaders
 	metrics *metrics.Metrics
 
-	mu  sync.Mutex // one reload at a time
-	cfg Config     // guarded by mu: the running configuration
+	mu  sync.Mutex    // one reload at a time
+	cfg config.Config // guarded by mu: the running configuration
 }
 
 // invalidConfig marks an error as a rejected configuration (nothing
@@ -151,7 +130,7 @@ func (r *reloader) reload(ctx context.Context) (wire.Reload, error) {
 	case err == nil:
 		r.metrics.Reloaded("ok")
 		r.log.Info("configuration reloaded", zap.Strings("changed", res.Changed),
-			zap.Int("invalidated", res.Invalidated), zap.Object("config", r.cfg))
+			zap.Int("invalidated", res.Invalidated), zap.Object("config", LoggedConfig(r.cfg)))
 	case errors.Is(err, control.ErrInvalidConfig):
 		r.metrics.Reloaded("invalid")
 		r.log.Warn("reload refused; the running configuration stays", zap.Error(err))
@@ -164,14 +143,14 @@ func (r *reloader) reload(ctx context.Context) (wire.Reload, error) {
 
 func (r *reloader) reloadLocked(ctx context.Context) (wire.Reload, error) {
 	var res wire.Reload
-	if r.src == nil {
+	if r.reread == nil {
 		return res, invalidConfig(fmt.Errorf("this daemon was not started by devfsd mount; nothing to re-read"))
 	}
-	next, err := loadConfig(r.src.args, io.Discard)
+	next, err := r.reread()
 	if err != nil {
 		return res, invalidConfig(err)
 	}
-	changed, err := diffConfig(r.cfg, next)
+	changed, err := DiffConfig(r.cfg, next)
 	if err != nil {
 		return res, invalidConfig(err)
 	}
@@ -203,7 +182,7 @@ func (r *reloader) reloadLocked(ctx context.Context) (wire.Reload, error) {
 	// nothing when it does.
 	var provided []string // paths new or changed extensions provide
 	if has("modules") {
-		if provided, err = r.loaders.bl.SetExtensions(next.Modules); err != nil {
+		if provided, err = r.loaders.bl.SetExtensions(modules(next.Modules)); err != nil {
 			return res, invalidConfig(fmt.Errorf("modules: %w", err))
 		}
 	}
@@ -249,10 +228,10 @@ func (r *reloader) reloadLocked(ctx context.Context) (wire.Reload, error) {
 	return res, nil
 }
 
-// diffConfig returns the file keys whose values differ between old and
+// DiffConfig returns the file keys whose values differ between old and
 // next, sorted; an error naming every key that cannot change without a
 // restart, if any did.
-func diffConfig(old, next Config) ([]string, error) {
+func DiffConfig(old, next config.Config) ([]string, error) {
 	var changed, fixed []string
 	ov, nv := reflect.ValueOf(old), reflect.ValueOf(next)
 	for i := 0; i < ov.NumField(); i++ {
@@ -281,25 +260,4 @@ func sortedReloadable() []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// watchSIGHUP reloads on every SIGHUP until ctx ends.
-func (r *reloader) watchSIGHUP(ctx context.Context) {
-	if r.src == nil || r.src.hup == nil {
-		return
-	}
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case sig := <-r.src.hup:
-				if sig != syscall.SIGHUP {
-					continue
-				}
-				r.log.Info("SIGHUP: reloading the configuration")
-				r.reload(ctx)
-			}
-		}
-	}()
 }
