@@ -5,8 +5,12 @@ package integration
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -63,4 +67,78 @@ func TestHelperKilledPendingLookupFallsBack(t *testing.T) {
 	if s.Helper.Aborted != 1 {
 		t.Errorf("helper stats %+v, want 1 aborted", s.Helper)
 	}
+}
+
+// statInBackground stats p on a goroutine of its own and returns a channel
+// that gets the result.
+func statInBackground(p string) <-chan error {
+	res := make(chan error, 1)
+	go func() {
+		_, err := os.Stat(p)
+		res <- err
+	}()
+	return res
+}
+
+// hangScript is a program that starts `sleep 30` in its process group,
+// writes its own pid and the sleep's to pids, and waits.
+func hangScript(t *testing.T, pids string) string {
+	t.Helper()
+	killPidsFrom(t, pids)
+	return writeScript(t, "sleep 30 &\necho $$ $! > "+pids+".tmp\nmv "+pids+".tmp "+pids+"\nwait\n")
+}
+
+// The exec loader's program, and what it started in its process group,
+// die with the daemon: SIGKILL of the daemon while a lookup's program
+// hangs (its own deadline far away) leaves neither running.
+func TestExecLoaderProgramDiesWithTheDaemon(t *testing.T) {
+	pids := filepath.Join(t.TempDir(), "pids")
+	prog := hangScript(t, pids)
+	d := startCtl(t, "--loader=exec", "--exec-program="+prog, "--exec-timeout=60s", "--loader-timeout=60s")
+	res := statInBackground(d.path("hang"))
+	readPidFile(t, pids, 2)
+	if err := d.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-d.exited
+	waitPidsGone(t, pids, 2)
+	select {
+	case <-res: // ENOTCONN: the daemon is gone
+	case <-time.After(condDeadline):
+		t.Fatalf("the stat waiting on the killed daemon did not return within %v", condDeadline)
+	}
+}
+
+// An EXECUTE program of `devfsd helper`, and what it started in its
+// process group, die with the helper: SIGKILL of the helper while the
+// program runs (its deadline far away) leaves neither running.
+func TestConfExecuteDiesWithTheHelper(t *testing.T) {
+	pids := filepath.Join(t.TempDir(), "pids")
+	prog := hangScript(t, pids)
+	d := startCtl(t, "--loader=none", "--negative-timeout=0s", "--loader-timeout=60s")
+	h := startConfHelper(t, d, "LOOKUP ^hang$ EXECUTE "+prog+"\n", "--exec-timeout=60s")
+	res := statInBackground(d.path("hang"))
+	readPidFile(t, pids, 2)
+	if err := h.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-h.exited
+	waitPidsGone(t, pids, 2)
+	select {
+	case err := <-res:
+		if !errors.Is(err, syscall.ENOENT) {
+			t.Errorf("the stat pending when the helper died: %v, want ENOENT (no fallback)", err)
+		}
+	case <-time.After(condDeadline):
+		t.Fatalf("the stat pending when the helper died did not return within %v", condDeadline)
+	}
+}
+
+// readPidFile waits until file holds n pids.
+func readPidFile(t *testing.T, file string, n int) {
+	t.Helper()
+	until(t, fmt.Sprintf("%d pids in %s", n, file), func() bool {
+		b, _ := os.ReadFile(file)
+		return len(strings.Fields(string(b))) >= n
+	})
 }
