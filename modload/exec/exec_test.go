@@ -19,7 +19,7 @@ import (
 )
 
 // deadline bounds every wait on a condition in these tests.
-const deadline = 10 * time.Second
+const deadline = 20 * time.Second
 
 // script writes an executable shell script and returns its path.
 func script(t *testing.T, body string) string {

@@ -15,7 +15,9 @@ package exec
 //     thread can exit (a goroutine that returns while locked to its thread
 //     takes it along) and would take the program with it. So every program
 //     is forked from one goroutine locked to its thread for the life of the
-//     process (spawn), which never exits while the process lives.
+//     process (spawn), which never exits while the process lives. (The
+//     kernel also clears it when a program executes a set-user-ID or
+//     set-group-ID file; the keeper still reaches that program's group.)
 //
 //   - the keeper: a small process (this binary again, re-executed through
 //     /proc/self/exe and caught by this package's init before main runs)
