@@ -2,10 +2,13 @@
 // attached every load goes to it (and only to it); while none is, to the
 // fallback (the built-in catalogue by default, or nothing).
 //
-// A load that was pending when the helper went away is answered ENOENT by
-// the helper loader and is not retried on the fallback: the rule is
-// that a dead helper's pending lookups end at once. The next lookup of the
-// name (after the negative entry expires) goes to the fallback.
+// A load that was pending when the helper went away (helper.ErrGone: it
+// disconnected or died before answering) goes to the fallback at once,
+// within what is left of the same deadline: the helper never said the name
+// is missing, so its death is no miss. The lookup then answers from what
+// the fallback did — the node if it provides the name, a miss (cached
+// negatively as any) if it does not. Without a fallback such a load is
+// ENOENT, as a miss with no helper attached is.
 package chain
 
 import (
@@ -73,11 +76,12 @@ func (c Loader) Declines(dir, name string) bool {
 
 var _ modload.Decliner = Loader{}
 
-// Load implements modload.Loader.
+// Load implements modload.Loader: the helper while one is attached, the
+// fallback while none is or when the helper went away before answering.
 func (c Loader) Load(ctx context.Context, dir, name string, caller modload.Caller) error {
 	if c.Helper != nil {
 		err := c.Helper.Load(ctx, dir, name, caller)
-		if !errors.Is(err, helper.ErrNotAttached) {
+		if !errors.Is(err, helper.ErrNotAttached) && !errors.Is(err, helper.ErrGone) {
 			return err
 		}
 	}

@@ -38,16 +38,66 @@ func TestHelperFirstFallbackWhileNoneAttached(t *testing.T) {
 	if err := <-res; err != nil || fellBack != 1 {
 		t.Fatalf("with helper: err %v, fallback calls %d", err, fellBack)
 	}
-	// A load pending when the helper goes is ENOENT, not retried.
+	// A load pending when the helper goes is the fallback's at once.
 	go func() { res <- c.Load(context.Background(), "", "z", modload.Caller{}) }()
 	<-cn.ch
 	s.Detach("test")
-	if err := <-res; !errors.Is(err, syscall.ENOENT) || fellBack != 1 {
-		t.Fatalf("helper gone: err %v, fallback calls %d", err, fellBack)
+	if err := <-res; err != nil || fellBack != 2 {
+		t.Fatalf("helper gone: err %v, fallback calls %d; want the fallback's nil", err, fellBack)
 	}
 	// Then the fallback again.
-	if err := c.Load(context.Background(), "", "w", modload.Caller{}); err != nil || fellBack != 2 {
+	if err := c.Load(context.Background(), "", "w", modload.Caller{}); err != nil || fellBack != 3 {
 		t.Fatalf("after the helper: err %v, fallback calls %d", err, fellBack)
+	}
+}
+
+// The helper's own answers are final: an error it gave is not retried on
+// the fallback, and neither is a load whose context ended.
+func TestHelperAnswerIsNotRetried(t *testing.T) {
+	var fellBack int
+	fb := modload.LoaderFunc(func(ctx context.Context, dir, name string, c modload.Caller) error {
+		fellBack++
+		return nil
+	})
+	h := helper.New(nil)
+	c := Loader{Helper: h, Fallback: fb}
+	cn := conn{make(chan helper.Request, 1)}
+	s, err := h.Attach(helper.Identity{Pid: uint32(os.Getpid())}, cn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Detach("test")
+	res := make(chan error, 1)
+	go func() { res <- c.Load(context.Background(), "", "x", modload.Caller{}) }()
+	req := <-cn.ch
+	s.Done(req.ID, syscall.ENOENT)
+	if err := <-res; !errors.Is(err, syscall.ENOENT) || fellBack != 0 {
+		t.Fatalf("helper said ENOENT: err %v, fallback calls %d; want ENOENT and none", err, fellBack)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { res <- c.Load(ctx, "", "y", modload.Caller{}) }()
+	<-cn.ch
+	cancel()
+	if err := <-res; !errors.Is(err, context.Canceled) || fellBack != 0 {
+		t.Fatalf("ctx ended: err %v, fallback calls %d; want context.Canceled and none", err, fellBack)
+	}
+}
+
+// Without a fallback, a load pending when the helper goes is ENOENT.
+func TestHelperGoneNoFallbackIsENOENT(t *testing.T) {
+	h := helper.New(nil)
+	c := Loader{Helper: h}
+	cn := conn{make(chan helper.Request, 1)}
+	s, err := h.Attach(helper.Identity{Pid: uint32(os.Getpid())}, cn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 1)
+	go func() { res <- c.Load(context.Background(), "", "x", modload.Caller{}) }()
+	<-cn.ch
+	s.Detach("test")
+	if err := <-res; !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("helper gone, no fallback: %v, want ENOENT", err)
 	}
 }
 

@@ -109,6 +109,12 @@ func New(opts Options) (*Loader, error) {
 // predicate.
 func (l *Loader) IsLoader(pid uint32) bool { return l.run.InGroup(pid) }
 
+// Close kills the process group of every program running now and makes
+// later loads fail (Runner.Stop): for a daemon that stops or replaces this
+// loader. A process that exits without calling it loses its programs all
+// the same (the keeper, keeper.go); Close makes it happen before the exit.
+func (l *Loader) Close() { l.run.Stop() }
+
 // Load runs the program for dir/name and returns when it exits or is
 // killed.
 func (l *Loader) Load(ctx context.Context, dir, name string, _ modload.Caller) error {

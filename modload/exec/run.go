@@ -26,9 +26,19 @@
 //     a child that inherited NOTIFY_SOCKET could tell systemd READY=1 or
 //     STOPPING=1 in our name; plus the variables the caller adds;
 //   - bounded in time: past Spec.Timeout (or when the caller's context
-//     ends, whichever is first) the whole process group is killed with
-//     SIGKILL, and the wait for its output ends at most WaitDelay later
-//     even if a descendant in another group keeps the pipe open.
+//     ends, or [Runner.Stop], whichever is first) the whole process group
+//     is killed with SIGKILL, and the wait for its output ends at most
+//     WaitDelay later even if a descendant in another group keeps the pipe
+//     open;
+//   - tied to this process: if this process dies (SIGKILL included) or
+//     exits while a program runs, the program is killed by the kernel
+//     (Pdeathsig) and its process group by the keeper, a small process of
+//     this binary that outlives us only to do that (keeper.go).
+//
+// Because the keeper is this binary run again, this package's init
+// recognises a keeper invocation and runs it instead of the program:
+// every binary that uses a Runner carries the keeper without doing
+// anything.
 package exec
 
 import (
@@ -88,6 +98,10 @@ type Result struct {
 // deadline.
 var ErrTimeout = errors.New("exec: killed at its deadline")
 
+// ErrStopped is wrapped by Run's error when Stop killed the program, or
+// when Run was called after Stop.
+var ErrStopped = errors.New("exec: the runner is stopped")
+
 // Runner runs programs and remembers the process groups of those that are
 // running, so that their lookups can be told from everyone else's. Safe for
 // concurrent use; the zero value is not usable, use NewRunner.
@@ -95,12 +109,36 @@ type Runner struct {
 	log *zap.Logger
 
 	mu sync.Mutex
-	// groups holds the process group ids of the programs running now
-	// (each program leads its own group). Guarded by mu.
-	groups map[int]struct{}
+	// groups holds the programs running now by process group id (each
+	// program leads its own group). Guarded by mu.
+	groups map[int]*proc
+	// stopped is set by Stop. Guarded by mu.
+	stopped bool
 	// n mirrors len(groups) for InGroup's lock-free fast path; written
 	// under mu.
 	n atomic.Int64
+
+	stopc    chan struct{} // closed by Stop
+	stopOnce sync.Once
+}
+
+// proc is one running program, from its start to its reap.
+type proc struct {
+	pid int // the program's pid and process group id
+	mu  sync.Mutex
+	// reaped is set, under mu, once the program has exited and just
+	// before it is reaped: from then on its pid may name another process,
+	// and its group is killed no more.
+	reaped bool
+}
+
+// kill kills p's process group unless p has been reaped.
+func (p *proc) kill() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.reaped {
+		_ = unix.Kill(-p.pid, unix.SIGKILL)
+	}
 }
 
 // NewRunner returns a Runner that logs to log (nil: nowhere).
@@ -108,7 +146,25 @@ func NewRunner(log *zap.Logger) *Runner {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Runner{log: log, groups: make(map[int]struct{})}
+	return &Runner{log: log, groups: make(map[int]*proc), stopc: make(chan struct{})}
+}
+
+// Stop kills the process group of every program running now and makes
+// later Runs fail with ErrStopped: for a daemon that stops. The Runs it
+// ends return errors wrapping ErrStopped. Idempotent; it does not wait
+// for the Runs to return.
+func (r *Runner) Stop() {
+	r.stopOnce.Do(func() { close(r.stopc) })
+	r.mu.Lock()
+	r.stopped = true
+	ps := make([]*proc, 0, len(r.groups))
+	for _, p := range r.groups {
+		ps = append(ps, p)
+	}
+	r.mu.Unlock()
+	for _, p := range ps {
+		p.kill()
+	}
 }
 
 // scrubbed are the variables a child never inherits.
@@ -185,6 +241,9 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 	cmd.Dir = "/"
 	cmd.Env = Environ(nil, spec.Env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if tieToParent {
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	}
 	cmd.WaitDelay = WaitDelay
 	var outDone, errDone chan struct{}
 	if spec.Stdout != nil {
@@ -205,11 +264,22 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 	// n is raised before the start so that such a lookup cannot take the
 	// fast path of a Runner with nothing running.
 	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		return res, fmt.Errorf("exec: %s: %w", spec.Argv[0], ErrStopped)
+	}
 	r.n.Add(1)
-	err := cmd.Start()
+	var err error
+	if tieToParent {
+		err = spawn(cmd)
+	} else {
+		err = cmd.Start()
+	}
+	p := &proc{}
 	if err == nil {
 		res.Pid = cmd.Process.Pid
-		r.groups[res.Pid] = struct{}{}
+		p.pid = res.Pid
+		r.groups[res.Pid] = p
 	} else {
 		r.n.Add(-1)
 	}
@@ -224,9 +294,18 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 		r.n.Add(-1)
 		r.mu.Unlock()
 	}()
+	// Announced before the waiter can withdraw it (keeper.go).
+	keeper.announce(p.pid, r.log)
 
 	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
+	go func() {
+		waitExited(p.pid)
+		p.mu.Lock()
+		p.reaped = true
+		p.mu.Unlock()
+		keeper.withdraw(p.pid)
+		waited <- cmd.Wait()
+	}()
 	var timer <-chan time.Time
 	if spec.Timeout > 0 {
 		t := time.NewTimer(spec.Timeout)
@@ -240,10 +319,12 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 		why = fmt.Errorf("%w (%v)", ErrTimeout, spec.Timeout)
 	case <-ctx.Done():
 		why = ctx.Err()
+	case <-r.stopc:
+		why = ErrStopped
 	}
 	if why != nil {
 		// The whole group: the program and whatever it started.
-		_ = unix.Kill(-res.Pid, unix.SIGKILL)
+		p.kill()
 		res.Killed = true
 		err = <-waited
 	}

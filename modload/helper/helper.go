@@ -15,8 +15,10 @@
 // A Load waits for the helper's done, for its context (package lookup
 // bounds it by the loader timeout), or for the session to end, whichever
 // comes first. When the helper disconnects or dies every pending Load is
-// answered at once with an error wrapping syscall.ENOENT: Detach takes the
-// pending table and answers each Load's channel. Death is noticed two ways,
+// answered at once with [ErrGone] (which wraps syscall.ENOENT, so that a
+// caller that knows no better sees a miss): Detach takes the pending table
+// and answers each Load's channel. The helper never said the name is
+// missing, so a caller with another loader (package chain) asks that one. Death is noticed two ways,
 // whichever is first: the transport calls Detach when the connection
 // closes, and Attach watches the helper process itself through a pidfd
 // (pidfd_open(2)), which becomes readable when the process exits even if a
@@ -71,10 +73,11 @@ var (
 	// ErrUnknownID: Done for an id that is not pending (answered, timed
 	// out, or never sent to this session).
 	ErrUnknownID = errors.New("helper: no pending lookup with that id")
+	// ErrGone: the helper went away (disconnected or died) while the load
+	// was pending, before it answered. It wraps syscall.ENOENT; it is not
+	// the helper's answer, and a chain falls back.
+	ErrGone = fmt.Errorf("helper: the helper went away before answering: %w", syscall.ENOENT)
 )
-
-// errGone is what a pending Load returns when its helper went away.
-var errGone = fmt.Errorf("helper: the helper went away: %w", syscall.ENOENT)
 
 // Identity is who the attached helper is, from the socket's peer
 // credentials (never from anything the helper says).
@@ -149,8 +152,8 @@ func (s *Session) Identity() Identity { return s.id }
 // Gone is closed when the session has ended.
 func (s *Session) Gone() <-chan struct{} { return s.gone }
 
-// Detach ends the session: every pending Load is answered at once with an
-// error wrapping ENOENT, and later Loads go to the fallback (ErrNotAttached).
+// Detach ends the session: every pending Load is answered at once with
+// ErrGone, and later Loads go to the fallback (ErrNotAttached).
 // It is idempotent and never blocks on the helper.
 func (s *Session) Detach(reason string) {
 	s.mu.Lock()
@@ -164,7 +167,7 @@ func (s *Session) Detach(reason string) {
 	close(s.gone)
 	s.mu.Unlock()
 	for _, ch := range pending {
-		ch <- errGone // capacity 1, never written twice
+		ch <- ErrGone // capacity 1, never written twice
 	}
 	s.l.aborted.Add(uint64(len(pending)))
 	s.l.mu.Lock()

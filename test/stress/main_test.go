@@ -33,6 +33,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -53,7 +54,8 @@ var (
 	flagDeadline   = flag.Duration("stress.deadline", 3*time.Second, "seed test: bound of one iteration (below the daemon's 5s loader timeout, so a deadlock that only the timeout breaks still fails)")
 	flagDelay      = flag.Duration("stress.loader-delay", time.Millisecond, "seed test: how long the slow loader takes per lookup")
 	flagExecEvery  = flag.Int("stress.exec-every", 50, "seed test: every Nth iteration runs the real ls and rm binaries (0: never)")
-	flagBudget     = flag.Duration("stress.budget", 3*time.Minute, "bound of each test's worker phase; past it the workers are killed and the test fails")
+	flagBudget     = flag.Duration("stress.budget", 10*time.Minute, "backstop bound of each test's worker phase; past it the workers are killed and the test fails (a hang is caught sooner: -stress.stall)")
+	flagStall      = flag.Duration("stress.stall", time.Minute, "a worker that completes no step for this long is hung: the workers are killed and the test fails")
 )
 
 // roleEnv names a worker's role; configEnv carries its JSON config.
@@ -155,6 +157,15 @@ func errName(err error) string {
 	return err.Error()
 }
 
+// progress counts a worker's completed steps (an iteration, a cycle, a
+// checked lookup or listing, a lookup answered); workerMain prints it as
+// "PROGRESS n" whenever it has moved, so that the test can tell a worker
+// that is slow (a loaded machine) from one that is stuck.
+var progress atomic.Int64
+
+// progressEvery is how often a worker reports progress.
+const progressEvery = 250 * time.Millisecond
+
 // workerMain runs a worker; its exit status is 0 when it finished its
 // work (whatever it found: the summary says), 3 on a hang, 2 on misuse.
 func workerMain(role string) int {
@@ -174,6 +185,15 @@ func workerMain(role string) int {
 			if os.Getppid() != cfg.Parent {
 				fmt.Fprintln(os.Stderr, "stress worker: parent gone; exiting")
 				os.Exit(4)
+			}
+		}
+	}()
+	go func() {
+		var last int64
+		for range time.Tick(progressEvery) {
+			if n := progress.Load(); n != last {
+				last = n
+				fmt.Printf("PROGRESS %d\n", n)
 			}
 		}
 	}()
@@ -312,23 +332,61 @@ func (w *worker) summary() (*summary, error) {
 	return nil, fmt.Errorf("worker %s wrote no summary (exit: %v); output:\n%s", w.name, w.err, w.out.Tail(4000))
 }
 
-// waitWorkers waits for every worker until the budget ends; past it it
-// kills them all and fails the test.
+// waitWorkers waits for every worker to finish. A worker whose output
+// (its PROGRESS lines) has not moved for -stress.stall is hung; a phase
+// still running after budget is past the backstop. Either way it kills
+// them all and fails the test. A slow machine only makes the phase
+// longer: the work is the issue's, whatever it costs.
 func waitWorkers(t *testing.T, budget time.Duration, ws ...*worker) {
 	t.Helper()
-	deadline := time.NewTimer(budget)
-	defer deadline.Stop()
-	for _, w := range ws {
-		select {
-		case <-w.done:
-		case <-deadline.C:
-			for _, w := range ws {
-				if err := w.kill(w.mount); err != nil {
-					t.Error(err)
-				}
-			}
-			t.Fatalf("workers still running after %v (a hang?); killed", budget)
+	start := time.Now()
+	// Fail cleanly, with the workers' story, before go test's -timeout
+	// panics.
+	if dl, ok := t.Deadline(); ok {
+		if left := time.Until(dl) - 30*time.Second; left < budget {
+			budget = max(left, time.Second)
 		}
+	}
+	seen := make([]int, len(ws))        // output length last seen
+	moved := make([]time.Time, len(ws)) // when it last changed
+	for i := range moved {
+		moved[i] = start
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	killAll := func(format string, a ...any) {
+		t.Helper()
+		for _, w := range ws {
+			if err := w.kill(w.mount); err != nil {
+				t.Error(err)
+			}
+		}
+		t.Fatalf(format, a...)
+	}
+	for {
+		running := 0
+		now := time.Now()
+		for i, w := range ws {
+			select {
+			case <-w.done:
+				continue
+			default:
+			}
+			running++
+			if n := len(w.out.String()); n != seen[i] {
+				seen[i], moved[i] = n, now
+			} else if stalled := now.Sub(moved[i]); stalled > *flagStall {
+				killAll("worker %s made no progress for %v (a hang?); killed; its output:\n%s",
+					w.name, stalled.Round(100*time.Millisecond), w.out.Tail(2000))
+			}
+		}
+		if running == 0 {
+			break
+		}
+		if el := now.Sub(start); el > budget {
+			killAll("workers still running after %v, all making progress (-stress.budget); killed", el.Round(time.Second))
+		}
+		<-tick.C
 	}
 	for _, w := range ws {
 		if w.err != nil {

@@ -236,6 +236,7 @@ func ownerMain(cfg workerConfig) *summary {
 		seq.Add(1) // even: absent
 		s.Cycles++
 		mem.hdr(hdrCycles).Add(1)
+		progress.Add(1)
 
 		s.Lookups++
 		if err := unix.Lstat(p, &st); err == nil {
@@ -288,6 +289,7 @@ func observerMain(cfg workerConfig) *summary {
 		err := unix.Lstat(paths[k], &st)
 		s2 := seq.Load()
 		s.Lookups++
+		progress.Add(1)
 		switch {
 		case err == unix.ENOENT:
 			s.errno(true, "lstat", err)
@@ -319,6 +321,7 @@ func checkListing(s *summary, mem shm, dir string, slots int, seenDead []map[uin
 	}
 	ents, err := listDir(dir)
 	s.Readdirs++
+	progress.Add(1)
 	if err != nil {
 		s.errno(false, "readdir", err)
 		return

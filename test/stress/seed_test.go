@@ -282,6 +282,7 @@ func seedMain(cfg workerConfig) *summary {
 			s.Slowest = d
 		}
 		s.Cycles++
+		progress.Add(1)
 	}
 	return s
 }
@@ -351,6 +352,7 @@ func loaderMain(cfg workerConfig) *summary {
 			mu.Lock()
 			defer mu.Unlock()
 			s.Loads++
+			progress.Add(1)
 			if registered {
 				s.Registered++
 			}
