@@ -61,8 +61,11 @@ func familyOf(p string) (string, bool) {
 // node at p of that type; else the first catalogue node of the numbered
 // family p belongs to ("tty12" as tty0-tty63, "loop100" as loop0-7,
 // "ttyS9" as ttyS0-3); else a block device is 0660 root:disk, as every
-// block device of the catalogue is, and a character device 0600 root:root,
-// as devtmpfs makes a node its driver gives no mode.
+// block device of the catalogue is, a serial line of another driver
+// ("ttyUSB0", "ttyACM1": tty, capital letters, a number) 0660 root:dialout
+// as ttyS is (and as systemd-udev's default rules make them), and any
+// other character device 0600 root:root, as devtmpfs makes a node its
+// driver gives no mode.
 func DefaultAttrs(t modload.NodeType, p string) Attrs {
 	if a, ok := exactAttrs[attrKey{t, p}]; ok {
 		return a
@@ -75,5 +78,29 @@ func DefaultAttrs(t modload.NodeType, p string) Attrs {
 	if t == modload.BlockDevice {
 		return Attrs{Perm: 0660, GID: gidDisk}
 	}
+	if serialTTY(p) {
+		return Attrs{Perm: 0660, GID: gidDialout}
+	}
 	return Attrs{Perm: 0600, GID: gidRoot}
+}
+
+// serialTTY reports whether p is named as serial lines are: "tty", an
+// upper-case letter, letters, and a number ("ttyUSB0", "ttyACM12",
+// "ttyAMA0").
+func serialTTY(p string) bool {
+	rest, ok := strings.CutPrefix(p, "tty")
+	if !ok || rest == "" || rest[0] < 'A' || rest[0] > 'Z' {
+		return false
+	}
+	letters := strings.TrimRight(rest, "0123456789")
+	if letters == rest {
+		return false
+	}
+	for i := 0; i < len(letters); i++ {
+		c := letters[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z') {
+			return false
+		}
+	}
+	return true
 }

@@ -209,8 +209,8 @@ func trunc(s string) string {
 // NodeOf returns the device node a uevent's (or a uevent file's)
 // variables describe: DEVNAME, MAJOR and MINOR, of type t, with DEVMODE,
 // DEVUID and DEVGID where given and the attributes of defaults where not.
-// ok is false, with a nil error, when the device has no node (none of
-// DEVNAME, MAJOR, MINOR). A node half described, a number out of range,
+// ok is false, with a nil error, when the device has no node (no
+// DEVNAME). A DEVNAME without MAJOR and MINOR, a number out of range,
 // or a DEVNAME that is not a clean relative path of printable UTF-8 (an
 // absolute name, a ".." element, a control character, an element longer
 // than 255 bytes) is an error wrapping ErrMalformed.
@@ -218,11 +218,13 @@ func NodeOf(env map[string]string, t modload.NodeType, defaults func(modload.Nod
 	name, hasName := env["DEVNAME"]
 	maj, hasMaj := env["MAJOR"]
 	min, hasMin := env["MINOR"]
-	if !hasName && !hasMaj && !hasMin {
+	if !hasName {
+		// No node name: the kernel makes no node (a device number alone,
+		// device_get_devnode gave none, or no number at all).
 		return modload.Node{}, false, nil
 	}
-	if !hasName || !hasMaj || !hasMin {
-		return modload.Node{}, false, malformed("device node needs DEVNAME, MAJOR and MINOR (have DEVNAME %v, MAJOR %v, MINOR %v)", hasName, hasMaj, hasMin)
+	if !hasMaj || !hasMin {
+		return modload.Node{}, false, malformed("DEVNAME %q without MAJOR and MINOR", trunc(name))
 	}
 	if err := checkDevName(name); err != nil {
 		return modload.Node{}, false, err
