@@ -111,7 +111,7 @@ func TestRescanConvergesAndKeepsUserNodes(t *testing.T) {
 		"vda1":    "",
 		"loop0":   "block 7:0 0660 0:6",
 		"tty7":    "char 4:70 0620 0:5",
-		"null":    "char 1:3 0666 0:0",      // the kernel has it: back
+		"null":    "char 1:3 0666 0:0",       // the kernel has it: back
 		"ttyUSB0": "char 1:3 0600 1000:1000", // the user's, kept
 		"mine":    "char 1:5 0644 1000:1000",
 		"fuse":    "char 10:229 0600 1000:1000",
@@ -153,5 +153,22 @@ func TestRescanConvergesAndKeepsUserNodes(t *testing.T) {
 	}
 	if r.evs.count(dcache.KindUnregister, "mine") != 0 {
 		t.Error("a user's node was unregistered")
+	}
+}
+
+// A module loaded before (its device in sysfs, its add not seen): the
+// load registers the device from sysfs once modprobe is done.
+func TestAutoloadFindsADeviceAlreadyThere(t *testing.T) {
+	f := newFakeSys(t)
+	f.add("char", 10, 200, "devices/virtual/misc/tun", "misc", "", "MAJOR=10", "MINOR=200", "DEVNAME=net/tun", "DEVMODE=0666")
+	r := newRig(t, Options{SysfsRoot: f.root, ModulesDevname: devnameFile(t, "tun net/tun c10:200"), Modprobe: "/bin/true"})
+	if err := r.src.Load(t.Context(), "net", "tun", modloadCaller); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.node("net/tun"); got != "char 10:200 0666 0:0" {
+		t.Fatalf("net/tun: %q", got)
+	}
+	if st := r.src.Stats(); st.Autoloads != 1 {
+		t.Errorf("autoloads %d", st.Autoloads)
 	}
 }

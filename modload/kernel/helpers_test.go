@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/devfsd/devfsd/dcache"
@@ -166,6 +168,12 @@ func uev(action, devpath string, seq uint64, kv ...string) Uevent {
 	return Uevent{Action: action, DevPath: devpath, Seq: seq, Env: env}
 }
 
-
-
 var modloadCaller = modload.Caller{PID: 1, UID: 0, GID: 0}
+
+var zapNop = zap.NewNop()
+
+var ctxDeadline = context.DeadlineExceeded
+
+func contextWithTimeout(t *testing.T, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(t.Context(), d)
+}

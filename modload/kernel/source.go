@@ -100,6 +100,8 @@ type Source struct {
 
 	runMu sync.Mutex
 	runs  map[string]*modRun // module -> modprobe running; guarded by runMu
+	// joined counts loads that waited for a run another load started.
+	joined atomic.Uint64
 
 	conn   *conn
 	done   chan struct{} // closed when the reader has stopped
@@ -719,6 +721,7 @@ func (s *Source) modprobe(ctx context.Context, module string) error {
 		close(r.done)
 		return err
 	}
+	s.joined.Add(1)
 	select {
 	case <-r.done:
 		return r.err

@@ -11,15 +11,15 @@ import (
 // msg builds a netlink uevent message from its fields.
 func msg(fields ...string) []byte { return []byte(strings.Join(fields, "\x00") + "\x00") }
 
-// addLoop is a well-formed add of loop device minor.
-func addLoop(seq string) []string {
+// addLoopEvent is a well-formed add of loop device minor.
+func addLoopEvent(seq string) []string {
 	return []string{"add@/devices/virtual/block/loop9", "ACTION=add", "DEVPATH=/devices/virtual/block/loop9",
 		"SUBSYSTEM=block", "MAJOR=7", "MINOR=9", "DEVNAME=loop9", "DEVTYPE=disk", "DISKSEQ=12", "SEQNUM=" + seq}
 }
 
 func TestParseUevent(t *testing.T) {
 	huge := make([]string, 0, 3000)
-	huge = append(huge, addLoop("1")...)
+	huge = append(huge, addLoopEvent("1")...)
 	for len(strings.Join(huge, "\x00")) <= MaxUevent {
 		huge = append(huge, "X"+strings.Repeat("A", 20)+"=1")
 	}
@@ -28,30 +28,30 @@ func TestParseUevent(t *testing.T) {
 		in   []byte
 		ok   bool
 	}{
-		{"add", msg(addLoop("1")...), true},
+		{"add", msg(addLoopEvent("1")...), true},
 		{"no NUL at all", []byte("add@/devices/x"), false},
-		{"no final NUL", msg(addLoop("1")...)[:len(msg(addLoop("1")...))-1], false},
+		{"no final NUL", msg(addLoopEvent("1")...)[:len(msg(addLoopEvent("1")...))-1], false},
 		{"empty", nil, false},
-		{"header without @", msg(append([]string{"add/devices/x"}, addLoop("1")[1:]...)...), false},
-		{"header disagrees with ACTION", msg(append([]string{"remove@/devices/virtual/block/loop9"}, addLoop("1")[1:]...)...), false},
-		{"header disagrees with DEVPATH", msg(append([]string{"add@/devices/virtual/block/loop8"}, addLoop("1")[1:]...)...), false},
-		{"variable without =", msg(append(addLoop("1"), "JUNK")...), false},
-		{"key twice", msg(append(addLoop("1"), "MAJOR=7")...), false},
-		{"bad key", msg(append(addLoop("1"), "A-B=1")...), false},
-		{"empty key", msg(append(addLoop("1"), "=1")...), false},
-		{"no SEQNUM", msg(addLoop("1")[:9]...), false},
-		{"SEQNUM not a number", msg(addLoop("12x")...), false},
-		{"SEQNUM signed", msg(addLoop("+12")...), false},
+		{"header without @", msg(append([]string{"add/devices/x"}, addLoopEvent("1")[1:]...)...), false},
+		{"header disagrees with ACTION", msg(append([]string{"remove@/devices/virtual/block/loop9"}, addLoopEvent("1")[1:]...)...), false},
+		{"header disagrees with DEVPATH", msg(append([]string{"add@/devices/virtual/block/loop8"}, addLoopEvent("1")[1:]...)...), false},
+		{"variable without =", msg(append(addLoopEvent("1"), "JUNK")...), false},
+		{"key twice", msg(append(addLoopEvent("1"), "MAJOR=7")...), false},
+		{"bad key", msg(append(addLoopEvent("1"), "A-B=1")...), false},
+		{"empty key", msg(append(addLoopEvent("1"), "=1")...), false},
+		{"no SEQNUM", msg(addLoopEvent("1")[:9]...), false},
+		{"SEQNUM not a number", msg(addLoopEvent("12x")...), false},
+		{"SEQNUM signed", msg(addLoopEvent("+12")...), false},
 		{"unknown action", msg("eat@/devices/x", "ACTION=eat", "DEVPATH=/devices/x", "SUBSYSTEM=mem", "SEQNUM=3"), false},
 		{"no SUBSYSTEM", msg("add@/devices/x", "ACTION=add", "DEVPATH=/devices/x", "SEQNUM=3"), false},
 		{"relative DEVPATH", msg("add@devices/x", "ACTION=add", "DEVPATH=devices/x", "SUBSYSTEM=mem", "SEQNUM=3"), false},
 		{"DEVPATH with ..", msg("add@/devices/../x", "ACTION=add", "DEVPATH=/devices/../x", "SUBSYSTEM=mem", "SEQNUM=3"), false},
 		{"DEVPATH not UTF-8", msg("add@/devices/\xff", "ACTION=add", "DEVPATH=/devices/\xff", "SUBSYSTEM=mem", "SEQNUM=3"), false},
-		{"DEVPATH_OLD with ..", msg(append(addLoop("1"), "DEVPATH_OLD=/devices/../../etc")...), false},
+		{"DEVPATH_OLD with ..", msg(append(addLoopEvent("1"), "DEVPATH_OLD=/devices/../../etc")...), false},
 		{"huge", msg(huge...), false},
-		{"non-UTF-8 value elsewhere is kept", msg(append(addLoop("1"), "ID_MODEL=\xff\xfe")...), true},
+		{"non-UTF-8 value elsewhere is kept", msg(append(addLoopEvent("1"), "ID_MODEL=\xff\xfe")...), true},
 		{"device without node", msg("add@/module/fuse", "ACTION=add", "DEVPATH=/module/fuse", "SUBSYSTEM=module", "SEQNUM=77"), true},
-		{"libudev message", append([]byte("libudev\x00\xfe\xed\xca\xfe"), msg(addLoop("1")...)...), false},
+		{"libudev message", append([]byte("libudev\x00\xfe\xed\xca\xfe"), msg(addLoopEvent("1")...)...), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ev, err := ParseUevent(tc.in)
@@ -75,7 +75,7 @@ func TestParseUevent(t *testing.T) {
 }
 
 func TestParseUeventFields(t *testing.T) {
-	ev, err := ParseUevent(msg(addLoop("4711")...))
+	ev, err := ParseUevent(msg(addLoopEvent("4711")...))
 	if err != nil {
 		t.Fatal(err)
 	}
