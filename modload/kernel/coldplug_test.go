@@ -1,6 +1,8 @@
 package kernel
 
 import (
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 
@@ -170,5 +172,29 @@ func TestAutoloadFindsADeviceAlreadyThere(t *testing.T) {
 	}
 	if st := r.src.Stats(); st.Autoloads != 1 {
 		t.Errorf("autoloads %d", st.Autoloads)
+	}
+}
+
+// A rescan reflects every uevent the kernel had counted when it began:
+// uevents up to that count still queued are stale, later ones apply.
+func TestRescanSupersedesQueuedUevents(t *testing.T) {
+	f := fakeMachine(t)
+	must(t, os.MkdirAll(filepath.Join(f.root, "kernel"), 0755))
+	must(t, os.WriteFile(filepath.Join(f.root, "kernel", "uevent_seqnum"), []byte("100\n"), 0644))
+	r := newRig(t, Options{SysfsRoot: f.root})
+	must(t, r.src.Rescan())
+	// Queued before the scan: null's remove (sysfs still has null, so it
+	// came back since), a change of a device sysfs no longer has.
+	r.src.Apply(uev("remove", "/devices/virtual/mem/null", 99, "SUBSYSTEM", "mem", "MAJOR", "1", "MINOR", "3", "DEVNAME", "null"))
+	r.src.Apply(uev("change", "/devices/virtual/misc/gone", 100, "MAJOR", "10", "MINOR", "5", "DEVNAME", "gone"))
+	if r.node("null") == "" || r.node("gone") != "" {
+		t.Fatalf("queued uevents older than the scan applied: null %q, gone %q", r.node("null"), r.node("gone"))
+	}
+	if st := r.src.Stats(); st.Stale != 2 {
+		t.Errorf("stale %d, want 2", st.Stale)
+	}
+	r.src.Apply(uev("remove", "/devices/virtual/mem/null", 101, "SUBSYSTEM", "mem", "MAJOR", "1", "MINOR", "3", "DEVNAME", "null"))
+	if r.node("null") != "" {
+		t.Fatal("a uevent after the scan not applied")
 	}
 }

@@ -258,6 +258,17 @@ func (s *Source) Coldplug() error { return s.rescan(false) }
 func (s *Source) Rescan() error { return s.rescan(true) }
 
 func (s *Source) rescan(count bool) error {
+	// mu is held across the scan: a uevent the reader applied between
+	// the scan and taking mu would otherwise be undone by a scan older
+	// than it.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// The kernel counts a uevent (SEQNUM) after the sysfs change it
+	// reports (device_add links /sys/dev/... before its add, device_del
+	// unlinks it before its remove), so a scan that starts after reading
+	// the count reflects every uevent up to it: those still queued in the
+	// socket are stale once the scan is applied.
+	seq := readSeqnum(s.opts.SysfsRoot)
 	devs, bad, err := scan(s.opts.SysfsRoot, s.defaults)
 	if err != nil {
 		return err
@@ -269,8 +280,6 @@ func (s *Source) rescan(count bool) error {
 	if count {
 		s.st.rescans.Add(1)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	seen := make(map[string]bool, len(devs))
 	for _, d := range devs {
 		seen[d.DevPath] = true
@@ -287,7 +296,22 @@ func (s *Source) rescan(count bool) error {
 	for _, d := range devs {
 		s.addLocked(d)
 	}
+	s.lastSeq = max(s.lastSeq, seq)
 	return nil
+}
+
+// readSeqnum returns the kernel's uevent count (root/kernel/uevent_seqnum),
+// 0 if it cannot be read.
+func readSeqnum(root string) uint64 {
+	b, err := os.ReadFile(filepath.Join(root, "kernel", "uevent_seqnum"))
+	if err != nil {
+		return 0
+	}
+	n, err := parseDecimal(string(trimNewline(b)), 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // reader applies uevents until Close. After an overrun it rescans once the
@@ -355,7 +379,9 @@ func (s *Source) handle(msg []byte, snd sender) {
 
 // Apply applies a uevent the kernel sent (the reader's path; exported for
 // tests and for a daemon that receives uevents another way). A uevent
-// whose SEQNUM is not after the last one applied is stale and ignored.
+// whose SEQNUM is not after the last one applied, or not after the
+// kernel's count when the last scan of sysfs began, is stale and ignored:
+// the namespace already reflects it.
 func (s *Source) Apply(ev Uevent) {
 	s.st.countAction(ev.Action)
 	s.mu.Lock()

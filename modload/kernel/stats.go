@@ -40,7 +40,9 @@ type Stats struct {
 	// Malformed counts uevents and sysfs devices refused (not a uevent, a
 	// DEVNAME with "..", an absolute DEVNAME, a number out of range, ...).
 	Malformed uint64
-	// Stale counts uevents whose SEQNUM was not after the last applied.
+	// Stale counts uevents whose SEQNUM was not after the last applied
+	// (or after the kernel's count when the last scan began: a rescan
+	// supersedes the uevents still queued).
 	Stale uint64
 	// Overruns counts receive buffer overruns (ENOBUFS: uevents lost).
 	Overruns uint64
