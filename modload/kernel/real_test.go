@@ -379,6 +379,11 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv("KERNEL_TEST_MODPROBE"); mode != "" {
 		os.Exit(fakeModprobe(mode))
 	}
+	if os.Getenv("KERNEL_TEST_USABLE") == "1" {
+		ok, why := Usable("/sys")
+		fmt.Printf("usable %v: %s\n", ok, why)
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 
