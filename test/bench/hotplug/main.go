@@ -13,7 +13,8 @@
 //
 // One goroutine polls every target in turn with lstat until each has the
 // node, so a target's figure is the time of the first poll that saw it
-// (a round of polls takes a few microseconds). After each device every
+// (a round of polls takes a few microseconds; the target a round starts
+// with rotates from one device to the next). After each device every
 // target must see it removed before the next is made. Coldplug of this
 // machine by the source (a fresh namespace, all of /sys) is timed too.
 //
@@ -151,10 +152,16 @@ func run() error {
 	return nil
 }
 
+var rot int
+
 // waitAll polls every target until each shows name present (or absent),
 // recording the latency from t0 if measure.
 func waitAll(ts []*target, name string, present bool, t0 time.Time, measure bool) error {
-	pending := slices.Clone(ts)
+	// Each device's rounds start at another target, so that no target is
+	// always polled last.
+	rot++
+	k := rot % len(ts)
+	pending := append(slices.Clone(ts[k:]), ts[:k]...)
 	deadline := t0.Add(*timeout)
 	for len(pending) > 0 {
 		now := time.Now()
