@@ -95,8 +95,8 @@ func dial(rcvbuf int) (*conn, error) {
 
 // recv returns the next message and its sender. The message is valid until
 // the next recv. With wait false it does not block: errAgain when nothing
-// is queued. errOverrun when the kernel dropped messages; os.ErrClosed
-// once Close was called.
+// is queued. errOverrun when the kernel dropped messages; an error of the
+// runtime's poller once Close was called.
 func (c *conn) recv(wait bool) ([]byte, sender, error) {
 	var (
 		n, oobn, flags int
@@ -136,5 +136,5 @@ func (c *conn) recv(wait bool) ([]byte, sender, error) {
 }
 
 // Close closes the socket; a recv blocked in another goroutine returns
-// os.ErrClosed.
+// with an error.
 func (c *conn) Close() error { return c.f.Close() }

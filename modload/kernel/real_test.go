@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sys/unix"
 )
 
@@ -533,5 +535,22 @@ func TestAutoloadEnds(t *testing.T) {
 	}
 	if st := r.src.Stats(); st.Autoloads != 2 {
 		t.Errorf("autoloads %d, want 2 (none for names without an entry)", st.Autoloads)
+	}
+}
+
+// Close stops the reader quietly and at once, and leaves the nodes.
+func TestCloseStopsQuietly(t *testing.T) {
+	needKernel(t)
+	core, logs := observer.New(zap.WarnLevel)
+	r := newRig(t, Options{Logger: zap.New(core)})
+	must(t, r.src.Start())
+	n := r.src.Stats().Registered
+	must(t, r.src.Close())
+	must(t, r.src.Close()) // idempotent
+	if logs.Len() != 0 {
+		t.Fatalf("logged at Start or Close: %v", logs.All())
+	}
+	if got := r.src.Stats().Registered; got != n || r.node("null") == "" {
+		t.Fatalf("Close changed the namespace: %d registered, was %d", got, n)
 	}
 }

@@ -323,8 +323,8 @@ func (s *Source) reader() {
 	for {
 		msg, snd, err := s.conn.recv(dirtySince.IsZero())
 		switch {
-		case errors.Is(err, os.ErrClosed):
-			return
+		case err != nil && s.closed.Load():
+			return // Close: the poller says "use of closed file"
 		case errors.Is(err, errAgain):
 			s.rescanAfterOverrun()
 			dirtySince = time.Time{}

@@ -8,8 +8,8 @@
 //	           a tmpfs as its /dev, looked at through /proc/PID/root/dev
 //	source     devfsd's kernel source (modload/kernel) in this process,
 //	           over a dcache namespace: the uevent path without FUSE
-//	mount      with -devfsd BIN: a devfsd daemon with the kernel source,
-//	           lstat through its mount and each of its -views views
+//	-dirs      directories: a devfsd mount with the kernel source and its
+//	           views, lstat DIR/loopN
 //
 // One goroutine polls every target in turn with lstat until each has the
 // node, so a target's figure is the time of the first poll that saw it
@@ -51,6 +51,7 @@ var (
 	timeout  = flag.Duration("timeout", 5*time.Second, "give up on a node after this long")
 	coldRuns = flag.Int("coldplug", 20, "coldplug runs to time (0: none)")
 	busybox  = flag.String("busybox", "busybox", "the busybox binary")
+	dirs     = flag.String("dirs", "", "more targets: directories (a devfsd mount, its views), comma separated, lstat DIR/loopN")
 )
 
 // target is one place a node appears.
@@ -85,6 +86,11 @@ func run() error {
 			return fmt.Errorf("target %s: %w", name, err)
 		}
 		ts = append(ts, t)
+	}
+	if *dirs != "" {
+		for _, d := range strings.Split(*dirs, ",") {
+			ts = append(ts, &target{name: d, visible: func(n string) bool { return lstatOK(filepath.Join(d, n)) }})
+		}
 	}
 	// Warm up: one device every target must see, unmeasured.
 	made := map[int]bool{}
