@@ -554,3 +554,29 @@ func TestCloseStopsQuietly(t *testing.T) {
 		t.Fatalf("Close changed the namespace: %d registered, was %d", got, n)
 	}
 }
+
+// zram's hot_add and hot_remove: another driver's devices come and go.
+func TestHotplugZram(t *testing.T) {
+	const ctl = "/sys/class/zram-control"
+	if _, err := os.Stat(ctl + "/hot_add"); err != nil {
+		t.Skipf("the kernel has no zram-control: %v", err)
+	}
+	r := startReal(t, Options{})
+	b, err := os.ReadFile(ctl + "/hot_add") // reading it adds a device
+	must(t, err)
+	id := strings.TrimSpace(string(b))
+	name := "zram" + id
+	t.Cleanup(func() {
+		if _, err := os.Stat("/sys/block/" + name); err == nil {
+			if err := os.WriteFile(ctl+"/hot_remove", []byte(id), 0); err != nil {
+				t.Errorf("%s left behind: %v", name, err)
+			}
+		}
+	})
+	num, err := os.ReadFile("/sys/block/" + name + "/dev")
+	must(t, err)
+	want := "block " + strings.TrimSpace(string(num)) + " 0660 0:6"
+	until(t, wait, name+" registered", func() bool { return r.node(name) == want })
+	must(t, os.WriteFile(ctl+"/hot_remove", []byte(id), 0))
+	until(t, wait, name+" unregistered", func() bool { return r.node(name) == "" })
+}
