@@ -198,3 +198,52 @@ func TestRescanSupersedesQueuedUevents(t *testing.T) {
 		t.Fatal("a uevent after the scan not applied")
 	}
 }
+
+// A lookup of a directory that modules.devname's names lie in ("net" for
+// net/tun) loads their modules and waits for one of them; one of a
+// directory the kernel's devices lie in brings them back.
+func TestAutoloadOfADirectory(t *testing.T) {
+	f := newFakeSys(t)
+	f.add("char", 13, 64, "devices/platform/i8042/serio0/input/input0/event0", "input", "", "MAJOR=13", "MINOR=64", "DEVNAME=input/event0")
+	// The modprobe of this test makes tun's device in the fake sysfs, as
+	// loading tun would.
+	prog := filepath.Join(t.TempDir(), "modprobe")
+	script := `#!/bin/sh
+[ "$1 $2 $3" = "-q -- tun" ] || exit 2
+d="` + f.root + `/devices/virtual/misc/tun"
+mkdir -p "$d" "` + f.root + `/class/misc"
+printf 'MAJOR=10\nMINOR=200\nDEVNAME=net/tun\nDEVMODE=0666\n' > "$d/uevent"
+ln -s ../../../class/misc "$d/subsystem"
+ln -s ../../devices/virtual/misc/tun "` + f.root + `/dev/char/10:200"
+`
+	must(t, os.WriteFile(prog, []byte(script), 0755))
+	r := newRig(t, Options{SysfsRoot: f.root, Modprobe: prog,
+		ModulesDevname: devnameFile(t, "tun net/tun c10:200", "dm_mod mapper/control c10:236")})
+	must(t, r.src.Coldplug())
+	for _, p := range []string{"net", "mapper", "input"} {
+		if r.src.Declines("", p) {
+			t.Errorf("%s declined", p)
+		}
+	}
+	if !r.src.Declines("", "snd") || !r.src.Declines("input", "mice") {
+		t.Error("a directory or name nothing lies in is not declined")
+	}
+	if err := r.src.Load(t.Context(), "", "net", modloadCaller); err != nil {
+		t.Fatal(err)
+	}
+	if r.node("net") != "dir 0:0 0755 0:0" || r.node("net/tun") != "char 10:200 0666 0:0" {
+		t.Fatalf("after loading net: net %q, net/tun %q", r.node("net"), r.node("net/tun"))
+	}
+	// The user removes input/ with what is in it; a lookup of input
+	// brings the kernel's devices back, without modprobe.
+	must(t, r.ns.Unregister("input", userCaller))
+	if err := r.src.Load(t.Context(), "", "input", modloadCaller); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.node("input/event0"); got != "char 13:64 0660 0:0" {
+		t.Fatalf("input/event0: %q", got)
+	}
+	if st := r.src.Stats(); st.Autoloads != 1 {
+		t.Errorf("autoloads %d, want 1 (tun)", st.Autoloads)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
+	"slices"
 	"strings"
 
 	"go.uber.org/zap"
@@ -18,6 +20,7 @@ import (
 // DevnameEntry is one line of modules.devname: the module that provides a
 // device node, and the node's type and number.
 type DevnameEntry struct {
+	Name         string // the node path: "net/tun"
 	Module       string
 	Type         modload.NodeType
 	Major, Minor uint32
@@ -57,7 +60,7 @@ func ParseModulesDevname(r io.Reader) (map[string]DevnameEntry, error) {
 		if err := checkDevName(name); err != nil {
 			return nil, fmt.Errorf("modules.devname line %d: %w", line, err)
 		}
-		e := DevnameEntry{Module: mod}
+		e := DevnameEntry{Name: name, Module: mod}
 		switch num[0] {
 		case 'c':
 			e.Type = modload.CharDevice
@@ -115,15 +118,58 @@ func (s *Source) ReloadModulesDevname() error {
 			return fmt.Errorf("kernel: %s: %w", s.opts.ModulesDevname, err)
 		}
 	}
-	s.devname.Store(&tab)
+	s.devname.Store(newDevnameTable(tab))
 	return nil
 }
 
+// devnameTable is modules.devname indexed for lookups: by node path, and
+// by every directory a node path lies in ("net" for net/tun). Read-only
+// once built.
+type devnameTable struct {
+	byName map[string]DevnameEntry
+	byDir  map[string][]string // directory -> the node paths under it, sorted
+}
+
+func newDevnameTable(byName map[string]DevnameEntry) *devnameTable {
+	t := &devnameTable{byName: byName, byDir: map[string][]string{}}
+	for name := range byName {
+		for d := path.Dir(name); d != "."; d = path.Dir(d) {
+			t.byDir[d] = append(t.byDir[d], name)
+		}
+	}
+	for _, names := range t.byDir {
+		slices.Sort(names)
+	}
+	return t
+}
+
+// entries returns the entries a lookup of p loads: p's own, or those of
+// every node under directory p.
+func (t *devnameTable) entries(p string) []DevnameEntry {
+	if e, ok := t.byName[p]; ok {
+		return []DevnameEntry{e}
+	}
+	var out []DevnameEntry
+	for _, name := range t.byDir[p] {
+		out = append(out, t.byName[name])
+	}
+	return out
+}
+
+// has reports whether a lookup of p loads anything.
+func (t *devnameTable) has(p string) bool {
+	if _, ok := t.byName[p]; ok {
+		return true
+	}
+	_, ok := t.byDir[p]
+	return ok
+}
+
 // ModulesDevname returns the number of modules.devname entries in use.
-func (s *Source) ModulesDevname() int { return len(*s.devname.Load()) }
+func (s *Source) ModulesDevname() int { return len(s.devname.Load().byName) }
 
 // Devname returns the modules.devname entry for a node path.
 func (s *Source) Devname(p string) (DevnameEntry, bool) {
-	e, ok := (*s.devname.Load())[p]
+	e, ok := s.devname.Load().byName[p]
 	return e, ok
 }

@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -87,13 +88,14 @@ type Source struct {
 	ns       Namespace
 	log      *zap.Logger
 	run      *exec.Runner
-	devname  atomic.Pointer[map[string]DevnameEntry]
+	devname  atomic.Pointer[devnameTable]
 	defaults func(modload.NodeType, string) (uint32, uint32, uint32)
 
 	mu sync.Mutex
 	// Guarded by mu:
 	byPath  map[string]*entry          // DEVPATH -> device
 	names   map[string][]*entry        // node path -> devices claiming it (usually one)
+	dirs    map[string]int             // directory -> device names claimed under it
 	waiters map[string][]chan struct{} // node path -> Loads waiting for it
 	lastSeq uint64                     // SEQNUM of the last uevent applied
 	reg     int                        // nodes registered now
@@ -172,6 +174,7 @@ func New(opts Options) (*Source, error) {
 		defaults: opts.Defaults,
 		byPath:   map[string]*entry{},
 		names:    map[string][]*entry{},
+		dirs:     map[string]int{},
 		waiters:  map[string][]chan struct{}{},
 		runs:     map[string]*modRun{},
 	}
@@ -484,6 +487,9 @@ func (s *Source) addLocked(d Device) {
 	e := &entry{dev: d}
 	s.byPath[d.DevPath] = e
 	s.names[d.Node.Path] = append(s.names[d.Node.Path], e)
+	for dir := path.Dir(d.Node.Path); dir != "."; dir = path.Dir(dir) {
+		s.dirs[dir]++
+	}
 	s.ensureLocked(e)
 }
 
@@ -517,10 +523,14 @@ func (s *Source) ensureLocked(e *entry) {
 			e.id = id
 			s.reg++
 		}
-		for _, w := range s.waiters[p] {
-			close(w)
+		// A Load waits for the name or, for a directory, for anything
+		// under it.
+		for w := p; w != "."; w = path.Dir(w) {
+			for _, c := range s.waiters[w] {
+				close(c)
+			}
+			delete(s.waiters, w)
 		}
-		delete(s.waiters, p)
 	case errors.Is(err, syscall.EEXIST):
 		s.st.collisions.Add(1)
 		s.log.Warn("a kernel device's name is taken by a node devfsd did not register; that node is kept",
@@ -543,6 +553,11 @@ func (s *Source) dropLocked(e *entry) {
 		delete(s.names, p)
 	} else {
 		s.names[p] = rest
+	}
+	for dir := path.Dir(p); dir != "."; dir = path.Dir(dir) {
+		if s.dirs[dir]--; s.dirs[dir] == 0 {
+			delete(s.dirs, dir)
+		}
 	}
 	if e.id == 0 {
 		return
@@ -615,7 +630,9 @@ func (s *Source) LoaderName() string { return "kernel" }
 func (s *Source) IsLoader(pid uint32) bool { return s.run.InGroup(pid) }
 
 // Declines implements modload.Decliner: a name that modules.devname does
-// not list and that is no device the kernel has is declined.
+// not list (as a node or as a directory nodes lie in) and that is no
+// device the kernel has (nor a directory such devices lie in) is
+// declined.
 func (s *Source) Declines(dir, name string) bool {
 	p := name
 	if dir != "" {
@@ -624,20 +641,22 @@ func (s *Source) Declines(dir, name string) bool {
 	if path.Clean(p) != p {
 		return false // Load refuses it with a clear error
 	}
-	if _, ok := (*s.devname.Load())[p]; ok {
+	if s.devname.Load().has(p) {
 		return false
 	}
 	s.mu.Lock()
 	_, known := s.names[p]
+	known = known || s.dirs[p] > 0
 	s.mu.Unlock()
 	return !known
 }
 
 // Load implements modload.Loader: a device the kernel has whose name was
-// taken is registered now if the name is free; a name modules.devname
-// lists has its module loaded by Modprobe, and Load then waits — bounded
-// by ctx — for the kernel's add of the name. Any other name is ENOENT at
-// once.
+// taken (or a directory such devices lie in) is registered now if the
+// name is free; a name modules.devname lists, or a directory its names
+// lie in, has the modules loaded by Modprobe, and Load then waits —
+// bounded by ctx — for the kernel's add of the name (of a name under the
+// directory). Any other name is ENOENT at once.
 func (s *Source) Load(ctx context.Context, dir, name string, _ modload.Caller) error {
 	if err := modload.ValidateLookup(dir, name); err != nil {
 		return fmt.Errorf("kernel: %w", err)
@@ -648,8 +667,8 @@ func (s *Source) Load(ctx context.Context, dir, name string, _ modload.Caller) e
 		s.mu.Unlock()
 		return nil
 	}
-	ent, ok := (*s.devname.Load())[p]
-	if !ok {
+	ents := s.devname.Load().entries(p)
+	if len(ents) == 0 {
 		s.mu.Unlock()
 		return fmt.Errorf("kernel: no device and no module for %s: %w", p, syscall.ENOENT)
 	}
@@ -658,23 +677,37 @@ func (s *Source) Load(ctx context.Context, dir, name string, _ modload.Caller) e
 	s.mu.Unlock()
 	defer s.unwait(p, w)
 
-	if err := s.modprobe(ctx, ent.Module); err != nil {
-		return fmt.Errorf("kernel: loading module %s for %s: %w", ent.Module, p, err)
+	var mods []string
+	for _, e := range ents {
+		if !slices.Contains(mods, e.Module) {
+			mods = append(mods, e.Module)
+		}
 	}
-	// The module may have been loaded before, its device there already
+	var errs []error
+	for _, m := range mods {
+		if err := s.modprobe(ctx, m); err != nil {
+			errs = append(errs, fmt.Errorf("kernel: loading module %s for %s: %w", m, p, err))
+		}
+	}
+	if len(errs) == len(mods) {
+		return errors.Join(errs...)
+	}
+	// A module may have been loaded before, its device there already
 	// and its add seen while the name was taken: sysfs says.
-	s.probe(ent, p)
+	for _, e := range ents {
+		s.probe(e)
+	}
 	select {
 	case <-w:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("kernel: module %s loaded, no device %s from the kernel: %w", ent.Module, p, ctx.Err())
+		return fmt.Errorf("kernel: modules %v loaded, no device %s from the kernel: %w", mods, p, ctx.Err())
 	}
 }
 
-// registerNameLocked registers a known device's node at p if p is free;
-// it reports whether a node the source registered is at p now.
-// Preconditions: mu held.
+// registerNameLocked registers known devices' nodes at p (or under
+// directory p) where their names are free; it reports whether a node the
+// source registered is at p (or under p) now. Preconditions: mu held.
 func (s *Source) registerNameLocked(p string) bool {
 	for _, e := range s.names[p] {
 		s.ensureLocked(e)
@@ -682,7 +715,24 @@ func (s *Source) registerNameLocked(p string) bool {
 			return true
 		}
 	}
-	return false
+	if s.dirs[p] == 0 {
+		return false
+	}
+	found := false
+	prefix := p + "/"
+	for name, es := range s.names {
+		if !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		for _, e := range es {
+			s.ensureLocked(e)
+			if e.id != 0 {
+				found = true
+				break
+			}
+		}
+	}
+	return found
 }
 
 // unwait drops Load's waiter w for p (if ensureLocked has not).
@@ -697,13 +747,13 @@ func (s *Source) unwait(p string, w chan struct{}) {
 	}
 }
 
-// probe registers the device modules.devname names for p if sysfs has it
+// probe registers the device of a modules.devname entry if sysfs has it
 // under that name.
-func (s *Source) probe(ent DevnameEntry, p string) {
+func (s *Source) probe(ent DevnameEntry) {
 	dir := filepath.Join(s.opts.SysfsRoot, "dev")
 	rel := numberEntry(ent.Type, ent.Major, ent.Minor)
 	d, ok, err := readDevice(s.opts.SysfsRoot, filepath.Join(dir, filepath.Dir(rel)), filepath.Base(rel), ent.Type, s.defaults)
-	if err != nil || !ok || d.Node.Path != p {
+	if err != nil || !ok || d.Node.Path != ent.Name {
 		return
 	}
 	s.mu.Lock()

@@ -191,8 +191,8 @@ func TestParseModulesDevname(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(tab) != 8 || tab["net/tun"] != (DevnameEntry{"tun", modload.CharDevice, 10, 200}) ||
-		tab["ram0"] != (DevnameEntry{"brd", modload.BlockDevice, 1, 0}) {
+	if len(tab) != 8 || tab["net/tun"] != (DevnameEntry{Name: "net/tun", Module: "tun", Type: modload.CharDevice, Major: 10, Minor: 200}) ||
+		tab["ram0"] != (DevnameEntry{Name: "ram0", Module: "brd", Type: modload.BlockDevice, Major: 1, Minor: 0}) {
 		t.Fatalf("parsed %v", tab)
 	}
 	for _, bad := range []string{
