@@ -16,13 +16,19 @@
 //     rescan of sysfs ([Source.Rescan]) once the socket's queue is
 //     drained, which converges the namespace to the kernel's state.
 //   - Module autoload ([Source.Load]): a lookup miss for a name that
-//     modules.devname lists runs the modprobe program for its module
-//     (bounded in time, in a process group of its own, through
-//     modload/exec's Runner) and waits, bounded by the lookup's context,
-//     for the kernel's add of the name; any other name is declined at once
-//     ([Source.Declines]).
+//     modules.devname lists (or for a directory its names lie in: "net"
+//     for net/tun) runs the modprobe program for its module (bounded in
+//     time, in a process group of its own, through modload/exec's Runner;
+//     concurrent loads of one module share one run) and waits, bounded by
+//     the lookup's context, for the kernel's add of the name; any other
+//     name is declined at once ([Source.Declines]).
 //   - [Source.Info]: a device's properties (SUBSYSTEM, DEVPATH, DRIVER,
 //     every uevent variable), for `devfsd ctl info`.
+//
+// Unlike devtmpfs, a directory made for a device's node (input/ for
+// input/event0) stays when its last device goes: the namespace cannot
+// tell it from a directory a user made, and a user's node is never
+// removed.
 //
 // Where the kernel gives no mode or owner, the node gets the built-in
 // catalogue's (builtin.DefaultAttrs: the catalogue's node of that name,
