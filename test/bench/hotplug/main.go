@@ -1,6 +1,6 @@
 // Command hotplug measures how fast a new device's node appears: from
-// LOOP_CTL_ADD returning to the node visible by lstat, over -n loop
-// devices made one at a time, in the same run for every target:
+// LOOP_CTL_ADD returning to the node visible by lstat, loop devices made
+// one at a time, in the same run for every target:
 //
 //	devtmpfs   the kernel's own node in /dev (made before LOOP_CTL_ADD
 //	           returns: the limit)
@@ -8,17 +8,21 @@
 //	           a tmpfs as its /dev, looked at through /proc/PID/root/dev
 //	source     devfsd's kernel source (modload/kernel) in this process,
 //	           over a dcache namespace: the uevent path without FUSE
-//	-dirs      directories: a devfsd mount with the kernel source and its
-//	           views, lstat DIR/loopN
+//	-devfsd    a devfsd daemon (this binary) with the kernel source
+//	           (-devfsd-args, "--devices=kernel" by default) on a mount
+//	           and -views views, lstat through each
+//	-dirs      directories: any other mount, lstat DIR/loopN
 //
-// One goroutine polls every target in turn with lstat until each has the
-// node, so a target's figure is the time of the first poll that saw it
-// (a round of polls takes a few microseconds; the target a round starts
-// with rotates from one device to the next). After each device every
-// target must see it removed before the next is made. Coldplug of this
+// Every target handles every device; each device is measured in one
+// target only, in turn: from the ioctl's return, that target alone is
+// polled with lstat until it has the node, so its figure is the time of
+// the first poll that saw it, with no other target's polls in between
+// (the others are polled afterwards, unmeasured, until they have it too).
+// Each target is measured on -n devices. After each device every target
+// must see it removed before the next is made. Coldplug of this
 // machine by the source (a fresh namespace, all of /sys) is timed too.
 //
-//	go run ./test/bench/hotplug [-n 200] [-targets devtmpfs,mdev,source]
+//	go run ./test/bench/hotplug [-n 200] [-targets devtmpfs,mdev,source] [-devfsd BIN -views 10]
 //
 // Run as root on a host with /dev/loop-control and busybox. Loop indexes
 // are taken free at -base and above and removed at the end. Figures are
@@ -45,13 +49,16 @@ import (
 )
 
 var (
-	nDevices = flag.Int("n", 200, "loop devices to make, one at a time")
+	nDevices = flag.Int("n", 200, "devices measured per target (n × targets are made, one at a time)")
 	base     = flag.Int("base", 300, "lowest loop index to use")
 	targets  = flag.String("targets", "devtmpfs,mdev,source", "targets, comma separated: devtmpfs, mdev, source")
 	timeout  = flag.Duration("timeout", 5*time.Second, "give up on a node after this long")
 	coldRuns = flag.Int("coldplug", 20, "coldplug runs to time (0: none)")
 	busybox  = flag.String("busybox", "busybox", "the busybox binary")
 	dirs     = flag.String("dirs", "", "more targets: directories (a devfsd mount, its views), comma separated, lstat DIR/loopN")
+	devfsd   = flag.String("devfsd", "", "a devfsd binary: run it with the kernel source, on a mount and -views views, as targets")
+	dArgs    = flag.String("devfsd-args", "--devices=kernel", "flags for devfsd mount besides the mount point, --view and --socket (space separated)")
+	nViews   = flag.Int("views", 10, "views of the -devfsd daemon")
 )
 
 // target is one place a node appears.
@@ -61,6 +68,7 @@ type target struct {
 	visible func(name string) bool
 	stop    func()
 	lat     []time.Duration
+	view    bool // a view of the -devfsd daemon
 }
 
 func main() {
@@ -87,6 +95,14 @@ func run() error {
 		}
 		ts = append(ts, t)
 	}
+	if *devfsd != "" {
+		dts, stop, err := startDevfsd(*devfsd, *nViews)
+		if err != nil {
+			return fmt.Errorf("devfsd: %w", err)
+		}
+		defer stop()
+		ts = append(ts, dts...)
+	}
 	if *dirs != "" {
 		for _, d := range strings.Split(*dirs, ",") {
 			ts = append(ts, &target{name: d, visible: func(n string) bool { return lstatOK(filepath.Join(d, n)) }})
@@ -100,7 +116,9 @@ func run() error {
 		}
 	}()
 	next := *base
-	one := func(measure bool) error {
+	// one makes a device; if m is not nil, it polls m alone until m has
+	// the node (its latency), then every target; then removes it.
+	one := func(m *target) error {
 		i, err := addFree(&next)
 		if err != nil {
 			return err
@@ -108,7 +126,12 @@ func run() error {
 		made[i] = true
 		t0 := time.Now()
 		name := fmt.Sprintf("loop%d", i)
-		if err := waitAll(ts, name, true, t0, measure); err != nil {
+		if m != nil {
+			if err := waitAll([]*target{m}, name, true, t0, true); err != nil {
+				return err
+			}
+		}
+		if err := waitAll(ts, name, true, t0, false); err != nil {
 			return err
 		}
 		if err := removeLoop(i); err != nil {
@@ -117,24 +140,32 @@ func run() error {
 		delete(made, i)
 		return waitAll(ts, name, false, time.Now(), false)
 	}
-	if err := one(false); err != nil {
+	if err := one(nil); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
 	var load1 string
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		load1 = strings.Fields(string(b))[0]
 	}
-	for range *nDevices {
-		if err := one(true); err != nil {
+	for k := range *nDevices * len(ts) {
+		if err := one(ts[k%len(ts)]); err != nil {
 			return err
 		}
 	}
-	fmt.Printf("hotplug: %d loop devices, one at a time; load average %s at the start\n\n", *nDevices, load1)
+	fmt.Printf("hotplug: %d loop devices, one at a time, %d measured per target; load average %s at the start\n\n", *nDevices*len(ts), *nDevices, load1)
 	fmt.Println("| target | p50 | p99 | max | mean |")
 	fmt.Println("|---|---|---|---|---|")
+	var views []time.Duration
 	for _, t := range ts {
 		p50, p99, max, mean := summary(t.lat)
 		fmt.Printf("| %s | %s | %s | %s | %s |\n", t.name, us(p50), us(p99), us(max), us(mean))
+		if t.view {
+			views = append(views, t.lat...)
+		}
+	}
+	if len(views) > 0 {
+		p50, p99, max, mean := summary(views)
+		fmt.Printf("| devfsd views, all %d together | %s | %s | %s | %s |\n", *nViews, us(p50), us(p99), us(max), us(mean))
 	}
 	if *coldRuns > 0 {
 		var runs []time.Duration
@@ -158,16 +189,10 @@ func run() error {
 	return nil
 }
 
-var rot int
-
 // waitAll polls every target until each shows name present (or absent),
 // recording the latency from t0 if measure.
 func waitAll(ts []*target, name string, present bool, t0 time.Time, measure bool) error {
-	// Each device's rounds start at another target, so that no target is
-	// always polled last.
-	rot++
-	k := rot % len(ts)
-	pending := append(slices.Clone(ts[k:]), ts[:k]...)
+	pending := slices.Clone(ts)
 	deadline := t0.Add(*timeout)
 	for len(pending) > 0 {
 		now := time.Now()
@@ -266,6 +291,84 @@ func startSource() (*target, error) {
 		},
 		stop: func() { src.Close() },
 	}, nil
+}
+
+// fuseMagic is FUSE_SUPER_MAGIC, statfs's f_type of a FUSE mount.
+const fuseMagic = 0x65735546
+
+// startDevfsd runs bin mount with -devfsd-args on a fresh directory with
+// n views, and returns a target for the mount and one per view.
+func startDevfsd(bin string, n int) ([]*target, func(), error) {
+	base, err := os.MkdirTemp("", "devfsd-hotplug-bench-")
+	if err != nil {
+		return nil, nil, err
+	}
+	mnt := filepath.Join(base, "mnt")
+	dirs := []string{mnt}
+	args := []string{"mount", "--socket=" + filepath.Join(base, "sock"), "--log-level=warn"}
+	args = append(args, strings.Fields(*dArgs)...)
+	for i := range n {
+		dir := filepath.Join(base, fmt.Sprintf("view%d", i+1))
+		file := dir + ".yaml"
+		if err := os.WriteFile(file, []byte("mountpoint: "+dir+"\n"), 0644); err != nil {
+			return nil, nil, err
+		}
+		args = append(args, "--view="+file)
+		dirs = append(dirs, dir)
+	}
+	for _, d := range dirs {
+		if err := os.Mkdir(d, 0755); err != nil {
+			return nil, nil, err
+		}
+	}
+	cmd := exec.Command(bin, append(args, mnt)...)
+	cmd.Dir = "/"
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		for _, d := range dirs {
+			_ = unix.Unmount(d, unix.MNT_DETACH) // only if it was left mounted
+		}
+		_ = os.RemoveAll(base)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, d := range dirs {
+		for {
+			var st unix.Statfs_t
+			if unix.Statfs(d, &st) == nil && st.Type == fuseMagic {
+				break
+			}
+			select {
+			case <-exited:
+				stop()
+				return nil, nil, errors.New("devfsd exited before its mounts were live")
+			default:
+			}
+			if time.Now().After(deadline) {
+				stop()
+				return nil, nil, fmt.Errorf("%s not mounted after 20 s", d)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	ts := []*target{{name: "devfsd mount", visible: func(n string) bool { return lstatOK(filepath.Join(mnt, n)) }}}
+	for i, d := range dirs[1:] {
+		ts = append(ts, &target{name: fmt.Sprintf("devfsd view %d", i+1), view: true,
+			visible: func(n string) bool { return lstatOK(filepath.Join(d, n)) }})
+	}
+	return ts, stop, nil
 }
 
 func loopCtl(req uintptr, i int) error {
