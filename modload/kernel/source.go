@@ -422,6 +422,9 @@ func (s *Source) Apply(ev Uevent) {
 		old := s.byPath[ev.Env["DEVPATH_OLD"]]
 		if old != nil && hasNode && sameNode(old.dev.Node, n) {
 			// The same node under a new DEVPATH: re-keyed, not re-registered.
+			if e != nil && e != old {
+				s.dropLocked(e) // a device the kernel no longer has there
+			}
 			delete(s.byPath, old.dev.DevPath)
 			old.dev = d
 			s.byPath[d.DevPath] = old
