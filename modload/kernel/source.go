@@ -299,7 +299,7 @@ func (s *Source) rescan(count bool) error {
 	for _, d := range devs {
 		s.addLocked(d)
 	}
-	s.lastSeq = max(s.lastSeq, seq)
+	s.lastSeq = supersede(s.lastSeq, seq)
 	return nil
 }
 
