@@ -15,6 +15,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sys/unix"
+
+	"github.com/devfsd/devfsd/dcache"
 )
 
 // These tests act on the real kernel: its sysfs, its uevents, loop
@@ -168,14 +170,14 @@ func TestHotplugLoopDevice(t *testing.T) {
 	if d, _, _ := r.src.Info(name); d.Env["ACTION"] != "add" || d.Env["SYNTH_UUID"] == "" {
 		t.Errorf("the synthetic add: %v", d.Env)
 	}
-	if r.ino(name) != ino || r.evs.count(1, name) != 1 {
+	if r.ino(name) != ino || r.evs.count(dcache.KindRegister, name) != 1 {
 		t.Fatalf("echo add re-registered %s", name)
 	}
 
 	// echo change: a CHANGE.
-	changes := r.evs.count(4, name)
+	changes := r.evs.count(dcache.KindChange, name)
 	trigger(t, num, "change")
-	until(t, wait, "CHANGE of "+name, func() bool { return r.evs.count(4, name) > changes })
+	until(t, wait, "CHANGE of "+name, func() bool { return r.evs.count(dcache.KindChange, name) > changes })
 	if r.ino(name) != ino {
 		t.Fatal("echo change re-registered")
 	}
