@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"fmt"
 	"syscall"
 	"testing"
 
@@ -167,5 +168,53 @@ func TestTwoDevicesOneName(t *testing.T) {
 	}
 	if d, registered, _ := r.src.Info("watchdog"); !registered || d.DevPath != "/devices/b/watchdog" {
 		t.Fatalf("Info: %+v %v", d, registered)
+	}
+}
+
+// The kernel may deliver two uevents raised at once swapped: each
+// device's own keep their order, others apply whatever their order.
+func TestSwappedUeventsOfTwoDevices(t *testing.T) {
+	r := newRig(t, Options{SysfsRoot: newFakeSys(t).root})
+	r.src.Apply(uev("add", "/devices/virtual/block/loop301", 11, "SUBSYSTEM", "block", "MAJOR", "7", "MINOR", "301", "DEVNAME", "loop301"))
+	r.src.Apply(uev("add", "/devices/virtual/block/loop300", 10, "SUBSYSTEM", "block", "MAJOR", "7", "MINOR", "300", "DEVNAME", "loop300"))
+	if r.node("loop300") == "" || r.node("loop301") == "" {
+		t.Fatalf("an add delivered after a later uevent of another device was dropped: loop300 %q loop301 %q", r.node("loop300"), r.node("loop301"))
+	}
+	// loop300's remove (seq 21) arrives before its change (seq 20): the
+	// change is stale, loop300 stays removed.
+	r.src.Apply(uev("remove", "/devices/virtual/block/loop300", 21, "SUBSYSTEM", "block", "MAJOR", "7", "MINOR", "300", "DEVNAME", "loop300"))
+	r.src.Apply(uev("change", "/devices/virtual/block/loop300", 20, "SUBSYSTEM", "block", "MAJOR", "7", "MINOR", "300", "DEVNAME", "loop300"))
+	if r.node("loop300") != "" {
+		t.Fatal("a change older than the remove brought loop300 back")
+	}
+	// loop301's change (seq 31) after its add (11), then its stale add
+	// (seq 30, older than the change) is ignored without harm.
+	r.src.Apply(uev("change", "/devices/virtual/block/loop301", 31, "SUBSYSTEM", "block", "MAJOR", "7", "MINOR", "301", "DEVNAME", "loop301"))
+	r.src.Apply(uev("add", "/devices/virtual/block/loop301", 30, "SUBSYSTEM", "block", "MAJOR", "7", "MINOR", "301", "DEVNAME", "loop301"))
+	if d, _, _ := r.src.Info("loop301"); d.Seq != 31 {
+		t.Errorf("loop301 at seq %d, want 31", d.Seq)
+	}
+	// A new add after the remove is applied.
+	r.src.Apply(uev("add", "/devices/virtual/block/loop300", 40, "SUBSYSTEM", "block", "MAJOR", "7", "MINOR", "300", "DEVNAME", "loop300"))
+	if r.node("loop300") == "" {
+		t.Fatal("a new add after the remove was dropped")
+	}
+	if st := r.src.Stats(); st.Stale != 2 {
+		t.Errorf("stale %d, want 2", st.Stale)
+	}
+}
+
+func TestTombsAreBounded(t *testing.T) {
+	r := newRig(t, Options{SysfsRoot: newFakeSys(t).root, Logger: zapNop})
+	for i := range maxTombs + 100 {
+		r.src.Apply(uev("remove", fmt.Sprintf("/devices/x/%d", i), uint64(i+1), "SUBSYSTEM", "misc"))
+	}
+	r.src.mu.Lock()
+	n, m := len(r.src.tombs), len(r.src.tombOrder)
+	_, oldest := r.src.tombs["/devices/x/0"]
+	_, newest := r.src.tombs[fmt.Sprintf("/devices/x/%d", maxTombs+99)]
+	r.src.mu.Unlock()
+	if n != maxTombs || m != maxTombs || oldest || !newest {
+		t.Fatalf("tombs %d, order %d, oldest kept %v, newest kept %v", n, m, oldest, newest)
 	}
 }

@@ -97,8 +97,16 @@ type Source struct {
 	names   map[string][]*entry        // node path -> devices claiming it (usually one)
 	dirs    map[string]int             // directory -> device names claimed under it
 	waiters map[string][]chan struct{} // node path -> Loads waiting for it
-	lastSeq uint64                     // SEQNUM of the last uevent applied
-	reg     int                        // nodes registered now
+	// floor: every uevent up to this SEQNUM is reflected by the last
+	// rescan (the kernel's count when it began).
+	floor uint64
+	// tombs holds the SEQNUM of the uevent that removed a device (or moved
+	// it away), for the devices removed last (at most maxTombs, oldest
+	// first in tombOrder): an older uevent of that DEVPATH that arrives
+	// after it is stale.
+	tombs     map[string]uint64
+	tombOrder []string
+	reg       int // nodes registered now
 
 	runMu sync.Mutex
 	runs  map[string]*modRun // module -> modprobe running; guarded by runMu
@@ -175,6 +183,7 @@ func New(opts Options) (*Source, error) {
 		byPath:   map[string]*entry{},
 		names:    map[string][]*entry{},
 		dirs:     map[string]int{},
+		tombs:    map[string]uint64{},
 		waiters:  map[string][]chan struct{}{},
 		runs:     map[string]*modRun{},
 	}
@@ -299,7 +308,7 @@ func (s *Source) rescan(count bool) error {
 	for _, d := range devs {
 		s.addLocked(d)
 	}
-	s.lastSeq = supersede(s.lastSeq, seq)
+	s.floor = supersede(s.floor, seq)
 	return nil
 }
 
@@ -381,20 +390,32 @@ func (s *Source) handle(msg []byte, snd sender) {
 }
 
 // Apply applies a uevent the kernel sent (the reader's path; exported for
-// tests and for a daemon that receives uevents another way). A uevent
-// whose SEQNUM is not after the last one applied, or not after the
-// kernel's count when the last scan of sysfs began, is stale and ignored:
-// the namespace already reflects it.
+// tests and for a daemon that receives uevents another way).
+//
+// The kernel numbers its uevents (SEQNUM) but does not deliver them
+// strictly in that order: two uevents raised at once on two CPUs may
+// arrive swapped. What must keep the kernel's order is each device's own
+// uevents, which its driver raises one after another; so a uevent is
+// stale, and ignored, when its SEQNUM is not after that of the last one
+// applied to its DEVPATH (or of the one that removed it, for the devices
+// removed last), or not after the kernel's count when the last scan of
+// sysfs began (the namespace already reflects it).
 func (s *Source) Apply(ev Uevent) {
 	s.st.countAction(ev.Action)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if ev.Seq <= s.lastSeq {
+	last := s.floor
+	if e := s.byPath[ev.DevPath]; e != nil {
+		last = max(last, e.dev.Seq)
+	} else if t, ok := s.tombs[ev.DevPath]; ok {
+		last = max(last, t)
+	}
+	if ev.Seq <= last {
 		s.st.stale.Add(1)
-		s.log.Warn("stale uevent ignored", zap.Uint64("seq", ev.Seq), zap.Uint64("last", s.lastSeq))
+		s.log.Info("stale uevent ignored", zap.String("action", ev.Action), zap.String("devpath", ev.DevPath),
+			zap.Uint64("seq", ev.Seq), zap.Uint64("after", last))
 		return
 	}
-	s.lastSeq = ev.Seq
 	t := modload.CharDevice
 	if ev.Env["SUBSYSTEM"] == "block" {
 		t = modload.BlockDevice
@@ -418,8 +439,14 @@ func (s *Source) Apply(ev Uevent) {
 		if e != nil {
 			s.dropLocked(e)
 		}
+		s.tombLocked(ev.DevPath, ev.Seq)
 	case ActionMove:
 		old := s.byPath[ev.Env["DEVPATH_OLD"]]
+		if old != nil && ev.Seq <= old.dev.Seq {
+			s.st.stale.Add(1)
+			return
+		}
+		s.tombLocked(ev.Env["DEVPATH_OLD"], ev.Seq)
 		if old != nil && hasNode && sameNode(old.dev.Node, n) {
 			// The same node under a new DEVPATH: re-keyed, not re-registered.
 			if e != nil && e != old {
@@ -464,6 +491,23 @@ func (s *Source) Apply(ev Uevent) {
 			}
 		}
 	}
+}
+
+// maxTombs bounds Source.tombs: uevents arrive swapped by microseconds,
+// not by a thousand removals.
+const maxTombs = 1024
+
+// tombLocked records that the uevent seq removed (or moved away) the
+// device at devpath. Preconditions: mu held.
+func (s *Source) tombLocked(devpath string, seq uint64) {
+	if _, ok := s.tombs[devpath]; !ok {
+		if len(s.tombOrder) == maxTombs {
+			delete(s.tombs, s.tombOrder[0])
+			s.tombOrder = s.tombOrder[1:]
+		}
+		s.tombOrder = append(s.tombOrder, devpath)
+	}
+	s.tombs[devpath] = max(s.tombs[devpath], seq)
 }
 
 // sameNode reports whether a and b are the same device node: name, type
