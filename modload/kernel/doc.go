@@ -7,7 +7,9 @@
 //     (DEVNAME with its subdirectories, MAJOR, MINOR, DEVMODE, DEVUID,
 //     DEVGID; block or char from the directory). sysfs is only read.
 //   - Hotplug: the kernel's uevents (NETLINK_KOBJECT_UEVENT, group 1) are
-//     applied in the order the kernel sent them (SEQNUM): add registers,
+//     applied as they come, each device's in the kernel's order (SEQNUM;
+//     an older uevent of a device arriving after a newer one is stale,
+//     see [Source.Apply]): add registers,
 //     remove unregisters, change raises CHANGE, move renames, bind and
 //     unbind update the device's DRIVER. Only messages the kernel sent
 //     count: source port 0, credentials of pid 0 and uid 0, group 1; any
