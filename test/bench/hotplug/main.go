@@ -305,7 +305,7 @@ func startDevfsd(bin string, n int) ([]*target, func(), error) {
 	}
 	mnt := filepath.Join(base, "mnt")
 	dirs := []string{mnt}
-	args := []string{"mount", "--socket=" + filepath.Join(base, "sock"), "--log-level=warn"}
+	args := []string{"mount", "--socket=" + filepath.Join(base, "sock"), "--log-level=warn", "--views-dir=" + base}
 	args = append(args, strings.Fields(*dArgs)...)
 	for i := range n {
 		dir := filepath.Join(base, fmt.Sprintf("view%d", i+1))
