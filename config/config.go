@@ -64,6 +64,26 @@ type Config struct {
 	ExecProgram string        `yaml:"exec_program"`
 	ExecTimeout time.Duration `yaml:"exec_timeout"`
 
+	// Devices is where the namespace's devices come from (DESIGN.md
+	// section 8): "kernel" (this machine's, modload/kernel: every device
+	// of sysfs at start, the kernel's uevents after, and a lookup miss
+	// for a name modules.devname lists loads its module), "catalogue"
+	// (the built-in catalogue: its base set at start, its modules on a
+	// miss) or "none" (only what users, the control API and the helper
+	// register). Empty: kernel when /sys/dev/char lists devices and the
+	// daemon runs in the initial user namespace, unless modules (which
+	// extend the catalogue) are set; else catalogue. The choice is
+	// logged at start. With kernel the catalogue never registers a
+	// device: loader builtin means the kernel's module autoload, loader
+	// exec runs its program for the names the kernel has nothing for.
+	Devices string `yaml:"devices"`
+	// ModulesDevname is the modules.devname file of devices kernel (empty:
+	// /lib/modules/$(uname -r)/modules.devname); Modprobe the program it
+	// runs as "Modprobe -q -- MODULE" (empty: the kernel's own,
+	// /proc/sys/kernel/modprobe, else /sbin/modprobe). Absolute paths.
+	ModulesDevname string `yaml:"modules_devname"`
+	Modprobe       string `yaml:"modprobe"`
+
 	// Socket is the control socket's path (HTTP/1.1 + JSON, docs/api.md).
 	// Empty: /run/devfsd/ followed by the mountpoint escaped as systemd
 	// escapes paths and ".sock" (the mount on /dev: /run/devfsd/dev.sock),
@@ -314,6 +334,21 @@ func (c *Config) Validate() error {
 		bad("exec_program", "%q is not an absolute path", c.ExecProgram)
 	case c.Loader != "exec" && c.ExecProgram != "":
 		bad("exec_program", "set, but loader is %q, not exec", c.Loader)
+	}
+	if !oneOf(c.Devices, "", "kernel", "catalogue", "none") {
+		bad("devices", "%q is not a device source (kernel, catalogue or none; empty: kernel where the machine's sysfs is visible, else catalogue)", c.Devices)
+	}
+	for _, p := range []struct{ key, v string }{{"modules_devname", c.ModulesDevname}, {"modprobe", c.Modprobe}} {
+		switch {
+		case p.v == "":
+		case !filepath.IsAbs(p.v):
+			bad(p.key, "%q is not an absolute path", p.v)
+		case c.Devices == "catalogue" || c.Devices == "none":
+			bad(p.key, "set, but devices is %s, not kernel", c.Devices)
+		}
+	}
+	if c.Devices == "kernel" && len(c.Modules) > 0 {
+		bad("modules", "set, but devices is kernel; extension modules extend the built-in catalogue")
 	}
 	if c.Socket != "" && c.Socket != "none" && !filepath.IsAbs(c.Socket) {
 		bad("socket", "%q is not an absolute path (or none)", c.Socket)

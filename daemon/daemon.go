@@ -32,6 +32,7 @@ import (
 	"github.com/devfsd/devfsd/modload/builtin"
 	"github.com/devfsd/devfsd/modload/chain"
 	"github.com/devfsd/devfsd/modload/helper"
+	"github.com/devfsd/devfsd/modload/kernel"
 )
 
 // ErrUnmountedOutside is Run's error when the main mount went away while
@@ -64,6 +65,7 @@ type Daemon struct {
 	events    fanout       // the namespace's event sink
 	hub       *control.Hub // nil with socket: none
 	ns        *dcache.Namespace
+	ks        *kernel.Source // devices kernel: the kernel's device source; else nil
 	res       *lookup.Resolver
 	srv       *fs.Server
 	vm        *viewManager
@@ -149,8 +151,10 @@ func (d *Daemon) build() (err error) {
 	if _, err := bl.SetExtensions(modules(cfg.Modules)); err != nil { // modules:, validated
 		return err
 	}
-	if err := bl.RegisterBase(context.Background()); err != nil {
-		return fmt.Errorf("registering the base set: %w", err)
+	devices, why := chooseDevices(cfg)
+	log.Info("device source", zap.String("devices", devices), zap.String("why", why))
+	if d.ks, err = startDevices(devices, cfg, ns, bl, log); err != nil {
+		return err
 	}
 	if err := d.hooks.populateTree(ns, log); err != nil {
 		return err
@@ -161,7 +165,7 @@ func (d *Daemon) build() (err error) {
 	}
 	// The fallback (builtin, exec or none) is built by loaders, which a
 	// reload asks again (reload.go).
-	lds := &loaders{ns: ns, bl: bl, log: log, wrap: func(l modload.Loader) modload.Loader { return d.hooks.wrapLoader(l, log) }}
+	lds := &loaders{ns: ns, bl: bl, ks: d.ks, devices: devices, log: log, wrap: func(l modload.Loader) modload.Loader { return d.hooks.wrapLoader(l, log) }}
 	fallback, err := lds.fallback(cfg)
 	if err != nil {
 		return err
@@ -169,7 +173,7 @@ func (d *Daemon) build() (err error) {
 	// An attached helper answers every miss; the fallback answers while
 	// none is. The helper and its descendants bypass the lookup wait.
 	hl := helper.New(log)
-	loader := chain.Loader{Helper: hl, Fallback: fallback, FallbackName: cfg.Loader}
+	loader := chain.Loader{Helper: hl, Fallback: fallback, FallbackName: lds.fallbackName(cfg)}
 	d.res = lookup.New(ns, namedLoader{loader}, lookup.Options{
 		Timeout: cfg.LoaderTimeout,
 		// The exec loader's programs (their process groups) bypass too.
@@ -199,7 +203,7 @@ func (d *Daemon) build() (err error) {
 	// daemon fails the start before anything is mounted) and served once
 	// the mount is live, before READY=1.
 	if sock != "" {
-		res, srv := d.res, d.srv
+		res, srv, ks := d.res, d.srv, d.ks
 		d.ctl, err = control.Listen(control.Options{
 			Path:         sock,
 			Mode:         iofs.FileMode(cfg.SocketMode),
@@ -208,7 +212,7 @@ func (d *Daemon) build() (err error) {
 			Namespace:    ns,
 			Hub:          d.hub,
 			Helper:       hl,
-			Fallback:     cfg.Loader,
+			Fallback:     lds.fallbackName(cfg),
 			SyncNotifies: srv.SyncNotifies,
 			Metrics:      x.handler,
 			Reload:       d.rl.reload,
@@ -217,11 +221,13 @@ func (d *Daemon) build() (err error) {
 			Views:        d.vm,
 			Extra: func() map[string]uint64 {
 				ls, st := res.Stats(), srv.Stats()
-				return map[string]uint64{
+				m := map[string]uint64{
 					"lookup_in_flight": uint64(ls.InFlight), "lookup_loads": uint64(ls.Loads),
 					"notify_sent": st.Notify.Sent, "notify_dropped": st.Notify.Dropped,
 					"notify_failed": st.Notify.Failed,
 				}
+				kernelStats(ks, m)
+				return m
 			},
 			Logger: log.Named("control"),
 		})
@@ -324,6 +330,9 @@ func (d *Daemon) release() error {
 		err = d.stop()
 	} else if d.ctl != nil {
 		stopControl(d.ctl, d.log)
+	}
+	if d.ks != nil {
+		d.ks.Close() // hotplug stops once the mounts are down
 	}
 	if d.stopPprof != nil {
 		d.stopPprof()

@@ -27,6 +27,11 @@ func (lc loggedConfig) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		enc.AddString("exec_program", c.ExecProgram)
 		enc.AddString("exec_timeout", c.ExecTimeout.String())
 	}
+	enc.AddString("devices", c.Devices)
+	if c.Devices == "kernel" || c.Devices == "" {
+		enc.AddString("modules_devname", c.ModulesDevname)
+		enc.AddString("modprobe", c.Modprobe)
+	}
 	enc.AddString("socket", c.SocketPath(c.Mountpoint))
 	enc.AddString("socket_mode", c.SocketMode.String())
 	enc.AddInt64("control_uid", c.ControlUID)

@@ -115,7 +115,10 @@ func start(t *testing.T, o opts) *daemon {
 			d.ready <- string(buf[:n])
 		}
 	}()
-	args := append([]string{"mount", "--log-level=debug"}, o.args...)
+	// The catalogue unless the test says otherwise (a later --devices
+	// wins): the tests of the catalogue's devices must not depend on
+	// this machine's, which is what the default would pick here.
+	args := append([]string{"mount", "--log-level=debug", "--devices=catalogue"}, o.args...)
 	args = append(args, mnt)
 	d.cmd = exec.Command(devfsdBin, args...)
 	d.cmd.Dir = "/" // never the mount
