@@ -256,16 +256,6 @@ func (k *keeperLink) startFailed(err error) {
 	}
 }
 
-// keeperPid returns the running keeper's pid, 0 if none (tests).
-func (k *keeperLink) keeperPid() int {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.cmd == nil || k.cmd.Process == nil {
-		return 0
-	}
-	return k.cmd.Process.Pid
-}
-
 // spawnReq asks the spawner to start cmd.
 type spawnReq struct {
 	cmd  *osexec.Cmd
