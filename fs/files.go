@@ -174,6 +174,30 @@ func (s *Server) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.St
 	return s.status("fallocate", err)
 }
 
+// Lseek is LSEEK for SEEK_DATA and SEEK_HOLE (the kernel does the other
+// whences itself): files are sparse at dcache.PageSize granularity, so
+// cp --sparse, tar and the like skip their holes.
+func (s *Server) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
+	if !s.enter() {
+		return errShutdown
+	}
+	defer s.exit(OpLseek, s.start())
+	n, st := s.file(in.Fh)
+	if st != fuse.OK {
+		return st
+	}
+	const seekData, seekHole = 3, 4 // SEEK_DATA, SEEK_HOLE
+	if in.Whence != seekData && in.Whence != seekHole {
+		return fuse.EINVAL
+	}
+	off, err := n.SeekData(int64(in.Offset), in.Whence == seekHole)
+	if err != nil {
+		return s.status("lseek", err)
+	}
+	out.Offset = uint64(off)
+	return fuse.OK
+}
+
 // OpenDir is OPENDIR. A directory needs no handle: the kernel passes the
 // cookie of the last entry it read back as the offset, and cookies are
 // stable (dcache), so any listing can resume from any offset.
