@@ -150,6 +150,8 @@
 // there: Event takes it during a flush, possibly under a directory sem.
 // This package's own locks are leaves of that tree or outside it:
 //
+//	Server.specialsMu (held across MountSpecials, whose mounts walk the
+//	  mount through this server's handlers, which never take it)
 //	nodeTable stripe mutex and dirMu, handleTable mutex, NotifyQueue.mu (leaves;
 //	never held across a call)
 //	viewSet.mu (a parent's views: held while setting their timeouts)

@@ -141,7 +141,9 @@ type specialDef struct {
 // of them, that one is not mounted. A
 // special that cannot be mounted is logged and left out, unless it is
 // SpecialRequired: then whatever was mounted is undone and the error
-// returned. Call Close before Shutdown.
+// returned. Once it has succeeded, it may not be called again on the
+// server. Shutdown calls Close first, so the specials never outlive the
+// FUSE mount; a caller may Close them before.
 func (s *Server) MountSpecials(o SpecialOpts) (*Specials, error) {
 	sp := &Specials{log: s.log.Named("specials")}
 	if s.srv == nil || s.mountpoint == "" {
@@ -150,6 +152,14 @@ func (s *Server) MountSpecials(o SpecialOpts) (*Specials, error) {
 	defs, err := specialDefs(o)
 	if err != nil {
 		return nil, err
+	}
+	s.specialsMu.Lock()
+	defer s.specialsMu.Unlock()
+	switch {
+	case s.specialsShut:
+		return nil, errors.New("fs: MountSpecials after Shutdown")
+	case s.specials != nil:
+		return nil, errors.New("fs: MountSpecials called twice")
 	}
 	for _, d := range defs {
 		mode := SpecialOn
@@ -172,6 +182,7 @@ func (s *Server) MountSpecials(o SpecialOpts) (*Specials, error) {
 		sp.log.Info("mounted", zap.String("special", d.name), zap.String("fstype", d.fstype),
 			zap.String("path", m.target), zap.Strings("options", d.params))
 	}
+	s.specials = sp
 	return sp, nil
 }
 

@@ -337,3 +337,24 @@ func TestDetachBelow(t *testing.T) {
 		t.Fatalf("Close after DetachBelow: %v", err)
 	}
 }
+
+// Shutdown detaches the specials before the FUSE mount, without a Close;
+// MountSpecials is refused twice and after Shutdown.
+func TestSpecialsShutdownDetaches(t *testing.T) {
+	r, mnt := mountedRig(t)
+	if _, err := r.s.MountSpecials(SpecialOpts{Pts: SpecialRequired, Shm: SpecialRequired}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.s.MountSpecials(SpecialOpts{Pts: SpecialOn}); err == nil {
+		t.Fatal("a second MountSpecials was accepted")
+	}
+	if err := r.s.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(mnt)); err != nil || len(ms) != 0 {
+		t.Fatalf("after Shutdown: %v %v", ms, err)
+	}
+	if _, err := r.s.MountSpecials(SpecialOpts{Pts: SpecialOn}); err == nil {
+		t.Fatal("MountSpecials after Shutdown was accepted")
+	}
+}
