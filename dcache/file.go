@@ -145,6 +145,21 @@ func (f *fileContent) writeAt(p []byte, off uint64, charge func(int64) bool) int
 	return done
 }
 
+// allocate stores every page of [off, end) — as zeros where nothing was
+// written — with charge approving every byte added, and reports whether
+// all of it is stored (pages allocated before a refusal stay).
+func (f *fileContent) allocate(off, end uint64, charge func(int64) bool) bool {
+	for pos := off; pos < end; {
+		idx := pos / PageSize
+		need := int(min(end-idx*PageSize, PageSize))
+		if f.grow(idx, need, charge) == nil {
+			return false
+		}
+		pos = (idx + 1) * PageSize
+	}
+	return true
+}
+
 // truncate sets the size. Shrinking drops the pages wholly past the new
 // end and zeroes the rest of the page it cuts, and returns the bytes no
 // longer stored; growing stores nothing.

@@ -236,3 +236,32 @@ func TestSparseMatchesDenseModel(t *testing.T) {
 		}
 	}
 }
+
+// Allocate stores the range (so writes there need no more room), grows
+// the size unless keepSize, and is ENOSPC past MaxBytes, EFBIG past
+// MaxFileSize.
+func TestSparseAllocate(t *testing.T) {
+	ns, f := newFile(t, Options{MaxFileSize: 1 << 30, MaxBytes: 4 * PageSize})
+	if err := f.Allocate(PageSize/2, 2*PageSize, false); err != nil {
+		t.Fatal(err)
+	}
+	if a := f.Attr(); a.Size != PageSize/2+2*PageSize || a.Stored != 2*PageSize+PageSize/2 {
+		t.Fatalf("after fallocate: size %d stored %d", a.Size, a.Stored)
+	}
+	if err := f.Allocate(8*PageSize, PageSize, true); err != nil {
+		t.Fatal(err)
+	}
+	if a := f.Attr(); a.Size != PageSize/2+2*PageSize || ns.Statfs().Bytes != a.Stored {
+		t.Fatalf("after fallocate KEEP_SIZE: size %d stored %d statfs %d", a.Size, a.Stored, ns.Statfs().Bytes)
+	}
+	before := ns.Statfs().Bytes
+	if n, err := f.WriteAt(make([]byte, 2*PageSize), PageSize/2); n != 2*PageSize || err != nil {
+		t.Fatalf("write into the allocated range: %d %v", n, err)
+	}
+	if got := ns.Statfs().Bytes; got > before+PageSize/2 {
+		t.Fatalf("the write into allocated pages stored %d more bytes", got-before)
+	}
+	wantErrno(t, "fallocate past MaxBytes", f.Allocate(20*PageSize, 4*PageSize, false), syscall.ENOSPC)
+	wantErrno(t, "fallocate past MaxFileSize", f.Allocate(1<<30, 1, false), syscall.EFBIG)
+	wantErrno(t, "fallocate of nothing", f.Allocate(0, 0, false), syscall.EINVAL)
+}

@@ -412,6 +412,40 @@ func (n *Node) WriteAt(p []byte, off int64) (int, error) {
 	return k, nil
 }
 
+// Allocate is fallocate(2) of a regular file: [off, off+length) is
+// stored (zeros where nothing was written), so that writes there cannot
+// fail for lack of room, and the size grows to cover it unless keepSize.
+// EFBIG past Options.MaxFileSize; ENOSPC past Options.MaxBytes (what was
+// stored before stays stored).
+func (n *Node) Allocate(off, length int64, keepSize bool) error {
+	if n.typ != TypeRegular {
+		if n.typ == TypeDir {
+			return pathErr("fallocate", n.Path(), syscall.EISDIR)
+		}
+		return pathErr("fallocate", n.Path(), syscall.ENODEV)
+	}
+	if off < 0 || length <= 0 {
+		return pathErr("fallocate", n.Path(), syscall.EINVAL)
+	}
+	end := off + length
+	if end < off || end > n.ns.opts.MaxFileSize {
+		return pathErr("fallocate", n.Path(), syscall.EFBIG)
+	}
+	now := n.ns.now()
+	n.attrMu.Lock()
+	defer n.attrMu.Unlock()
+	f := n.contentLocked()
+	if !f.allocate(uint64(off), uint64(end), n.chargeLocked()) {
+		return pathErr("fallocate", n.Path(), syscall.ENOSPC)
+	}
+	if !keepSize && uint64(end) > f.size {
+		f.size = uint64(end)
+		n.setTimeLocked(mtime, now)
+	}
+	n.setTimeLocked(ctime, now)
+	return nil
+}
+
 // SeekData is lseek(2)'s SEEK_DATA (hole false) and SEEK_HOLE (hole
 // true) on a regular file, at PageSize granularity: the offset of the
 // next data or hole at or after off (the end of the file is a hole).

@@ -139,10 +139,10 @@ func (s *Server) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status 
 	return fuse.OK
 }
 
-// Fallocate is FALLOCATE where it is cheap: mode 0 grows the file to
-// offset+length (the content is in memory, so that is all an allocation
-// can mean), FALLOC_FL_KEEP_SIZE is accepted and does nothing; punching
-// holes and the other modes are EOPNOTSUPP.
+// Fallocate is FALLOCATE: mode 0 stores the range (files are sparse: it
+// is what makes later writes there safe from ENOSPC) and grows the size
+// to cover it; FALLOC_FL_KEEP_SIZE stores it without growing the size.
+// Punching holes and the other modes are EOPNOTSUPP.
 func (s *Server) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 	if !s.enter() {
 		return errShutdown
@@ -155,22 +155,13 @@ func (s *Server) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.St
 		}
 	}
 	const keepSize = 0x01 // FALLOC_FL_KEEP_SIZE
-	switch in.Mode {
-	case 0:
-	case keepSize:
-		return fuse.OK
-	default:
+	if in.Mode&^keepSize != 0 {
 		return fuse.Status(syscall.EOPNOTSUPP)
 	}
-	end := in.Offset + in.Length
-	if end < in.Offset {
+	if in.Offset > 1<<63-1 || in.Length > 1<<63-1 {
 		return fuse.Status(syscall.EFBIG)
 	}
-	a := n.Attr()
-	if end <= a.Size {
-		return fuse.OK
-	}
-	_, err := n.SetAttr(dcache.SetAttrIn{Valid: dcache.SetSize, Size: end}, s.caller(&in.InHeader))
+	err := n.Allocate(int64(in.Offset), int64(in.Length), in.Mode&keepSize != 0)
 	return s.status("fallocate", err)
 }
 

@@ -160,4 +160,13 @@ func TestSparseMappedFile(t *testing.T) {
 	if err := unix.Fstat(int(g.Fd()), &st); err != nil || st.Size != size || st.Blocks*512 > 1<<20 {
 		t.Fatalf("fstat: size %d blocks %d %v", st.Size, st.Blocks, err)
 	}
+	// fallocate stores a range (here 1 MiB in the middle, keeping the
+	// size): later writes there cannot fail for lack of room.
+	blocks := st.Blocks
+	if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 16<<20, 1<<20); err != nil {
+		t.Fatalf("fallocate: %v", err)
+	}
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Size != size || (st.Blocks-blocks)*512 != 1<<20 {
+		t.Fatalf("after fallocate of 1 MiB: size %d, %d more bytes stored (%v)", st.Size, (st.Blocks-blocks)*512, err)
+	}
 }
