@@ -2,7 +2,10 @@ package dcache
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
+	"runtime"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -264,4 +267,57 @@ func TestSparseAllocate(t *testing.T) {
 	wantErrno(t, "fallocate past MaxBytes", f.Allocate(20*PageSize, 4*PageSize, false), syscall.ENOSPC)
 	wantErrno(t, "fallocate past MaxFileSize", f.Allocate(1<<30, 1, false), syscall.EFBIG)
 	wantErrno(t, "fallocate of nothing", f.Allocate(0, 0, false), syscall.EINVAL)
+}
+
+// Writers, readers, truncates and open/close pairs on one file, over
+// GOMAXPROCS 1 and 2, then the last unlink and close: the namespace's
+// byte count returns to zero, and never exceeds MaxBytes meanwhile.
+func TestSparseHammerChargesBalance(t *testing.T) {
+	for _, procs := range []int{1, 2} {
+		t.Run(fmt.Sprint(procs), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			const max = 64 * PageSize
+			ns, f := newFile(t, Options{MaxBytes: max})
+			f.Open()
+			var wg sync.WaitGroup
+			for g := 0; g < 4; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r := rand.New(rand.NewPCG(uint64(g), 7))
+					buf := make([]byte, 3*PageSize)
+					for i := 0; i < 500; i++ {
+						off := int64(r.IntN(100 * PageSize))
+						switch r.IntN(5) {
+						case 0, 1:
+							f.WriteAt(buf[:r.IntN(len(buf))], off)
+						case 2:
+							f.ReadAt(buf, off)
+						case 3:
+							f.SetAttr(SetAttrIn{Valid: SetSize, Size: uint64(off)}, fuseCaller)
+						case 4:
+							f.Open()
+							f.Allocate(off, PageSize, r.IntN(2) == 0)
+							f.Close()
+						}
+						if b := ns.Statfs().Bytes; b > max {
+							t.Errorf("%d bytes counted, MaxBytes %d", b, max)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if st := ns.Statfs(); st.Bytes != f.Attr().Stored {
+				t.Fatalf("statfs %d, stored %d", st.Bytes, f.Attr().Stored)
+			}
+			if err := ns.Root().Unlink("f", fuseCaller); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			if st := ns.Statfs(); st.Bytes != 0 {
+				t.Fatalf("after the last unlink and close: %d bytes counted", st.Bytes)
+			}
+		})
+	}
 }
