@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/fs/viewpath"
 )
 
 // The special mounts of a mount.
@@ -248,7 +249,7 @@ func ptsGid(given *uint32) (uint32, error) {
 
 // mountSpecial mounts one special on the server's mount.
 func (s *Server) mountSpecial(d specialDef) (*special, error) {
-	if s.view != nil && !s.view.Admits(d.name, true) {
+	if s.view != nil && s.view.VerdictPath(d.name) == viewpath.Hidden { // a passage is a shown directory
 		return nil, fmt.Errorf("the view hides %s", d.name)
 	}
 	n, err := s.specialDir(d)

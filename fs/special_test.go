@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/fs/viewpath"
 )
 
 // The special-mount tests mount the server for real (root, /dev/fuse)
@@ -193,7 +194,7 @@ func TestSpecialsMountAndClose(t *testing.T) {
 func TestSpecialsPtyNumbersPerMount(t *testing.T) {
 	r, mnt := mountedRig(t)
 	mountSpecialsT(t, r.s, SpecialOpts{Pts: SpecialRequired})
-	v, err := CompileView(ViewSpec{})
+	v, err := viewpath.Compile(viewpath.Spec{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +297,7 @@ func TestPrepareSpecials(t *testing.T) {
 // A view that hides pts gets no pts mount.
 func TestSpecialsViewHides(t *testing.T) {
 	r, _ := mountedRig(t)
-	v, err := CompileView(ViewSpec{Deny: []string{"pts"}})
+	v, err := viewpath.Compile(viewpath.Spec{Deny: []string{"pts"}})
 	if err != nil {
 		t.Fatal(err)
 	}
