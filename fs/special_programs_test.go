@@ -26,7 +26,7 @@ func devRig(t *testing.T) (*rig, string) {
 	t.Helper()
 	for _, p := range []string{"unshare", "script", "tmux", "python3"} {
 		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("%s not installed", p)
+			t.Fatalf("%s is not installed (.ci/run installs it)", p)
 		}
 	}
 	r, mnt := mountedRig(t)
