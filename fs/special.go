@@ -81,7 +81,8 @@ type SpecialOpts struct {
 	ShmSize int64
 	// PtsGid is the group of new ptys; nil: the group tty's, looked up
 	// in the group database (gid 5, Linux's usual tty group and Docker's
-	// choice, if there is no group tty).
+	// choice, if the database has no group tty or cannot be read). The
+	// gid used is in the log line of the mount.
 	PtsGid *uint32
 }
 
@@ -201,10 +202,7 @@ func specialDefs(o SpecialOpts) ([]specialDef, error) {
 		}
 	}
 	if o.Pts == SpecialOn || o.Pts == SpecialRequired {
-		gid, err := ptsGid(o.PtsGid)
-		if err != nil {
-			return nil, err
-		}
+		gid := ptsGid(o.PtsGid)
 		defs = append(defs, specialDef{name: "pts", fstype: "devpts", mode: 0o755,
 			params: []string{"newinstance", "ptmxmode=0666", "mode=0620", "gid=" + strconv.FormatUint(uint64(gid), 10)},
 			attrs:  unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NOEXEC})
@@ -227,24 +225,21 @@ func specialDefs(o SpecialOpts) ([]specialDef, error) {
 // ttyGid is the gid of new ptys when the group database has no tty.
 const ttyGid = 5
 
-// ptsGid returns the gid given, or that of the group tty.
-func ptsGid(given *uint32) (uint32, error) {
+// ptsGid returns the gid given, or that of the group tty, or ttyGid if
+// the group database cannot say.
+func ptsGid(given *uint32) uint32 {
 	if given != nil {
-		return *given, nil
+		return *given
 	}
 	g, err := user.LookupGroup("tty")
 	if err != nil {
-		var unknown user.UnknownGroupError
-		if errors.As(err, &unknown) {
-			return ttyGid, nil
-		}
-		return 0, fmt.Errorf("fs: looking up the group tty: %w", err)
+		return ttyGid
 	}
 	gid, err := strconv.ParseUint(g.Gid, 10, 32)
 	if err != nil {
-		return 0, fmt.Errorf("fs: group tty has gid %q: %w", g.Gid, err)
+		return ttyGid
 	}
-	return uint32(gid), nil
+	return uint32(gid)
 }
 
 // mountSpecial mounts one special on the server's mount.
@@ -422,7 +417,11 @@ func (m *special) unmount() error {
 	defer pins.remove(m.node)
 	defer m.root.Close()
 	p := "/proc/self/fd/" + strconv.Itoa(int(m.root.Fd()))
-	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+	err := unix.Unmount(p, unix.MNT_DETACH)
+	if err == unix.ENOENT { // no /proc here: by its path, through the server (still serving)
+		err = unix.Unmount(m.target, unix.MNT_DETACH)
+	}
+	if err != nil && err != unix.EINVAL {
 		return fmt.Errorf("unmount %s (%s): %w", m.target, m.fstype, err)
 	}
 	// EINVAL: no longer a mount (detached from outside, or its mount
