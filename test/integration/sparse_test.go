@@ -11,9 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sparseArgs are the daemon flags of the sparse-file tests.
-var sparseArgs = []string{"--max-file-size=1024GiB", "--max-bytes=1024GiB"}
-
 // rss is a process's resident set size in bytes (VmRSS).
 func rss(t *testing.T, pid int) int64 {
 	t.Helper()
@@ -36,10 +33,11 @@ func rss(t *testing.T, pid int) int64 {
 
 // pjdfstest's cases that the 1 MiB file cap failed, through the mount:
 // ftruncate and truncate to 1234567 then stat; pwrite of one byte at
-// 2^31+1 then pread — and the daemon stores no zeros for them (its RSS
-// grows by less than 1 MiB, st_blocks counts what was written).
+// 2^31+1 then pread — at the default flags, and the daemon stores no
+// zeros for them (its RSS grows by less than 1 MiB, st_blocks and statfs
+// count what was written).
 func TestSparsePjdfstestSizes(t *testing.T) {
-	d := start(t, opts{args: sparseArgs})
+	d := start(t, opts{})
 	p := d.path("sparse")
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
@@ -120,7 +118,7 @@ func TestSparsePjdfstestSizes(t *testing.T) {
 // through a shared mapping (what shm_open users do when /dev/shm is the
 // mount's own directory), stores what was written only.
 func TestSparseMappedFile(t *testing.T) {
-	d := start(t, opts{args: sparseArgs})
+	d := start(t, opts{})
 	p := d.path("mapped")
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
