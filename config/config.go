@@ -118,12 +118,24 @@ type Config struct {
 	MaxNodes int64 `yaml:"max_nodes"`
 
 	// MaxFileSize caps a regular file's size; growing past it is EFBIG.
-	// MaxBytes caps the content of all regular files together; past it a
-	// write is ENOSPC. In the file and on the command line: bytes, or a
-	// number with KiB, MiB or GiB. The defaults are dcache's: /dev holds
-	// small files.
+	// Files are sparse (a size costs nothing until written), so the
+	// default, 0, is the kernel's own limit (MAX_LFS_FILESIZE), as on
+	// tmpfs. MaxBytes caps what all regular files store together, holes
+	// excluded; past it a write is ENOSPC. In the file and on the command
+	// line: bytes, or a number with KiB, MiB or GiB.
 	MaxFileSize Size `yaml:"max_file_size"`
 	MaxBytes    Size `yaml:"max_bytes"`
+
+	// Pts and Shm are the special mounts of every mount, the main one and
+	// each view: a devpts instance of its own on pts (its ptmx opens
+	// it; pty numbers are the mount's own) and a tmpfs of ShmSize on shm
+	// (fs.MountSpecials). "on": mounted if the daemon can, else it logs
+	// why and runs without; "off": not mounted; "required": a mount that
+	// cannot have it fails (at start, the start). ShmSize defaults to
+	// 64MiB, the /dev/shm of a Docker, Podman or Kubernetes container.
+	Pts     string `yaml:"pts"`
+	Shm     string `yaml:"shm"`
+	ShmSize Size   `yaml:"shm_size"`
 
 	// Debug logs every FUSE request and reply (go-fuse's Debug).
 	Debug bool `yaml:"debug"`
@@ -275,8 +287,11 @@ func Defaults() Config {
 		Dev:                true,
 		Readdirplus:        "auto",
 		MaxNodes:           1 << 20,
-		MaxFileSize:        1 << 20,
+		MaxFileSize:        0,
 		MaxBytes:           64 << 20,
+		Pts:                "on",
+		Shm:                "on",
+		ShmSize:            64 << 20,
 		LogLevel:           "info",
 		LogFormat:          "auto",
 		ViewsDir:           DefaultViewsDir,
@@ -378,13 +393,19 @@ func (c *Config) Validate() error {
 	if c.MaxNodes < 1 {
 		bad("max_nodes", "%d must be at least 1", c.MaxNodes)
 	}
-	if c.MaxFileSize < 0 || c.MaxFileSize > 1<<40 {
-		bad("max_file_size", "%v is out of range [0, 1024GiB]", c.MaxFileSize)
+	if c.MaxFileSize < 0 {
+		bad("max_file_size", "%v is negative (0: the kernel's limit)", c.MaxFileSize)
 	}
 	if c.MaxBytes < 0 || c.MaxBytes > 1<<40 {
 		bad("max_bytes", "%v is out of range [0, 1024GiB]", c.MaxBytes)
-	} else if c.MaxBytes < c.MaxFileSize {
-		bad("max_bytes", "%v is less than max_file_size %v", c.MaxBytes, c.MaxFileSize)
+	}
+	for _, sp := range []struct{ key, v string }{{"pts", c.Pts}, {"shm", c.Shm}} {
+		if !oneOf(sp.v, "on", "off", "required") {
+			bad(sp.key, "%q is not one of on, off, required", sp.v)
+		}
+	}
+	if c.ShmSize < 4<<10 || c.ShmSize > 1<<40 {
+		bad("shm_size", "%v is out of range [4KiB, 1024GiB]", c.ShmSize)
 	}
 	// zap's level names (cmd builds the logger at this level).
 	if !oneOf(strings.ToLower(c.LogLevel), "debug", "info", "warn", "error", "dpanic", "panic", "fatal") {

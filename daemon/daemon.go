@@ -159,6 +159,11 @@ func (d *Daemon) build() (err error) {
 	if err := d.hooks.populateTree(ns, log); err != nil {
 		return err
 	}
+	// pts and shm are in the namespace before its first mount
+	// (fs.PrepareSpecials says why).
+	if err := fs.PrepareSpecials(ns, specialOpts(cfg)); err != nil {
+		return err
+	}
 	if d.stopPprof, err = d.hooks.startPprof(log); err != nil {
 		d.stopPprof = func() {}
 		return err
@@ -196,7 +201,7 @@ func (d *Daemon) build() (err error) {
 		Journal:            x.fsJournal(), // changes are answered once kept
 	})
 	x.wire(ns, d.res, d.srv, d.hub)
-	d.vm = newViewManager(d.srv, mux, cfg.ViewsDir, log.Named("views"))
+	d.vm = newViewManager(d.srv, mux, cfg.ViewsDir, specialOpts(cfg), log.Named("views"))
 	d.rl = &reloader{reread: o.Reread, log: log.Named("reload"), ns: ns, res: d.res, srv: d.srv,
 		hl: hl, loaders: lds, metrics: x.metrics, cfg: cfg}
 	// The socket is made before the mount (a live socket of another
@@ -260,6 +265,11 @@ func (d *Daemon) run(ctx context.Context) error {
 	stopNotify := context.AfterFunc(ctx, d.lc.Stopping)
 	defer stopNotify()
 	if err := d.srv.Mount(d.cfg.Mountpoint); err != nil {
+		return err
+	}
+	// Its pts and shm, once it serves; its Shutdown detaches them first.
+	if _, err := d.srv.MountSpecials(specialOpts(d.cfg)); err != nil {
+		d.stop()
 		return err
 	}
 	if err := d.vm.start(d.views); err != nil { // --view: live before READY=1
@@ -374,4 +384,9 @@ func checkSocketDir(cfg config.Config) error {
 			"set XDG_RUNTIME_DIR for a socket of your own, or pass --socket PATH, or --socket none", sock, os.Geteuid(), err)}
 	}
 	return nil
+}
+
+// specialOpts are the special mounts of every mount of cfg's daemon.
+func specialOpts(cfg config.Config) fs.SpecialOpts {
+	return fs.SpecialOpts{Pts: fs.SpecialMode(cfg.Pts), Shm: fs.SpecialMode(cfg.Shm), ShmSize: int64(cfg.ShmSize)}
 }

@@ -99,6 +99,14 @@ func start(t *testing.T, o opts) *daemon {
 			t.Fatal(err)
 		}
 	}
+	return startAt(t, mnt, o)
+}
+
+// startAt is start on the directory mnt, which exists (and may hold what
+// a killed daemon left).
+func startAt(t *testing.T, mnt string, o opts) *daemon {
+	t.Helper()
+	base := t.TempDir()
 	sockPath := filepath.Join(base, "notify.sock")
 	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
 	if err != nil {
