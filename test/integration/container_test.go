@@ -207,6 +207,18 @@ func TestContainerViews(t *testing.T) {
 	bFile := writeFile(t, files, "b.yaml", fmt.Sprintf("mountpoint: %s\ndeny: [kmsg]\n", bDir))
 	d := startCtl(t, "--view="+aFile, "--views-dir="+os.TempDir())
 	d.mustCtl(t, "view", "add", bFile)
+	// GET /v1/list shows them as what they are in the namespace.
+	l, err := d.c.List(context.Background(), "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := map[string]string{}
+	for _, n := range l.Nodes {
+		types[n.Path] = n.Type
+	}
+	if types["pts"] != "dir" || types["shm"] != "dir" || types["ptmx"] != "char" {
+		t.Errorf("list: pts %q shm %q ptmx %q", types["pts"], types["shm"], types["ptmx"])
+	}
 	for _, dir := range []string{aDir, bDir} {
 		if got := specialsAt(t, dir); got["pts"] != "devpts" || got["shm"] != "tmpfs" || len(got) != 2 {
 			t.Fatalf("mounts below the view %s: %v", dir, got)
