@@ -170,6 +170,7 @@ func (devfsd) mount(dir string, o Options) (*Mount, error) {
 		m.socket = dir + ".sock"
 		args = append(args, "--socket="+m.socket)
 	}
+	args = append(args, o.DevfsdArgs...)
 	args = append(args, dir)
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = "/" // never the mount, nor anything under the test's tree

@@ -59,6 +59,10 @@ type Options struct {
 
 	// Stats asks the backend to count requests by opcode (Mount.Requests).
 	Stats bool
+
+	// DevfsdArgs are extra flags of `devfsd mount` (the devfsd backend
+	// only), after the harness's own.
+	DevfsdArgs []string
 }
 
 // Populate is one directory of Options.Populate.

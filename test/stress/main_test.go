@@ -51,7 +51,7 @@ var (
 	flagObservers  = flag.Int("stress.observers", 2, "resurrection test: processes that look up and list")
 	flagIterations = flag.Int("stress.iterations", 10_000, "seed test: iterations per process")
 	flagProcs      = flag.Int("stress.procs", 4, "seed test: worker processes")
-	flagDeadline   = flag.Duration("stress.deadline", 3*time.Second, "seed test: bound of one iteration (below the daemon's 5s loader timeout, so a deadlock that only the timeout breaks still fails)")
+	flagDeadline   = flag.Duration("stress.deadline", 30*time.Second, "seed test: bound of one iteration (below the daemon's loader timeout, seedLoaderTimeout, so a deadlock that only the timeout breaks still fails)")
 	flagDelay      = flag.Duration("stress.loader-delay", time.Millisecond, "seed test: how long the slow loader takes per lookup")
 	flagExecEvery  = flag.Int("stress.exec-every", 50, "seed test: every Nth iteration runs the real ls and rm binaries (0: never)")
 	flagBudget     = flag.Duration("stress.budget", 10*time.Minute, "backstop bound of each test's worker phase; past it the workers are killed and the test fails (a hang is caught sooner: -stress.stall)")

@@ -28,9 +28,10 @@ package stress
 // and every -stress.exec-every-th iteration instead runs the real `ls
 // MNT/fooK` and `rm -f MNT/fooK` binaries at once (or slowK, alternately).
 //
-// Passing means: no iteration takes longer than -stress.deadline (3s,
-// below the daemon's 5s loader timeout: a deadlock that only the timeout
-// breaks fails too), no errno other than ENOENT and EEXIST (an `ls` that
+// Passing means: no iteration takes longer than -stress.deadline (30s,
+// below the daemon's loader timeout of seedLoaderTimeout: a deadlock that
+// only the timeout breaks fails too, while an iteration that is merely
+// slow on a loaded machine — seconds, not half a minute — passes), no errno other than ENOENT and EEXIST (an `ls` that
 // exits 2 must say "No such file or directory"), the daemon alive
 // afterwards and serving, and no in-flight lookup record left
 // (lookup_in_flight of GET /v1/stats, polled to 0 within a deadline).
@@ -60,13 +61,22 @@ import (
 
 const seedNames = 2 // fooK and slowK, K in 0..seedNames-1
 
+// seedLoaderTimeout is the daemon's loader_timeout in the seed test: twice
+// the default -stress.deadline, so that a lookup released only by the
+// timeout (a deadlock) outlasts the iteration bound.
+const seedLoaderTimeout = 60 * time.Second
+
 func TestSeedLsRmStress(t *testing.T) {
 	for _, bin := range []string{"ls", "rm"} {
 		if _, err := exec.LookPath(bin); err != nil && *flagExecEvery > 0 {
 			t.Fatalf("%s not found: %v", bin, err)
 		}
 	}
-	m, c, sock := mountDevfsd(t, harness.Options{Timeouts: true})
+	if *flagDeadline >= seedLoaderTimeout {
+		t.Fatalf("-stress.deadline %v must stay below the loader timeout %v", *flagDeadline, seedLoaderTimeout)
+	}
+	m, c, sock := mountDevfsd(t, harness.Options{Timeouts: true,
+		DevfsdArgs: []string{"--loader-timeout=" + seedLoaderTimeout.String()}})
 
 	loader := startWorker(t, "loader", workerConfig{Socket: sock, Delay: *flagDelay, Mount: m.Dir})
 	waitAttached(t, loader)
