@@ -11,6 +11,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/dcache"
 )
@@ -22,7 +23,7 @@ const (
 	maxTarget  = 4095     // bytes of a symlink target
 	maxMajor   = 1<<12 - 1
 	maxMinor   = 1<<20 - 1
-	maxOwnerID = 1<<32 - 2 // 4294967295 is "no change" to chown(2)
+	maxOwnerID = config.MaxID // 4294967295 is "no change" to chown(2)
 )
 
 // apiError is a rejected request: an HTTP status and a wire.Error.
@@ -251,22 +252,14 @@ func checkPath(field, p string, root bool) *apiError {
 	return nil
 }
 
-// parseMode reads an octal permission string: 1 to 5 octal digits, at
-// most 07777.
+// parseMode reads an octal permission string with config.ParseMode; a
+// refusal is an invalid_mode error naming the field.
 func parseMode(field, s string) (uint32, *apiError) {
-	if len(s) == 0 || len(s) > 5 {
-		return 0, bad(wire.CodeInvalidMode, field, "%s %q is not an octal mode such as \"0660\"", field, s)
+	m, err := config.ParseMode(s)
+	if err != nil {
+		return 0, bad(wire.CodeInvalidMode, field, "%s: %v", field, err)
 	}
-	for _, c := range s {
-		if c < '0' || c > '7' {
-			return 0, bad(wire.CodeInvalidMode, field, "%s %q is not an octal mode such as \"0660\"", field, s)
-		}
-	}
-	v, _ := strconv.ParseUint(s, 8, 32)
-	if v > dcache.PermMask {
-		return 0, bad(wire.CodeInvalidMode, field, "%s %q has bits outside the permission bits 07777", field, s)
-	}
-	return uint32(v), nil
+	return uint32(m), nil
 }
 
 func (o object) mode(k string) (uint32, bool, *apiError) {

@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload/helper"
@@ -61,7 +62,8 @@ func queryDuration(q url.Values, k string, def, max time.Duration) (time.Duratio
 	if v == "" {
 		return def, nil
 	}
-	d, err := time.ParseDuration(v)
+	cd, err := config.ParseDuration(v)
+	d := time.Duration(cd)
 	if err != nil || d <= 0 || d > max {
 		return 0, bad(wire.CodeInvalidArgument, k, "%s %q must be a duration in (0, %v], such as 5s", k, v, max)
 	}

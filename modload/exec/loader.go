@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -228,17 +229,17 @@ func ParseRegisterLine(line string) (n modload.Node, ok bool, err error) {
 		return n, true, fmt.Errorf("unknown type %q (char, block, dir, symlink)", f[1])
 	}
 	if len(ids) > 0 {
-		m, err := strconv.ParseUint(ids[0], 8, 32)
-		if err != nil || m > 07777 {
-			return n, true, fmt.Errorf("bad mode %q (octal, at most 07777)", ids[0])
+		m, err := config.ParseMode(ids[0])
+		if err != nil {
+			return n, true, fmt.Errorf("bad mode: %w", err)
 		}
 		n.Perm = uint32(m)
 	}
 	for i, dst := range []*uint32{&n.UID, &n.GID} {
 		if len(ids) > i+1 {
-			v, err := strconv.ParseUint(ids[i+1], 10, 32)
-			if err != nil || v == 1<<32-1 {
-				return n, true, fmt.Errorf("bad owner %q", ids[i+1])
+			v, err := config.ParseID(ids[i+1])
+			if err != nil {
+				return n, true, fmt.Errorf("bad owner: %w", err)
 			}
 			*dst = uint32(v)
 		}
