@@ -285,11 +285,6 @@ func (o object) path(k string, root bool) (string, *apiError) {
 	return p, checkPath(k, p, root)
 }
 
-var nodeTypes = map[string]dcache.Type{
-	"char": dcache.TypeChar, "block": dcache.TypeBlock, "dir": dcache.TypeDir,
-	"symlink": dcache.TypeSymlink, "fifo": dcache.TypeFifo, "socket": dcache.TypeSocket,
-}
-
 // registration is a validated POST /v1/register.
 type registration struct {
 	Path string
@@ -313,8 +308,8 @@ func decodeRegister(body []byte) (registration, *apiError) {
 	if !ok {
 		return reg, bad(wire.CodeMissingField, "type", "type is required (char, block, dir, symlink, fifo, socket)")
 	}
-	t, ok := nodeTypes[ts]
-	if !ok {
+	t, ok := dcache.ParseType(ts)
+	if !ok || t == dcache.TypeRegular {
 		return reg, bad(wire.CodeInvalidType, "type", "type %q is not one of char, block, dir, symlink, fifo, socket", ts)
 	}
 	reg.Spec.Type = t
@@ -343,7 +338,7 @@ func decodeRegister(body []byte) (registration, *apiError) {
 	if e != nil {
 		return reg, e
 	}
-	device := t == dcache.TypeChar || t == dcache.TypeBlock
+	device := t.Device()
 	switch {
 	case device && !hasMajor:
 		return reg, bad(wire.CodeMissingField, "major", "a %s device needs major", ts)

@@ -351,7 +351,7 @@ func eventRecord(it item) wire.Record {
 		rec.NodeType = ev.Type.String()
 		rec.Mode = fmt.Sprintf("%04o", ev.Mode&dcache.PermMask)
 		rec.Uid, rec.Gid = ev.Uid, ev.Gid
-		if ev.Type == dcache.TypeChar || ev.Type == dcache.TypeBlock {
+		if ev.Type.Device() {
 			rec.Major, rec.Minor = ev.Major, ev.Minor
 		}
 	}

@@ -29,6 +29,23 @@ func (t Type) String() string {
 	return "invalid"
 }
 
+// ParseType returns the Type whose String is s ("dir", "char", ...); ok is
+// false for any other string. It is the one reading of a node type's name:
+// the control API, the configuration, the state file and the helper's
+// stream all name types this way.
+func ParseType(s string) (t Type, ok bool) {
+	for i := TypeDir; int(i) < len(typeNames); i++ {
+		if typeNames[i] == s {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// Device reports whether t is a device type (TypeChar, TypeBlock): a node
+// with a device number.
+func (t Type) Device() bool { return t == TypeChar || t == TypeBlock }
+
 // ModeBits returns the S_IFMT bits of t.
 func (t Type) ModeBits() uint32 {
 	switch t {
