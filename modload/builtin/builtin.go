@@ -55,6 +55,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -89,7 +90,7 @@ func buildIndex(mods []Module) map[string][]int {
 			if err := n.Validate(); err != nil {
 				panic(fmt.Sprintf("builtin: module %s: %v", m.Name, err))
 			}
-			if n.Type != modload.Directory {
+			if n.Type != dcache.TypeDir {
 				if prev, ok := owner[n.Path]; ok {
 					panic(fmt.Sprintf("builtin: %s is provided by both %s and %s", n.Path, prev, m.Name))
 				}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -39,11 +40,11 @@ func (f *fakeNS) Register(n modload.Node) error {
 		return fmt.Errorf("fake: %s: %w", n.Path, syscall.EIO)
 	}
 	for p := path.Dir(n.Path); p != "."; p = path.Dir(p) {
-		if e, ok := f.nodes[p]; ok && e.Type != modload.Directory {
+		if e, ok := f.nodes[p]; ok && e.Type != dcache.TypeDir {
 			return fmt.Errorf("fake: %s: %w", p, syscall.ENOTDIR)
 		}
 		if _, ok := f.nodes[p]; !ok {
-			f.nodes[p] = modload.Node{Path: p, Type: modload.Directory, Perm: 0755}
+			f.nodes[p] = modload.Node{Path: p, Type: dcache.TypeDir, Perm: 0755}
 		}
 	}
 	if _, ok := f.nodes[n.Path]; ok {

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -71,7 +72,7 @@ func TestDeclinesAllocatesNothing(t *testing.T) {
 func TestDeclinesNoProvidedPath(t *testing.T) {
 	l := New(newFakeNS(), nil)
 	if _, err := l.SetExtensions([]Module{widgetModule(), {Name: "deep", Nodes: []modload.Node{
-		{Path: "a/b/c/node", Type: modload.CharDevice, Major: 240, Minor: 9, Perm: 0600},
+		{Path: "a/b/c/node", Type: dcache.TypeChar, Major: 240, Minor: 9, Perm: 0600},
 	}}}); err != nil {
 		t.Fatal(err)
 	}

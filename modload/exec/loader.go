@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/devfsd/devfsd/config"
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -199,9 +200,9 @@ func ParseRegisterLine(line string) (n modload.Node, ok bool, err error) {
 	var ids []string
 	switch f[1] {
 	case "char", "block":
-		n.Type, n.Perm = modload.CharDevice, 0600
+		n.Type, n.Perm = dcache.TypeChar, 0600
 		if f[1] == "block" {
-			n.Type = modload.BlockDevice
+			n.Type = dcache.TypeBlock
 		}
 		if len(rest) < 2 || len(rest) > 5 {
 			return n, true, fmt.Errorf("want: register %s PATH MAJOR MINOR [MODE [UID [GID]]]", f[1])
@@ -214,13 +215,13 @@ func ParseRegisterLine(line string) (n modload.Node, ok bool, err error) {
 		n.Major, n.Minor = uint32(ma), uint32(mi)
 		ids = rest[2:]
 	case "dir":
-		n.Type, n.Perm = modload.Directory, 0755
+		n.Type, n.Perm = dcache.TypeDir, 0755
 		if len(rest) > 3 {
 			return n, true, errors.New("want: register dir PATH [MODE [UID [GID]]]")
 		}
 		ids = rest
 	case "symlink":
-		n.Type, n.Perm = modload.Symlink, 0777
+		n.Type, n.Perm = dcache.TypeSymlink, 0777
 		if len(rest) != 1 {
 			return n, true, errors.New("want: register symlink PATH TARGET")
 		}
