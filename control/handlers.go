@@ -516,7 +516,7 @@ func (s *Server) handleHelper(w http.ResponseWriter, r *http.Request) *apiError 
 	}
 	c := credOf(r)
 	hc := &helperConn{reqs: make(chan helper.Request, helperQueue)}
-	sess, err := s.opts.Helper.Attach(helper.Identity{Pid: c.Pid, Uid: c.Uid, Gid: c.Gid}, hc)
+	sess, err := s.opts.Helper.Attach(c.Caller, hc)
 	if errors.Is(err, helper.ErrAttached) {
 		id, _ := s.opts.Helper.Attached()
 		return errf(http.StatusConflict, wire.CodeHelperAttached, "", "a helper is attached already (pid %d)", id.Pid)
@@ -541,7 +541,7 @@ func (s *Server) handleHelper(w http.ResponseWriter, r *http.Request) *apiError 
 			dir := req.Dir
 			if st.write(wire.Record{Type: "lookup", ID: req.ID, Dir: &dir, Name: req.Name,
 				Path:   joinPath(req.Dir, req.Name),
-				Caller: &wire.Caller{Pid: req.Caller.PID, Uid: req.Caller.UID, Gid: req.Caller.GID}}) != nil {
+				Caller: &req.Caller}) != nil {
 				return nil
 			}
 		case <-sub.Ready():

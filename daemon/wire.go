@@ -41,7 +41,5 @@ func (r nsRegistrar) Register(n modload.Node) error {
 // (lookup.Caller is dcache.Caller): wire it as
 // lookup.LoaderFunc(loaderFunc(l)).
 func loaderFunc(l modload.Loader) func(ctx context.Context, dir, name string, c dcache.Caller) error {
-	return func(ctx context.Context, dir, name string, c dcache.Caller) error {
-		return l.Load(ctx, dir, name, modload.Caller{PID: c.Pid, UID: c.Uid, GID: c.Gid})
-	}
+	return l.Load
 }

@@ -34,7 +34,7 @@ func TestBuiltinOverNamespace(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if err := l.Load(ctx, m.dir, m.name, modload.Caller{}); err != nil {
+				if err := l.Load(ctx, m.dir, m.name, dcache.Caller{}); err != nil {
 					t.Errorf("Load(%q, %q): %v", m.dir, m.name, err)
 				}
 			}()
@@ -80,7 +80,7 @@ func TestBuiltinOverNamespace(t *testing.T) {
 	}
 	// A name no module provides: ENOENT, and nothing registered.
 	before := ns.Root().Len()
-	if err := l.Load(ctx, "", "nosuchdevice", modload.Caller{}); !errors.Is(err, syscall.ENOENT) {
+	if err := l.Load(ctx, "", "nosuchdevice", dcache.Caller{}); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("unknown name: %v, want ENOENT", err)
 	}
 	if ns.Root().Len() != before {
@@ -109,11 +109,11 @@ func TestNSRegistrarEEXIST(t *testing.T) {
 func TestLoaderFuncPassesThrough(t *testing.T) {
 	type call struct {
 		dir, name string
-		c         modload.Caller
+		c         dcache.Caller
 	}
 	var got call
 	boom := errors.New("boom")
-	f := loaderFunc(modload.LoaderFunc(func(ctx context.Context, dir, name string, c modload.Caller) error {
+	f := loaderFunc(modload.LoaderFunc(func(ctx context.Context, dir, name string, c dcache.Caller) error {
 		got = call{dir, name, c}
 		return boom
 	}))
@@ -121,7 +121,7 @@ func TestLoaderFuncPassesThrough(t *testing.T) {
 	if !errors.Is(err, boom) {
 		t.Errorf("error %v not passed through", err)
 	}
-	if want := (call{"net", "tun", modload.Caller{PID: 42, UID: 1000, GID: 100}}); got != want {
+	if want := (call{"net", "tun", dcache.Caller{Pid: 42, Uid: 1000, Gid: 100, Origin: dcache.OriginFUSE}}); got != want {
 		t.Errorf("loader got %+v, want %+v", got, want)
 	}
 	// And the built-in loader through it: ENOENT for what no module has.

@@ -121,19 +121,22 @@ func (o Origin) String() string {
 	return "invalid"
 }
 
-// Caller identifies who made a request.
+// Caller identifies who made a request: the one identity of the tree, for
+// a change, a lookup that missed (loaders get it), an attached helper and
+// a control-socket peer. In JSON (the helper stream's "caller") it is
+// {"pid":..,"uid":..,"gid":..}: Origin and Mount stay inside the daemon.
 type Caller struct {
-	Pid    uint32 // process id (0 when not a process)
-	Uid    uint32
-	Gid    uint32
-	Origin Origin
+	Pid    uint32 `json:"pid"` // process id (0 when not a process)
+	Uid    uint32 `json:"uid"`
+	Gid    uint32 `json:"gid"`
+	Origin Origin `json:"-"`
 	// Mount, for OriginFUSE, names the mount the request came through
 	// (package fs numbers its servers from 1; 0: not said). A daemon may
 	// serve several mounts of one namespace (views): the kernel of the
 	// mount that made a change knows of it, the others must be told.
 	// dcache only carries it. It fits in Origin's padding: Caller stays
 	// 16 bytes.
-	Mount uint16
+	Mount uint16 `json:"-"`
 }
 
 // Attr is a consistent snapshot of a node's attributes. Its times are in

@@ -117,7 +117,7 @@ func (h *helperHost) Modload(ctx context.Context, devname string) ([]devfsdconf.
 		}
 	}
 	dir, base := path.Split(devname)
-	err := bl.Load(ctx, strings.TrimSuffix(dir, "/"), base, modload.Caller{})
+	err := bl.Load(ctx, strings.TrimSuffix(dir, "/"), base, dcache.Caller{})
 	if errors.Is(err, syscall.ENOENT) {
 		err = fmt.Errorf("%w: %w", err, fs.ErrNotExist)
 	}

@@ -176,15 +176,6 @@ func IgnoreExist(err error) error {
 	return err
 }
 
-// Caller is who made the lookup that missed, as the FUSE request header
-// says. Loaders may use it for policy or logs; the built-in loader ignores
-// it.
-type Caller struct {
-	PID uint32
-	UID uint32
-	GID uint32
-}
-
 // Loader loads what provides name in directory dir (a path as Registrar
 // takes it; "" is the root). It returns when the load is done: nil means
 // "done", whether or not anything was registered — the caller looks at the
@@ -194,7 +185,7 @@ type Caller struct {
 // concurrent use, honours ctx before it changes any state, and must not
 // look names up through the mount.
 type Loader interface {
-	Load(ctx context.Context, dir, name string, caller Caller) error
+	Load(ctx context.Context, dir, name string, caller dcache.Caller) error
 }
 
 // A Decliner is a Loader that can tell at once — without blocking, without
@@ -210,9 +201,9 @@ type Decliner interface {
 }
 
 // LoaderFunc adapts a function to a Loader.
-type LoaderFunc func(ctx context.Context, dir, name string, caller Caller) error
+type LoaderFunc func(ctx context.Context, dir, name string, caller dcache.Caller) error
 
 // Load calls f.
-func (f LoaderFunc) Load(ctx context.Context, dir, name string, caller Caller) error {
+func (f LoaderFunc) Load(ctx context.Context, dir, name string, caller dcache.Caller) error {
 	return f(ctx, dir, name, caller)
 }

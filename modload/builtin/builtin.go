@@ -201,7 +201,7 @@ func (l *Loader) RegisterBase(ctx context.Context) error {
 
 // Load loads every module that provides dir/name and returns when they are
 // loaded. The caller is ignored: the catalogue is the same for everyone.
-func (l *Loader) Load(ctx context.Context, dir, name string, _ modload.Caller) error {
+func (l *Loader) Load(ctx context.Context, dir, name string, _ dcache.Caller) error {
 	if err := modload.ValidateLookup(dir, name); err != nil {
 		return fmt.Errorf("builtin: %w", err)
 	}

@@ -45,7 +45,7 @@ func TestDeclinesExactlyWhatLoadCannotProvide(t *testing.T) {
 			continue
 		}
 		before := len(ns.nodes)
-		err := l.Load(context.Background(), tt.dir, tt.name, modload.Caller{})
+		err := l.Load(context.Background(), tt.dir, tt.name, dcache.Caller{})
 		if !errors.Is(err, syscall.ENOENT) || len(ns.nodes) != before {
 			t.Errorf("Load of declined %q/%q: %v, %d nodes registered; want ENOENT and none",
 				tt.dir, tt.name, err, len(ns.nodes)-before)

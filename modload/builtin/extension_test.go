@@ -125,7 +125,7 @@ func TestExtensionModulesLoadOnMissLikeTheCatalogue(t *testing.T) {
 			if len(ns.calls) != 0 {
 				t.Fatalf("SetExtensions registered %v", ns.calls)
 			}
-			if err := l.Load(context.Background(), "", name, modload.Caller{}); err != nil {
+			if err := l.Load(context.Background(), "", name, dcache.Caller{}); err != nil {
 				t.Fatal(err)
 			}
 			if !l.Loaded("widget") {
@@ -150,7 +150,7 @@ func TestExtensionModulesInCatalogueDirectoryLoadWithIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A lookup of the shared directory loads every module under it.
-	if err := l.Load(context.Background(), "", "net", modload.Caller{}); err != nil {
+	if err := l.Load(context.Background(), "", "net", dcache.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{"net/tun", "net/widget"} {
@@ -189,7 +189,7 @@ func TestExtensionModulesReplace(t *testing.T) {
 	if _, err := l.SetExtensions([]Module{widgetModule()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Load(ctx, "", "widget0", modload.Caller{}); err != nil {
+	if err := l.Load(ctx, "", "widget0", dcache.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	ns.mu.Lock()
@@ -206,7 +206,7 @@ func TestExtensionModulesReplace(t *testing.T) {
 	if !l.Loaded("widget") {
 		t.Error("the unchanged widget module lost its load state")
 	}
-	if err := l.Load(ctx, "", "widget0", modload.Caller{}); err != nil {
+	if err := l.Load(ctx, "", "widget0", dcache.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := ns.get("widget0"); ok {
@@ -227,7 +227,7 @@ func TestExtensionModulesReplace(t *testing.T) {
 	if l.Loaded("widget") {
 		t.Error("a changed module kept its load state")
 	}
-	if err := l.Load(ctx, "", "widget1", modload.Caller{}); err != nil {
+	if err := l.Load(ctx, "", "widget1", dcache.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{"widget0", "widget1"} {
@@ -250,7 +250,7 @@ func TestExtensionModulesReplace(t *testing.T) {
 	ns.mu.Lock()
 	delete(ns.nodes, "widget1")
 	ns.mu.Unlock()
-	if err := l.Load(ctx, "", "widget1", modload.Caller{}); !errors.Is(err, syscall.ENOENT) {
+	if err := l.Load(ctx, "", "widget1", dcache.Caller{}); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("Load of a removed module's name: %v", err)
 	}
 	if _, err := l.SetExtensions(nil); err != nil || l.Extensions() != nil {
@@ -287,7 +287,7 @@ func TestExtensionModulesReplacedDuringLoads(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 200; i++ {
-				if err := l.Load(context.Background(), "", "widget0", modload.Caller{}); err != nil {
+				if err := l.Load(context.Background(), "", "widget0", dcache.Caller{}); err != nil {
 					errc <- err
 					return
 				}

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"syscall"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 	"github.com/devfsd/devfsd/modload/helper"
 )
@@ -78,7 +79,7 @@ var _ modload.Decliner = Loader{}
 
 // Load implements modload.Loader: the helper while one is attached, the
 // fallback while none is or when the helper went away before answering.
-func (c Loader) Load(ctx context.Context, dir, name string, caller modload.Caller) error {
+func (c Loader) Load(ctx context.Context, dir, name string, caller dcache.Caller) error {
 	if c.Helper != nil {
 		err := c.Helper.Load(ctx, dir, name, caller)
 		if !errors.Is(err, helper.ErrNotAttached) && !errors.Is(err, helper.ErrGone) {

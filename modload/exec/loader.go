@@ -119,7 +119,7 @@ func (l *Loader) Close() { l.run.Stop() }
 
 // Load runs the program for dir/name and returns when it exits or is
 // killed.
-func (l *Loader) Load(ctx context.Context, dir, name string, _ modload.Caller) error {
+func (l *Loader) Load(ctx context.Context, dir, name string, _ dcache.Caller) error {
 	if err := modload.ValidateLookup(dir, name); err != nil {
 		return fmt.Errorf("exec: %w", err)
 	}
