@@ -38,7 +38,7 @@ func (r nsRegistrar) Register(n modload.Node) error {
 }
 
 // loaderFunc adapts a modload.Loader to the shape of lookup's Loader
-// (lookup.Caller is dcache.Caller): wire it as
+// (its Caller is dcache.Caller): wire it as
 // lookup.LoaderFunc(loaderFunc(l)).
 func loaderFunc(l modload.Loader) func(ctx context.Context, dir, name string, c dcache.Caller) error {
 	return l.Load
