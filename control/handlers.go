@@ -346,7 +346,7 @@ const (
 func eventRecord(it item) wire.Record {
 	ev := &it.ev
 	rec := wire.Record{Type: "event", Seq: ev.Seq, Time: it.at.UTC().Format(time.RFC3339Nano),
-		Kind: ev.Kind.String(), Path: ev.Path, Origin: ev.Origin.Origin.String(), Pid: ev.Origin.Pid}
+		Kind: ev.Kind.String(), Path: ev.Path, Origin: ev.Caller.Origin.String(), Pid: ev.Caller.Pid}
 	if ev.Kind != dcache.KindLookup {
 		rec.NodeType = ev.Type.String()
 		rec.Mode = fmt.Sprintf("%04o", ev.Mode&dcache.PermMask)
@@ -528,7 +528,7 @@ func (s *Server) handleHelper(w http.ResponseWriter, r *http.Request) *apiError 
 	// The helper's own changes (OriginLoader) are not echoed to it; nor
 	// are LOOKUP events, which it receives as requests.
 	sub := s.opts.Hub.Subscribe(buf, func(ev *dcache.Event) bool {
-		return ev.Kind != dcache.KindLookup && ev.Origin.Origin != dcache.OriginLoader
+		return ev.Kind != dcache.KindLookup && ev.Caller.Origin != dcache.OriginLoader
 	})
 	defer sub.Close()
 	st := startStream(w)
@@ -548,7 +548,7 @@ func (s *Server) handleHelper(w http.ResponseWriter, r *http.Request) *apiError 
 			items, ov := sub.Take()
 			for _, it := range items {
 				// Changes the helper made through the mount are its own too.
-				if it.ev.Origin.Origin == dcache.OriginFUSE && s.opts.Helper.IsHelper(it.ev.Origin.Pid) {
+				if it.ev.Caller.Origin == dcache.OriginFUSE && s.opts.Helper.IsHelper(it.ev.Caller.Pid) {
 					continue
 				}
 				if st.write(eventRecord(it)) != nil {
