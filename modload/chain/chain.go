@@ -27,15 +27,15 @@ import (
 type Loader struct {
 	Helper   *helper.Loader
 	Fallback modload.Loader
-	// FallbackName names the fallback for Which ("builtin", "exec",
+	// FallbackName names the fallback for LoaderName ("builtin", "exec",
 	// "none"); empty: "fallback".
 	FallbackName string
 }
 
-// Which names the loader a load starting now would ask: "helper" while a
+// LoaderName names the loader a load starting now would ask: "helper" while a
 // helper is attached, else the fallback's name ("none" without one). For
 // metrics and the audit log; a helper may attach or go in between.
-func (c Loader) Which() string {
+func (c Loader) LoaderName() string {
 	if c.helperAttached() {
 		return "helper"
 	}

@@ -120,8 +120,8 @@ func TestWhich(t *testing.T) {
 		{Loader{Helper: h, Fallback: fb}, "fallback"},
 		{Loader{Helper: h, Fallback: fb, FallbackName: "builtin"}, "builtin"},
 	} {
-		if got := tc.c.Which(); got != tc.want {
-			t.Errorf("Which() = %q, want %q", got, tc.want)
+		if got := tc.c.LoaderName(); got != tc.want {
+			t.Errorf("LoaderName() = %q, want %q", got, tc.want)
 		}
 	}
 	s, err := h.Attach(dcache.Caller{Pid: uint32(os.Getpid())}, conn{make(chan helper.Request, 1)})
@@ -129,7 +129,7 @@ func TestWhich(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Detach("test")
-	if got := (Loader{Helper: h, Fallback: fb, FallbackName: "builtin"}).Which(); got != "helper" {
+	if got := (Loader{Helper: h, Fallback: fb, FallbackName: "builtin"}).LoaderName(); got != "helper" {
 		t.Errorf("with a helper attached: %q", got)
 	}
 }
