@@ -64,6 +64,26 @@ type Config struct {
 	ExecProgram string        `yaml:"exec_program"`
 	ExecTimeout time.Duration `yaml:"exec_timeout"`
 
+	// Devices is where the namespace's devices come from (DESIGN.md
+	// section 8): "kernel" (this machine's, modload/kernel: every device
+	// of sysfs at start, the kernel's uevents after, and a lookup miss
+	// for a name modules.devname lists loads its module), "catalogue"
+	// (the built-in catalogue: its base set at start, its modules on a
+	// miss) or "none" (only what users, the control API and the helper
+	// register). Empty: kernel when /sys/dev/char lists devices and the
+	// daemon runs in the initial user namespace, unless modules (which
+	// extend the catalogue) are set; else catalogue. The choice is
+	// logged at start. With kernel the catalogue never registers a
+	// device: loader builtin means the kernel's module autoload, loader
+	// exec runs its program for the names the kernel has nothing for.
+	Devices string `yaml:"devices"`
+	// ModulesDevname is the modules.devname file of devices kernel (empty:
+	// /lib/modules/$(uname -r)/modules.devname); Modprobe the program it
+	// runs as "Modprobe -q -- MODULE" (empty: the kernel's own,
+	// /proc/sys/kernel/modprobe, else /sbin/modprobe). Absolute paths.
+	ModulesDevname string `yaml:"modules_devname"`
+	Modprobe       string `yaml:"modprobe"`
+
 	// Socket is the control socket's path (HTTP/1.1 + JSON, docs/api.md).
 	// Empty: /run/devfsd/ followed by the mountpoint escaped as systemd
 	// escapes paths and ".sock" (the mount on /dev: /run/devfsd/dev.sock),
@@ -98,12 +118,24 @@ type Config struct {
 	MaxNodes int64 `yaml:"max_nodes"`
 
 	// MaxFileSize caps a regular file's size; growing past it is EFBIG.
-	// MaxBytes caps the content of all regular files together; past it a
-	// write is ENOSPC. In the file and on the command line: bytes, or a
-	// number with KiB, MiB or GiB. The defaults are dcache's: /dev holds
-	// small files.
+	// Files are sparse (a size costs nothing until written), so the
+	// default, 0, is the kernel's own limit (MAX_LFS_FILESIZE), as on
+	// tmpfs. MaxBytes caps what all regular files store together, holes
+	// excluded; past it a write is ENOSPC. In the file and on the command
+	// line: bytes, or a number with KiB, MiB or GiB.
 	MaxFileSize Size `yaml:"max_file_size"`
 	MaxBytes    Size `yaml:"max_bytes"`
+
+	// Pts and Shm are the special mounts of every mount, the main one and
+	// each view: a devpts instance of its own on pts (its ptmx opens
+	// it; pty numbers are the mount's own) and a tmpfs of ShmSize on shm
+	// (fs.MountSpecials). "on": mounted if the daemon can, else it logs
+	// why and runs without; "off": not mounted; "required": a mount that
+	// cannot have it fails (at start, the start). ShmSize defaults to
+	// 64MiB, the /dev/shm of a Docker, Podman or Kubernetes container.
+	Pts     string `yaml:"pts"`
+	Shm     string `yaml:"shm"`
+	ShmSize Size   `yaml:"shm_size"`
 
 	// Debug logs every FUSE request and reply (go-fuse's Debug).
 	Debug bool `yaml:"debug"`
@@ -255,8 +287,11 @@ func Defaults() Config {
 		Dev:                true,
 		Readdirplus:        "auto",
 		MaxNodes:           1 << 20,
-		MaxFileSize:        1 << 20,
+		MaxFileSize:        0,
 		MaxBytes:           64 << 20,
+		Pts:                "on",
+		Shm:                "on",
+		ShmSize:            64 << 20,
 		LogLevel:           "info",
 		LogFormat:          "auto",
 		ViewsDir:           DefaultViewsDir,
@@ -315,6 +350,21 @@ func (c *Config) Validate() error {
 	case c.Loader != "exec" && c.ExecProgram != "":
 		bad("exec_program", "set, but loader is %q, not exec", c.Loader)
 	}
+	if !oneOf(c.Devices, "", "kernel", "catalogue", "none") {
+		bad("devices", "%q is not a device source (kernel, catalogue or none; empty: kernel where the machine's sysfs is visible, else catalogue)", c.Devices)
+	}
+	for _, p := range []struct{ key, v string }{{"modules_devname", c.ModulesDevname}, {"modprobe", c.Modprobe}} {
+		switch {
+		case p.v == "":
+		case !filepath.IsAbs(p.v):
+			bad(p.key, "%q is not an absolute path", p.v)
+		case c.Devices == "catalogue" || c.Devices == "none":
+			bad(p.key, "set, but devices is %s, not kernel", c.Devices)
+		}
+	}
+	if c.Devices == "kernel" && len(c.Modules) > 0 {
+		bad("modules", "set, but devices is kernel; extension modules extend the built-in catalogue")
+	}
 	if c.Socket != "" && c.Socket != "none" && !filepath.IsAbs(c.Socket) {
 		bad("socket", "%q is not an absolute path (or none)", c.Socket)
 	} else if len(c.SocketPath(c.Mountpoint)) > maxSocketPath {
@@ -343,13 +393,19 @@ func (c *Config) Validate() error {
 	if c.MaxNodes < 1 {
 		bad("max_nodes", "%d must be at least 1", c.MaxNodes)
 	}
-	if c.MaxFileSize < 0 || c.MaxFileSize > 1<<40 {
-		bad("max_file_size", "%v is out of range [0, 1024GiB]", c.MaxFileSize)
+	if c.MaxFileSize < 0 {
+		bad("max_file_size", "%v is negative (0: the kernel's limit)", c.MaxFileSize)
 	}
 	if c.MaxBytes < 0 || c.MaxBytes > 1<<40 {
 		bad("max_bytes", "%v is out of range [0, 1024GiB]", c.MaxBytes)
-	} else if c.MaxBytes < c.MaxFileSize {
-		bad("max_bytes", "%v is less than max_file_size %v", c.MaxBytes, c.MaxFileSize)
+	}
+	for _, sp := range []struct{ key, v string }{{"pts", c.Pts}, {"shm", c.Shm}} {
+		if !oneOf(sp.v, "on", "off", "required") {
+			bad(sp.key, "%q is not one of on, off, required", sp.v)
+		}
+	}
+	if c.ShmSize < 4<<10 || c.ShmSize > 1<<40 {
+		bad("shm_size", "%v is out of range [4KiB, 1024GiB]", c.ShmSize)
 	}
 	// zap's level names (cmd builds the logger at this level).
 	if !oneOf(strings.ToLower(c.LogLevel), "debug", "info", "warn", "error", "dpanic", "panic", "fatal") {

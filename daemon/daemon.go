@@ -32,6 +32,7 @@ import (
 	"github.com/devfsd/devfsd/modload/builtin"
 	"github.com/devfsd/devfsd/modload/chain"
 	"github.com/devfsd/devfsd/modload/helper"
+	"github.com/devfsd/devfsd/modload/kernel"
 )
 
 // ErrUnmountedOutside is Run's error when the main mount went away while
@@ -64,6 +65,7 @@ type Daemon struct {
 	events    fanout       // the namespace's event sink
 	hub       *control.Hub // nil with socket: none
 	ns        *dcache.Namespace
+	ks        *kernel.Source // devices kernel: the kernel's device source; else nil
 	res       *lookup.Resolver
 	srv       *fs.Server
 	vm        *viewManager
@@ -149,10 +151,17 @@ func (d *Daemon) build() (err error) {
 	if _, err := bl.SetExtensions(modules(cfg.Modules)); err != nil { // modules:, validated
 		return err
 	}
-	if err := bl.RegisterBase(context.Background()); err != nil {
-		return fmt.Errorf("registering the base set: %w", err)
+	devices, why := chooseDevices(cfg)
+	log.Info("device source", zap.String("devices", devices), zap.String("why", why))
+	if d.ks, err = startDevices(devices, cfg, ns, bl, log); err != nil {
+		return err
 	}
 	if err := d.hooks.populateTree(ns, log); err != nil {
+		return err
+	}
+	// pts and shm are in the namespace before its first mount
+	// (fs.PrepareSpecials says why).
+	if err := fs.PrepareSpecials(ns, specialOpts(cfg)); err != nil {
 		return err
 	}
 	if d.stopPprof, err = d.hooks.startPprof(log); err != nil {
@@ -161,7 +170,7 @@ func (d *Daemon) build() (err error) {
 	}
 	// The fallback (builtin, exec or none) is built by loaders, which a
 	// reload asks again (reload.go).
-	lds := &loaders{ns: ns, bl: bl, log: log, wrap: func(l modload.Loader) modload.Loader { return d.hooks.wrapLoader(l, log) }}
+	lds := &loaders{ns: ns, bl: bl, ks: d.ks, devices: devices, log: log, wrap: func(l modload.Loader) modload.Loader { return d.hooks.wrapLoader(l, log) }}
 	fallback, err := lds.fallback(cfg)
 	if err != nil {
 		return err
@@ -169,7 +178,7 @@ func (d *Daemon) build() (err error) {
 	// An attached helper answers every miss; the fallback answers while
 	// none is. The helper and its descendants bypass the lookup wait.
 	hl := helper.New(log)
-	loader := chain.Loader{Helper: hl, Fallback: fallback, FallbackName: cfg.Loader}
+	loader := chain.Loader{Helper: hl, Fallback: fallback, FallbackName: lds.fallbackName(cfg)}
 	d.res = lookup.New(ns, loader, lookup.Options{
 		Timeout: cfg.LoaderTimeout,
 		// The exec loader's programs (their process groups) bypass too.
@@ -192,14 +201,14 @@ func (d *Daemon) build() (err error) {
 		Journal:            x.fsJournal(), // changes are answered once kept
 	})
 	x.wire(ns, d.res, d.srv, d.hub)
-	d.vm = newViewManager(d.srv, mux, cfg.ViewsDir, log.Named("views"))
+	d.vm = newViewManager(d.srv, mux, cfg.ViewsDir, specialOpts(cfg), log.Named("views"))
 	d.rl = &reloader{reread: o.Reread, log: log.Named("reload"), ns: ns, res: d.res, srv: d.srv,
 		hl: hl, loaders: lds, metrics: x.metrics, cfg: cfg}
 	// The socket is made before the mount (a live socket of another
 	// daemon fails the start before anything is mounted) and served once
 	// the mount is live, before READY=1.
 	if sock != "" {
-		res, srv := d.res, d.srv
+		res, srv, ks := d.res, d.srv, d.ks
 		d.ctl, err = control.Listen(control.Options{
 			Path:         sock,
 			Mode:         iofs.FileMode(cfg.SocketMode),
@@ -208,7 +217,7 @@ func (d *Daemon) build() (err error) {
 			Namespace:    ns,
 			Hub:          d.hub,
 			Helper:       hl,
-			Fallback:     cfg.Loader,
+			Fallback:     lds.fallbackName(cfg),
 			SyncNotifies: srv.SyncNotifies,
 			Metrics:      x.handler,
 			Reload:       d.rl.reload,
@@ -217,11 +226,13 @@ func (d *Daemon) build() (err error) {
 			Views:        d.vm,
 			Extra: func() map[string]uint64 {
 				ls, st := res.Stats(), srv.Stats()
-				return map[string]uint64{
+				m := map[string]uint64{
 					"lookup_in_flight": uint64(ls.InFlight), "lookup_loads": uint64(ls.Loads),
 					"notify_sent": st.Notify.Sent, "notify_dropped": st.Notify.Dropped,
 					"notify_failed": st.Notify.Failed,
 				}
+				kernelStats(ks, m)
+				return m
 			},
 			Logger: log.Named("control"),
 		})
@@ -254,6 +265,11 @@ func (d *Daemon) run(ctx context.Context) error {
 	stopNotify := context.AfterFunc(ctx, d.lc.Stopping)
 	defer stopNotify()
 	if err := d.srv.Mount(d.cfg.Mountpoint); err != nil {
+		return err
+	}
+	// Its pts and shm, once it serves; its Shutdown detaches them first.
+	if _, err := d.srv.MountSpecials(specialOpts(d.cfg)); err != nil {
+		d.stop()
 		return err
 	}
 	if err := d.vm.start(d.views); err != nil { // --view: live before READY=1
@@ -325,6 +341,9 @@ func (d *Daemon) release() error {
 	} else if d.ctl != nil {
 		stopControl(d.ctl, d.log)
 	}
+	if d.ks != nil {
+		d.ks.Close() // hotplug stops once the mounts are down
+	}
 	if d.stopPprof != nil {
 		d.stopPprof()
 	}
@@ -365,4 +384,9 @@ func checkSocketDir(cfg config.Config) error {
 			"set XDG_RUNTIME_DIR for a socket of your own, or pass --socket PATH, or --socket none", sock, os.Geteuid(), err)}
 	}
 	return nil
+}
+
+// specialOpts are the special mounts of every mount of cfg's daemon.
+func specialOpts(cfg config.Config) fs.SpecialOpts {
+	return fs.SpecialOpts{Pts: fs.SpecialMode(cfg.Pts), Shm: fs.SpecialMode(cfg.Shm), ShmSize: int64(cfg.ShmSize)}
 }

@@ -27,6 +27,11 @@ func (lc loggedConfig) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		enc.AddString("exec_program", c.ExecProgram)
 		enc.AddString("exec_timeout", c.ExecTimeout.String())
 	}
+	enc.AddString("devices", c.Devices)
+	if c.Devices == "kernel" || c.Devices == "" {
+		enc.AddString("modules_devname", c.ModulesDevname)
+		enc.AddString("modprobe", c.Modprobe)
+	}
 	enc.AddString("socket", c.SocketPath(c.Mountpoint))
 	enc.AddString("socket_mode", c.SocketMode.String())
 	enc.AddInt64("control_uid", c.ControlUID)
@@ -39,6 +44,9 @@ func (lc loggedConfig) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddInt64("max_nodes", c.MaxNodes)
 	enc.AddString("max_file_size", c.MaxFileSize.String())
 	enc.AddString("max_bytes", c.MaxBytes.String())
+	enc.AddString("pts", c.Pts)
+	enc.AddString("shm", c.Shm)
+	enc.AddString("shm_size", c.ShmSize.String())
 	enc.AddBool("debug", c.Debug)
 	enc.AddString("log_level", c.LogLevel)
 	enc.AddString("log_format", c.LogFormat)

@@ -49,12 +49,13 @@ func clearMountpoint(dir string, mountOver bool, log *zap.Logger) error {
 			dead, why := fuseDead(dir)
 			if dead {
 				conn := fuseConnection(top)
+				below := mountsBelow(dir) // its pts and shm: the lazy unmount takes them too
 				if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
 					return fmt.Errorf("mountpoint %s: a dead FUSE mount is there (%s) and cannot be cleared: %w", dir, why, err)
 				}
 				log.Warn("cleared a dead FUSE mount whose server is gone (lazy unmount)",
 					zap.String("mountpoint", dir), zap.String("fstype", top.FSType), zap.String("source", top.Source),
-					zap.String("connection", conn), zap.String("probe", why))
+					zap.String("connection", conn), zap.String("probe", why), zap.Strings("with", below))
 				continue
 			}
 			what += ", " + why
@@ -67,6 +68,21 @@ func clearMountpoint(dir string, mountOver bool, log *zap.Logger) error {
 		return fmt.Errorf("mountpoint %s: %s is mounted there and live; unmount it, or pass --mount-over to mount over it", dir, what)
 	}
 	return fmt.Errorf("mountpoint %s: more than %d dead mounts are stacked there", dir, maxStacked)
+}
+
+// mountsBelow lists what is mounted beneath dir (not on it), for a log.
+func mountsBelow(dir string) []string {
+	ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return []string{"(the mount table: " + err.Error() + ")"}
+	}
+	var r []string
+	for _, m := range ms {
+		if m.Mountpoint != dir {
+			r = append(r, m.Mountpoint+" ("+m.FSType+")")
+		}
+	}
+	return r
 }
 
 func isFUSE(fstype string) bool {

@@ -24,6 +24,7 @@ import (
 	"github.com/devfsd/devfsd/modload/chain"
 	mexec "github.com/devfsd/devfsd/modload/exec"
 	"github.com/devfsd/devfsd/modload/helper"
+	"github.com/devfsd/devfsd/modload/kernel"
 )
 
 // Reload (SIGHUP, POST /v1/reload, devfsd ctl reload) re-reads the
@@ -49,18 +50,26 @@ const notifySyncTimeout = 2 * time.Second
 type loaders struct {
 	ns      *dcache.Namespace
 	bl      *builtin.Loader
+	ks      *kernel.Source // devices kernel; else nil
+	devices string         // the device source chosen at start: kernel, catalogue, none
 	log     *zap.Logger
 	wrap    func(modload.Loader) modload.Loader // the test hooks' (testhooks.go); identity without them
 	execs   atomic.Pointer[[]*mexec.Loader]     // every exec loader made
 	makeMux sync.Mutex
 }
 
-// fallback returns cfg's fallback loader (nil for none).
+// fallback returns cfg's fallback loader (nil for none). The built-in
+// catalogue answers only with devices catalogue: with kernel, loader
+// builtin is the kernel's module autoload, and exec's program is asked
+// for the names the kernel has nothing for (kernel.Then); with none,
+// builtin is nothing.
 func (l *loaders) fallback(cfg config.Config) (modload.Loader, error) {
 	var fb modload.Loader
 	switch cfg.Loader {
 	case "builtin":
-		fb = l.bl
+		if l.devices == "catalogue" {
+			fb = l.bl
+		}
 	case "exec":
 		el, err := mexec.New(mexec.Options{Program: cfg.ExecProgram, Timeout: cfg.ExecTimeout,
 			Mountpoint: cfg.Mountpoint, Socket: cfg.SocketPath(cfg.Mountpoint),
@@ -78,15 +87,35 @@ func (l *loaders) fallback(cfg config.Config) (modload.Loader, error) {
 		l.makeMux.Unlock()
 		fb = el
 	}
+	if l.ks != nil && cfg.Loader != "none" {
+		fb = kernel.Then{Source: l.ks, Next: fb}
+	}
 	if fb != nil {
 		fb = l.wrap(fb)
 	}
 	return fb, nil
 }
 
+// fallbackName names cfg's fallback for metrics, the audit log and the
+// socket's stats: "kernel" where the kernel source answers misses.
+func (l *loaders) fallbackName(cfg config.Config) string {
+	switch {
+	case l.ks != nil && cfg.Loader == "builtin":
+		return "kernel"
+	case l.ks != nil && cfg.Loader == "exec":
+		return "kernel+exec"
+	case l.devices == "none" && cfg.Loader == "builtin":
+		return "none"
+	}
+	return cfg.Loader
+}
+
 // isExec reports whether pid is in the process group of a program an exec
 // loader runs.
 func (l *loaders) isExec(pid uint32) bool {
+	if l.ks != nil && l.ks.IsLoader(pid) {
+		return true // the kernel source's modprobe
+	}
 	p := l.execs.Load()
 	if p == nil {
 		return false
@@ -194,7 +223,7 @@ func (r *reloader) reloadLocked(ctx context.Context) (wire.Reload, error) {
 		invalidate = true
 	}
 	if newChain {
-		r.res.SetLoader(chain.Loader{Helper: r.hl, Fallback: fb, FallbackName: next.Loader})
+		r.res.SetLoader(chain.Loader{Helper: r.hl, Fallback: fb, FallbackName: r.loaders.fallbackName(next)})
 		// A name the old loader could not provide may be one the new
 		// one can: drop every cached miss, here and in the kernel. Names
 		// that exist keep their answer and are left alone.
@@ -219,7 +248,7 @@ func (r *reloader) reloadLocked(ctx context.Context) (wire.Reload, error) {
 		cancel()
 	}
 	if r.ctl != nil {
-		r.ctl.SetFallback(next.Loader)
+		r.ctl.SetFallback(r.loaders.fallbackName(next))
 		if err := r.ctl.SetWriters(next.ControlUID, next.ControlGID); err != nil {
 			r.log.Warn("reload: the socket's group could not be changed", zap.Error(err))
 		}

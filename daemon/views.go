@@ -77,6 +77,7 @@ type viewManager struct {
 	main     *fs.Server // the main mount's server, mounted before any view
 	viewsDir string     // views mount only beneath it
 	mux      *fs.NotifyMux
+	specials fs.SpecialOpts // every view's pts and shm
 	log      *zap.Logger
 
 	mu     sync.Mutex
@@ -89,8 +90,8 @@ type viewMount struct {
 	srv  *fs.Server
 }
 
-func newViewManager(main *fs.Server, mux *fs.NotifyMux, viewsDir string, log *zap.Logger) *viewManager {
-	return &viewManager{main: main, mux: mux, viewsDir: viewsDir, log: log, views: map[string]*viewMount{}}
+func newViewManager(main *fs.Server, mux *fs.NotifyMux, viewsDir string, specials fs.SpecialOpts, log *zap.Logger) *viewManager {
+	return &viewManager{main: main, mux: mux, viewsDir: viewsDir, specials: specials, log: log, views: map[string]*viewMount{}}
 }
 
 var _ control.Views = (*viewManager)(nil)
@@ -190,6 +191,11 @@ func (m *viewManager) add(v wire.View, view *viewpath.View) (wire.ViewInfo, erro
 	}
 	if err := srv.Mount(v.Mountpoint); err != nil {
 		srv.Shutdown() // takes its queue out of the mux; nothing was mounted
+		return wire.ViewInfo{}, control.NewError(http.StatusInternalServerError, wire.CodeMountFailed, "mountpoint", "%v", err)
+	}
+	// The view's own pts and shm; every Shutdown of it detaches them first.
+	if _, err := srv.MountSpecials(m.specials); err != nil {
+		srv.Shutdown()
 		return wire.ViewInfo{}, control.NewError(http.StatusInternalServerError, wire.CodeMountFailed, "mountpoint", "%v", err)
 	}
 	vm := &viewMount{spec: v, srv: srv}

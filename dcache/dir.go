@@ -327,7 +327,7 @@ func (d *Node) createLocked(name string, t Type, mode, uid, gid, major, minor ui
 	n := d.ns.newNode(t, mode, uid, gid, now)
 	n.major, n.minor = major, minor
 	if t == TypeSymlink {
-		n.data = []byte(target) // immutable: see Node.target
+		n.symlink = target // immutable: see Node.symlink
 	}
 	if len(times) == 2 { // Spec.Atime, Spec.Mtime of a registration
 		if !times[0].IsZero() {

@@ -20,9 +20,12 @@ type Options struct {
 	// MaxDepth bounds the number of path components of any node (ENOSPC).
 	// Default 64.
 	MaxDepth int
-	// MaxFileSize bounds a regular file's size (EFBIG). Default 1 MiB.
+	// MaxFileSize bounds a regular file's size (EFBIG). Default
+	// MaxFileSizeLimit, the kernel's own limit: files are sparse, so a
+	// size costs nothing until it is written (file.go).
 	MaxFileSize int64
-	// MaxBytes bounds the content of all linked regular files (ENOSPC).
+	// MaxBytes bounds the content stored by all regular files that are
+	// linked or open (ENOSPC): what their pages hold, holes excluded.
 	// Default 64 MiB.
 	MaxBytes int64
 	// NegativeTTL is how long a miss stays cached. Default 1 s; negative
@@ -61,7 +64,7 @@ type Namespace struct {
 
 	inos   atomic.Uint64                 // last inode number handed out
 	nodes  atomic.Int64                  // linked nodes
-	bytes  atomic.Int64                  // content bytes of linked regular files
+	bytes  atomic.Int64                  // content bytes stored by linked or open regular files
 	byType [TypeRegular + 1]atomic.Int64 // linked nodes by type, for metrics
 	// negTTL is how long a miss stays cached, in nanoseconds (<= 0: not
 	// at all); SetNegativeTTL changes it while the namespace is in use.
@@ -90,7 +93,7 @@ func New(opts Options) *Namespace {
 		opts.MaxDepth = 64
 	}
 	if opts.MaxFileSize <= 0 {
-		opts.MaxFileSize = 1 << 20
+		opts.MaxFileSize = MaxFileSizeLimit
 	}
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = 64 << 20

@@ -5,7 +5,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/devfsd/devfsd/sync/rwsem"
 )
@@ -34,11 +33,12 @@ type Node struct {
 	link atomic.Pointer[dentry]
 
 	attrMu sync.Mutex // after every dir mu, before the event queue lock; never two held
-	// Guarded by attrMu:
-	// data is a regular file's content, or a symlink's target (immutable
-	// for a symlink, set before the node is published; read as a string
-	// without a copy by target).
-	data []byte
+	// symlink is a symlink's target: immutable, set before the node is
+	// published.
+	symlink string
+	// file is a regular file's content (file.go), nil until the file
+	// first stores or opens anything. Guarded by attrMu.
+	file *fileContent
 	// The times (atime, mtime, ctime), as seconds and nanoseconds since
 	// the Unix epoch: 12 bytes each instead of a time.Time's 24 (see
 	// setTimeLocked); the node is the namespace's unit of memory.
@@ -54,8 +54,12 @@ type Node struct {
 	gid   uint32
 	nlink uint32 // dirs: 2 + subdirectories while linked, 0 once removed
 
-	typ      Type // immutable
-	unlinked bool // guarded by attrMu: nlink reached 0, content no longer charged to MaxBytes
+	typ Type // immutable
+	// unlinked, guarded by attrMu: nlink reached 0. A regular file's
+	// content counts against MaxBytes while the file is linked or open
+	// (Node.Open), as on tmpfs; the last Close of an unlinked file frees
+	// it, and that of a file unlinked while closed goes with the node.
+	unlinked bool
 }
 
 // The times of a node, indexes of Node.sec and Node.nsec.
@@ -80,10 +84,7 @@ func (n *Node) timeLocked(i int) time.Time {
 
 // target returns a symlink's target (immutable), "" for other types.
 func (n *Node) target() string {
-	if n.typ != TypeSymlink {
-		return ""
-	}
-	return unsafe.String(unsafe.SliceData(n.data), len(n.data))
+	return n.symlink
 }
 
 // dirState is the directory part of a Node.
@@ -162,9 +163,11 @@ func (n *Node) attrLocked() Attr {
 	}
 	switch n.typ {
 	case TypeRegular:
-		a.Size = uint64(len(n.data))
+		if n.file != nil {
+			a.Size, a.Stored = n.file.size, uint64(n.file.stored)
+		}
 	case TypeSymlink:
-		a.Size = uint64(len(n.data))
+		a.Size = uint64(len(n.symlink))
 	}
 	return a
 }
@@ -313,35 +316,48 @@ func (n *Node) eventNoPathLocked(k Kind, c Caller) Event {
 	return ev
 }
 
-// resizeLocked sets the content length. Preconditions: n.attrMu held, n is
-// a regular file.
+// chargedLocked reports whether the content counts against MaxBytes: the
+// file is linked, or open. Preconditions: n.attrMu held.
+func (n *Node) chargedLocked() bool {
+	return !n.unlinked || (n.file != nil && n.file.opens > 0)
+}
+
+// chargeLocked returns the function that approves content growth: a
+// charge against MaxBytes while the content counts, else nothing.
+// Preconditions: n.attrMu held (for as long as the function is used).
+func (n *Node) chargeLocked() func(int64) bool {
+	if !n.chargedLocked() {
+		return func(int64) bool { return true }
+	}
+	return n.ns.chargeBytes
+}
+
+// contentLocked returns the file's content, made on first use.
+// Preconditions: n.attrMu held, n is a regular file.
+func (n *Node) contentLocked() *fileContent {
+	if n.file == nil {
+		n.file = &fileContent{}
+	}
+	return n.file
+}
+
+// resizeLocked sets the content length: growing stores nothing (file.go).
+// Preconditions: n.attrMu held, n is a regular file.
 func (n *Node) resizeLocked(size uint64) error {
 	if size > uint64(n.ns.opts.MaxFileSize) {
 		return pathErr("truncate", n.Path(), syscall.EFBIG)
 	}
-	old := uint64(len(n.data))
-	if size > old && !n.unlinked {
-		if !n.ns.chargeBytes(int64(size - old)) {
-			return pathErr("truncate", n.Path(), syscall.ENOSPC)
-		}
-	} else if size < old && !n.unlinked {
-		n.ns.bytes.Add(-int64(old - size))
-	}
-	if size <= uint64(cap(n.data)) {
-		if size > old {
-			clear(n.data[old:size])
-		}
-		n.data = n.data[:size]
+	if n.file == nil && size == 0 {
 		return nil
 	}
-	d := make([]byte, size)
-	copy(d, n.data)
-	n.data = d
+	if freed := n.contentLocked().truncate(size); freed > 0 && n.chargedLocked() {
+		n.ns.bytes.Add(-freed)
+	}
 	return nil
 }
 
-// ReadAt reads a regular file's content at off, like pread(2): it returns
-// 0, nil at or past the end.
+// ReadAt reads a regular file's content at off, like pread(2): holes read
+// as zeros, and it returns 0, nil at or past the end.
 func (n *Node) ReadAt(p []byte, off int64) (int, error) {
 	if n.typ != TypeRegular {
 		if n.typ == TypeDir {
@@ -354,15 +370,16 @@ func (n *Node) ReadAt(p []byte, off int64) (int, error) {
 	}
 	n.attrMu.Lock()
 	defer n.attrMu.Unlock()
-	if off >= int64(len(n.data)) {
+	if n.file == nil {
 		return 0, nil
 	}
-	return copy(p, n.data[off:]), nil
+	return n.file.readAt(p, uint64(off)), nil
 }
 
 // WriteAt writes a regular file's content at off, like pwrite(2). Past
-// Options.MaxFileSize the write is short, or EFBIG if nothing fits; growth
-// past Options.MaxBytes is ENOSPC.
+// Options.MaxFileSize the write is short, or EFBIG if nothing fits; when
+// the content would exceed Options.MaxBytes the write is short, or ENOSPC
+// if nothing fits.
 func (n *Node) WriteAt(p []byte, off int64) (int, error) {
 	if n.typ != TypeRegular {
 		if n.typ == TypeDir {
@@ -380,18 +397,111 @@ func (n *Node) WriteAt(p []byte, off int64) (int, error) {
 	if int64(len(p)) > max-off {
 		p = p[:max-off]
 	}
+	if len(p) == 0 {
+		return 0, nil
+	}
 	now := n.ns.now()
 	n.attrMu.Lock()
 	defer n.attrMu.Unlock()
-	if end := uint64(off) + uint64(len(p)); end > uint64(len(n.data)) {
-		if err := n.resizeLocked(end); err != nil {
-			return 0, err
-		}
+	k := n.contentLocked().writeAt(p, uint64(off), n.chargeLocked())
+	if k == 0 {
+		return 0, pathErr("write", n.Path(), syscall.ENOSPC)
 	}
-	copy(n.data[off:], p)
 	n.setTimeLocked(mtime, now)
 	n.setTimeLocked(ctime, now)
-	return len(p), nil
+	return k, nil
+}
+
+// Allocate is fallocate(2) of a regular file: [off, off+length) is
+// stored (zeros where nothing was written), so that writes there cannot
+// fail for lack of room, and the size grows to cover it unless keepSize.
+// EFBIG past Options.MaxFileSize; ENOSPC past Options.MaxBytes (what was
+// stored before stays stored).
+func (n *Node) Allocate(off, length int64, keepSize bool) error {
+	if n.typ != TypeRegular {
+		if n.typ == TypeDir {
+			return pathErr("fallocate", n.Path(), syscall.EISDIR)
+		}
+		return pathErr("fallocate", n.Path(), syscall.ENODEV)
+	}
+	if off < 0 || length <= 0 {
+		return pathErr("fallocate", n.Path(), syscall.EINVAL)
+	}
+	end := off + length
+	if end < off || end > n.ns.opts.MaxFileSize {
+		return pathErr("fallocate", n.Path(), syscall.EFBIG)
+	}
+	now := n.ns.now()
+	n.attrMu.Lock()
+	defer n.attrMu.Unlock()
+	f := n.contentLocked()
+	if !f.allocate(uint64(off), uint64(end), n.chargeLocked()) {
+		return pathErr("fallocate", n.Path(), syscall.ENOSPC)
+	}
+	if !keepSize && uint64(end) > f.size {
+		f.size = uint64(end)
+		n.setTimeLocked(mtime, now)
+	}
+	n.setTimeLocked(ctime, now)
+	return nil
+}
+
+// SeekData is lseek(2)'s SEEK_DATA (hole false) and SEEK_HOLE (hole
+// true) on a regular file, at PageSize granularity: the offset of the
+// next data or hole at or after off (the end of the file is a hole).
+// ENXIO when off is at or past the end, or no data follows it.
+func (n *Node) SeekData(off int64, hole bool) (int64, error) {
+	if n.typ != TypeRegular {
+		return 0, pathErr("lseek", n.Path(), syscall.EINVAL)
+	}
+	if off < 0 {
+		return 0, pathErr("lseek", n.Path(), syscall.ENXIO)
+	}
+	n.attrMu.Lock()
+	defer n.attrMu.Unlock()
+	f := n.file
+	if f == nil {
+		f = &fileContent{}
+	}
+	r, ok := f.seek(uint64(off), hole)
+	if !ok {
+		return 0, pathErr("lseek", n.Path(), syscall.ENXIO)
+	}
+	return int64(r), nil
+}
+
+// Open counts an open file description on a regular file, which keeps
+// its content (and its charge against MaxBytes) after the last unlink
+// until the matching Close. Other types are not counted.
+func (n *Node) Open() {
+	if n.typ != TypeRegular {
+		return
+	}
+	n.attrMu.Lock()
+	defer n.attrMu.Unlock()
+	f := n.contentLocked()
+	if f.opens == 0 && n.unlinked {
+		n.ns.bytes.Add(f.stored) // reopened through /proc/PID/fd: counts again
+	}
+	f.opens++
+}
+
+// Close ends what Open began; the last Close of an unlinked file frees
+// its content.
+func (n *Node) Close() {
+	if n.typ != TypeRegular {
+		return
+	}
+	n.attrMu.Lock()
+	defer n.attrMu.Unlock()
+	f := n.file
+	if f == nil || f.opens == 0 {
+		panic("dcache: Close of a file that is not open")
+	}
+	f.opens--
+	if f.opens == 0 && n.unlinked {
+		n.ns.bytes.Add(-f.drop())
+	}
 }
 
 // dropLink takes one link from n and returns true when it was the last.
@@ -412,8 +522,8 @@ func (n *Node) dropLink(now time.Time) bool {
 	n.unlinked = true
 	n.link.Store(nil)
 	n.ns.byType[n.typ].Add(-1)
-	if n.typ == TypeRegular {
-		n.ns.bytes.Add(-int64(len(n.data)))
+	if n.typ == TypeRegular && n.file != nil && n.file.opens == 0 {
+		n.ns.bytes.Add(-n.file.stored) // no longer counted; the content goes with the node
 	}
 	n.ns.nodes.Add(-1)
 	return true

@@ -155,6 +155,10 @@ type Attr struct {
 	Atime time.Time
 	Mtime time.Time
 	Ctime time.Time
+
+	// Stored is the content a regular file holds in memory: its size
+	// less its holes, by pieces of pages (see file.go); 0 otherwise.
+	Stored uint64
 }
 
 // Spec describes a node to Register.

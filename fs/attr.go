@@ -19,6 +19,9 @@ func fillAttr(a *dcache.Attr, out *fuse.Attr) {
 	out.Ino = a.Ino
 	out.Size = a.Size
 	out.Blocks = (a.Size + 511) / 512
+	if a.Type == dcache.TypeRegular { // sparse: what it stores, as on tmpfs
+		out.Blocks = (a.Stored + 511) / 512
+	}
 	out.Mode = a.Mode
 	out.Nlink = a.Nlink
 	out.Uid = a.Uid

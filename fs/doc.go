@@ -95,6 +95,22 @@
 // own kernel of what it did not make itself and its view shows. The main
 // server, which has no view, pays one nil check per hook.
 //
+// # Special mounts
+//
+// A mount is a /dev for a container only with terminals and shared
+// memory: MountSpecials (special.go) mounts, on a serving mount, a devpts
+// instance of its own on pts (which the ptmx 5:2 beside it opens) and a
+// tmpfs on shm; Specials.Close detaches them before the FUSE mount goes.
+// While mounted, RMDIR and RENAME of those directories are EBUSY on every
+// mount of the namespace.
+//
+// # Regular files
+//
+// Regular files are sparse (dcache): attributes report st_blocks from the
+// bytes stored, LSEEK answers SEEK_DATA and SEEK_HOLE, and an open handle
+// counts as an open of the node, which keeps an unlinked file's content
+// until the last handle is released.
+//
 // # Persistence and observation
 //
 // With Options.Journal (package state), a request that changed the
@@ -122,6 +138,9 @@
 // The daemon never touches its own mount: Mount does not use go-fuse's
 // WaitMount (which opens a file in the mount from the serving process);
 // the mount is live once NewServer has returned, INIT being complete.
+// The one exception is MountSpecials, whose mount calls walk the mount
+// to pts and shm: it runs while the server serves, outside any handler,
+// and keeps no descriptor into the FUSE mount (only into the specials).
 //
 // # Lock order
 //
@@ -131,11 +150,15 @@
 // there: Event takes it during a flush, possibly under a directory sem.
 // This package's own locks are leaves of that tree or outside it:
 //
+//	Server.specialsMu (held across MountSpecials, whose mounts walk the
+//	  mount through this server's handlers, which never take it)
 //	nodeTable stripe mutex and dirMu, handleTable mutex, NotifyQueue.mu (leaves;
 //	never held across a call)
 //	viewSet.mu (a parent's views: held while setting their timeouts)
 //	  the view's own viewSet.mu (empty: views make no views)
 //	NotifyMux.mu (Add and Remove only; Event takes no lock)
+//	Specials.mu (held while unmounting)
+//	  pinSet.mu (a leaf; released before busy asks dcache for the node)
 //
 // No lock of this package is held while calling lookup or dcache, nor
 // while sending a notify; every unlock is deferred or immediately follows

@@ -139,10 +139,10 @@ func (s *Server) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status 
 	return fuse.OK
 }
 
-// Fallocate is FALLOCATE where it is cheap: mode 0 grows the file to
-// offset+length (the content is in memory, so that is all an allocation
-// can mean), FALLOC_FL_KEEP_SIZE is accepted and does nothing; punching
-// holes and the other modes are EOPNOTSUPP.
+// Fallocate is FALLOCATE: mode 0 stores the range (files are sparse: it
+// is what makes later writes there safe from ENOSPC) and grows the size
+// to cover it; FALLOC_FL_KEEP_SIZE stores it without growing the size.
+// Punching holes and the other modes are EOPNOTSUPP.
 func (s *Server) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 	if !s.enter() {
 		return errShutdown
@@ -155,23 +155,38 @@ func (s *Server) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.St
 		}
 	}
 	const keepSize = 0x01 // FALLOC_FL_KEEP_SIZE
-	switch in.Mode {
-	case 0:
-	case keepSize:
-		return fuse.OK
-	default:
+	if in.Mode&^keepSize != 0 {
 		return fuse.Status(syscall.EOPNOTSUPP)
 	}
-	end := in.Offset + in.Length
-	if end < in.Offset {
+	if in.Offset > 1<<63-1 || in.Length > 1<<63-1 {
 		return fuse.Status(syscall.EFBIG)
 	}
-	a := n.Attr()
-	if end <= a.Size {
-		return fuse.OK
-	}
-	_, err := n.SetAttr(dcache.SetAttrIn{Valid: dcache.SetSize, Size: end}, s.caller(&in.InHeader))
+	err := n.Allocate(int64(in.Offset), int64(in.Length), in.Mode&keepSize != 0)
 	return s.status("fallocate", err)
+}
+
+// Lseek is LSEEK for SEEK_DATA and SEEK_HOLE (the kernel does the other
+// whences itself): files are sparse at dcache.PageSize granularity, so
+// cp --sparse, tar and the like skip their holes.
+func (s *Server) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
+	if !s.enter() {
+		return errShutdown
+	}
+	defer s.exit(OpLseek, s.start())
+	n, st := s.file(in.Fh)
+	if st != fuse.OK {
+		return st
+	}
+	const seekData, seekHole = 3, 4 // SEEK_DATA, SEEK_HOLE
+	if in.Whence != seekData && in.Whence != seekHole {
+		return fuse.EINVAL
+	}
+	off, err := n.SeekData(int64(in.Offset), in.Whence == seekHole)
+	if err != nil {
+		return s.status("lseek", err)
+	}
+	out.Offset = uint64(off)
+	return fuse.OK
 }
 
 // OpenDir is OPENDIR. A directory needs no handle: the kernel passes the

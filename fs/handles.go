@@ -24,9 +24,11 @@ func newHandleTable() *handleTable {
 	return &handleTable{m: make(map[uint64]*dcache.Node)}
 }
 
-// open returns a new handle for n. Handles start at 1 and are never
-// reused within a server.
+// open returns a new handle for n, counted open on n (dcache.Node.Open:
+// an unlinked file's content lives until its last handle goes). Handles
+// start at 1 and are never reused within a server.
 func (h *handleTable) open(n *dcache.Node) uint64 {
+	n.Open()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.next++
@@ -41,11 +43,16 @@ func (h *handleTable) get(fh uint64) *dcache.Node {
 	return h.m[fh]
 }
 
-// release drops handle fh.
+// release drops handle fh, and closes its node (after h.mu: the node's
+// lock is not under it).
 func (h *handleTable) release(fh uint64) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	n, ok := h.m[fh]
 	delete(h.m, fh)
+	h.mu.Unlock()
+	if ok {
+		n.Close()
+	}
 }
 
 // len returns the number of open handles.

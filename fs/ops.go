@@ -337,6 +337,9 @@ func (s *Server) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fu
 	if st != fuse.OK {
 		return st
 	}
+	if pins.busy(dir, name) { // a special is mounted on it (special.go)
+		return fuse.Status(syscall.EBUSY)
+	}
 	ctx := s.ctx(cancel, h.Pid)
 	err := s.res.Rmdir(ctx, dir, name, s.caller(h))
 	ctx.release()
@@ -366,6 +369,9 @@ func (s *Server) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newN
 	}
 	if st := s.viewRename(oldDir, oldName, newDir, newName); st != fuse.OK {
 		return st
+	}
+	if pins.busy(oldDir, oldName) || pins.busy(newDir, newName) { // special.go
+		return fuse.Status(syscall.EBUSY)
 	}
 	ctx := s.ctx(cancel, in.Pid)
 	err := s.res.Rename(ctx, oldDir, oldName, newDir, newName, in.Flags, s.caller(&in.InHeader))

@@ -32,10 +32,11 @@ const (
 	OpOpenDir
 	OpReadDir
 	OpReadDirPlus
+	OpLseek
 	NumOps // the number of Ops
 )
 
-var opNames = [NumOps]string{"LOOKUP", "GETATTR", "SETATTR", "MKNOD", "MKDIR", "SYMLINK", "READLINK", "LINK", "UNLINK", "RMDIR", "RENAME", "ACCESS", "STATFS", "OPEN", "CREATE", "READ", "WRITE", "FALLOCATE", "OPENDIR", "READDIR", "READDIRPLUS"}
+var opNames = [NumOps]string{"LOOKUP", "GETATTR", "SETATTR", "MKNOD", "MKDIR", "SYMLINK", "READLINK", "LINK", "UNLINK", "RMDIR", "RENAME", "ACCESS", "STATFS", "OPEN", "CREATE", "READ", "WRITE", "FALLOCATE", "OPENDIR", "READDIR", "READDIRPLUS", "LSEEK"}
 
 // String returns the opcode's FUSE name: "LOOKUP", "GETATTR", ...
 func (o Op) String() string {

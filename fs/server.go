@@ -140,6 +140,14 @@ type Server struct {
 	notifyDone chan struct{} // closed when the notify worker returns
 	sweep      *sweeper      // the sweep of expired negative entries (sweep.go)
 
+	// specialsMu guards specials, the special mounts of this mount
+	// (special.go), set by a successful MountSpecials, and specialsShut,
+	// set by Shutdown, which detaches them before the FUSE mount. Held
+	// across MountSpecials. Before every other lock of the package.
+	specialsMu   sync.Mutex
+	specials     *Specials
+	specialsShut bool
+
 	shutdownOnce sync.Once
 	shutdownErr  error
 
@@ -330,7 +338,8 @@ func (s *Server) readdirplusPolicy() string {
 // the mount was taken away from outside (umount, fusermount3 -u).
 func (s *Server) Served() <-chan struct{} { return s.served }
 
-// Shutdown stops the server: new requests are refused (ENOTCONN), waits
+// Shutdown stops the server: its special mounts are detached
+// (Specials.Close), new requests are refused (ENOTCONN), waits
 // in flight (lookups on a loader) end with EINTR, live requests are
 // drained for at most Options.ShutdownTimeout, and the mount is unmounted
 // — lazily if it is busy. It is idempotent and bounded: every call returns
@@ -346,6 +355,13 @@ func (s *Server) Shutdown() error {
 
 func (s *Server) shutdown() error {
 	start := time.Now()
+	// The specials first: they are detached through their own
+	// descriptors, and must not outlive the FUSE mount they sit on.
+	s.specialsMu.Lock()
+	s.specialsShut = true
+	sp := s.specials
+	s.specialsMu.Unlock()
+	spErr := sp.Close()
 	close(s.stopping)
 	s.sweep.stop()
 	<-s.live.Kill()
@@ -374,7 +390,7 @@ func (s *Server) shutdown() error {
 	}
 	s.log.Info("unmounted", zap.String("mountpoint", s.mountpoint),
 		zap.Duration("took", time.Since(start)), zap.Uint64("refused", s.refused.Load()))
-	return uerr
+	return errors.Join(spErr, uerr)
 }
 
 // unmount takes the mount down: a plain unmount, and a lazy one if that

@@ -24,10 +24,12 @@ const module = "github.com/devfsd/devfsd"
 // layer is a package's place in DESIGN.md section 1's import order:
 //
 //	cmd → {daemon, helperd} → {fs, control, state, metrics, audit,
-//	modload/*} → lookup → config → dcache → sync/*
+//	modload/*} → lookup → config → {dcache, fs/viewpath} → sync/*
 //
 // config sits above dcache (it uses dcache's node types) and below
 // everything else, since every file and request uses its value types.
+// fs/viewpath, the view pattern language, is a leaf beside dcache: fs
+// serves views with it, control and config validate them with it.
 // A package imports only packages of lower layers, but for the peers of
 // one layer that share it (the middle layer; the leaf primitives).
 var layers = []struct {
@@ -36,7 +38,7 @@ var layers = []struct {
 	match func(p string) bool
 }{
 	{0, true, func(p string) bool { return strings.HasPrefix(p, "sync/") }},
-	{1, false, is("dcache")},
+	{1, false, is("dcache", "fs/viewpath")},
 	{2, false, is("config")},
 	{3, false, is("lookup")},
 	{4, true, func(p string) bool {

@@ -221,9 +221,16 @@ func TestConfigValidation(t *testing.T) {
 		{"max nodes", []string{"--max-nodes=0", mnt}, "max_nodes: 0 must be at least 1"},
 		{"log level", []string{"--log-level=chatty", mnt}, "log_level"},
 		{"log format", []string{"--log-format=xml", mnt}, "log_format"},
-		{"max bytes under file size", []string{"--max-file-size=2MiB", "--max-bytes=1MiB", mnt}, "max_bytes: 1MiB is less than max_file_size 2MiB"},
-		{"file size too big", []string{"--max-file-size=2048GiB", "--max-bytes=4096GiB", mnt}, "max_file_size: 2048GiB is out of range"},
+		{"max bytes too big", []string{"--max-bytes=2048GiB", mnt}, "max_bytes: 2048GiB is out of range"},
+		{"pts mode", []string{"--pts=maybe", mnt}, `pts: "maybe" is not one of on, off, required`},
+		{"shm mode", []string{"--shm=yes", mnt}, `shm: "yes" is not one of on, off, required`},
+		{"shm size", []string{"--shm-size=1KiB", mnt}, "shm_size: 1KiB is out of range"},
 		{"several at once", []string{"--max-nodes=0", "--log-format=xml", mnt}, "max_nodes: 0 must be at least 1\nlog_format: \"xml\""},
+	}
+	// Files are sparse: one may be larger than what all of them store.
+	if c, err := loadConfig([]string{"--max-file-size=2048GiB", "--max-bytes=1MiB", "--pts=required", "--shm=off", "--shm-size=1GiB", mnt}, io.Discard); err != nil ||
+		c.MaxFileSize != 2048<<30 || c.Pts != "required" || c.Shm != "off" || c.ShmSize != 1<<30 {
+		t.Errorf("a file size over max_bytes, pts required, shm off: %+v %v", c, err)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -50,6 +50,16 @@ func parentMain(v string) int {
 	select {}
 }
 
+// keeperPid returns the running keeper's pid, 0 if none.
+func (k *keeperLink) keeperPid() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.cmd == nil || k.cmd.Process == nil {
+		return 0
+	}
+	return k.cmd.Process.Pid
+}
+
 // readPids returns the pids in file, once there are n.
 func readPids(t *testing.T, file string, n int) []int {
 	t.Helper()

@@ -3,7 +3,7 @@ package exec
 // Programs die with their parent
 //
 // A program's process group must not outlive the process that runs it
-// (devfsd, or `devfsd helper`), whether that process exits, is stopped by
+// (devfsd, or `devfsd helper`), whether that process exits, is ended by
 // a signal, or is killed with SIGKILL: nothing would be left to bound the
 // program in time, and nothing would ever kill it. Two mechanisms do it,
 // because neither is enough alone:
@@ -43,7 +43,8 @@ package exec
 // leader's Pdeathsig, not with its group; a descendant that leaves the
 // group (setsid, setpgid) is out of reach of both, as it is of the
 // deadline's kill. Members left in a group after its leader exited are
-// not the Runner's any more (as at the deadline).
+// killed neither at the deadline nor at our death: the tie ends with the
+// leader.
 //
 // Alternatives weighed. PR_SET_CHILD_SUBREAPER makes this process the
 // reaper of orphaned descendants, which helps nothing once this process is
@@ -254,16 +255,6 @@ func (k *keeperLink) startFailed(err error) {
 		k.warned = true
 		k.log.Warn("cannot start the exec keeper: a program's process group will not be killed if this process dies, only the program", zap.Error(err))
 	}
-}
-
-// keeperPid returns the running keeper's pid, 0 if none (tests).
-func (k *keeperLink) keeperPid() int {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.cmd == nil || k.cmd.Process == nil {
-		return 0
-	}
-	return k.cmd.Process.Pid
 }
 
 // spawnReq asks the spawner to start cmd.

@@ -151,7 +151,9 @@ func (devfsd) mount(dir string, o Options) (*Mount, error) {
 			return nil, err
 		}
 	}
-	args := []string{"mount"}
+	// The built-in catalogue, not this machine's devices: the same tree
+	// on every machine, so that figures compare.
+	args := []string{"mount", "--devices=catalogue"}
 	if o.Timeouts {
 		args = append(args,
 			"--entry-timeout="+o.EntryTimeout.String(),

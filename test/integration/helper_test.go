@@ -99,6 +99,14 @@ func start(t *testing.T, o opts) *daemon {
 			t.Fatal(err)
 		}
 	}
+	return startAt(t, mnt, o)
+}
+
+// startAt is start on the directory mnt, which exists (and may hold what
+// a killed daemon left).
+func startAt(t *testing.T, mnt string, o opts) *daemon {
+	t.Helper()
+	base := t.TempDir()
 	sockPath := filepath.Join(base, "notify.sock")
 	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
 	if err != nil {
@@ -115,7 +123,10 @@ func start(t *testing.T, o opts) *daemon {
 			d.ready <- string(buf[:n])
 		}
 	}()
-	args := append([]string{"mount", "--log-level=debug"}, o.args...)
+	// The catalogue unless the test says otherwise (a later --devices
+	// wins): the tests of the catalogue's devices must not depend on
+	// this machine's, which is what the default would pick here.
+	args := append([]string{"mount", "--log-level=debug", "--devices=catalogue"}, o.args...)
 	args = append(args, mnt)
 	d.cmd = exec.Command(devfsdBin, args...)
 	d.cmd.Dir = "/" // never the mount

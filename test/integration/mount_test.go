@@ -111,7 +111,7 @@ func TestMissLoadsModule(t *testing.T) {
 
 // Namespace and file operations through the mount, as on tmpfs.
 func TestOperationsThroughMount(t *testing.T) {
-	d := start(t, opts{args: []string{"--entry-timeout=0", "--attr-timeout=0"}})
+	d := start(t, opts{args: []string{"--entry-timeout=0", "--attr-timeout=0", "--max-file-size=1MiB"}})
 	p := d.path
 	must := func(what string, err error) {
 		t.Helper()
@@ -162,7 +162,7 @@ func TestOperationsThroughMount(t *testing.T) {
 		t.Errorf("after truncate %q", data)
 	}
 	if err := unix.Truncate(p("dir/file"), 1<<40); err != unix.EFBIG {
-		t.Errorf("truncate past the size cap: %v, want EFBIG", err)
+		t.Errorf("truncate past --max-file-size: %v, want EFBIG", err)
 	}
 	f, err := os.OpenFile(p("dir/file"), os.O_WRONLY|os.O_APPEND, 0)
 	must("open append", err)

@@ -174,6 +174,7 @@ func namespacePaths(t *testing.T, root string) []string {
 	t.Helper()
 	var out []string
 	var walk func(rel string)
+	rootDev := lstat(t, root).Dev
 	walk = func(rel string) {
 		ents, err := listing(filepath.Join(root, rel))
 		if err != nil {
@@ -183,7 +184,9 @@ func namespacePaths(t *testing.T, root string) []string {
 			p := path.Join(rel, name)
 			out = append(out, p)
 			var st unix.Stat_t
-			if unix.Lstat(filepath.Join(root, p), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			// Not into what is mounted on a directory (pts, shm): that
+			// is not the namespace.
+			if unix.Lstat(filepath.Join(root, p), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Dev == rootDev {
 				walk(p)
 			}
 		}
@@ -231,6 +234,9 @@ func checkAgree(t *testing.T, what, dir, mainDir string, all []string, want func
 		if merr := unix.Lstat(filepath.Join(mainDir, p), &mst); merr != nil {
 			t.Errorf("%s: %s gone from the main mount: %v", what, p, merr)
 			continue
+		}
+		if st.Dev != lstat(t, dir).Dev {
+			continue // a mount point (pts, shm): stat shows what is mounted there, readdir the namespace's directory
 		}
 		if st.Ino != ino || st.Ino != mst.Ino || st.Mode&unix.S_IFMT != mst.Mode&unix.S_IFMT || st.Rdev != mst.Rdev {
 			t.Errorf("%s: %s: readdir ino %d, stat ino %d mode %o rdev %#x; main ino %d mode %o rdev %#x",
