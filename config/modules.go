@@ -62,11 +62,9 @@ type moduleLines struct {
 	node   [][]int
 }
 
-// nodeTypes are the node types a module may register, by their name in
-// the file.
-var nodeTypes = map[string]dcache.Type{
-	"char": dcache.TypeChar, "block": dcache.TypeBlock,
-	"dir": dcache.TypeDir, "symlink": dcache.TypeSymlink,
+// moduleType reports whether a module may register nodes of type t.
+func moduleType(t dcache.Type) bool {
+	return t.Device() || t == dcache.TypeDir || t == dcache.TypeSymlink
 }
 
 // decodeModules reads the value of modules:. An empty list, or none, is
@@ -165,8 +163,8 @@ func decodeNode(v *yaml.Node, what string) (Node, error) {
 			if err := decode(&s, val); err != nil {
 				return n, fail(err)
 			}
-			t, ok := nodeTypes[s]
-			if !ok {
+			t, ok := dcache.ParseType(s)
+			if !ok || !moduleType(t) {
 				return n, fail(fmt.Errorf("%q is not a node type (char, block, dir, symlink)", s))
 			}
 			n.Type = t

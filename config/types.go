@@ -18,7 +18,10 @@ import (
 // permission, setuid, setgid and sticky bits, within 07777.
 type Mode uint32
 
-// ParseMode parses an octal mode within 07777.
+// ParseMode parses an octal mode: 1 to 5 octal digits, at most 07777.
+// It is the one mode parser of the tree: the daemon's configuration,
+// view files, the control socket, the exec loader's register lines and
+// devfsd.conf's octal PERMISSIONS all read a mode through it.
 func ParseMode(s string) (Mode, error) {
 	v, err := strconv.ParseUint(s, 8, 32)
 	if err != nil {
@@ -26,6 +29,9 @@ func ParseMode(s string) (Mode, error) {
 	}
 	if v > 07777 {
 		return 0, fmt.Errorf("%o is outside 07777 (permission, setuid, setgid and sticky bits only)", v)
+	}
+	if len(s) > 5 {
+		return 0, fmt.Errorf("invalid mode %q (want at most 5 octal digits, such as 0600)", s)
 	}
 	return Mode(v), nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/dcache"
 )
@@ -22,7 +23,7 @@ const (
 	maxTarget  = 4095     // bytes of a symlink target
 	maxMajor   = 1<<12 - 1
 	maxMinor   = 1<<20 - 1
-	maxOwnerID = 1<<32 - 2 // 4294967295 is "no change" to chown(2)
+	maxOwnerID = config.MaxID // 4294967295 is "no change" to chown(2)
 )
 
 // apiError is a rejected request: an HTTP status and a wire.Error.
@@ -251,22 +252,14 @@ func checkPath(field, p string, root bool) *apiError {
 	return nil
 }
 
-// parseMode reads an octal permission string: 1 to 5 octal digits, at
-// most 07777.
+// parseMode reads an octal permission string with config.ParseMode; a
+// refusal is an invalid_mode error naming the field.
 func parseMode(field, s string) (uint32, *apiError) {
-	if len(s) == 0 || len(s) > 5 {
-		return 0, bad(wire.CodeInvalidMode, field, "%s %q is not an octal mode such as \"0660\"", field, s)
+	m, err := config.ParseMode(s)
+	if err != nil {
+		return 0, bad(wire.CodeInvalidMode, field, "%s: %v", field, err)
 	}
-	for _, c := range s {
-		if c < '0' || c > '7' {
-			return 0, bad(wire.CodeInvalidMode, field, "%s %q is not an octal mode such as \"0660\"", field, s)
-		}
-	}
-	v, _ := strconv.ParseUint(s, 8, 32)
-	if v > dcache.PermMask {
-		return 0, bad(wire.CodeInvalidMode, field, "%s %q has bits outside the permission bits 07777", field, s)
-	}
-	return uint32(v), nil
+	return uint32(m), nil
 }
 
 func (o object) mode(k string) (uint32, bool, *apiError) {
@@ -292,11 +285,6 @@ func (o object) path(k string, root bool) (string, *apiError) {
 	return p, checkPath(k, p, root)
 }
 
-var nodeTypes = map[string]dcache.Type{
-	"char": dcache.TypeChar, "block": dcache.TypeBlock, "dir": dcache.TypeDir,
-	"symlink": dcache.TypeSymlink, "fifo": dcache.TypeFifo, "socket": dcache.TypeSocket,
-}
-
 // registration is a validated POST /v1/register.
 type registration struct {
 	Path string
@@ -320,8 +308,8 @@ func decodeRegister(body []byte) (registration, *apiError) {
 	if !ok {
 		return reg, bad(wire.CodeMissingField, "type", "type is required (char, block, dir, symlink, fifo, socket)")
 	}
-	t, ok := nodeTypes[ts]
-	if !ok {
+	t, ok := dcache.ParseType(ts)
+	if !ok || t == dcache.TypeRegular {
 		return reg, bad(wire.CodeInvalidType, "type", "type %q is not one of char, block, dir, symlink, fifo, socket", ts)
 	}
 	reg.Spec.Type = t
@@ -350,7 +338,7 @@ func decodeRegister(body []byte) (registration, *apiError) {
 	if e != nil {
 		return reg, e
 	}
-	device := t == dcache.TypeChar || t == dcache.TypeBlock
+	device := t.Device()
 	switch {
 	case device && !hasMajor:
 		return reg, bad(wire.CodeMissingField, "major", "a %s device needs major", ts)

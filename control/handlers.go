@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload/helper"
@@ -61,7 +62,8 @@ func queryDuration(q url.Values, k string, def, max time.Duration) (time.Duratio
 	if v == "" {
 		return def, nil
 	}
-	d, err := time.ParseDuration(v)
+	cd, err := config.ParseDuration(v)
+	d := time.Duration(cd)
 	if err != nil || d <= 0 || d > max {
 		return 0, bad(wire.CodeInvalidArgument, k, "%s %q must be a duration in (0, %v], such as 5s", k, v, max)
 	}
@@ -344,12 +346,12 @@ const (
 func eventRecord(it item) wire.Record {
 	ev := &it.ev
 	rec := wire.Record{Type: "event", Seq: ev.Seq, Time: it.at.UTC().Format(time.RFC3339Nano),
-		Kind: ev.Kind.String(), Path: ev.Path, Origin: ev.Origin.Origin.String(), Pid: ev.Origin.Pid}
+		Kind: ev.Kind.String(), Path: ev.Path, Origin: ev.Caller.Origin.String(), Pid: ev.Caller.Pid}
 	if ev.Kind != dcache.KindLookup {
 		rec.NodeType = ev.Type.String()
 		rec.Mode = fmt.Sprintf("%04o", ev.Mode&dcache.PermMask)
 		rec.Uid, rec.Gid = ev.Uid, ev.Gid
-		if ev.Type == dcache.TypeChar || ev.Type == dcache.TypeBlock {
+		if ev.Type.Device() {
 			rec.Major, rec.Minor = ev.Major, ev.Minor
 		}
 	}
@@ -514,7 +516,7 @@ func (s *Server) handleHelper(w http.ResponseWriter, r *http.Request) *apiError 
 	}
 	c := credOf(r)
 	hc := &helperConn{reqs: make(chan helper.Request, helperQueue)}
-	sess, err := s.opts.Helper.Attach(helper.Identity{Pid: c.Pid, Uid: c.Uid, Gid: c.Gid}, hc)
+	sess, err := s.opts.Helper.Attach(c.Caller, hc)
 	if errors.Is(err, helper.ErrAttached) {
 		id, _ := s.opts.Helper.Attached()
 		return errf(http.StatusConflict, wire.CodeHelperAttached, "", "a helper is attached already (pid %d)", id.Pid)
@@ -526,7 +528,7 @@ func (s *Server) handleHelper(w http.ResponseWriter, r *http.Request) *apiError 
 	// The helper's own changes (OriginLoader) are not echoed to it; nor
 	// are LOOKUP events, which it receives as requests.
 	sub := s.opts.Hub.Subscribe(buf, func(ev *dcache.Event) bool {
-		return ev.Kind != dcache.KindLookup && ev.Origin.Origin != dcache.OriginLoader
+		return ev.Kind != dcache.KindLookup && ev.Caller.Origin != dcache.OriginLoader
 	})
 	defer sub.Close()
 	st := startStream(w)
@@ -539,14 +541,14 @@ func (s *Server) handleHelper(w http.ResponseWriter, r *http.Request) *apiError 
 			dir := req.Dir
 			if st.write(wire.Record{Type: "lookup", ID: req.ID, Dir: &dir, Name: req.Name,
 				Path:   joinPath(req.Dir, req.Name),
-				Caller: &wire.Caller{Pid: req.Caller.PID, Uid: req.Caller.UID, Gid: req.Caller.GID}}) != nil {
+				Caller: &req.Caller}) != nil {
 				return nil
 			}
 		case <-sub.Ready():
 			items, ov := sub.Take()
 			for _, it := range items {
 				// Changes the helper made through the mount are its own too.
-				if it.ev.Origin.Origin == dcache.OriginFUSE && s.opts.Helper.IsHelper(it.ev.Origin.Pid) {
+				if it.ev.Caller.Origin == dcache.OriginFUSE && s.opts.Helper.IsHelper(it.ev.Caller.Pid) {
 					continue
 				}
 				if st.write(eventRecord(it)) != nil {

@@ -44,8 +44,8 @@ func TestRefusedChangesAreAudited(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Shutdown(context.Background()) })
-	root := Cred{Pid: 10, Uid: 0, Gid: 0, OK: true}
-	user := Cred{Pid: 11, Uid: 1000, Gid: 1000, OK: true}
+	root := Cred{Caller: dcache.Caller{Pid: 10, Uid: 0, Gid: 0}, OK: true}
+	user := Cred{Caller: dcache.Caller{Pid: 11, Uid: 1000, Gid: 1000}, OK: true}
 	do := func(c Cred, method, target, body string) int {
 		r := httptest.NewRequest(method, "http://devfsd"+target, strings.NewReader(body))
 		r = r.WithContext(context.WithValue(r.Context(), credKey{}, c))

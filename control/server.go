@@ -140,7 +140,7 @@ type credKey struct{}
 
 // Cred is a connection's peer credential.
 type Cred struct {
-	Pid, Uid, Gid uint32
+	dcache.Caller      // Pid, Uid, Gid; Origin is set by Server.caller
 	OK            bool // false: SO_PEERCRED failed; the peer may only read
 }
 
@@ -163,7 +163,7 @@ func peerCred(c net.Conn) Cred {
 	_ = raw.Control(func(fd uintptr) {
 		u, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 		if err == nil {
-			cred = Cred{Pid: uint32(u.Pid), Uid: u.Uid, Gid: u.Gid, OK: true}
+			cred = Cred{Caller: dcache.Caller{Pid: uint32(u.Pid), Uid: u.Uid, Gid: u.Gid}, OK: true}
 		}
 	})
 	return cred
@@ -338,7 +338,9 @@ func (s *Server) caller(c Cred) dcache.Caller {
 	if s.fromHelper(c) {
 		o = dcache.OriginLoader
 	}
-	return dcache.Caller{Pid: c.Pid, Uid: c.Uid, Gid: c.Gid, Origin: o}
+	cc := c.Caller
+	cc.Origin = o
+	return cc
 }
 
 // route is one endpoint.

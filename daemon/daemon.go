@@ -179,7 +179,7 @@ func (d *Daemon) build() (err error) {
 	// none is. The helper and its descendants bypass the lookup wait.
 	hl := helper.New(log)
 	loader := chain.Loader{Helper: hl, Fallback: fallback, FallbackName: lds.fallbackName(cfg)}
-	d.res = lookup.New(ns, namedLoader{loader}, lookup.Options{
+	d.res = lookup.New(ns, loader, lookup.Options{
 		Timeout: cfg.LoaderTimeout,
 		// The exec loader's programs (their process groups) bypass too.
 		IsLoader: func(c dcache.Caller) bool { return hl.IsHelper(c.Pid) || lds.isExec(c.Pid) },

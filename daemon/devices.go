@@ -64,7 +64,7 @@ func startDevices(devices string, cfg config.Config, ns *dcache.Namespace, bl *b
 	}
 	reg := nsRegistrar{ns}
 	for _, n := range builtin.Base().Nodes {
-		if n.Type != modload.Symlink && n.Type != modload.Directory {
+		if n.Type != dcache.TypeSymlink && n.Type != dcache.TypeDir {
 			continue
 		}
 		if err := modload.IgnoreExist(reg.Register(n)); err != nil {

@@ -181,20 +181,7 @@ func (x *extras) close() {
 	}
 }
 
-// namedLoader adapts the chain to lookup: Load, and the name of the loader
-// a load asks (lookup.Namer), for metrics and the audit log.
-type namedLoader struct{ c chain.Loader }
-
-func (n namedLoader) Load(ctx context.Context, dir, name string, c dcache.Caller) error {
-	return loaderFunc(n.c)(ctx, dir, name, c)
-}
-
-func (n namedLoader) LoaderName() string { return n.c.Which() }
-
-// Declines forwards the chain's modload.Decliner answer to lookup.
-func (n namedLoader) Declines(dir, name string) bool { return n.c.Declines(dir, name) }
-
 var (
-	_ lookup.Namer    = namedLoader{}
-	_ lookup.Decliner = namedLoader{}
+	_ lookup.Namer    = chain.Loader{}
+	_ lookup.Decliner = chain.Loader{}
 )

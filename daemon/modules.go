@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/devfsd/devfsd/config"
-	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 	"github.com/devfsd/devfsd/modload/builtin"
 )
@@ -58,14 +57,6 @@ func Check(cfg *config.Config) error {
 	return errors.Join(errs...)
 }
 
-// moduleNodeTypes are the node types a module's node may have.
-var moduleNodeTypes = map[dcache.Type]modload.NodeType{
-	dcache.TypeChar:    modload.CharDevice,
-	dcache.TypeBlock:   modload.BlockDevice,
-	dcache.TypeDir:     modload.Directory,
-	dcache.TypeSymlink: modload.Symlink,
-}
-
 // modules are the configuration's modules as the built-in loader takes
 // them.
 func modules(ms []config.Module) []builtin.Module {
@@ -76,7 +67,7 @@ func modules(ms []config.Module) []builtin.Module {
 	for _, m := range ms {
 		bm := builtin.Module{Name: m.Name, Description: m.Description}
 		for _, n := range m.Nodes {
-			bm.Nodes = append(bm.Nodes, modload.Node{Path: n.Path, Type: moduleNodeTypes[n.Type], Perm: uint32(n.Mode),
+			bm.Nodes = append(bm.Nodes, modload.Node{Path: n.Path, Type: n.Type, Perm: uint32(n.Mode),
 				Major: n.Major, Minor: n.Minor, UID: uint32(n.UID), GID: uint32(n.GID), Target: n.Target})
 		}
 		out = append(out, bm)

@@ -223,7 +223,7 @@ func (r *reloader) reloadLocked(ctx context.Context) (wire.Reload, error) {
 		invalidate = true
 	}
 	if newChain {
-		r.res.SetLoader(namedLoader{chain.Loader{Helper: r.hl, Fallback: fb, FallbackName: r.loaders.fallbackName(next)}})
+		r.res.SetLoader(chain.Loader{Helper: r.hl, Fallback: fb, FallbackName: r.loaders.fallbackName(next)})
 		// A name the old loader could not provide may be one the new
 		// one can: drop every cached miss, here and in the kernel. Names
 		// that exist keep their answer and are left alone.

@@ -153,7 +153,7 @@ type delayedLoader struct {
 	delay time.Duration
 }
 
-func (d delayedLoader) Load(ctx context.Context, dir, name string, c modload.Caller) error {
+func (d delayedLoader) Load(ctx context.Context, dir, name string, c dcache.Caller) error {
 	t := time.NewTimer(d.delay)
 	defer t.Stop()
 	select {

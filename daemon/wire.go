@@ -19,13 +19,6 @@ type nsRegistrar struct {
 
 var _ modload.Registrar = nsRegistrar{}
 
-var nodeTypes = map[modload.NodeType]dcache.Type{
-	modload.CharDevice:  dcache.TypeChar,
-	modload.BlockDevice: dcache.TypeBlock,
-	modload.Directory:   dcache.TypeDir,
-	modload.Symlink:     dcache.TypeSymlink,
-}
-
 // Register registers n in the namespace; dcache's errors (EEXIST for a
 // taken name, ENOTDIR, ENOSPC) pass through wrapped.
 func (r nsRegistrar) Register(n modload.Node) error {
@@ -33,7 +26,7 @@ func (r nsRegistrar) Register(n modload.Node) error {
 		return fmt.Errorf("%w: %w", err, syscall.EINVAL)
 	}
 	_, err := r.ns.Register(n.Path, dcache.Spec{
-		Type:   nodeTypes[n.Type],
+		Type:   n.Type,
 		Mode:   n.Perm,
 		Uid:    n.UID,
 		Gid:    n.GID,
@@ -45,10 +38,8 @@ func (r nsRegistrar) Register(n modload.Node) error {
 }
 
 // loaderFunc adapts a modload.Loader to the shape of lookup's Loader
-// (lookup.Caller is dcache.Caller): wire it as
+// (its Caller is dcache.Caller): wire it as
 // lookup.LoaderFunc(loaderFunc(l)).
 func loaderFunc(l modload.Loader) func(ctx context.Context, dir, name string, c dcache.Caller) error {
-	return func(ctx context.Context, dir, name string, c dcache.Caller) error {
-		return l.Load(ctx, dir, name, modload.Caller{PID: c.Pid, UID: c.Uid, GID: c.Gid})
-	}
+	return l.Load
 }

@@ -34,7 +34,7 @@ func TestBuiltinOverNamespace(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if err := l.Load(ctx, m.dir, m.name, modload.Caller{}); err != nil {
+				if err := l.Load(ctx, m.dir, m.name, dcache.Caller{}); err != nil {
 					t.Errorf("Load(%q, %q): %v", m.dir, m.name, err)
 				}
 			}()
@@ -56,19 +56,19 @@ func TestBuiltinOverNamespace(t *testing.T) {
 				continue
 			}
 			a := node.Attr()
-			if a.Type != map[modload.NodeType]dcache.Type{
-				modload.CharDevice: dcache.TypeChar, modload.BlockDevice: dcache.TypeBlock,
-				modload.Directory: dcache.TypeDir, modload.Symlink: dcache.TypeSymlink,
+			if a.Type != map[dcache.Type]dcache.Type{
+				dcache.TypeChar: dcache.TypeChar, dcache.TypeBlock: dcache.TypeBlock,
+				dcache.TypeDir: dcache.TypeDir, dcache.TypeSymlink: dcache.TypeSymlink,
 			}[n.Type] {
 				t.Errorf("%s: type %v, want %v", n.Path, a.Type, n.Type)
 			}
-			if a.Mode&07777 != n.Perm && n.Type != modload.Symlink || a.Uid != n.UID || a.Gid != n.GID {
+			if a.Mode&07777 != n.Perm && n.Type != dcache.TypeSymlink || a.Uid != n.UID || a.Gid != n.GID {
 				t.Errorf("%s: mode %o %d:%d, want %v", n.Path, a.Mode, a.Uid, a.Gid, n)
 			}
 			if a.Major != n.Major || a.Minor != n.Minor {
 				t.Errorf("%s: %d:%d, want %v", n.Path, a.Major, a.Minor, n)
 			}
-			if n.Type == modload.Symlink {
+			if n.Type == dcache.TypeSymlink {
 				if got, _ := node.Readlink(); got != n.Target {
 					t.Errorf("%s -> %q, want %q", n.Path, got, n.Target)
 				}
@@ -80,7 +80,7 @@ func TestBuiltinOverNamespace(t *testing.T) {
 	}
 	// A name no module provides: ENOENT, and nothing registered.
 	before := ns.Root().Len()
-	if err := l.Load(ctx, "", "nosuchdevice", modload.Caller{}); !errors.Is(err, syscall.ENOENT) {
+	if err := l.Load(ctx, "", "nosuchdevice", dcache.Caller{}); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("unknown name: %v, want ENOENT", err)
 	}
 	if ns.Root().Len() != before {
@@ -91,17 +91,17 @@ func TestBuiltinOverNamespace(t *testing.T) {
 func TestNSRegistrarEEXIST(t *testing.T) {
 	ns := dcache.New(dcache.Options{})
 	r := nsRegistrar{ns}
-	n := modload.Node{Path: "null", Type: modload.CharDevice, Major: 1, Minor: 3, Perm: 0666}
+	n := modload.Node{Path: "null", Type: dcache.TypeChar, Major: 1, Minor: 3, Perm: 0666}
 	if err := r.Register(n); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Register(n); !errors.Is(err, syscall.EEXIST) {
 		t.Errorf("second Register = %v, want EEXIST", err)
 	}
-	if err := r.Register(modload.Node{Path: "null/x", Type: modload.CharDevice}); !errors.Is(err, syscall.ENOTDIR) {
+	if err := r.Register(modload.Node{Path: "null/x", Type: dcache.TypeChar}); !errors.Is(err, syscall.ENOTDIR) {
 		t.Errorf("under a device = %v, want ENOTDIR", err)
 	}
-	if err := r.Register(modload.Node{Path: "/abs", Type: modload.CharDevice}); !errors.Is(err, syscall.EINVAL) {
+	if err := r.Register(modload.Node{Path: "/abs", Type: dcache.TypeChar}); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("bad node = %v, want EINVAL", err)
 	}
 }
@@ -109,11 +109,11 @@ func TestNSRegistrarEEXIST(t *testing.T) {
 func TestLoaderFuncPassesThrough(t *testing.T) {
 	type call struct {
 		dir, name string
-		c         modload.Caller
+		c         dcache.Caller
 	}
 	var got call
 	boom := errors.New("boom")
-	f := loaderFunc(modload.LoaderFunc(func(ctx context.Context, dir, name string, c modload.Caller) error {
+	f := loaderFunc(modload.LoaderFunc(func(ctx context.Context, dir, name string, c dcache.Caller) error {
 		got = call{dir, name, c}
 		return boom
 	}))
@@ -121,7 +121,7 @@ func TestLoaderFuncPassesThrough(t *testing.T) {
 	if !errors.Is(err, boom) {
 		t.Errorf("error %v not passed through", err)
 	}
-	if want := (call{"net", "tun", modload.Caller{PID: 42, UID: 1000, GID: 100}}); got != want {
+	if want := (call{"net", "tun", dcache.Caller{Pid: 42, Uid: 1000, Gid: 100, Origin: dcache.OriginFUSE}}); got != want {
 		t.Errorf("loader got %+v, want %+v", got, want)
 	}
 	// And the built-in loader through it: ENOENT for what no module has.

@@ -311,8 +311,8 @@ func TestEvents(t *testing.T) {
 	}
 	for i, w := range want {
 		g := got[i]
-		if g.Kind != w.kind || g.Path != w.path || g.Origin.Origin != w.origin || g.Seq != uint64(i+1) {
-			t.Errorf("event %d: got %v %q %v seq %d, want %v %q %v", i, g.Kind, g.Path, g.Origin.Origin, g.Seq, w.kind, w.path, w.origin)
+		if g.Kind != w.kind || g.Path != w.path || g.Caller.Origin != w.origin || g.Seq != uint64(i+1) {
+			t.Errorf("event %d: got %v %q %v seq %d, want %v %q %v", i, g.Kind, g.Path, g.Caller.Origin, g.Seq, w.kind, w.path, w.origin)
 		}
 	}
 	if got[1].Major != 116 || got[1].Minor != 2 || got[1].Parent != snd.Ino() || got[1].Name != "pcm" || !got[1].FromLoader() {

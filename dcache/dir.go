@@ -81,7 +81,7 @@ func (n *Node) ChildLocked(name string) (child *Node, negative bool) {
 func (n *Node) expireLocked(name string) {
 	delete(n.dir.negative, name)
 	n.ns.events.push(Event{Kind: KindExpire, Path: n.childPath(name),
-		Parent: n.ino, Name: name, Origin: Caller{Origin: OriginBuiltin}})
+		Parent: n.ino, Name: name, Caller: Caller{Origin: OriginBuiltin}})
 }
 
 // AddNegativeLocked caches the absence of name for Options.NegativeTTL

@@ -55,7 +55,7 @@ type Event struct {
 	Target string    // symlinks: the target
 	Atime  time.Time // the node's times when the event was queued (0 for LOOKUP, EXPIRE)
 	Mtime  time.Time
-	Origin Caller // who made the change
+	Caller Caller // who made the change
 	// Renamed marks the DELETE and CREATE events of one rename (two of
 	// each for RENAME_EXCHANGE): the node moved, it was not removed and
 	// made anew. A rename queues its Renamed events together, with
@@ -68,7 +68,7 @@ type Event struct {
 
 // FromLoader reports whether the loader (or helper) made the change, so it
 // must not be echoed back to it.
-func (e *Event) FromLoader() bool { return e.Origin.Origin == OriginLoader }
+func (e *Event) FromLoader() bool { return e.Caller.Origin == OriginLoader }
 
 // Sink receives events. Event is called with no dcache mutex held, one
 // call at a time, in queue order, possibly while the calling goroutine holds

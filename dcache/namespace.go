@@ -218,7 +218,7 @@ func (ns *Namespace) EmitLookup(dir *Node, dirPath, name string, c Caller) {
 		return
 	}
 	ns.events.push(Event{Kind: KindLookup, Path: joinPath(dirPath, name),
-		Parent: dir.ino, Name: name, Origin: c})
+		Parent: dir.ino, Name: name, Caller: c})
 	ns.events.flush()
 }
 

@@ -309,7 +309,7 @@ func (n *Node) eventLocked(k Kind, c Caller) Event {
 func (n *Node) eventNoPathLocked(k Kind, c Caller) Event {
 	ev := Event{Kind: k, Ino: n.ino, Type: n.typ,
 		Mode: n.typ.ModeBits() | n.mode, Major: n.major, Minor: n.minor,
-		Uid: n.uid, Gid: n.gid, Target: n.target(), Atime: n.timeLocked(atime), Mtime: n.timeLocked(mtime), Origin: c}
+		Uid: n.uid, Gid: n.gid, Target: n.target(), Atime: n.timeLocked(atime), Mtime: n.timeLocked(mtime), Caller: c}
 	if l := n.link.Load(); l != nil {
 		ev.Parent, ev.Name = l.parent.ino, l.name
 	}

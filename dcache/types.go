@@ -29,6 +29,23 @@ func (t Type) String() string {
 	return "invalid"
 }
 
+// ParseType returns the Type whose String is s ("dir", "char", ...); ok is
+// false for any other string. It is the one reading of a node type's name:
+// the control API, the configuration, the state file and the helper's
+// stream all name types this way.
+func ParseType(s string) (t Type, ok bool) {
+	for i := TypeDir; int(i) < len(typeNames); i++ {
+		if typeNames[i] == s {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// Device reports whether t is a device type (TypeChar, TypeBlock): a node
+// with a device number.
+func (t Type) Device() bool { return t == TypeChar || t == TypeBlock }
+
 // ModeBits returns the S_IFMT bits of t.
 func (t Type) ModeBits() uint32 {
 	switch t {
@@ -104,19 +121,22 @@ func (o Origin) String() string {
 	return "invalid"
 }
 
-// Caller identifies who made a request.
+// Caller identifies who made a request: the one identity of the tree, for
+// a change, a lookup that missed (loaders get it), an attached helper and
+// a control-socket peer. In JSON (the helper stream's "caller") it is
+// {"pid":..,"uid":..,"gid":..}: Origin and Mount stay inside the daemon.
 type Caller struct {
-	Pid    uint32 // process id (0 when not a process)
-	Uid    uint32
-	Gid    uint32
-	Origin Origin
+	Pid    uint32 `json:"pid"` // process id (0 when not a process)
+	Uid    uint32 `json:"uid"`
+	Gid    uint32 `json:"gid"`
+	Origin Origin `json:"-"`
 	// Mount, for OriginFUSE, names the mount the request came through
 	// (package fs numbers its servers from 1; 0: not said). A daemon may
 	// serve several mounts of one namespace (views): the kernel of the
 	// mount that made a change knows of it, the others must be told.
 	// dcache only carries it. It fits in Origin's padding: Caller stays
 	// 16 bytes.
-	Mount uint16
+	Mount uint16 `json:"-"`
 }
 
 // Attr is a consistent snapshot of a node's attributes. Its times are in

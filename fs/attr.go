@@ -27,7 +27,7 @@ func fillAttr(a *dcache.Attr, out *fuse.Attr) {
 	out.Uid = a.Uid
 	out.Gid = a.Gid
 	out.Rdev = 0
-	if a.Type == dcache.TypeChar || a.Type == dcache.TypeBlock {
+	if a.Type.Device() {
 		out.Rdev = uint32(unix.Mkdev(a.Major, a.Minor)) // new_encode_dev for 12:20-bit numbers
 	}
 	out.Blksize = blockSize

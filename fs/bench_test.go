@@ -20,7 +20,7 @@ import (
 // built-in catalogue does for a name it does not know.
 type declineAll struct{}
 
-func (declineAll) Load(context.Context, string, string, lookup.Caller) error { return syscall.ENOENT }
+func (declineAll) Load(context.Context, string, string, dcache.Caller) error { return syscall.ENOENT }
 func (declineAll) Declines(string, string) bool                              { return true }
 
 func benchServer(b *testing.B, files int) (*Server, []string) {

@@ -195,21 +195,21 @@ func TestNotifyQueueTranslatesEvents(t *testing.T) {
 	builtin := dcache.Caller{Origin: dcache.OriginBuiltin}
 	fuseCaller := dcache.Caller{Origin: dcache.OriginFUSE, Pid: 42}
 	evs := []dcache.Event{
-		{Kind: dcache.KindRegister, Parent: 1, Name: "before-mount", Ino: 2, Origin: builtin}, // dropped: not enabled
+		{Kind: dcache.KindRegister, Parent: 1, Name: "before-mount", Ino: 2, Caller: builtin}, // dropped: not enabled
 	}
 	for _, ev := range evs {
 		nq.Event(ev)
 	}
 	nq.enable()
 	for _, ev := range []dcache.Event{
-		{Kind: dcache.KindRegister, Parent: 1, Name: "loop0", Ino: 10, Origin: builtin},
-		{Kind: dcache.KindCreate, Parent: 1, Name: "mine", Ino: 11, Origin: fuseCaller}, // the kernel knows
-		{Kind: dcache.KindDelete, Parent: 1, Name: "mine", Ino: 11, Origin: fuseCaller}, // the kernel knows
-		{Kind: dcache.KindLookup, Parent: 1, Name: "x", Origin: fuseCaller},
-		{Kind: dcache.KindUnregister, Parent: 5, Name: "event0", Ino: 12, Origin: dcache.Caller{Origin: dcache.OriginControl}},
-		{Kind: dcache.KindExpire, Parent: 1, Name: "nvidia0", Origin: builtin},
-		{Kind: dcache.KindChange, Parent: 1, Name: "tty", Ino: 13, Origin: dcache.Caller{Origin: dcache.OriginLoader}},
-		{Kind: dcache.KindChange, Parent: 1, Name: "tty", Ino: 13, Origin: fuseCaller},
+		{Kind: dcache.KindRegister, Parent: 1, Name: "loop0", Ino: 10, Caller: builtin},
+		{Kind: dcache.KindCreate, Parent: 1, Name: "mine", Ino: 11, Caller: fuseCaller}, // the kernel knows
+		{Kind: dcache.KindDelete, Parent: 1, Name: "mine", Ino: 11, Caller: fuseCaller}, // the kernel knows
+		{Kind: dcache.KindLookup, Parent: 1, Name: "x", Caller: fuseCaller},
+		{Kind: dcache.KindUnregister, Parent: 5, Name: "event0", Ino: 12, Caller: dcache.Caller{Origin: dcache.OriginControl}},
+		{Kind: dcache.KindExpire, Parent: 1, Name: "nvidia0", Caller: builtin},
+		{Kind: dcache.KindChange, Parent: 1, Name: "tty", Ino: 13, Caller: dcache.Caller{Origin: dcache.OriginLoader}},
+		{Kind: dcache.KindChange, Parent: 1, Name: "tty", Ino: 13, Caller: fuseCaller},
 	} {
 		nq.Event(ev)
 	}
@@ -238,7 +238,7 @@ func TestNotifyQueueOverflowCountsAndNeverBlocks(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); nq.run(f, zapNop()) }()
 	ev := func(i int) dcache.Event {
-		return dcache.Event{Kind: dcache.KindRegister, Parent: 1, Name: fmt.Sprint(i), Origin: dcache.Caller{}}
+		return dcache.Event{Kind: dcache.KindRegister, Parent: 1, Name: fmt.Sprint(i), Caller: dcache.Caller{}}
 	}
 	nq.Event(ev(0))
 	waitFor(t, "the worker to take the first notice", func() bool { return nq.len() == 0 })

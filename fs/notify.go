@@ -126,7 +126,7 @@ func (nq *NotifyQueue) WantsLookups() bool { return false }
 // taken for this mount's own. A view's queue skips what the view hides.
 // It never blocks and never calls into dcache, lookup or the kernel.
 func (nq *NotifyQueue) Event(ev dcache.Event) {
-	if ev.Origin.Origin == dcache.OriginFUSE && (ev.Origin.Mount == nq.id || ev.Origin.Mount == 0) {
+	if ev.Caller.Origin == dcache.OriginFUSE && (ev.Caller.Mount == nq.id || ev.Caller.Mount == 0) {
 		return // the kernel of this mount made this change itself
 	}
 	if nq.view != nil && !viewNotifies(nq.view, &ev) {

@@ -278,14 +278,14 @@ func TestViewNotifiesPerMount(t *testing.T) {
 	viaMain := dcache.Caller{Origin: dcache.OriginFUSE, Mount: mainQ.id}
 	viaView := dcache.Caller{Origin: dcache.OriginFUSE, Mount: viewQ.id}
 	for _, ev := range []dcache.Event{
-		{Kind: dcache.KindRegister, Path: "snd", Parent: 1, Name: "snd", Ino: 20, Type: dcache.TypeDir, Origin: ctl},
-		{Kind: dcache.KindRegister, Path: "snd/pcm0", Parent: 20, Name: "pcm0", Ino: 21, Origin: ctl},
-		{Kind: dcache.KindRegister, Path: "mem", Parent: 1, Name: "mem", Ino: 22, Origin: ctl},
-		{Kind: dcache.KindCreate, Path: "snd/pcm1", Parent: 20, Name: "pcm1", Ino: 23, Origin: viaMain},
-		{Kind: dcache.KindCreate, Path: "snd/pcm2", Parent: 20, Name: "pcm2", Ino: 24, Origin: viaView},
-		{Kind: dcache.KindDelete, Path: "kmsg", Parent: 1, Name: "kmsg", Ino: 25, Origin: viaView},
-		{Kind: dcache.KindChange, Path: "snd/pcm0", Ino: 21, Origin: ctl},
-		{Kind: dcache.KindExpire, Path: "snd/x", Parent: 20, Name: "x", Origin: dcache.Caller{}},
+		{Kind: dcache.KindRegister, Path: "snd", Parent: 1, Name: "snd", Ino: 20, Type: dcache.TypeDir, Caller: ctl},
+		{Kind: dcache.KindRegister, Path: "snd/pcm0", Parent: 20, Name: "pcm0", Ino: 21, Caller: ctl},
+		{Kind: dcache.KindRegister, Path: "mem", Parent: 1, Name: "mem", Ino: 22, Caller: ctl},
+		{Kind: dcache.KindCreate, Path: "snd/pcm1", Parent: 20, Name: "pcm1", Ino: 23, Caller: viaMain},
+		{Kind: dcache.KindCreate, Path: "snd/pcm2", Parent: 20, Name: "pcm2", Ino: 24, Caller: viaView},
+		{Kind: dcache.KindDelete, Path: "kmsg", Parent: 1, Name: "kmsg", Ino: 25, Caller: viaView},
+		{Kind: dcache.KindChange, Path: "snd/pcm0", Ino: 21, Caller: ctl},
+		{Kind: dcache.KindExpire, Path: "snd/x", Parent: 20, Name: "x", Caller: dcache.Caller{}},
 	} {
 		r.mux.Event(ev)
 	}

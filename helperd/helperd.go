@@ -25,6 +25,7 @@ import (
 	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control/client"
 	"github.com/devfsd/devfsd/control/wire"
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload/devfsdconf"
 	mexec "github.com/devfsd/devfsd/modload/exec"
 )
@@ -353,11 +354,6 @@ func nodeEvent(k devfsdconf.Kind, n wire.Node) devfsdconf.Event {
 // stMode builds st_mode from the wire's node type and octal mode.
 func stMode(typ, mode string) uint32 {
 	perm, _ := config.ParseMode(mode) // the daemon's own answer: well-formed
-	return wireTypes[typ] | uint32(perm)
-}
-
-var wireTypes = map[string]uint32{
-	"dir": devfsdconf.TypeDir, "char": devfsdconf.TypeChar, "block": devfsdconf.TypeBlock,
-	"symlink": devfsdconf.TypeLink, "fifo": devfsdconf.TypeFifo, "socket": devfsdconf.TypeSock,
-	"regular": devfsdconf.TypeReg,
+	t, _ := dcache.ParseType(typ)     // likewise: a type the daemon names
+	return t.ModeBits() | uint32(perm)
 }

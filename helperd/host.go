@@ -17,6 +17,7 @@ import (
 	"github.com/devfsd/devfsd/config"
 	"github.com/devfsd/devfsd/control/client"
 	"github.com/devfsd/devfsd/control/wire"
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 	"github.com/devfsd/devfsd/modload/builtin"
 	"github.com/devfsd/devfsd/modload/devfsdconf"
@@ -116,7 +117,7 @@ func (h *helperHost) Modload(ctx context.Context, devname string) ([]devfsdconf.
 		}
 	}
 	dir, base := path.Split(devname)
-	err := bl.Load(ctx, strings.TrimSuffix(dir, "/"), base, modload.Caller{})
+	err := bl.Load(ctx, strings.TrimSuffix(dir, "/"), base, dcache.Caller{})
 	if errors.Is(err, syscall.ENOENT) {
 		err = fmt.Errorf("%w: %w", err, fs.ErrNotExist)
 	}
@@ -129,10 +130,10 @@ func (h *helperHost) register(ctx context.Context, n modload.Node) (wire.Node, e
 	uid, gid := int64(n.UID), int64(n.GID)
 	req.Uid, req.Gid = &uid, &gid
 	switch n.Type {
-	case modload.CharDevice, modload.BlockDevice:
+	case dcache.TypeChar, dcache.TypeBlock:
 		ma, mi := int64(n.Major), int64(n.Minor)
 		req.Major, req.Minor = &ma, &mi
-	case modload.Symlink:
+	case dcache.TypeSymlink:
 		t := n.Target
 		req.Target = &t
 	}

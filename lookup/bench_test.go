@@ -17,7 +17,7 @@ import (
 // sync.RWMutex, the least a lookup could cost.
 func BenchmarkLookup(b *testing.B) {
 	clk := &fixedClock{t: time.Now()}
-	instant := LoaderFunc(func(context.Context, string, string, Caller) error { return nil })
+	instant := LoaderFunc(func(context.Context, string, string, dcache.Caller) error { return nil })
 	benchWith := func(b *testing.B, ttl time.Duration, name string, sink dcache.Sink, loader Loader) {
 		ns := dcache.New(dcache.Options{Now: clk.Now, NegativeTTL: ttl, Sink: sink})
 		ns.Register("null", dcache.Spec{Type: dcache.TypeChar, Major: 1, Minor: 3}, helper)

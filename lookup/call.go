@@ -18,7 +18,7 @@ type call struct {
 	r      *Resolver
 	dir    *dcache.Node
 	name   string
-	caller Caller // who missed first: the owner
+	caller dcache.Caller // who missed first: the owner
 
 	// refs counts the references: the owner's and one per waiter. It is
 	// raised only under dir's mu while the call is published (join), so
@@ -51,7 +51,7 @@ type call struct {
 
 // newCall returns a call for a miss of name in dir by c, holding one
 // reference, the owner's, and counts it live. It is not published yet.
-func (r *Resolver) newCall(dir *dcache.Node, name string, c Caller) *call {
+func (r *Resolver) newCall(dir *dcache.Node, name string, c dcache.Caller) *call {
 	cl := &call{r: r, dir: dir, name: name, caller: c}
 	cl.refs.Store(1)
 	r.live.Add(1)

@@ -39,7 +39,7 @@ func checkDir(op string, dir *dcache.Node, name string) error {
 	return dcache.CheckName(name)
 }
 
-func (r *Resolver) change(ctx context.Context, op string, dir *dcache.Node, name string, c Caller, fn func() error) error {
+func (r *Resolver) change(ctx context.Context, op string, dir *dcache.Node, name string, c dcache.Caller, fn func() error) error {
 	if err := checkDir(op, dir, name); err != nil {
 		return err
 	}
@@ -54,7 +54,7 @@ func (r *Resolver) change(ctx context.Context, op string, dir *dcache.Node, name
 }
 
 // Mknod makes a device, fifo, socket or regular file (see dcache.Node.Mknod).
-func (r *Resolver) Mknod(ctx context.Context, dir *dcache.Node, name string, mode, major, minor uint32, c Caller) (n *dcache.Node, err error) {
+func (r *Resolver) Mknod(ctx context.Context, dir *dcache.Node, name string, mode, major, minor uint32, c dcache.Caller) (n *dcache.Node, err error) {
 	err = r.change(ctx, "mknod", dir, name, c, func() error {
 		n, err = dir.Mknod(name, mode, major, minor, c)
 		return err
@@ -63,7 +63,7 @@ func (r *Resolver) Mknod(ctx context.Context, dir *dcache.Node, name string, mod
 }
 
 // Mkdir makes a directory (see dcache.Node.Mkdir).
-func (r *Resolver) Mkdir(ctx context.Context, dir *dcache.Node, name string, mode uint32, c Caller) (n *dcache.Node, err error) {
+func (r *Resolver) Mkdir(ctx context.Context, dir *dcache.Node, name string, mode uint32, c dcache.Caller) (n *dcache.Node, err error) {
 	err = r.change(ctx, "mkdir", dir, name, c, func() error {
 		n, err = dir.Mkdir(name, mode, c)
 		return err
@@ -72,7 +72,7 @@ func (r *Resolver) Mkdir(ctx context.Context, dir *dcache.Node, name string, mod
 }
 
 // Symlink makes a symlink (see dcache.Node.Symlink).
-func (r *Resolver) Symlink(ctx context.Context, dir *dcache.Node, name, target string, c Caller) (n *dcache.Node, err error) {
+func (r *Resolver) Symlink(ctx context.Context, dir *dcache.Node, name, target string, c dcache.Caller) (n *dcache.Node, err error) {
 	err = r.change(ctx, "symlink", dir, name, c, func() error {
 		n, err = dir.Symlink(name, target, c)
 		return err
@@ -81,24 +81,24 @@ func (r *Resolver) Symlink(ctx context.Context, dir *dcache.Node, name, target s
 }
 
 // Link gives node a new name (see dcache.Node.Link).
-func (r *Resolver) Link(ctx context.Context, dir *dcache.Node, name string, node *dcache.Node, c Caller) error {
+func (r *Resolver) Link(ctx context.Context, dir *dcache.Node, name string, node *dcache.Node, c dcache.Caller) error {
 	return r.change(ctx, "link", dir, name, c, func() error { return dir.Link(name, node, c) })
 }
 
 // Unlink removes a non-directory (see dcache.Node.Unlink).
-func (r *Resolver) Unlink(ctx context.Context, dir *dcache.Node, name string, c Caller) error {
+func (r *Resolver) Unlink(ctx context.Context, dir *dcache.Node, name string, c dcache.Caller) error {
 	return r.change(ctx, "unlink", dir, name, c, func() error { return dir.Unlink(name, c) })
 }
 
 // Rmdir removes an empty directory (see dcache.Node.Rmdir).
-func (r *Resolver) Rmdir(ctx context.Context, dir *dcache.Node, name string, c Caller) error {
+func (r *Resolver) Rmdir(ctx context.Context, dir *dcache.Node, name string, c dcache.Caller) error {
 	return r.change(ctx, "rmdir", dir, name, c, func() error { return dir.Rmdir(name, c) })
 }
 
 // Rename renames (see dcache.Namespace.Rename), holding both directories'
 // sems exclusive, taken in inode-number order, and waiting for loads of
 // both names.
-func (r *Resolver) Rename(ctx context.Context, oldDir *dcache.Node, oldName string, newDir *dcache.Node, newName string, flags uint32, c Caller) error {
+func (r *Resolver) Rename(ctx context.Context, oldDir *dcache.Node, oldName string, newDir *dcache.Node, newName string, flags uint32, c dcache.Caller) error {
 	if err := checkDir("rename", oldDir, oldName); err != nil {
 		return err
 	}
@@ -141,7 +141,7 @@ func (r *Resolver) Rename(ctx context.Context, oldDir *dcache.Node, oldName stri
 
 // ReadDir lists dir (see dcache.Node.ReadDir) holding its sem shared; the
 // loader's own listings take no sem. readdir never asks the loader.
-func (r *Resolver) ReadDir(ctx context.Context, dir *dcache.Node, offset uint64, max int, c Caller) ([]dcache.DirEntry, error) {
+func (r *Resolver) ReadDir(ctx context.Context, dir *dcache.Node, offset uint64, max int, c dcache.Caller) ([]dcache.DirEntry, error) {
 	if !dir.IsDir() || r.bypass(c) {
 		return dir.ReadDir(offset, max)
 	}

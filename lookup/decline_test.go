@@ -27,7 +27,7 @@ func (d *decliner) Declines(dir, name string) bool {
 	return d.no[name]
 }
 
-func (d *decliner) Load(ctx context.Context, dir, name string, c Caller) error {
+func (d *decliner) Load(ctx context.Context, dir, name string, c dcache.Caller) error {
 	d.loads.Add(1)
 	if d.no[name] {
 		return errors.New("decliner: Load called for a declined name")
@@ -179,7 +179,7 @@ func (d *registeringDecliner) Declines(dir, name string) bool {
 	return false
 }
 
-func (d *registeringDecliner) Load(ctx context.Context, dir, name string, c Caller) error {
+func (d *registeringDecliner) Load(ctx context.Context, dir, name string, c dcache.Caller) error {
 	d.loads.Add(1)
 	return nil
 }

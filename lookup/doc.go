@@ -54,7 +54,7 @@
 //
 // # The loader's own lookups
 //
-// Lookups and changes made by the loader itself (a Caller with Origin
+// Lookups and changes made by the loader itself (a dcache.Caller with Origin
 // dcache.OriginLoader, or one the Options.IsLoader predicate recognises —
 // supplied by whoever wires the loader, never a guess) never wait on a
 // call and never start a load: they see the namespace as it is. They do

@@ -18,8 +18,8 @@ import (
 var hammerFor = flag.Duration("hammer", 10*time.Second, "duration of each TestHammer* test")
 
 var (
-	user   = Caller{Pid: 100, Uid: 1000, Gid: 1000, Origin: dcache.OriginFUSE}
-	helper = Caller{Pid: 7, Origin: dcache.OriginLoader}
+	user   = dcache.Caller{Pid: 100, Uid: 1000, Gid: 1000, Origin: dcache.OriginFUSE}
+	helper = dcache.Caller{Pid: 7, Origin: dcache.OriginLoader}
 )
 
 // fixedClock never moves unless told, so negative entries expire only when
@@ -88,7 +88,7 @@ func settled(t *testing.T, r *Resolver) {
 }
 
 func registerLoader(ns *dcache.Namespace) LoaderFunc {
-	return func(ctx context.Context, dir, name string, c Caller) error {
+	return func(ctx context.Context, dir, name string, c dcache.Caller) error {
 		p := name
 		if dir != "" {
 			p = dir + "/" + name
@@ -111,13 +111,13 @@ func TestLookup(t *testing.T) {
 		{"miss, no loader", func(*dcache.Namespace) Loader { return nil }, "foo", syscall.ENOENT, 0},
 		{"miss, loader registers", func(ns *dcache.Namespace) Loader { return registerLoader(ns) }, "foo", 0, 1},
 		{"miss, loader has nothing", func(*dcache.Namespace) Loader {
-			return LoaderFunc(func(context.Context, string, string, Caller) error { return syscall.ENOENT })
+			return LoaderFunc(func(context.Context, string, string, dcache.Caller) error { return syscall.ENOENT })
 		}, "foo", syscall.ENOENT, 1},
 		{"miss, loader fails", func(*dcache.Namespace) Loader {
-			return LoaderFunc(func(context.Context, string, string, Caller) error { return errBroken })
+			return LoaderFunc(func(context.Context, string, string, dcache.Caller) error { return errBroken })
 		}, "foo", syscall.ENOENT, 1},
 		{"miss, loader panics", func(*dcache.Namespace) Loader {
-			return LoaderFunc(func(context.Context, string, string, Caller) error { panic("boom") })
+			return LoaderFunc(func(context.Context, string, string, dcache.Caller) error { panic("boom") })
 		}, "foo", syscall.ENOENT, 1},
 		{"name too long", func(*dcache.Namespace) Loader { return nil }, string(make([]byte, 256)), syscall.ENAMETOOLONG, 0},
 		{"bad name", func(*dcache.Namespace) Loader { return nil }, "a/b", syscall.EINVAL, 0},
@@ -155,7 +155,7 @@ func TestLookup(t *testing.T) {
 	t.Run("negative entry expires", func(t *testing.T) {
 		ns, clk := newNS()
 		var loads atomic.Int32
-		r := New(ns, LoaderFunc(func(context.Context, string, string, Caller) error {
+		r := New(ns, LoaderFunc(func(context.Context, string, string, dcache.Caller) error {
 			loads.Add(1)
 			return nil
 		}), Options{})
@@ -183,7 +183,7 @@ func TestLookupSharesOneLoad(t *testing.T) {
 			var waiting atomic.Int32
 			allWaiting := make(chan struct{})
 			var loads atomic.Int32
-			r := New(ns, LoaderFunc(func(ctx context.Context, dir, name string, c Caller) error {
+			r := New(ns, LoaderFunc(func(ctx context.Context, dir, name string, c dcache.Caller) error {
 				loads.Add(1)
 				select {
 				case <-allWaiting:
@@ -248,7 +248,7 @@ func TestR4LsAndRmOfLoadingName(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ns, _ := newNS()
 			loading, release := make(chan struct{}), make(chan struct{})
-			r := New(ns, LoaderFunc(func(ctx context.Context, dir, name string, c Caller) error {
+			r := New(ns, LoaderFunc(func(ctx context.Context, dir, name string, c dcache.Caller) error {
 				close(loading)
 				<-release
 				if tc.registers {
@@ -316,7 +316,7 @@ func TestLivenessHungLoaderReleasesWaitersAtDeadline(t *testing.T) {
 	hang := make(chan struct{})
 	defer close(hang)
 	const timeout = 100 * time.Millisecond
-	r := New(ns, LoaderFunc(func(context.Context, string, string, Caller) error {
+	r := New(ns, LoaderFunc(func(context.Context, string, string, dcache.Caller) error {
 		<-hang
 		return nil
 	}), Options{Timeout: timeout})
@@ -370,7 +370,7 @@ func TestLivenessCancelledWaitersGetEINTR(t *testing.T) {
 		t.Run(fmt.Sprintf("owner=%v", cancelOwner), func(t *testing.T) {
 			ns, _ := newNS()
 			loading, release := make(chan struct{}), make(chan struct{})
-			r := New(ns, LoaderFunc(func(ctx context.Context, dir, name string, c Caller) error {
+			r := New(ns, LoaderFunc(func(ctx context.Context, dir, name string, c dcache.Caller) error {
 				close(loading)
 				<-release
 				_, err := ns.Register(name, dcache.Spec{Type: dcache.TypeChar}, helper)
@@ -447,11 +447,11 @@ func TestLivenessLoaderBypassesTheWait(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		opts Options
-		as   Caller
+		as   dcache.Caller
 	}{
 		{"origin loader", Options{}, helper},
-		{"IsLoader predicate", Options{IsLoader: func(c Caller) bool { return c.Pid == 4242 }},
-			Caller{Pid: 4242, Origin: dcache.OriginFUSE}},
+		{"IsLoader predicate", Options{IsLoader: func(c dcache.Caller) bool { return c.Pid == 4242 }},
+			dcache.Caller{Pid: 4242, Origin: dcache.OriginFUSE}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns, _ := newNS()
@@ -459,7 +459,7 @@ func TestLivenessLoaderBypassesTheWait(t *testing.T) {
 			rmWaiting := make(chan struct{})
 			loaderErr := make(chan error, 1)
 			tc.opts.Timeout = time.Minute
-			r = New(ns, LoaderFunc(func(ctx context.Context, dir, name string, c Caller) error {
+			r = New(ns, LoaderFunc(func(ctx context.Context, dir, name string, c dcache.Caller) error {
 				waitChan(t, rmWaiting, 5*time.Second, "rm to wait")
 				root := ns.Root()
 				if _, err := r.Lookup(ctx, root, name, tc.as); !errors.Is(err, syscall.ENOENT) {
@@ -541,7 +541,7 @@ func TestLivenessChangesWaitForTheLoad(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ns, _ := newNS()
 			loading, release := make(chan struct{}), make(chan struct{})
-			r := New(ns, LoaderFunc(func(ctx context.Context, dir, name string, c Caller) error {
+			r := New(ns, LoaderFunc(func(ctx context.Context, dir, name string, c dcache.Caller) error {
 				close(loading)
 				<-release
 				_, err := ns.Register(name, dcache.Spec{Type: dcache.TypeChar, Major: 14, Minor: 3}, helper)
@@ -592,7 +592,7 @@ func TestHammerLookup(t *testing.T) {
 	names := []string{"a", "b", "c", "d"}
 	dirs := []string{"", "x", "x/y"}
 	var r *Resolver
-	r = New(ns, LoaderFunc(func(ctx context.Context, dir, name string, c Caller) error {
+	r = New(ns, LoaderFunc(func(ctx context.Context, dir, name string, c dcache.Caller) error {
 		switch len(name) + int(clk.Now().UnixNano()/int64(time.Millisecond))%4 {
 		case 1:
 			p := name

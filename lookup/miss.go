@@ -18,7 +18,7 @@ import (
 // if dir is not a directory. The loader's own lookups (bypass) see the
 // namespace as it is, under mu alone.
 // Model: proctype Lookup in test/model/lookup.pml.
-func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c Caller) (*dcache.Node, error) {
+func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c dcache.Caller) (*dcache.Node, error) {
 	if !dir.IsDir() {
 		return nil, pathErr("lookup", name, syscall.ENOTDIR)
 	}
@@ -78,7 +78,7 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 // child, no fresh negative entry and no record in a directory that was not
 // removed.
 // Model: the owner branch of proctype Lookup in test/model/lookup.pml.
-func (r *Resolver) miss(ctx context.Context, dir *dcache.Node, dirPath, name string, c Caller, loader Loader) (*dcache.Node, error) {
+func (r *Resolver) miss(ctx context.Context, dir *dcache.Node, dirPath, name string, c dcache.Caller, loader Loader) (*dcache.Node, error) {
 	// Step 2: under mu, publish a new record (one reference: the owner's).
 	cl := r.newCall(dir, name, c)
 	dir.PublishLocked(name, cl)
@@ -278,7 +278,7 @@ func (r *Resolver) wait(ctx context.Context, cl *call, w *waitq.Waiter, writer b
 // answers with it) or a load of it started (a loader that stopped
 // declining: that load caches its own outcome).
 // Preconditions: no dcache lock held.
-func (r *Resolver) declined(dir *dcache.Node, dirPath, name string, c Caller, loader Loader, start time.Time) (*dcache.Node, error) {
+func (r *Resolver) declined(dir *dcache.Node, dirPath, name string, c dcache.Caller, loader Loader, start time.Time) (*dcache.Node, error) {
 	r.loads.Add(1)
 	r.ns.EmitLookup(dir, dirPath, name, c)
 	dir.LockMu()

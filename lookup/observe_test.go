@@ -16,7 +16,7 @@ type namedLoader struct {
 	fn   LoaderFunc
 }
 
-func (n namedLoader) Load(ctx context.Context, dir, name string, c Caller) error {
+func (n namedLoader) Load(ctx context.Context, dir, name string, c dcache.Caller) error {
 	return n.fn(ctx, dir, name, c)
 }
 func (n namedLoader) LoaderName() string { return n.name }
@@ -28,7 +28,7 @@ func TestObserveAndCounters(t *testing.T) {
 	ns, clk := newNS()
 	var mu sync.Mutex
 	var seen []MissInfo
-	reg := namedLoader{"cat", func(ctx context.Context, dir, name string, c Caller) error {
+	reg := namedLoader{"cat", func(ctx context.Context, dir, name string, c dcache.Caller) error {
 		switch name {
 		case "dev":
 			_, err := ns.Register(name, dcache.Spec{Type: dcache.TypeChar, Major: 1, Minor: 1}, helper)
@@ -74,7 +74,7 @@ func TestObserveAndCounters(t *testing.T) {
 	}
 	// A new loader and timeout apply to the next load.
 	clk.Advance(time.Hour)
-	r.SetLoader(namedLoader{"other", func(context.Context, string, string, Caller) error {
+	r.SetLoader(namedLoader{"other", func(context.Context, string, string, dcache.Caller) error {
 		_, err := ns.Register("nothing", dcache.Spec{Type: dcache.TypeFifo}, helper)
 		return err
 	}})
@@ -102,7 +102,7 @@ func TestObserveAndCounters(t *testing.T) {
 // shows more loads than misses.
 func TestFirstLookCountsExactAcrossGoroutines(t *testing.T) {
 	ns, _ := newNS()
-	r := New(ns, LoaderFunc(func(context.Context, string, string, Caller) error { return syscall.ENOENT }), Options{})
+	r := New(ns, LoaderFunc(func(context.Context, string, string, dcache.Caller) error { return syscall.ENOENT }), Options{})
 	root := ns.Root()
 	if _, err := ns.Register("here", dcache.Spec{Type: dcache.TypeChar, Major: 1, Minor: 3}, helper); err != nil {
 		t.Fatal(err)

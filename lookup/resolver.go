@@ -13,9 +13,6 @@ import (
 	"github.com/devfsd/devfsd/sync/refcount"
 )
 
-// Caller identifies who made a request; see dcache.Caller.
-type Caller = dcache.Caller
-
 // Loader loads what provides name in directory dir (a path relative to the
 // namespace root, "" for the root), registering nodes through
 // dcache.Namespace.Register while it runs. It returns when done: nil or an
@@ -24,14 +21,14 @@ type Caller = dcache.Caller
 // and must not look names up through the mount unless its lookups are
 // recognised as the loader's (see Options.IsLoader).
 type Loader interface {
-	Load(ctx context.Context, dir, name string, caller Caller) error
+	Load(ctx context.Context, dir, name string, caller dcache.Caller) error
 }
 
 // LoaderFunc adapts a function to a Loader.
-type LoaderFunc func(ctx context.Context, dir, name string, caller Caller) error
+type LoaderFunc func(ctx context.Context, dir, name string, caller dcache.Caller) error
 
 // Load calls f.
-func (f LoaderFunc) Load(ctx context.Context, dir, name string, caller Caller) error {
+func (f LoaderFunc) Load(ctx context.Context, dir, name string, caller dcache.Caller) error {
 	return f(ctx, dir, name, caller)
 }
 
@@ -71,9 +68,9 @@ type Options struct {
 	Timeout time.Duration
 	// IsLoader recognises the loader's own requests (by pid and
 	// descendants, or by the peer credential of its socket), which bypass
-	// every wait. A Caller with Origin dcache.OriginLoader bypasses
+	// every wait. A dcache.Caller with Origin dcache.OriginLoader bypasses
 	// whatever IsLoader says. Nil: only that origin.
-	IsLoader func(Caller) bool
+	IsLoader func(dcache.Caller) bool
 	// Observe, if not nil, is told of every load once it has ended (the
 	// miss decision: what was asked, of whom, with what result, how
 	// long), after the record was finished, with no lock held, from the
@@ -85,9 +82,9 @@ type Options struct {
 
 // MissInfo describes one load: a lookup that missed and asked the loader.
 type MissInfo struct {
-	Dir, Name string // the directory's path ("" for the root) and the name
-	Caller    Caller // who missed first (the record's owner)
-	Loader    string // Namer's answer when the load started, or ""
+	Dir, Name string        // the directory's path ("" for the root) and the name
+	Caller    dcache.Caller // who missed first (the record's owner)
+	Loader    string        // Namer's answer when the load started, or ""
 	// Result is ResultFound (the name exists afterwards), ResultAbsent
 	// (the loader finished without providing it), ResultTimeout (the
 	// deadline passed first) or ResultError (the loader failed and the
@@ -111,7 +108,7 @@ const (
 type Resolver struct {
 	// Immutable after New:
 	ns       *dcache.Namespace
-	isLoader func(Caller) bool
+	isLoader func(dcache.Caller) bool
 	observe  func(MissInfo)
 	hooks    hooks // tests only
 
@@ -231,7 +228,7 @@ func (r *Resolver) Stats() Stats {
 }
 
 // bypass reports whether c is the loader itself.
-func (r *Resolver) bypass(c Caller) bool {
+func (r *Resolver) bypass(c dcache.Caller) bool {
 	return c.Origin == dcache.OriginLoader || (r.isLoader != nil && r.isLoader(c))
 }
 

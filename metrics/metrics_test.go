@@ -20,7 +20,7 @@ func TestScrape(t *testing.T) {
 	ns.Register("null", dcache.Spec{Type: dcache.TypeChar, Major: 1, Minor: 3}, dcache.Caller{})
 	reg := prometheus.NewRegistry()
 	var m *Metrics
-	res := lookup.New(ns, lookup.LoaderFunc(func(context.Context, string, string, lookup.Caller) error { return nil }),
+	res := lookup.New(ns, lookup.LoaderFunc(func(context.Context, string, string, dcache.Caller) error { return nil }),
 		lookup.Options{Observe: func(mi lookup.MissInfo) { m.ObserveLoad(mi) }})
 	m = New(reg, Sources{Namespace: ns, Lookup: res.Stats})
 	res.Lookup(context.Background(), ns.Root(), "null", dcache.Caller{})

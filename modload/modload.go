@@ -34,33 +34,9 @@ import (
 	"path"
 	"strings"
 	"syscall"
+
+	"github.com/devfsd/devfsd/dcache"
 )
-
-// NodeType is the kind of a registered node.
-type NodeType uint8
-
-// The node types a loader can register. The zero value is invalid so that
-// a Node left half-filled is caught by Validate.
-const (
-	CharDevice  NodeType = iota + 1 // a character device: Major, Minor
-	BlockDevice                     // a block device: Major, Minor
-	Directory                       // a directory; no device number
-	Symlink                         // a symbolic link to Target
-)
-
-func (t NodeType) String() string {
-	switch t {
-	case CharDevice:
-		return "char"
-	case BlockDevice:
-		return "block"
-	case Directory:
-		return "dir"
-	case Symlink:
-		return "symlink"
-	}
-	return fmt.Sprintf("NodeType(%d)", uint8(t))
-}
 
 // Node is one registration: what devfs_register, devfs_mk_dir and
 // devfs_mk_symlink took, as one value so that a catalogue can be a table.
@@ -70,15 +46,17 @@ type Node struct {
 	// with an owner of its choosing (dcache: the node's); a loader that
 	// cares registers the directory first.
 	Path string
-	Type NodeType
+	// Type is TypeChar, TypeBlock, TypeDir or TypeSymlink (a loader
+	// registers no other type).
+	Type dcache.Type
 	// Perm holds the permission bits (and setuid, setgid, sticky: 07777),
 	// never the file type bits. It is served as given: 0000 stays 0000.
 	Perm uint32
-	// Major and Minor are the device number of a CharDevice or BlockDevice
+	// Major and Minor are the device number of a TypeChar or TypeBlock node
 	// and zero otherwise.
 	Major, Minor uint32
 	UID, GID     uint32
-	// Target is the link target of a Symlink and empty otherwise. It is
+	// Target is the link target of a TypeSymlink node and empty otherwise. It is
 	// stored as given, relative or absolute, and never resolved.
 	Target string
 }
@@ -87,9 +65,9 @@ type Node struct {
 // logs and test failures: "char 1:3 0666 0:0 null".
 func (n Node) String() string {
 	switch n.Type {
-	case CharDevice, BlockDevice:
+	case dcache.TypeChar, dcache.TypeBlock:
 		return fmt.Sprintf("%s %d:%d %04o %d:%d %s", n.Type, n.Major, n.Minor, n.Perm, n.UID, n.GID, n.Path)
-	case Symlink:
+	case dcache.TypeSymlink:
 		return fmt.Sprintf("%s %s -> %s", n.Type, n.Path, n.Target)
 	}
 	return fmt.Sprintf("%s %04o %d:%d %s", n.Type, n.Perm, n.UID, n.GID, n.Path)
@@ -111,7 +89,7 @@ func (n Node) Validate() error {
 		return fmt.Errorf("modload: node %q: mode %#o has bits outside 07777", n.Path, n.Perm)
 	}
 	switch n.Type {
-	case CharDevice, BlockDevice:
+	case dcache.TypeChar, dcache.TypeBlock:
 		if n.Target != "" {
 			return fmt.Errorf("modload: node %q: a device has no target", n.Path)
 		}
@@ -119,11 +97,11 @@ func (n Node) Validate() error {
 		if n.Major >= 1<<12 || n.Minor >= 1<<20 {
 			return fmt.Errorf("modload: node %q: device number %d:%d out of range", n.Path, n.Major, n.Minor)
 		}
-	case Directory:
+	case dcache.TypeDir:
 		if n.Target != "" || n.Major != 0 || n.Minor != 0 {
 			return fmt.Errorf("modload: node %q: a directory has no target or device number", n.Path)
 		}
-	case Symlink:
+	case dcache.TypeSymlink:
 		if n.Target == "" {
 			return fmt.Errorf("modload: node %q: a symlink needs a target", n.Path)
 		}
@@ -198,15 +176,6 @@ func IgnoreExist(err error) error {
 	return err
 }
 
-// Caller is who made the lookup that missed, as the FUSE request header
-// says. Loaders may use it for policy or logs; the built-in loader ignores
-// it.
-type Caller struct {
-	PID uint32
-	UID uint32
-	GID uint32
-}
-
 // Loader loads what provides name in directory dir (a path as Registrar
 // takes it; "" is the root). It returns when the load is done: nil means
 // "done", whether or not anything was registered — the caller looks at the
@@ -216,7 +185,7 @@ type Caller struct {
 // concurrent use, honours ctx before it changes any state, and must not
 // look names up through the mount.
 type Loader interface {
-	Load(ctx context.Context, dir, name string, caller Caller) error
+	Load(ctx context.Context, dir, name string, caller dcache.Caller) error
 }
 
 // A Decliner is a Loader that can tell at once — without blocking, without
@@ -232,9 +201,9 @@ type Decliner interface {
 }
 
 // LoaderFunc adapts a function to a Loader.
-type LoaderFunc func(ctx context.Context, dir, name string, caller Caller) error
+type LoaderFunc func(ctx context.Context, dir, name string, caller dcache.Caller) error
 
 // Load calls f.
-func (f LoaderFunc) Load(ctx context.Context, dir, name string, caller Caller) error {
+func (f LoaderFunc) Load(ctx context.Context, dir, name string, caller dcache.Caller) error {
 	return f(ctx, dir, name, caller)
 }

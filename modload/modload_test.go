@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"syscall"
 	"testing"
+
+	"github.com/devfsd/devfsd/dcache"
 )
 
 func TestNodeValidate(t *testing.T) {
@@ -13,31 +15,31 @@ func TestNodeValidate(t *testing.T) {
 		n  Node
 		ok bool
 	}{
-		{Node{Path: "null", Type: CharDevice, Major: 1, Minor: 3, Perm: 0666}, true},
-		{Node{Path: "loop0", Type: BlockDevice, Major: 7, Perm: 0660, GID: 6}, true},
-		{Node{Path: "net/tun", Type: CharDevice, Major: 10, Minor: 200, Perm: 0666}, true},
-		{Node{Path: "shm", Type: Directory, Perm: 01777}, true},
-		{Node{Path: "fd", Type: Symlink, Perm: 0777, Target: "/proc/self/fd"}, true},
-		{Node{Path: "x", Type: CharDevice, Perm: 0}, true}, // mode 0000 is a mode
-		{Node{Path: "", Type: Directory, Perm: 0755}, false},
-		{Node{Path: "/null", Type: CharDevice, Major: 1, Minor: 3}, false},
-		{Node{Path: "a/../b", Type: CharDevice}, false},
-		{Node{Path: "a//b", Type: CharDevice}, false},
-		{Node{Path: "a/", Type: CharDevice}, false},
-		{Node{Path: "./a", Type: CharDevice}, false},
-		{Node{Path: "..", Type: Directory}, false},
-		{Node{Path: "a\x00b", Type: CharDevice}, false},
-		{Node{Path: "null", Perm: 0666}, false},                                              // no type
-		{Node{Path: "null", Type: NodeType(9)}, false},                                       // bad type
-		{Node{Path: "null", Type: CharDevice, Perm: 0100666}, false},                         // type bits in Perm
-		{Node{Path: "null", Type: CharDevice, Target: "x"}, false},                           // device with target
-		{Node{Path: "null", Type: CharDevice, Major: 4096}, false},                           // 12-bit major
-		{Node{Path: "null", Type: CharDevice, Minor: 1 << 20}, false},                        // 20-bit minor
-		{Node{Path: "d", Type: Directory, Major: 1}, false},                                  // dir with number
-		{Node{Path: "l", Type: Symlink}, false},                                              // symlink without target
-		{Node{Path: "l", Type: Symlink, Target: "x", Minor: 1}, false},                       // symlink with number
-		{Node{Path: "d", Type: Directory, Target: "x"}, false},                               // dir with target
-		{Node{Path: "ok/deep/path", Type: BlockDevice, Major: 4095, Minor: 1<<20 - 1}, true}, // limits
+		{Node{Path: "null", Type: dcache.TypeChar, Major: 1, Minor: 3, Perm: 0666}, true},
+		{Node{Path: "loop0", Type: dcache.TypeBlock, Major: 7, Perm: 0660, GID: 6}, true},
+		{Node{Path: "net/tun", Type: dcache.TypeChar, Major: 10, Minor: 200, Perm: 0666}, true},
+		{Node{Path: "shm", Type: dcache.TypeDir, Perm: 01777}, true},
+		{Node{Path: "fd", Type: dcache.TypeSymlink, Perm: 0777, Target: "/proc/self/fd"}, true},
+		{Node{Path: "x", Type: dcache.TypeChar, Perm: 0}, true}, // mode 0000 is a mode
+		{Node{Path: "", Type: dcache.TypeDir, Perm: 0755}, false},
+		{Node{Path: "/null", Type: dcache.TypeChar, Major: 1, Minor: 3}, false},
+		{Node{Path: "a/../b", Type: dcache.TypeChar}, false},
+		{Node{Path: "a//b", Type: dcache.TypeChar}, false},
+		{Node{Path: "a/", Type: dcache.TypeChar}, false},
+		{Node{Path: "./a", Type: dcache.TypeChar}, false},
+		{Node{Path: "..", Type: dcache.TypeDir}, false},
+		{Node{Path: "a\x00b", Type: dcache.TypeChar}, false},
+		{Node{Path: "null", Perm: 0666}, false},                                                   // no type
+		{Node{Path: "null", Type: dcache.Type(9)}, false},                                         // bad type
+		{Node{Path: "null", Type: dcache.TypeChar, Perm: 0100666}, false},                         // type bits in Perm
+		{Node{Path: "null", Type: dcache.TypeChar, Target: "x"}, false},                           // device with target
+		{Node{Path: "null", Type: dcache.TypeChar, Major: 4096}, false},                           // 12-bit major
+		{Node{Path: "null", Type: dcache.TypeChar, Minor: 1 << 20}, false},                        // 20-bit minor
+		{Node{Path: "d", Type: dcache.TypeDir, Major: 1}, false},                                  // dir with number
+		{Node{Path: "l", Type: dcache.TypeSymlink}, false},                                        // symlink without target
+		{Node{Path: "l", Type: dcache.TypeSymlink, Target: "x", Minor: 1}, false},                 // symlink with number
+		{Node{Path: "d", Type: dcache.TypeDir, Target: "x"}, false},                               // dir with target
+		{Node{Path: "ok/deep/path", Type: dcache.TypeBlock, Major: 4095, Minor: 1<<20 - 1}, true}, // limits
 	}
 	for _, tt := range tests {
 		err := tt.n.Validate()
@@ -71,10 +73,10 @@ func TestNodeString(t *testing.T) {
 		n    Node
 		want string
 	}{
-		{Node{Path: "null", Type: CharDevice, Major: 1, Minor: 3, Perm: 0666}, "char 1:3 0666 0:0 null"},
-		{Node{Path: "sda1", Type: BlockDevice, Major: 8, Minor: 1, Perm: 0660, GID: 6}, "block 8:1 0660 0:6 sda1"},
-		{Node{Path: "fd", Type: Symlink, Target: "/proc/self/fd"}, "symlink fd -> /proc/self/fd"},
-		{Node{Path: "shm", Type: Directory, Perm: 01777}, "dir 1777 0:0 shm"},
+		{Node{Path: "null", Type: dcache.TypeChar, Major: 1, Minor: 3, Perm: 0666}, "char 1:3 0666 0:0 null"},
+		{Node{Path: "sda1", Type: dcache.TypeBlock, Major: 8, Minor: 1, Perm: 0660, GID: 6}, "block 8:1 0660 0:6 sda1"},
+		{Node{Path: "fd", Type: dcache.TypeSymlink, Target: "/proc/self/fd"}, "symlink fd -> /proc/self/fd"},
+		{Node{Path: "shm", Type: dcache.TypeDir, Perm: 01777}, "dir 1777 0:0 shm"},
 	}
 	for _, tt := range tests {
 		if got := tt.n.String(); got != tt.want {

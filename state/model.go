@@ -52,14 +52,6 @@ type snapshotFile struct {
 
 const snapshotVersion = 1
 
-var typeByName = map[string]dcache.Type{}
-
-func init() {
-	for t := dcache.TypeDir; t <= dcache.TypeRegular; t++ {
-		typeByName[t.String()] = t
-	}
-}
-
 // kept reports whether nodes of type t are kept.
 func kept(t dcache.Type) bool {
 	return t >= dcache.TypeDir && t < dcache.TypeRegular
@@ -67,7 +59,7 @@ func kept(t dcache.Type) bool {
 
 // validate checks an entry read from disk.
 func (e *Entry) validate() error {
-	t, ok := typeByName[e.Type]
+	t, ok := dcache.ParseType(e.Type)
 	if !ok || !kept(t) {
 		return fmt.Errorf("entry %q: bad type %q", e.Path, e.Type)
 	}
@@ -95,7 +87,7 @@ func entryOf(ev *dcache.Event, created bool) *Entry {
 	e := &Entry{Path: ev.Path, Created: created, Type: ev.Type.String(),
 		Mode: ev.Mode & dcache.PermMask, Uid: ev.Uid, Gid: ev.Gid, Target: ev.Target,
 		Atime: unixNano(ev.Atime), Mtime: unixNano(ev.Mtime)}
-	if ev.Type == dcache.TypeChar || ev.Type == dcache.TypeBlock {
+	if ev.Type.Device() {
 		e.Major, e.Minor = ev.Major, ev.Minor
 	}
 	return e

@@ -306,7 +306,7 @@ func (s *Store) RegisterHook(path string, spec dcache.Spec) dcache.Spec {
 	s.mu.Lock()
 	e := s.fold.m[path]
 	if e == nil || e.Created || e.Type != spec.Type.String() ||
-		(spec.Type == dcache.TypeChar || spec.Type == dcache.TypeBlock) && (e.Major != spec.Major || e.Minor != spec.Minor) {
+		(spec.Type.Device()) && (e.Major != spec.Major || e.Minor != spec.Minor) {
 		s.mu.Unlock()
 		return spec
 	}
@@ -339,7 +339,8 @@ func (s *Store) Restore(ns *dcache.Namespace) (restored int) {
 		if !e.Created {
 			continue
 		}
-		spec := dcache.Spec{Type: typeByName[e.Type], Mode: e.Mode, Uid: e.Uid, Gid: e.Gid,
+		t, _ := dcache.ParseType(e.Type) // validated when read
+		spec := dcache.Spec{Type: t, Mode: e.Mode, Uid: e.Uid, Gid: e.Gid,
 			Major: e.Major, Minor: e.Minor, Target: e.Target, Atime: timeOf(e.Atime), Mtime: timeOf(e.Mtime)}
 		if _, err := ns.Register(e.Path, spec, c); err != nil {
 			s.log.Warn("state: a kept node could not be restored; it stays kept", zap.String("path", e.Path), zap.Error(err))

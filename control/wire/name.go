@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/devfsd/devfsd/dcache"
 )
 
 // Name is a name or path on the wire. A Linux name is bytes; JSON strings
@@ -232,26 +234,26 @@ func (l *List) UnmarshalJSON(b []byte) error {
 // order ("type" first, "path" where it was); TestRecordJSONFields keeps
 // the two field lists equal.
 type recordJSON struct {
-	Type     string  `json:"type"`
-	Seq      uint64  `json:"seq,omitempty"`
-	Time     string  `json:"time,omitempty"`
-	Kind     string  `json:"kind,omitempty"`
-	Path     Name    `json:"path,omitempty"`
-	NodeType string  `json:"node_type,omitempty"`
-	Mode     string  `json:"mode,omitempty"`
-	Major    uint32  `json:"major,omitempty"`
-	Minor    uint32  `json:"minor,omitempty"`
-	Uid      uint32  `json:"uid,omitempty"`
-	Gid      uint32  `json:"gid,omitempty"`
-	Origin   string  `json:"origin,omitempty"`
-	Pid      uint32  `json:"pid,omitempty"`
-	Missed   uint64  `json:"missed,omitempty"`
-	FirstSeq uint64  `json:"first_seq,omitempty"`
-	LastSeq  uint64  `json:"last_seq,omitempty"`
-	ID       uint64  `json:"id,omitempty"`
-	Dir      *Name   `json:"dir,omitempty"`
-	Name     Name    `json:"name,omitempty"`
-	Caller   *Caller `json:"caller,omitempty"`
+	Type     string         `json:"type"`
+	Seq      uint64         `json:"seq,omitempty"`
+	Time     string         `json:"time,omitempty"`
+	Kind     string         `json:"kind,omitempty"`
+	Path     Name           `json:"path,omitempty"`
+	NodeType string         `json:"node_type,omitempty"`
+	Mode     string         `json:"mode,omitempty"`
+	Major    uint32         `json:"major,omitempty"`
+	Minor    uint32         `json:"minor,omitempty"`
+	Uid      uint32         `json:"uid,omitempty"`
+	Gid      uint32         `json:"gid,omitempty"`
+	Origin   string         `json:"origin,omitempty"`
+	Pid      uint32         `json:"pid,omitempty"`
+	Missed   uint64         `json:"missed,omitempty"`
+	FirstSeq uint64         `json:"first_seq,omitempty"`
+	LastSeq  uint64         `json:"last_seq,omitempty"`
+	ID       uint64         `json:"id,omitempty"`
+	Dir      *Name          `json:"dir,omitempty"`
+	Name     Name           `json:"name,omitempty"`
+	Caller   *dcache.Caller `json:"caller,omitempty"`
 }
 
 // MarshalJSON implements json.Marshaler (see Name).

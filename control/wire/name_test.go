@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/devfsd/devfsd/dcache"
 )
 
 // A name is written as a string when it is valid UTF-8, else as its
@@ -70,7 +72,7 @@ func TestStructsCarryNamesExactly(t *testing.T) {
 	for _, v := range []any{
 		&Node{Path: bad, Type: "symlink", Mode: "0777", Target: tgt, Ino: 9, Mtime: "m"},
 		&List{Path: bad, Nodes: []Node{{Path: bad + "/x", Type: "dir"}}},
-		&Record{Type: "lookup", ID: 3, Path: bad, Dir: &bad, Name: "n\xfe", Caller: &Caller{Pid: 1}},
+		&Record{Type: "lookup", ID: 3, Path: bad, Dir: &bad, Name: "n\xfe", Caller: &dcache.Caller{Pid: 1}},
 		&RegisterRequest{Path: bad, Type: "symlink", Target: &tgt, Uid: &uid},
 		&PathRequest{Path: bad},
 		&View{Mountpoint: "/srv/\xff", Allow: []string{"a\xff*"}, Deny: []string{"ok"},

@@ -4,6 +4,8 @@
 // share them; docs/api.md documents them for everyone else.
 package wire
 
+import "github.com/devfsd/devfsd/dcache"
+
 // Prefix is the versioned path prefix of every endpoint.
 const Prefix = "/v1/"
 
@@ -93,17 +95,10 @@ type Record struct {
 	LastSeq  uint64 `json:"last_seq,omitempty"`
 
 	// lookup (helper stream): load Name in Dir and answer done(ID).
-	ID     uint64  `json:"id,omitempty"`
-	Dir    *string `json:"dir,omitempty"`
-	Name   string  `json:"name,omitempty"`
-	Caller *Caller `json:"caller,omitempty"`
-}
-
-// Caller is who made a lookup.
-type Caller struct {
-	Pid uint32 `json:"pid"`
-	Uid uint32 `json:"uid"`
-	Gid uint32 `json:"gid"`
+	ID     uint64         `json:"id,omitempty"`
+	Dir    *string        `json:"dir,omitempty"`
+	Name   string         `json:"name,omitempty"`
+	Caller *dcache.Caller `json:"caller,omitempty"`
 }
 
 // Wait is the answer of GET /v1/wait.

@@ -55,6 +55,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -89,7 +90,7 @@ func buildIndex(mods []Module) map[string][]int {
 			if err := n.Validate(); err != nil {
 				panic(fmt.Sprintf("builtin: module %s: %v", m.Name, err))
 			}
-			if n.Type != modload.Directory {
+			if n.Type != dcache.TypeDir {
 				if prev, ok := owner[n.Path]; ok {
 					panic(fmt.Sprintf("builtin: %s is provided by both %s and %s", n.Path, prev, m.Name))
 				}
@@ -200,7 +201,7 @@ func (l *Loader) RegisterBase(ctx context.Context) error {
 
 // Load loads every module that provides dir/name and returns when they are
 // loaded. The caller is ignored: the catalogue is the same for everyone.
-func (l *Loader) Load(ctx context.Context, dir, name string, _ modload.Caller) error {
+func (l *Loader) Load(ctx context.Context, dir, name string, _ dcache.Caller) error {
 	if err := modload.ValidateLookup(dir, name); err != nil {
 		return fmt.Errorf("builtin: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -39,11 +40,11 @@ func (f *fakeNS) Register(n modload.Node) error {
 		return fmt.Errorf("fake: %s: %w", n.Path, syscall.EIO)
 	}
 	for p := path.Dir(n.Path); p != "."; p = path.Dir(p) {
-		if e, ok := f.nodes[p]; ok && e.Type != modload.Directory {
+		if e, ok := f.nodes[p]; ok && e.Type != dcache.TypeDir {
 			return fmt.Errorf("fake: %s: %w", p, syscall.ENOTDIR)
 		}
 		if _, ok := f.nodes[p]; !ok {
-			f.nodes[p] = modload.Node{Path: p, Type: modload.Directory, Perm: 0755}
+			f.nodes[p] = modload.Node{Path: p, Type: dcache.TypeDir, Perm: 0755}
 		}
 	}
 	if _, ok := f.nodes[n.Path]; ok {
@@ -92,7 +93,7 @@ func TestLoadRegistersTheWholeModule(t *testing.T) {
 		t.Run(path.Join(tt.dir, tt.name), func(t *testing.T) {
 			ns := newFakeNS()
 			l := New(ns, nil)
-			if err := l.Load(context.Background(), tt.dir, tt.name, modload.Caller{}); err != nil {
+			if err := l.Load(context.Background(), tt.dir, tt.name, dcache.Caller{}); err != nil {
 				t.Fatalf("Load: %v", err)
 			}
 			if !l.Loaded(tt.module) {
@@ -143,7 +144,7 @@ func TestLoadUnknownNameIsENOENT(t *testing.T) {
 	for _, tt := range tests {
 		ns := newFakeNS()
 		l := New(ns, nil)
-		err := l.Load(context.Background(), tt.dir, tt.name, modload.Caller{})
+		err := l.Load(context.Background(), tt.dir, tt.name, dcache.Caller{})
 		if !errors.Is(err, syscall.ENOENT) || !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("Load(%q, %q) = %v, want ENOENT", tt.dir, tt.name, err)
 			continue
@@ -164,7 +165,7 @@ func TestLoadInvalidNameIsEINVAL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		l := New(newFakeNS(), nil)
-		if err := l.Load(context.Background(), tt.dir, tt.name, modload.Caller{}); !errors.Is(err, syscall.EINVAL) {
+		if err := l.Load(context.Background(), tt.dir, tt.name, dcache.Caller{}); !errors.Is(err, syscall.EINVAL) {
 			t.Errorf("Load(%q, %q) = %v, want EINVAL", tt.dir, tt.name, err)
 		}
 	}
@@ -174,7 +175,7 @@ func TestLoadTwiceIsNoOp(t *testing.T) {
 	ns := newFakeNS()
 	l := New(ns, nil)
 	ctx := context.Background()
-	if err := l.Load(ctx, "", "loop3", modload.Caller{}); err != nil {
+	if err := l.Load(ctx, "", "loop3", dcache.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	// A node removed after the load stays removed: the module is loaded.
@@ -182,7 +183,7 @@ func TestLoadTwiceIsNoOp(t *testing.T) {
 	delete(ns.nodes, "loop3")
 	ns.mu.Unlock()
 	for _, name := range []string{"loop3", "loop4", "loop-control"} {
-		if err := l.Load(ctx, "", name, modload.Caller{}); err != nil {
+		if err := l.Load(ctx, "", name, dcache.Caller{}); err != nil {
 			t.Fatalf("second Load(%s): %v", name, err)
 		}
 	}
@@ -215,7 +216,7 @@ func TestLoadConcurrentSameModuleRegistersOnce(t *testing.T) {
 					defer wg.Done()
 					<-start
 					name := names[g%len(names)]
-					if err := l.Load(context.Background(), "", name, modload.Caller{}); err != nil {
+					if err := l.Load(context.Background(), "", name, dcache.Caller{}); err != nil {
 						errs <- err
 						return
 					}
@@ -243,7 +244,7 @@ func TestLoadFailureIsRetried(t *testing.T) {
 	ns.failFor = "loop5"
 	l := New(ns, nil)
 	ctx := context.Background()
-	err := l.Load(ctx, "", "loop0", modload.Caller{})
+	err := l.Load(ctx, "", "loop0", dcache.Caller{})
 	if !errors.Is(err, syscall.EIO) {
 		t.Fatalf("Load = %v, want EIO", err)
 	}
@@ -252,7 +253,7 @@ func TestLoadFailureIsRetried(t *testing.T) {
 	}
 	ns.failFor = ""
 	// The retry meets EEXIST for what the first try registered: fine.
-	if err := l.Load(ctx, "", "loop0", modload.Caller{}); err != nil {
+	if err := l.Load(ctx, "", "loop0", dcache.Caller{}); err != nil {
 		t.Fatalf("retry: %v", err)
 	}
 	if _, ok := ns.get("loop5"); !ok || !l.Loaded("loop") {
@@ -265,17 +266,17 @@ func TestLoadHonoursCancelBeforeRegistering(t *testing.T) {
 	l := New(ns, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := l.Load(ctx, "", "kvm", modload.Caller{}); !errors.Is(err, context.Canceled) {
+	if err := l.Load(ctx, "", "kvm", dcache.Caller{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Load = %v, want context.Canceled", err)
 	}
 	if len(ns.calls) != 0 || l.Loaded("kvm") {
 		t.Error("a cancelled load changed state")
 	}
 	// A load already done answers done even with a dead context.
-	if err := l.Load(context.Background(), "", "kvm", modload.Caller{}); err != nil {
+	if err := l.Load(context.Background(), "", "kvm", dcache.Caller{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Load(ctx, "", "kvm", modload.Caller{}); err != nil {
+	if err := l.Load(ctx, "", "kvm", dcache.Caller{}); err != nil {
 		t.Errorf("Load of a loaded module with a cancelled ctx = %v, want nil", err)
 	}
 }
@@ -293,11 +294,11 @@ func TestLoadWaiterCanGiveUp(t *testing.T) {
 	})
 	l := New(reg, nil)
 	first := make(chan error, 1)
-	go func() { first <- l.Load(context.Background(), "", "fuse", modload.Caller{}) }()
+	go func() { first <- l.Load(context.Background(), "", "fuse", dcache.Caller{}) }()
 	<-entered
 	ctx, cancel := context.WithCancel(context.Background())
 	second := make(chan error, 1)
-	go func() { second <- l.Load(ctx, "", "fuse", modload.Caller{}) }()
+	go func() { second <- l.Load(ctx, "", "fuse", dcache.Caller{}) }()
 	cancel()
 	if err := <-second; !errors.Is(err, context.Canceled) {
 		t.Errorf("waiting Load = %v, want context.Canceled", err)
@@ -341,7 +342,7 @@ func TestRegisterBase(t *testing.T) {
 	ns.mu.Lock()
 	delete(ns.nodes, "zero")
 	ns.mu.Unlock()
-	if err := l.Load(context.Background(), "", "zero", modload.Caller{}); err != nil {
+	if err := l.Load(context.Background(), "", "zero", dcache.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := ns.get("zero"); ok {

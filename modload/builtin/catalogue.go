@@ -3,6 +3,7 @@ package builtin
 import (
 	"fmt"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -37,29 +38,29 @@ type Module struct {
 // catalogue_test.go against a table transcribed from the kernel's
 // Documentation/admin-guide/devices.txt.
 
-func dev(t modload.NodeType, path string, major, minor, perm, gid uint32) modload.Node {
+func dev(t dcache.Type, path string, major, minor, perm, gid uint32) modload.Node {
 	return modload.Node{Path: path, Type: t, Major: major, Minor: minor, Perm: perm, GID: gid}
 }
 
 func chr(path string, major, minor, perm, gid uint32) modload.Node {
-	return dev(modload.CharDevice, path, major, minor, perm, gid)
+	return dev(dcache.TypeChar, path, major, minor, perm, gid)
 }
 
 func blk(path string, major, minor, perm, gid uint32) modload.Node {
-	return dev(modload.BlockDevice, path, major, minor, perm, gid)
+	return dev(dcache.TypeBlock, path, major, minor, perm, gid)
 }
 
 func dir(path string, perm uint32) modload.Node {
-	return modload.Node{Path: path, Type: modload.Directory, Perm: perm}
+	return modload.Node{Path: path, Type: dcache.TypeDir, Perm: perm}
 }
 
 func symlink(path, target string) modload.Node {
-	return modload.Node{Path: path, Type: modload.Symlink, Perm: 0777, Target: target}
+	return modload.Node{Path: path, Type: dcache.TypeSymlink, Perm: 0777, Target: target}
 }
 
 // devSeq is the family fmt.Sprintf(pattern, i) for i in [0, n) of type t,
 // numbered major:(minor0+i).
-func devSeq(t modload.NodeType, pattern string, n int, major, minor0, perm, gid uint32) []modload.Node {
+func devSeq(t dcache.Type, pattern string, n int, major, minor0, perm, gid uint32) []modload.Node {
 	nodes := make([]modload.Node, 0, n)
 	for i := 0; i < n; i++ {
 		nodes = append(nodes, dev(t, fmt.Sprintf(pattern, i), major, minor0+uint32(i), perm, gid))
@@ -68,11 +69,11 @@ func devSeq(t modload.NodeType, pattern string, n int, major, minor0, perm, gid 
 }
 
 func chrSeq(pattern string, n int, major, minor0, perm, gid uint32) []modload.Node {
-	return devSeq(modload.CharDevice, pattern, n, major, minor0, perm, gid)
+	return devSeq(dcache.TypeChar, pattern, n, major, minor0, perm, gid)
 }
 
 func blkSeq(pattern string, n int, major, minor0, perm, gid uint32) []modload.Node {
-	return devSeq(modload.BlockDevice, pattern, n, major, minor0, perm, gid)
+	return devSeq(dcache.TypeBlock, pattern, n, major, minor0, perm, gid)
 }
 
 // scsiDisk is the module for the disk sdX (X = 'a'+i): the whole disk and

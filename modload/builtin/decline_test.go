@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -44,7 +45,7 @@ func TestDeclinesExactlyWhatLoadCannotProvide(t *testing.T) {
 			continue
 		}
 		before := len(ns.nodes)
-		err := l.Load(context.Background(), tt.dir, tt.name, modload.Caller{})
+		err := l.Load(context.Background(), tt.dir, tt.name, dcache.Caller{})
 		if !errors.Is(err, syscall.ENOENT) || len(ns.nodes) != before {
 			t.Errorf("Load of declined %q/%q: %v, %d nodes registered; want ENOENT and none",
 				tt.dir, tt.name, err, len(ns.nodes)-before)
@@ -71,7 +72,7 @@ func TestDeclinesAllocatesNothing(t *testing.T) {
 func TestDeclinesNoProvidedPath(t *testing.T) {
 	l := New(newFakeNS(), nil)
 	if _, err := l.SetExtensions([]Module{widgetModule(), {Name: "deep", Nodes: []modload.Node{
-		{Path: "a/b/c/node", Type: modload.CharDevice, Major: 240, Minor: 9, Perm: 0600},
+		{Path: "a/b/c/node", Type: dcache.TypeChar, Major: 240, Minor: 9, Perm: 0600},
 	}}}); err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,7 @@ package builtin
 import (
 	"strings"
 
-	"github.com/devfsd/devfsd/modload"
+	"github.com/devfsd/devfsd/dcache"
 )
 
 // Attrs is the mode and owner of a device node.
@@ -14,7 +14,7 @@ type Attrs struct {
 // attrKey addresses a catalogue node, or a numbered family of them, by
 // type and path.
 type attrKey struct {
-	t modload.NodeType
+	t dcache.Type
 	p string
 }
 
@@ -28,7 +28,7 @@ func buildAttrs(mods []Module) (exact, family map[attrKey]Attrs) {
 	exact, family = map[attrKey]Attrs{}, map[attrKey]Attrs{}
 	for _, m := range mods {
 		for _, n := range m.Nodes {
-			if n.Type != modload.CharDevice && n.Type != modload.BlockDevice {
+			if n.Type != dcache.TypeChar && n.Type != dcache.TypeBlock {
 				continue
 			}
 			a := Attrs{Perm: n.Perm, UID: n.UID, GID: n.GID}
@@ -66,7 +66,7 @@ func familyOf(p string) (string, bool) {
 // as ttyS is (and as systemd-udev's default rules make them), and any
 // other character device 0600 root:root, as devtmpfs makes a node its
 // driver gives no mode.
-func DefaultAttrs(t modload.NodeType, p string) Attrs {
+func DefaultAttrs(t dcache.Type, p string) Attrs {
 	if a, ok := exactAttrs[attrKey{t, p}]; ok {
 		return a
 	}
@@ -75,7 +75,7 @@ func DefaultAttrs(t modload.NodeType, p string) Attrs {
 			return a
 		}
 	}
-	if t == modload.BlockDevice {
+	if t == dcache.TypeBlock {
 		return Attrs{Perm: 0660, GID: gidDisk}
 	}
 	if serialTTY(p) {

@@ -3,13 +3,13 @@ package builtin
 import (
 	"testing"
 
-	"github.com/devfsd/devfsd/modload"
+	"github.com/devfsd/devfsd/dcache"
 )
 
 func TestDefaultAttrs(t *testing.T) {
-	c, b := modload.CharDevice, modload.BlockDevice
+	c, b := dcache.TypeChar, dcache.TypeBlock
 	for _, tc := range []struct {
-		t    modload.NodeType
+		t    dcache.Type
 		path string
 		want Attrs
 	}{

@@ -8,9 +8,8 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/devfsd/devfsd/dcache"
 	"go.uber.org/zap"
-
-	"github.com/devfsd/devfsd/modload"
 )
 
 // Extension modules are modules the catalogue does not have, given by the
@@ -70,7 +69,7 @@ func CheckExtensions(ext []Module) error {
 	for i, m := range catalogue {
 		names[m.Name] = i
 		for _, n := range m.Nodes {
-			if n.Type == modload.Directory {
+			if n.Type == dcache.TypeDir {
 				dirs[n.Path] = place{i}
 			} else {
 				nodes[n.Path] = place{i}
@@ -110,7 +109,7 @@ func CheckExtensions(ext []Module) error {
 				bad(i, j, "%w", err)
 				continue
 			}
-			if n.Type == modload.Directory {
+			if n.Type == dcache.TypeDir {
 				if prev, ok := nodes[n.Path]; ok {
 					bad(i, j, "%s is a device or symlink of %s, not a directory", n.Path, who(prev))
 				} else if _, ok := dirs[n.Path]; !ok {

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -17,7 +18,7 @@ func widgetModule() Module {
 	return Module{Name: "widget", Description: "the widget board", Nodes: []modload.Node{
 		dir("widgets", 0750),
 		chr("widget0", 240, 0, 0660, 20),
-		{Path: "widgets/first", Type: modload.Symlink, Perm: 0777, Target: "../widget0"},
+		{Path: "widgets/first", Type: dcache.TypeSymlink, Perm: 0777, Target: "../widget0"},
 	}}
 }
 
@@ -48,7 +49,7 @@ func TestExtensionModulesCheck(t *testing.T) {
 		{"mode", []Module{{Name: "w", Nodes: node(chr("a", 240, 0, 010000, 0))}}, []string{"outside 07777"}, [][2]int{{0, 0}}},
 		{"major", []Module{{Name: "w", Nodes: node(chr("a", 4096, 0, 0600, 0))}}, []string{"out of range"}, [][2]int{{0, 0}}},
 		{"minor", []Module{{Name: "w", Nodes: node(chr("a", 1, 1<<20, 0600, 0))}}, []string{"out of range"}, [][2]int{{0, 0}}},
-		{"symlink without target", []Module{{Name: "w", Nodes: node(modload.Node{Path: "a", Type: modload.Symlink, Perm: 0777})}}, []string{"needs a target"}, [][2]int{{0, 0}}},
+		{"symlink without target", []Module{{Name: "w", Nodes: node(modload.Node{Path: "a", Type: dcache.TypeSymlink, Perm: 0777})}}, []string{"needs a target"}, [][2]int{{0, 0}}},
 		{"absolute path", []Module{{Name: "w", Nodes: node(chr("/a", 240, 0, 0600, 0))}}, []string{"not clean and relative"}, [][2]int{{0, 0}}},
 		{"dot dot", []Module{{Name: "w", Nodes: node(chr("x/../a", 240, 0, 0600, 0))}}, []string{"not clean"}, [][2]int{{0, 0}}},
 		{"catalogue node", []Module{{Name: "w", Nodes: one(chr("ok", 240, 0, 0600, 0), chr("null", 1, 3, 0666, 0))}},
@@ -69,7 +70,7 @@ func TestExtensionModulesCheck(t *testing.T) {
 		}, []string{`w is a directory of module "a"`}, [][2]int{{1, 0}}},
 		{"several at once", []Module{
 			{Name: "loop", Nodes: one(chr("zero", 1, 5, 0666, 0))},
-			{Name: "ok", Nodes: one(chr("fine", 240, 0, 0600, 0), modload.Node{Path: "l", Type: modload.Symlink, Perm: 0777})},
+			{Name: "ok", Nodes: one(chr("fine", 240, 0, 0600, 0), modload.Node{Path: "l", Type: dcache.TypeSymlink, Perm: 0777})},
 		}, []string{"catalogue module", "zero is provided", "needs a target"}, [][2]int{{0, -1}, {0, 0}, {1, 1}}},
 	}
 	for _, tt := range tests {
@@ -124,7 +125,7 @@ func TestExtensionModulesLoadOnMissLikeTheCatalogue(t *testing.T) {
 			if len(ns.calls) != 0 {
 				t.Fatalf("SetExtensions registered %v", ns.calls)
 			}
-			if err := l.Load(context.Background(), "", name, modload.Caller{}); err != nil {
+			if err := l.Load(context.Background(), "", name, dcache.Caller{}); err != nil {
 				t.Fatal(err)
 			}
 			if !l.Loaded("widget") {
@@ -149,7 +150,7 @@ func TestExtensionModulesInCatalogueDirectoryLoadWithIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A lookup of the shared directory loads every module under it.
-	if err := l.Load(context.Background(), "", "net", modload.Caller{}); err != nil {
+	if err := l.Load(context.Background(), "", "net", dcache.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{"net/tun", "net/widget"} {
@@ -188,7 +189,7 @@ func TestExtensionModulesReplace(t *testing.T) {
 	if _, err := l.SetExtensions([]Module{widgetModule()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Load(ctx, "", "widget0", modload.Caller{}); err != nil {
+	if err := l.Load(ctx, "", "widget0", dcache.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	ns.mu.Lock()
@@ -205,7 +206,7 @@ func TestExtensionModulesReplace(t *testing.T) {
 	if !l.Loaded("widget") {
 		t.Error("the unchanged widget module lost its load state")
 	}
-	if err := l.Load(ctx, "", "widget0", modload.Caller{}); err != nil {
+	if err := l.Load(ctx, "", "widget0", dcache.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := ns.get("widget0"); ok {
@@ -226,7 +227,7 @@ func TestExtensionModulesReplace(t *testing.T) {
 	if l.Loaded("widget") {
 		t.Error("a changed module kept its load state")
 	}
-	if err := l.Load(ctx, "", "widget1", modload.Caller{}); err != nil {
+	if err := l.Load(ctx, "", "widget1", dcache.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{"widget0", "widget1"} {
@@ -249,7 +250,7 @@ func TestExtensionModulesReplace(t *testing.T) {
 	ns.mu.Lock()
 	delete(ns.nodes, "widget1")
 	ns.mu.Unlock()
-	if err := l.Load(ctx, "", "widget1", modload.Caller{}); !errors.Is(err, syscall.ENOENT) {
+	if err := l.Load(ctx, "", "widget1", dcache.Caller{}); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("Load of a removed module's name: %v", err)
 	}
 	if _, err := l.SetExtensions(nil); err != nil || l.Extensions() != nil {
@@ -286,7 +287,7 @@ func TestExtensionModulesReplacedDuringLoads(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 200; i++ {
-				if err := l.Load(context.Background(), "", "widget0", modload.Caller{}); err != nil {
+				if err := l.Load(context.Background(), "", "widget0", dcache.Caller{}); err != nil {
 					errc <- err
 					return
 				}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -100,7 +101,7 @@ func splitNumber(p string) (prefix string, num int, ok bool) {
 // follows reports whether n continues the run r.
 func (r run) follows(n modload.Node) bool {
 	l := r.last
-	if n.Type != l.Type || (n.Type != modload.CharDevice && n.Type != modload.BlockDevice) ||
+	if n.Type != l.Type || (n.Type != dcache.TypeChar && n.Type != dcache.TypeBlock) ||
 		n.Major != l.Major || n.Minor != l.Minor+1 || n.Perm != l.Perm || n.UID != l.UID || n.GID != l.GID {
 		return false
 	}
@@ -130,17 +131,17 @@ func (r run) row() string {
 		name = fmt.Sprintf("`%s` … `%s` (%d)", f.Path, l.Path, r.n)
 	}
 	switch f.Type {
-	case modload.CharDevice, modload.BlockDevice:
+	case dcache.TypeChar, dcache.TypeBlock:
 		num = fmt.Sprintf("%d:%d", f.Major, f.Minor)
 		if r.n > 1 {
 			num = fmt.Sprintf("%d:%d-%d", f.Major, f.Minor, l.Minor)
 		}
-	case modload.Symlink:
+	case dcache.TypeSymlink:
 		num = "→ `" + f.Target + "`"
 	}
 	mode := fmt.Sprintf("%04o", f.Perm)
 	who := owner(f.UID, f.GID)
-	if f.Type == modload.Symlink {
+	if f.Type == dcache.TypeSymlink {
 		mode, who = "", ""
 	}
 	return fmt.Sprintf("| %s | %s | %s | %s | %s |", name, f.Type, num, mode, who)

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"syscall"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 	"github.com/devfsd/devfsd/modload/helper"
 )
@@ -26,15 +27,15 @@ import (
 type Loader struct {
 	Helper   *helper.Loader
 	Fallback modload.Loader
-	// FallbackName names the fallback for Which ("builtin", "exec",
+	// FallbackName names the fallback for LoaderName ("builtin", "exec",
 	// "none"); empty: "fallback".
 	FallbackName string
 }
 
-// Which names the loader a load starting now would ask: "helper" while a
+// LoaderName names the loader a load starting now would ask: "helper" while a
 // helper is attached, else the fallback's name ("none" without one). For
 // metrics and the audit log; a helper may attach or go in between.
-func (c Loader) Which() string {
+func (c Loader) LoaderName() string {
 	if c.helperAttached() {
 		return "helper"
 	}
@@ -78,7 +79,7 @@ var _ modload.Decliner = Loader{}
 
 // Load implements modload.Loader: the helper while one is attached, the
 // fallback while none is or when the helper went away before answering.
-func (c Loader) Load(ctx context.Context, dir, name string, caller modload.Caller) error {
+func (c Loader) Load(ctx context.Context, dir, name string, caller dcache.Caller) error {
 	if c.Helper != nil {
 		err := c.Helper.Load(ctx, dir, name, caller)
 		if !errors.Is(err, helper.ErrNotAttached) && !errors.Is(err, helper.ErrGone) {

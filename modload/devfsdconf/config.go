@@ -62,6 +62,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/devfsd/devfsd/config"
 )
 
 // Kind is an event type.
@@ -751,9 +753,9 @@ func (p *parser) id(pos Pos, s string, lookup func(string) (uint32, error), what
 		return -1, nil
 	}
 	if s[0] >= '0' && s[0] <= '9' {
-		v, err := strconv.ParseUint(s, 10, 32)
-		if err != nil || v == 1<<32-1 {
-			return 0, fmt.Errorf("%s %q is not a number below 4294967295", what, s)
+		v, err := config.ParseID(s)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", what, err)
 		}
 		return int64(v), nil
 	}
@@ -765,13 +767,14 @@ func (p *parser) id(pos Pos, s string, lookup func(string) (uint32, error), what
 	return int64(v), nil
 }
 
-// ParseMode reads a PERMISSIONS mode: octal ("0660", "2775") or nine
-// characters of ls -l ("rw-rw----"), as devfsd did.
+// ParseMode reads a PERMISSIONS mode: octal ("0660", "2775", read by
+// config.ParseMode) or nine characters of ls -l ("rw-rw----"), as devfsd
+// did.
 func ParseMode(s string) (uint32, error) {
 	if s != "" && s[0] >= '0' && s[0] <= '9' {
-		v, err := strconv.ParseUint(s, 8, 32)
-		if err != nil || v > 07777 {
-			return 0, fmt.Errorf("mode %q: want octal permission bits, at most 07777", s)
+		v, err := config.ParseMode(s)
+		if err != nil {
+			return 0, err
 		}
 		return uint32(v), nil
 	}

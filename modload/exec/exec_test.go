@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 	"github.com/devfsd/devfsd/test/harness"
 )
@@ -260,7 +261,7 @@ echo "register symlink sound/dsp ../$1"
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Load(context.Background(), "", "dsp", modload.Caller{}); err != nil {
+	if err := l.Load(context.Background(), "", "dsp", dcache.Caller{}); err != nil {
 		t.Fatalf("Load: %v", err)
 	}
 	want := map[string]string{
@@ -281,18 +282,18 @@ echo "register symlink sound/dsp ../$1"
 func TestLoaderExitIsDone(t *testing.T) {
 	reg := &fakeReg{nodes: map[string]modload.Node{}}
 	fail, _ := New(Options{Program: script(t, "exit 1\n"), Registrar: reg, Timeout: deadline})
-	if err := fail.Load(context.Background(), "", "x", modload.Caller{}); !errors.Is(err, syscall.ENOENT) {
+	if err := fail.Load(context.Background(), "", "x", dcache.Caller{}); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("exit 1: %v, want ENOENT", err)
 	}
 	hang, _ := New(Options{Program: script(t, "exec sleep 1000\n"), Registrar: reg, Timeout: 200 * time.Millisecond})
 	start := time.Now()
-	if err := hang.Load(context.Background(), "net", "tun", modload.Caller{}); !errors.Is(err, ErrTimeout) {
+	if err := hang.Load(context.Background(), "net", "tun", dcache.Caller{}); !errors.Is(err, ErrTimeout) {
 		t.Errorf("hang: %v, want ErrTimeout", err)
 	}
 	if el := time.Since(start); el > deadline { // unkilled: 1000 s
 		t.Errorf("a hanging program held the load %v", el)
 	}
-	if err := hang.Load(context.Background(), "", "../x", modload.Caller{}); !errors.Is(err, syscall.EINVAL) {
+	if err := hang.Load(context.Background(), "", "../x", dcache.Caller{}); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("a bad name: %v", err)
 	}
 	if _, err := New(Options{Program: "modprobe", Registrar: reg}); err == nil {

@@ -13,6 +13,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/config"
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -117,7 +119,7 @@ func (l *Loader) Close() { l.run.Stop() }
 
 // Load runs the program for dir/name and returns when it exits or is
 // killed.
-func (l *Loader) Load(ctx context.Context, dir, name string, _ modload.Caller) error {
+func (l *Loader) Load(ctx context.Context, dir, name string, _ dcache.Caller) error {
 	if err := modload.ValidateLookup(dir, name); err != nil {
 		return fmt.Errorf("exec: %w", err)
 	}
@@ -198,9 +200,9 @@ func ParseRegisterLine(line string) (n modload.Node, ok bool, err error) {
 	var ids []string
 	switch f[1] {
 	case "char", "block":
-		n.Type, n.Perm = modload.CharDevice, 0600
+		n.Type, n.Perm = dcache.TypeChar, 0600
 		if f[1] == "block" {
-			n.Type = modload.BlockDevice
+			n.Type = dcache.TypeBlock
 		}
 		if len(rest) < 2 || len(rest) > 5 {
 			return n, true, fmt.Errorf("want: register %s PATH MAJOR MINOR [MODE [UID [GID]]]", f[1])
@@ -213,13 +215,13 @@ func ParseRegisterLine(line string) (n modload.Node, ok bool, err error) {
 		n.Major, n.Minor = uint32(ma), uint32(mi)
 		ids = rest[2:]
 	case "dir":
-		n.Type, n.Perm = modload.Directory, 0755
+		n.Type, n.Perm = dcache.TypeDir, 0755
 		if len(rest) > 3 {
 			return n, true, errors.New("want: register dir PATH [MODE [UID [GID]]]")
 		}
 		ids = rest
 	case "symlink":
-		n.Type, n.Perm = modload.Symlink, 0777
+		n.Type, n.Perm = dcache.TypeSymlink, 0777
 		if len(rest) != 1 {
 			return n, true, errors.New("want: register symlink PATH TARGET")
 		}
@@ -228,17 +230,17 @@ func ParseRegisterLine(line string) (n modload.Node, ok bool, err error) {
 		return n, true, fmt.Errorf("unknown type %q (char, block, dir, symlink)", f[1])
 	}
 	if len(ids) > 0 {
-		m, err := strconv.ParseUint(ids[0], 8, 32)
-		if err != nil || m > 07777 {
-			return n, true, fmt.Errorf("bad mode %q (octal, at most 07777)", ids[0])
+		m, err := config.ParseMode(ids[0])
+		if err != nil {
+			return n, true, fmt.Errorf("bad mode: %w", err)
 		}
 		n.Perm = uint32(m)
 	}
 	for i, dst := range []*uint32{&n.UID, &n.GID} {
 		if len(ids) > i+1 {
-			v, err := strconv.ParseUint(ids[i+1], 10, 32)
-			if err != nil || v == 1<<32-1 {
-				return n, true, fmt.Errorf("bad owner %q", ids[i+1])
+			v, err := config.ParseID(ids[i+1])
+			if err != nil {
+				return n, true, fmt.Errorf("bad owner: %w", err)
 			}
 			*dst = uint32(v)
 		}

@@ -44,6 +44,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -53,7 +54,7 @@ type Request struct {
 	ID     uint64
 	Dir    string
 	Name   string
-	Caller modload.Caller
+	Caller dcache.Caller
 }
 
 // Conn carries requests to one attached helper. Send queues r and must
@@ -78,12 +79,6 @@ var (
 	// the helper's answer, and a chain falls back.
 	ErrGone = fmt.Errorf("helper: the helper went away before answering: %w", syscall.ENOENT)
 )
-
-// Identity is who the attached helper is, from the socket's peer
-// credentials (never from anything the helper says).
-type Identity struct {
-	Pid, Uid, Gid uint32
-}
 
 // Loader forwards loads to the attached helper, if any. Its methods are
 // safe for concurrent use.
@@ -115,7 +110,7 @@ func New(log *zap.Logger) *Loader {
 type Session struct {
 	l     *Loader
 	conn  Conn
-	id    Identity
+	id    dcache.Caller
 	start uint64 // the helper's start time (/proc/PID/stat field 22), 0 if unknown
 	num   uint64 // which session this is, from 1
 
@@ -130,7 +125,7 @@ type Session struct {
 
 // Attach makes the helper identified by id the loader, with conn as its
 // transport. ErrAttached if a helper is attached already.
-func (l *Loader) Attach(id Identity, conn Conn) (*Session, error) {
+func (l *Loader) Attach(id dcache.Caller, conn Conn) (*Session, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.cur.Load() != nil {
@@ -146,8 +141,9 @@ func (l *Loader) Attach(id Identity, conn Conn) (*Session, error) {
 	return s, nil
 }
 
-// Identity returns the helper's identity.
-func (s *Session) Identity() Identity { return s.id }
+// Identity returns who the helper is, from the socket's peer credentials
+// (never from anything the helper says).
+func (s *Session) Identity() dcache.Caller { return s.id }
 
 // Gone is closed when the session has ended.
 func (s *Session) Gone() <-chan struct{} { return s.gone }
@@ -199,7 +195,7 @@ func (s *Session) Done(id uint64, loadErr error) error {
 
 // Load forwards the lookup to the attached helper and waits for its done,
 // ctx, or the helper's end. ErrNotAttached when no helper is attached.
-func (l *Loader) Load(ctx context.Context, dir, name string, caller modload.Caller) error {
+func (l *Loader) Load(ctx context.Context, dir, name string, caller dcache.Caller) error {
 	s := l.cur.Load()
 	if s == nil {
 		return ErrNotAttached
@@ -246,11 +242,11 @@ func (s *Session) forget(id uint64) bool {
 }
 
 // Attached reports whether a helper is attached, and which.
-func (l *Loader) Attached() (Identity, bool) {
+func (l *Loader) Attached() (dcache.Caller, bool) {
 	if s := l.cur.Load(); s != nil {
 		return s.id, true
 	}
-	return Identity{}, false
+	return dcache.Caller{}, false
 }
 
 // Current returns the attached session, or nil.

@@ -1,8 +1,6 @@
 package helper
 
 import (
-	"github.com/devfsd/devfsd/modload"
-
 	"context"
 	"errors"
 	"os"
@@ -11,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/devfsd/devfsd/dcache"
 )
 
 // chanConn records requests.
@@ -25,7 +25,7 @@ func (c chanConn) Send(r Request) bool {
 	}
 }
 
-func self() Identity { return Identity{Pid: uint32(os.Getpid())} }
+func self() dcache.Caller { return dcache.Caller{Pid: uint32(os.Getpid())} }
 
 func TestLoadWithoutHelperIsNotAttached(t *testing.T) {
 	l := New(nil)
@@ -220,7 +220,7 @@ func TestHelperExitDetaches(t *testing.T) {
 	}
 	l := New(nil)
 	conn := chanConn{make(chan Request, 1)}
-	s, err := l.Attach(Identity{Pid: uint32(cmd.Process.Pid)}, conn)
+	s, err := l.Attach(dcache.Caller{Pid: uint32(cmd.Process.Pid)}, conn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,4 +244,4 @@ func TestHelperExitDetaches(t *testing.T) {
 	}
 }
 
-func modloadCaller() modload.Caller { return modload.Caller{PID: 1} }
+func modloadCaller() dcache.Caller { return dcache.Caller{Pid: 1} }

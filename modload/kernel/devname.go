@@ -12,9 +12,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/devfsd/devfsd/dcache"
 	"go.uber.org/zap"
-
-	"github.com/devfsd/devfsd/modload"
 )
 
 // DevnameEntry is one line of modules.devname: the module that provides a
@@ -22,7 +21,7 @@ import (
 type DevnameEntry struct {
 	Name         string // the node path: "net/tun"
 	Module       string
-	Type         modload.NodeType
+	Type         dcache.Type
 	Major, Minor uint32
 }
 
@@ -63,9 +62,9 @@ func ParseModulesDevname(r io.Reader) (map[string]DevnameEntry, error) {
 		e := DevnameEntry{Name: name, Module: mod}
 		switch num[0] {
 		case 'c':
-			e.Type = modload.CharDevice
+			e.Type = dcache.TypeChar
 		case 'b':
-			e.Type = modload.BlockDevice
+			e.Type = dcache.TypeBlock
 		default:
 			return nil, fmt.Errorf("modules.devname line %d: %q: type is neither c nor b", line, trunc(num))
 		}

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/devfsd/devfsd/modload"
+	"github.com/devfsd/devfsd/dcache"
 )
 
 // Whatever a message holds, parsing never panics, and a node it yields
@@ -22,7 +22,7 @@ func FuzzParseUevent(f *testing.F) {
 		if ev.Env["ACTION"] != ev.Action || !strings.HasPrefix(ev.DevPath, "/") {
 			t.Fatalf("accepted %+v", ev)
 		}
-		n, ok, err := NodeOf(ev.Env, modload.CharDevice, noDefaults)
+		n, ok, err := NodeOf(ev.Env, dcache.TypeChar, noDefaults)
 		if err != nil || !ok {
 			return
 		}
@@ -40,7 +40,7 @@ func FuzzParseUeventFile(f *testing.F) {
 		if err != nil {
 			return
 		}
-		n, ok, err := NodeOf(env, modload.BlockDevice, noDefaults)
+		n, ok, err := NodeOf(env, dcache.TypeBlock, noDefaults)
 		if err == nil && ok {
 			if err := n.Validate(); err != nil {
 				t.Fatalf("node %v accepted: %v", n, err)

@@ -14,7 +14,6 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/devfsd/devfsd/dcache"
-	"github.com/devfsd/devfsd/modload"
 	"github.com/devfsd/devfsd/test/harness"
 )
 
@@ -168,7 +167,7 @@ func uev(action, devpath string, seq uint64, kv ...string) Uevent {
 	return Uevent{Action: action, DevPath: devpath, Seq: seq, Env: env}
 }
 
-var modloadCaller = modload.Caller{PID: 1, UID: 0, GID: 0}
+var modloadCaller = dcache.Caller{Pid: 1, Uid: 0, Gid: 0}
 
 var zapNop = zap.NewNop()
 

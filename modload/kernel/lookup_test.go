@@ -13,13 +13,12 @@ import (
 
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/lookup"
-	"github.com/devfsd/devfsd/modload"
 )
 
 // resolver puts the source behind package lookup, as the daemon does.
 func resolver(r *rig, timeout time.Duration) *lookup.Resolver {
 	load := lookup.LoaderFunc(func(ctx context.Context, dir, name string, c dcache.Caller) error {
-		return r.src.Load(ctx, dir, name, modload.Caller{PID: c.Pid, UID: c.Uid, GID: c.Gid})
+		return r.src.Load(ctx, dir, name, dcache.Caller{Pid: c.Pid, Uid: c.Uid, Gid: c.Gid})
 	})
 	return lookup.New(r.ns, load, lookup.Options{Timeout: timeout,
 		IsLoader: func(c dcache.Caller) bool { return r.src.IsLoader(c.Pid) }})

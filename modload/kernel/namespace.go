@@ -48,18 +48,18 @@ type DcacheNamespace struct {
 
 var _ Namespace = DcacheNamespace{}
 
-var toDcache = map[modload.NodeType]dcache.Type{
-	modload.CharDevice:  dcache.TypeChar,
-	modload.BlockDevice: dcache.TypeBlock,
-	modload.Directory:   dcache.TypeDir,
-	modload.Symlink:     dcache.TypeSymlink,
+var toDcache = map[dcache.Type]dcache.Type{
+	dcache.TypeChar:    dcache.TypeChar,
+	dcache.TypeBlock:   dcache.TypeBlock,
+	dcache.TypeDir:     dcache.TypeDir,
+	dcache.TypeSymlink: dcache.TypeSymlink,
 }
 
-var fromDcache = map[dcache.Type]modload.NodeType{
-	dcache.TypeChar:    modload.CharDevice,
-	dcache.TypeBlock:   modload.BlockDevice,
-	dcache.TypeDir:     modload.Directory,
-	dcache.TypeSymlink: modload.Symlink,
+var fromDcache = map[dcache.Type]dcache.Type{
+	dcache.TypeChar:    dcache.TypeChar,
+	dcache.TypeBlock:   dcache.TypeBlock,
+	dcache.TypeDir:     dcache.TypeDir,
+	dcache.TypeSymlink: dcache.TypeSymlink,
 }
 
 // Register implements modload.Registrar.

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 	"github.com/devfsd/devfsd/modload/builtin"
 	"github.com/devfsd/devfsd/modload/exec"
@@ -45,7 +46,7 @@ type Options struct {
 	RescanDelay time.Duration
 	// Defaults gives a node's mode and owner where its uevent has no
 	// DEVMODE, DEVUID or DEVGID. Default: builtin.DefaultAttrs.
-	Defaults func(t modload.NodeType, path string) (perm, uid, gid uint32)
+	Defaults func(t dcache.Type, path string) (perm, uid, gid uint32)
 	// Runner runs Modprobe. Default: a Runner of the source's own; pass
 	// the daemon's to have the program's lookups recognised as the
 	// loader's.
@@ -89,7 +90,7 @@ type Source struct {
 	log      *zap.Logger
 	run      *exec.Runner
 	devname  atomic.Pointer[devnameTable]
-	defaults func(modload.NodeType, string) (uint32, uint32, uint32)
+	defaults func(dcache.Type, string) (uint32, uint32, uint32)
 
 	mu sync.Mutex
 	// Guarded by mu:
@@ -191,7 +192,7 @@ func New(opts Options) (*Source, error) {
 		s.run = exec.NewRunner(s.log)
 	}
 	if s.defaults == nil {
-		s.defaults = func(t modload.NodeType, p string) (uint32, uint32, uint32) {
+		s.defaults = func(t dcache.Type, p string) (uint32, uint32, uint32) {
 			a := builtin.DefaultAttrs(t, p)
 			return a.Perm, a.UID, a.GID
 		}
@@ -416,9 +417,9 @@ func (s *Source) Apply(ev Uevent) {
 			zap.Uint64("seq", ev.Seq), zap.Uint64("after", last))
 		return
 	}
-	t := modload.CharDevice
+	t := dcache.TypeChar
 	if ev.Env["SUBSYSTEM"] == "block" {
-		t = modload.BlockDevice
+		t = dcache.TypeBlock
 	}
 	n, hasNode, err := NodeOf(ev.Env, t, s.defaults)
 	if err != nil {
@@ -704,7 +705,7 @@ func (s *Source) Declines(dir, name string) bool {
 // lie in, has the modules loaded by Modprobe, and Load then waits —
 // bounded by ctx — for the kernel's add of the name (of a name under the
 // directory). Any other name is ENOENT at once.
-func (s *Source) Load(ctx context.Context, dir, name string, _ modload.Caller) error {
+func (s *Source) Load(ctx context.Context, dir, name string, _ dcache.Caller) error {
 	if err := modload.ValidateLookup(dir, name); err != nil {
 		return fmt.Errorf("kernel: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -49,11 +50,11 @@ func (e scanError) Error() string { return fmt.Sprintf("%s: %v", e.entry, e.err)
 // that vanish while being read (a device removed meanwhile) are left out
 // silently; entries that are malformed are left out and reported in bad.
 // Only a directory that cannot be listed fails the scan.
-func scan(root string, defaults func(modload.NodeType, string) (uint32, uint32, uint32)) (devs []Device, bad []scanError, err error) {
+func scan(root string, defaults func(dcache.Type, string) (uint32, uint32, uint32)) (devs []Device, bad []scanError, err error) {
 	for _, kind := range []struct {
 		dir string
-		t   modload.NodeType
-	}{{"char", modload.CharDevice}, {"block", modload.BlockDevice}} {
+		t   dcache.Type
+	}{{"char", dcache.TypeChar}, {"block", dcache.TypeBlock}} {
 		dir := filepath.Join(root, "dev", kind.dir)
 		ents, err := os.ReadDir(dir)
 		if err != nil {
@@ -75,7 +76,7 @@ func scan(root string, defaults func(modload.NodeType, string) (uint32, uint32, 
 
 // readDevice reads the device dir/name ("M:m", a link to the device's
 // directory); ok is false for a device without a node name.
-func readDevice(root, dir, name string, t modload.NodeType, defaults func(modload.NodeType, string) (uint32, uint32, uint32)) (Device, bool, error) {
+func readDevice(root, dir, name string, t dcache.Type, defaults func(dcache.Type, string) (uint32, uint32, uint32)) (Device, bool, error) {
 	maj, min, ok := strings.Cut(name, ":")
 	if !ok {
 		return Device{}, false, malformed("entry %q is not MAJOR:MINOR", trunc(name))
@@ -144,9 +145,9 @@ func linkBase(p string) string {
 }
 
 // numberEntry is the sysfs entry of a device number: "char/10:229".
-func numberEntry(t modload.NodeType, major, minor uint32) string {
+func numberEntry(t dcache.Type, major, minor uint32) string {
 	kind := "char"
-	if t == modload.BlockDevice {
+	if t == dcache.TypeBlock {
 		kind = "block"
 	}
 	return filepath.Join(kind, strconv.FormatUint(uint64(major), 10)+":"+strconv.FormatUint(uint64(minor), 10))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"syscall"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -23,7 +24,7 @@ var (
 )
 
 // Load asks the Source unless it declines the name, else Next.
-func (t Then) Load(ctx context.Context, dir, name string, c modload.Caller) error {
+func (t Then) Load(ctx context.Context, dir, name string, c dcache.Caller) error {
 	if !t.Source.Declines(dir, name) {
 		return t.Source.Load(ctx, dir, name, c)
 	}

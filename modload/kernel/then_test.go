@@ -6,6 +6,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -14,7 +15,7 @@ func TestThen(t *testing.T) {
 	r := newRig(t, Options{SysfsRoot: f.root, ModulesDevname: devnameFile(t, "tun net/tun c10:200"), Modprobe: "/bin/false"})
 	must(t, r.src.Coldplug())
 	var asked []string
-	next := modload.LoaderFunc(func(_ context.Context, dir, name string, _ modload.Caller) error {
+	next := modload.LoaderFunc(func(_ context.Context, dir, name string, _ dcache.Caller) error {
 		asked = append(asked, name)
 		return nil
 	})

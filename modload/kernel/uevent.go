@@ -8,6 +8,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -214,7 +215,7 @@ func trunc(s string) string {
 // or a DEVNAME that is not a clean relative path of printable UTF-8 (an
 // absolute name, a ".." element, a control character, an element longer
 // than 255 bytes) is an error wrapping ErrMalformed.
-func NodeOf(env map[string]string, t modload.NodeType, defaults func(modload.NodeType, string) (perm, uid, gid uint32)) (n modload.Node, ok bool, err error) {
+func NodeOf(env map[string]string, t dcache.Type, defaults func(dcache.Type, string) (perm, uid, gid uint32)) (n modload.Node, ok bool, err error) {
 	name, hasName := env["DEVNAME"]
 	maj, hasMaj := env["MAJOR"]
 	min, hasMin := env["MINOR"]

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 )
 
@@ -115,10 +116,10 @@ func TestParseUeventFile(t *testing.T) {
 	}
 }
 
-func noDefaults(modload.NodeType, string) (uint32, uint32, uint32) { return 0600, 0, 0 }
+func noDefaults(dcache.Type, string) (uint32, uint32, uint32) { return 0600, 0, 0 }
 
 func TestNodeOf(t *testing.T) {
-	c, b := modload.CharDevice, modload.BlockDevice
+	c, b := dcache.TypeChar, dcache.TypeBlock
 	base := func(kv ...string) map[string]string {
 		env := map[string]string{"MAJOR": "13", "MINOR": "64", "DEVNAME": "input/event0"}
 		for i := 0; i < len(kv); i += 2 {
@@ -133,7 +134,7 @@ func TestNodeOf(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		env    map[string]string
-		t      modload.NodeType
+		t      dcache.Type
 		want   modload.Node
 		noNode bool
 		bad    bool
@@ -191,8 +192,8 @@ func TestParseModulesDevname(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(tab) != 8 || tab["net/tun"] != (DevnameEntry{Name: "net/tun", Module: "tun", Type: modload.CharDevice, Major: 10, Minor: 200}) ||
-		tab["ram0"] != (DevnameEntry{Name: "ram0", Module: "brd", Type: modload.BlockDevice, Major: 1, Minor: 0}) {
+	if len(tab) != 8 || tab["net/tun"] != (DevnameEntry{Name: "net/tun", Module: "tun", Type: dcache.TypeChar, Major: 10, Minor: 200}) ||
+		tab["ram0"] != (DevnameEntry{Name: "ram0", Module: "brd", Type: dcache.TypeBlock, Major: 1, Minor: 0}) {
 		t.Fatalf("parsed %v", tab)
 	}
 	for _, bad := range []string{
