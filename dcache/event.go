@@ -1,6 +1,7 @@
 package dcache
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,9 +19,25 @@ const (
 	KindDelete                     // DELETE: a user removed a name (unlink, rmdir, rename source or victim)
 	KindExpire                     // EXPIRE: a negative entry timed out (internal; not a devfsd event)
 	KindTouch                      // TOUCH: times changed without mode or owner (internal; not a devfsd event)
+	// The two devfsd events a devfsd.conf may name that this namespace
+	// never raises: over FUSE the daemon sees no open or close of a
+	// device (the kernel's driver does).
+	KindAsyncOpen // ASYNC_OPEN: never raised
+	KindClose     // CLOSE: never raised
 )
 
-var kindNames = [...]string{"INVALID", "REGISTER", "UNREGISTER", "LOOKUP", "CHANGE", "CREATE", "DELETE", "EXPIRE", "TOUCH"}
+var kindNames = [...]string{"INVALID", "REGISTER", "UNREGISTER", "LOOKUP", "CHANGE", "CREATE", "DELETE", "EXPIRE", "TOUCH", "ASYNC_OPEN", "CLOSE"}
+
+// ParseKind is the inverse of Kind.String, in any case: "register" and
+// "REGISTER" are KindRegister. It refuses "INVALID".
+func ParseKind(s string) (Kind, bool) {
+	for k := 1; k < len(kindNames); k++ {
+		if strings.EqualFold(s, kindNames[k]) {
+			return Kind(k), true
+		}
+	}
+	return 0, false
+}
 
 // Internal reports whether k is one of the daemon's own kinds (EXPIRE,
 // TOUCH) rather than a devfsd event: consumers outside the daemon never

@@ -64,48 +64,41 @@ import (
 	"strings"
 
 	"github.com/devfsd/devfsd/config"
+	"github.com/devfsd/devfsd/dcache"
 )
 
-// Kind is an event type.
-type Kind uint8
+// Kind is an event type: the namespace's own (dcache.Kind), of which a
+// devfsd.conf names the devfsd events.
+type Kind = dcache.Kind
 
 // The events of devfsd.conf. AsyncOpen and Close parse but are never
 // delivered over FUSE.
 const (
-	Register Kind = iota + 1
-	Unregister
-	AsyncOpen
-	Close
-	Lookup
-	Change
-	Create
-	Delete
+	Register   = dcache.KindRegister
+	Unregister = dcache.KindUnregister
+	AsyncOpen  = dcache.KindAsyncOpen
+	Close      = dcache.KindClose
+	Lookup     = dcache.KindLookup
+	Change     = dcache.KindChange
+	Create     = dcache.KindCreate
+	Delete     = dcache.KindDelete
 )
 
-var kindNames = map[Kind]string{
-	Register: "REGISTER", Unregister: "UNREGISTER", AsyncOpen: "ASYNC_OPEN", Close: "CLOSE",
-	Lookup: "LOOKUP", Change: "CHANGE", Create: "CREATE", Delete: "DELETE",
-}
-
-func (k Kind) String() string {
-	if s, ok := kindNames[k]; ok {
-		return s
-	}
-	return fmt.Sprintf("Kind(%d)", uint8(k))
-}
-
-// ParseKind maps an event name (any case) to its Kind.
+// ParseKind maps a devfsd event name (any case) to its Kind; the
+// daemon's internal kinds (EXPIRE, TOUCH) are no devfsd event and are
+// refused.
 func ParseKind(s string) (Kind, bool) {
-	for k, n := range kindNames {
-		if strings.EqualFold(s, n) {
-			return k, true
-		}
+	k, ok := dcache.ParseKind(s)
+	if !ok || k.Internal() {
+		return 0, false
 	}
-	return 0, false
+	return k, true
 }
 
 // Deliverable reports whether events of kind k ever reach the helper.
-func (k Kind) Deliverable() bool { return k != AsyncOpen && k != Close && k != 0 }
+func Deliverable(k Kind) bool {
+	return k != AsyncOpen && k != Close && k != 0 && !k.Internal()
+}
 
 // Action is what a rule does.
 type Action uint8
@@ -664,7 +657,7 @@ func (p *parser) line(pos Pos, f []string, depth int) error {
 			return nil
 		}
 	}
-	if !ev.Deliverable() {
+	if !Deliverable(ev) {
 		p.warn(pos, "%s events are never delivered: over FUSE an open or close of a device node goes straight to its driver; the entry is kept but never runs", ev)
 	}
 	if ev == Lookup && r.Action == Copy {

@@ -65,7 +65,7 @@ func FuzzParse(f *testing.F) {
 			Getenv: func(string) (string, bool) { return "", false }}
 		for i := range cfg.Rules {
 			r := &cfg.Rules[i]
-			if r.Pos.Line < 1 || !r.Event.Deliverable() && r.Event != AsyncOpen && r.Event != Close {
+			if r.Pos.Line < 1 || !Deliverable(r.Event) && r.Event != AsyncOpen && r.Event != Close {
 				t.Fatalf("bad rule %+v", r)
 			}
 			for _, name := range []string{"", "tty1", "sound/dsp", "scsi/host0/bus0/target0/lun0/part1"} {
