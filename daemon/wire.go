@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"fmt"
 	"syscall"
 
@@ -35,11 +34,4 @@ func (r nsRegistrar) Register(n modload.Node) error {
 		Target: n.Target,
 	}, dcache.Caller{Origin: dcache.OriginBuiltin})
 	return err
-}
-
-// loaderFunc adapts a modload.Loader to the shape of lookup's Loader
-// (its Caller is dcache.Caller): wire it as
-// lookup.LoaderFunc(loaderFunc(l)).
-func loaderFunc(l modload.Loader) func(ctx context.Context, dir, name string, c dcache.Caller) error {
-	return l.Load
 }

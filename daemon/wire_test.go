@@ -105,28 +105,3 @@ func TestNSRegistrarEEXIST(t *testing.T) {
 		t.Errorf("bad node = %v, want EINVAL", err)
 	}
 }
-
-func TestLoaderFuncPassesThrough(t *testing.T) {
-	type call struct {
-		dir, name string
-		c         dcache.Caller
-	}
-	var got call
-	boom := errors.New("boom")
-	f := loaderFunc(modload.LoaderFunc(func(ctx context.Context, dir, name string, c dcache.Caller) error {
-		got = call{dir, name, c}
-		return boom
-	}))
-	err := f(context.Background(), "net", "tun", dcache.Caller{Pid: 42, Uid: 1000, Gid: 100, Origin: dcache.OriginFUSE})
-	if !errors.Is(err, boom) {
-		t.Errorf("error %v not passed through", err)
-	}
-	if want := (call{"net", "tun", dcache.Caller{Pid: 42, Uid: 1000, Gid: 100, Origin: dcache.OriginFUSE}}); got != want {
-		t.Errorf("loader got %+v, want %+v", got, want)
-	}
-	// And the built-in loader through it: ENOENT for what no module has.
-	l := builtin.New(nsRegistrar{dcache.New(dcache.Options{})}, nil)
-	if err := loaderFunc(l)(context.Background(), "", "nosuch", dcache.Caller{}); !errors.Is(err, syscall.ENOENT) {
-		t.Errorf("builtin through the adapter: %v, want ENOENT", err)
-	}
-}
