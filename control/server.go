@@ -107,6 +107,10 @@ type Options struct {
 	// Views, if not nil, manages the daemon's views (views.go): GET
 	// /v1/views, POST /v1/views/add and /v1/views/remove (root only).
 	Views Views
+	// Kernel, if not nil, is the kernel device source (devices: kernel):
+	// GET /v1/info and POST /v1/trigger. Nil: info answers not_found and
+	// trigger not_supported.
+	Kernel Kernel
 	// Audit, if not nil, is told of every refused change (audit.Auditor).
 	Audit interface{ Refused(audit.Refusal) }
 	// MaxSubscribers bounds concurrent event streams and waits; default 64.
@@ -359,6 +363,8 @@ var routes = map[string]route{
 	"/v1/events":       {http.MethodGet, false, (*Server).handleEvents},
 	"/v1/stats":        {http.MethodGet, false, (*Server).handleStats},
 	"/v1/reload":       {http.MethodPost, true, (*Server).handleReload},
+	"/v1/info":         {http.MethodGet, false, (*Server).handleInfo},
+	"/v1/trigger":      {http.MethodPost, true, (*Server).handleTrigger},
 	"/v1/helper":       {http.MethodGet, true, (*Server).handleHelper},
 	"/v1/helper/done":  {http.MethodPost, false, (*Server).handleDone},
 	"/v1/views":        {http.MethodGet, false, (*Server).handleViews},

@@ -202,3 +202,29 @@ type Reload struct {
 	Changed     []string `json:"changed"`
 	Invalidated int      `json:"invalidated"`
 }
+
+// DeviceInfo is the answer of GET /v1/info: what the kernel said about
+// the device whose node is at Path (devices: kernel only).
+type DeviceInfo struct {
+	Path      string `json:"path"`
+	Type      string `json:"type"` // char or block
+	Major     uint32 `json:"major"`
+	Minor     uint32 `json:"minor"`
+	DevPath   string `json:"devpath"`   // DEVPATH, "/devices/virtual/mem/null"
+	Subsystem string `json:"subsystem"` // SUBSYSTEM
+	Driver    string `json:"driver"`    // DRIVER; "" if no driver is bound
+	// Registered says whether the node at Path is the one the kernel
+	// source registered for the device (false: another node holds the
+	// name).
+	Registered bool `json:"registered"`
+	// Env is every uevent variable (MAJOR, MINOR, DEVNAME, ...).
+	Env map[string]string `json:"env"`
+}
+
+// Trigger is the answer of POST /v1/trigger: the kernel source's state
+// once its rescan of sysfs is done.
+type Trigger struct {
+	Devices    int    `json:"devices"`    // devices the source knows
+	Registered int    `json:"registered"` // nodes registered for them
+	Rescans    uint64 `json:"rescans"`    // rescans since start, this one included
+}
