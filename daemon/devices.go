@@ -51,7 +51,7 @@ func startDevices(devices string, cfg config.Config, ns *dcache.Namespace, bl *b
 		ks, err = kernel.New(kernel.Options{
 			// Kernel registrations are the daemon's own (dcache has no
 			// origin of the kernel's yet).
-			Namespace:      kernel.DcacheNamespace{NS: ns, Caller: dcache.Caller{Origin: dcache.OriginBuiltin}},
+			Namespace:      kernel.DcacheNamespace{NS: ns, Caller: dcache.Caller{Origin: dcache.OriginKernel}},
 			ModulesDevname: cfg.ModulesDevname,
 			Modprobe:       cfg.Modprobe,
 			Logger:         log,

@@ -83,7 +83,7 @@ type Record struct {
 	Minor    uint32 `json:"minor,omitempty"`
 	Uid      uint32 `json:"uid,omitempty"`
 	Gid      uint32 `json:"gid,omitempty"`
-	Origin   string `json:"origin,omitempty"` // builtin, fuse, loader, control
+	Origin   string `json:"origin,omitempty"` // builtin, fuse, loader, control, kernel
 	Pid      uint32 `json:"pid,omitempty"`    // the process that made the change (fuse, control, loader)
 
 	// overrun: Missed events were dropped for this consumer, the first
