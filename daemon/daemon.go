@@ -200,7 +200,7 @@ func (d *Daemon) build() (err error) {
 		Observer:           x,             // request latency (metrics), once wired
 		Journal:            x.fsJournal(), // changes are answered once kept
 	})
-	x.wire(ns, d.res, d.srv, d.hub)
+	x.wire(ns, d.res, d.srv, d.hub, d.ks)
 	d.vm = newViewManager(d.srv, mux, cfg.ViewsDir, specialOpts(cfg), log.Named("views"))
 	d.rl = &reloader{reread: o.Reread, log: log.Named("reload"), ns: ns, res: d.res, srv: d.srv,
 		hl: hl, loaders: lds, metrics: x.metrics, cfg: cfg}
