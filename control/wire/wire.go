@@ -188,7 +188,7 @@ const (
 	CodeHelperAttached   = "helper_attached"       // 409 another helper is attached
 	CodeNoSpace          = "no_space"              // 507 max_nodes or the depth limit reached
 	CodeTimeout          = "timeout"               // 504 wait: the name did not appear in time
-	CodeNotSupported     = "not_supported"         // 501 this daemon does not do that (no helper, no reload)
+	CodeNotSupported     = "not_supported"         // 501 this daemon does not do that (no helper, no reload); 409 trigger without devices: kernel
 	CodeInvalidConfig    = "invalid_config"        // 400 reload: the configuration file or flags are invalid; nothing changed
 	CodeTooManyConsumers = "too_many_subscribers"  // 503 the event subscriber limit is reached
 	CodeShuttingDown     = "shutting_down"         // 503 the daemon is stopping
