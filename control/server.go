@@ -1,7 +1,7 @@
 // Package control is devfsd's control socket: HTTP/1.1 + JSON on one Unix
 // socket, every endpoint under /v1/ (docs/api.md documents each one). It
 // serves the control API (register, unregister, list, stat, chmod, chown,
-// wait, stats, reload), the event stream, and the helper protocol, through
+// wait, stats, reload, and the kernel source's info and trigger), the event stream, and the helper protocol, through
 // which a helper daemon outside the process becomes the module loader
 // (package modload/helper holds the loader side).
 //
@@ -11,7 +11,7 @@
 // request: SO_PEERCRED on the accepted socket gives the pid, uid and gid of
 // the process that connected (http.Server.ConnContext stores it in the
 // connection's context). Anyone who can connect may read (stat, list,
-// wait, events, stats); only uid 0, or the configured WriteUID or
+// wait, events, stats, info); only uid 0, or the configured WriteUID or
 // WriteGID, may change the namespace or attach as the helper. Requests
 // from the attached helper or its descendants are the loader's own
 // (dcache.OriginLoader), so their events are not echoed back to it.
