@@ -1,9 +1,10 @@
 // Package control is devfsd's control socket: HTTP/1.1 + JSON on one Unix
 // socket, every endpoint under /v1/ (docs/api.md documents each one). It
 // serves the control API (register, unregister, list, stat, chmod, chown,
-// wait, stats, reload, and the kernel source's info and trigger), the event stream, and the helper protocol, through
-// which a helper daemon outside the process becomes the module loader
-// (package modload/helper holds the loader side).
+// wait, stats, reload, and the kernel source's info and trigger), the
+// event stream, and the helper protocol, through which a helper daemon
+// outside the process becomes the module loader (package modload/helper
+// holds the loader side).
 //
 // # Identity and authorization
 //
