@@ -1,9 +1,10 @@
 // Package control is devfsd's control socket: HTTP/1.1 + JSON on one Unix
 // socket, every endpoint under /v1/ (docs/api.md documents each one). It
 // serves the control API (register, unregister, list, stat, chmod, chown,
-// wait, stats, reload), the event stream, and the helper protocol, through
-// which a helper daemon outside the process becomes the module loader
-// (package modload/helper holds the loader side).
+// wait, stats, reload, and the kernel source's info and trigger), the
+// event stream, and the helper protocol, through which a helper daemon
+// outside the process becomes the module loader (package modload/helper
+// holds the loader side).
 //
 // # Identity and authorization
 //
@@ -11,7 +12,7 @@
 // request: SO_PEERCRED on the accepted socket gives the pid, uid and gid of
 // the process that connected (http.Server.ConnContext stores it in the
 // connection's context). Anyone who can connect may read (stat, list,
-// wait, events, stats); only uid 0, or the configured WriteUID or
+// wait, events, stats, info); only uid 0, or the configured WriteUID or
 // WriteGID, may change the namespace or attach as the helper. Requests
 // from the attached helper or its descendants are the loader's own
 // (dcache.OriginLoader), so their events are not echoed back to it.
@@ -107,6 +108,10 @@ type Options struct {
 	// Views, if not nil, manages the daemon's views (views.go): GET
 	// /v1/views, POST /v1/views/add and /v1/views/remove (root only).
 	Views Views
+	// Kernel, if not nil, is the kernel device source (devices: kernel):
+	// GET /v1/info and POST /v1/trigger. Nil: info answers not_found and
+	// trigger not_supported.
+	Kernel Kernel
 	// Audit, if not nil, is told of every refused change (audit.Auditor).
 	Audit interface{ Refused(audit.Refusal) }
 	// MaxSubscribers bounds concurrent event streams and waits; default 64.
@@ -361,6 +366,8 @@ var routes = map[string]route{
 	"/v1/events":       {http.MethodGet, false, (*Server).handleEvents},
 	"/v1/stats":        {http.MethodGet, false, (*Server).handleStats},
 	"/v1/reload":       {http.MethodPost, true, (*Server).handleReload},
+	"/v1/info":         {http.MethodGet, false, (*Server).handleInfo},
+	"/v1/trigger":      {http.MethodPost, true, (*Server).handleTrigger},
 	"/v1/helper":       {http.MethodGet, true, (*Server).handleHelper},
 	"/v1/helper/done":  {http.MethodPost, false, (*Server).handleDone},
 	"/v1/views":        {http.MethodGet, false, (*Server).handleViews},

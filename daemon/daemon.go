@@ -200,7 +200,7 @@ func (d *Daemon) build() (err error) {
 		Observer:           x,             // request latency (metrics), once wired
 		Journal:            x.fsJournal(), // changes are answered once kept
 	})
-	x.wire(ns, d.res, d.srv, d.hub)
+	x.wire(ns, d.res, d.srv, d.hub, d.ks)
 	d.vm = newViewManager(d.srv, mux, cfg.ViewsDir, specialOpts(cfg), log.Named("views"))
 	d.rl = &reloader{reread: o.Reread, log: log.Named("reload"), ns: ns, res: d.res, srv: d.srv,
 		hl: hl, loaders: lds, metrics: x.metrics, cfg: cfg}
@@ -209,6 +209,10 @@ func (d *Daemon) build() (err error) {
 	// the mount is live, before READY=1.
 	if sock != "" {
 		res, srv, ks := d.res, d.srv, d.ks
+		var kc control.Kernel // nil unless devices is kernel
+		if ks != nil {
+			kc = kernelControl{ks}
+		}
 		d.ctl, err = control.Listen(control.Options{
 			Path:         sock,
 			Mode:         iofs.FileMode(cfg.SocketMode),
@@ -224,6 +228,7 @@ func (d *Daemon) build() (err error) {
 			Journal:      x.ctlJournal(),
 			Audit:        x.audit,
 			Views:        d.vm,
+			Kernel:       kc,
 			Extra: func() map[string]uint64 {
 				ls, st := res.Stats(), srv.Stats()
 				m := map[string]uint64{

@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/devfsd/devfsd/config"
+	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
 	"github.com/devfsd/devfsd/modload/builtin"
@@ -50,7 +51,7 @@ func startDevices(devices string, cfg config.Config, ns *dcache.Namespace, bl *b
 		ks, err = kernel.New(kernel.Options{
 			// Kernel registrations are the daemon's own (dcache has no
 			// origin of the kernel's yet).
-			Namespace:      kernel.DcacheNamespace{NS: ns, Caller: dcache.Caller{Origin: dcache.OriginBuiltin}},
+			Namespace:      kernel.DcacheNamespace{NS: ns, Caller: dcache.Caller{Origin: dcache.OriginKernel}},
 			ModulesDevname: cfg.ModulesDevname,
 			Modprobe:       cfg.Modprobe,
 			Logger:         log,
@@ -97,4 +98,30 @@ func kernelStats(ks *kernel.Source, into map[string]uint64) {
 	into["kernel_autoload_failures"] = st.AutoloadFailures
 	into["kernel_devices"] = uint64(st.Devices)
 	into["kernel_registered"] = uint64(st.Registered)
+}
+
+// kernelControl is the kernel source as the control socket uses it (GET
+// /v1/info, POST /v1/trigger).
+type kernelControl struct{ ks *kernel.Source }
+
+func (k kernelControl) Info(p string) (wire.DeviceInfo, bool) {
+	dev, registered, ok := k.ks.Info(p)
+	if !ok {
+		return wire.DeviceInfo{}, false
+	}
+	typ := "char"
+	if dev.Node.Type == modload.BlockDevice {
+		typ = "block"
+	}
+	return wire.DeviceInfo{Path: dev.Node.Path, Type: typ, Major: dev.Node.Major, Minor: dev.Node.Minor,
+		DevPath: dev.DevPath, Subsystem: dev.Subsystem, Driver: dev.Driver, Registered: registered,
+		Env: dev.Env}, true
+}
+
+func (k kernelControl) Trigger(context.Context) (wire.Trigger, error) {
+	if err := k.ks.Rescan(); err != nil {
+		return wire.Trigger{}, err
+	}
+	st := k.ks.Stats()
+	return wire.Trigger{Devices: st.Devices, Registered: st.Registered, Rescans: st.Rescans}, nil
 }

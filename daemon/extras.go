@@ -20,6 +20,7 @@ import (
 	"github.com/devfsd/devfsd/lookup"
 	"github.com/devfsd/devfsd/metrics"
 	"github.com/devfsd/devfsd/modload/chain"
+	"github.com/devfsd/devfsd/modload/kernel"
 	"github.com/devfsd/devfsd/state"
 )
 
@@ -122,8 +123,11 @@ func (x *extras) observe(mi lookup.MissInfo) {
 }
 
 // wire registers the metrics over the daemon's parts.
-func (x *extras) wire(ns *dcache.Namespace, res *lookup.Resolver, srv *fs.Server, hub *control.Hub) {
+func (x *extras) wire(ns *dcache.Namespace, res *lookup.Resolver, srv *fs.Server, hub *control.Hub, ks *kernel.Source) {
 	src := metrics.Sources{Namespace: ns, Lookup: res.Stats, Server: srv.Stats, Suppressed: x.audit.Suppressed}
+	if ks != nil {
+		src.Kernel = ks.Stats
+	}
 	if hub != nil {
 		src.Hub = hub.Stats
 	}

@@ -110,9 +110,12 @@ const (
 	OriginLoader
 	// OriginControl is the control API on the helper socket.
 	OriginControl
+	// OriginKernel is the kernel device source (modload/kernel): its
+	// coldplug, hotplug and rescan registrations.
+	OriginKernel
 )
 
-var originNames = [...]string{"builtin", "fuse", "loader", "control"}
+var originNames = [...]string{"builtin", "fuse", "loader", "control", "kernel"}
 
 func (o Origin) String() string {
 	if int(o) < len(originNames) {

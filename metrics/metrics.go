@@ -44,6 +44,13 @@
 //	devfsd_state_commits_total, devfsd_state_commit_seconds_total, devfsd_state_entries
 //	devfsd_audit_suppressed_total                          audit lines held back by the rate limit
 //	devfsd_reloads_total{result="ok|invalid|failed"}
+//	devfsd_kernel_uevents_total{action}                    uevents applied or stale, by action (devices: kernel)
+//	devfsd_kernel_uevents_ignored_total{reason="forged|malformed|stale"}
+//	devfsd_kernel_overruns_total                           receive buffer overruns (uevents lost)
+//	devfsd_kernel_rescans_total                            rescans of sysfs after start (overrun, trigger)
+//	devfsd_kernel_autoloads_total, devfsd_kernel_autoload_failures_total  modprobe runs
+//	devfsd_kernel_collisions_total                         kernel names taken by another node
+//	devfsd_kernel_devices, devfsd_kernel_registered        devices known, nodes registered for them
 package metrics
 
 import (
@@ -60,6 +67,7 @@ import (
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/fs"
 	"github.com/devfsd/devfsd/lookup"
+	"github.com/devfsd/devfsd/modload/kernel"
 	"github.com/devfsd/devfsd/state"
 )
 
@@ -71,7 +79,8 @@ type Sources struct {
 	Server     func() fs.Stats
 	Hub        func() control.HubStats
 	State      func() state.Stats
-	Suppressed func() uint64 // audit lines held back
+	Suppressed func() uint64       // audit lines held back
+	Kernel     func() kernel.Stats // the kernel device source's counters
 }
 
 // Metrics holds what is observed as it happens.
@@ -172,6 +181,9 @@ func New(reg prometheus.Registerer, src Sources) *Metrics {
 	if f := src.Suppressed; f != nil {
 		counter("devfsd_audit_suppressed_total", "Audit lines held back by the per-name rate limit.", nil, func() float64 { return float64(f()) })
 	}
+	if f := src.Kernel; f != nil {
+		reg.MustRegister(kernelCollector{f})
+	}
 	return m
 }
 
@@ -268,4 +280,46 @@ func (c lookupCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descLoadsFinished, prometheus.CounterValue, float64(st.Finished))
 	ch <- prometheus.MustNewConstMetric(descInflight, prometheus.GaugeValue, float64(st.InFlight))
 	ch <- prometheus.MustNewConstMetric(descWaiters, prometheus.GaugeValue, float64(st.Waiting))
+}
+
+var (
+	descUevents = prometheus.NewDesc("devfsd_kernel_uevents_total",
+		"Uevents from the kernel applied or found stale, by action.", []string{"action"}, nil)
+	descUeventsIgnored = prometheus.NewDesc("devfsd_kernel_uevents_ignored_total",
+		"Uevents ignored: forged (not sent by the kernel), malformed (refused, sysfs devices included), stale (superseded).",
+		[]string{"reason"}, nil)
+	descOverruns        = prometheus.NewDesc("devfsd_kernel_overruns_total", "Uevent receive buffer overruns (uevents lost, answered by a rescan).", nil, nil)
+	descRescans         = prometheus.NewDesc("devfsd_kernel_rescans_total", "Rescans of sysfs after start: after an overrun, or asked for (trigger).", nil, nil)
+	descAutoloads       = prometheus.NewDesc("devfsd_kernel_autoloads_total", "Runs of the modprobe program for a lookup miss.", nil, nil)
+	descAutoloadsFailed = prometheus.NewDesc("devfsd_kernel_autoload_failures_total", "Runs of the modprobe program that failed (exit status, deadline, could not start).", nil, nil)
+	descCollisions      = prometheus.NewDesc("devfsd_kernel_collisions_total", "Kernel devices whose name was taken by a node the kernel source had not registered.", nil, nil)
+	descKernelDevices   = prometheus.NewDesc("devfsd_kernel_devices", "Kernel devices known now.", nil, nil)
+	descKernelNodes     = prometheus.NewDesc("devfsd_kernel_registered", "Nodes registered for kernel devices now.", nil, nil)
+)
+
+// kernelCollector reports one kernel.Stats snapshot per scrape.
+type kernelCollector struct{ f func() kernel.Stats }
+
+func (c kernelCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descUevents, descUeventsIgnored, descOverruns, descRescans,
+		descAutoloads, descAutoloadsFailed, descCollisions, descKernelDevices, descKernelNodes} {
+		ch <- d
+	}
+}
+
+func (c kernelCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.f()
+	for action, n := range st.Received {
+		ch <- prometheus.MustNewConstMetric(descUevents, prometheus.CounterValue, float64(n), action)
+	}
+	ch <- prometheus.MustNewConstMetric(descUeventsIgnored, prometheus.CounterValue, float64(st.Forged), "forged")
+	ch <- prometheus.MustNewConstMetric(descUeventsIgnored, prometheus.CounterValue, float64(st.Malformed), "malformed")
+	ch <- prometheus.MustNewConstMetric(descUeventsIgnored, prometheus.CounterValue, float64(st.Stale), "stale")
+	ch <- prometheus.MustNewConstMetric(descOverruns, prometheus.CounterValue, float64(st.Overruns))
+	ch <- prometheus.MustNewConstMetric(descRescans, prometheus.CounterValue, float64(st.Rescans))
+	ch <- prometheus.MustNewConstMetric(descAutoloads, prometheus.CounterValue, float64(st.Autoloads))
+	ch <- prometheus.MustNewConstMetric(descAutoloadsFailed, prometheus.CounterValue, float64(st.AutoloadFailures))
+	ch <- prometheus.MustNewConstMetric(descCollisions, prometheus.CounterValue, float64(st.Collisions))
+	ch <- prometheus.MustNewConstMetric(descKernelDevices, prometheus.GaugeValue, float64(st.Devices))
+	ch <- prometheus.MustNewConstMetric(descKernelNodes, prometheus.GaugeValue, float64(st.Registered))
 }

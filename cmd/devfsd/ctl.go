@@ -38,6 +38,9 @@ The client of a running devfsd's control socket (docs/api.md).
   wait [--timeout T] PATH           return once PATH exists; fail after T (default 5s)
   stats [--json]                    the daemon's counters
   reload [--json]                   reload the configuration (as SIGHUP does)
+  info [--json] PATH                the kernel device at PATH: its uevent
+                                    variables as KEY=VALUE lines (devices: kernel)
+  trigger [--json]                  rescan the kernel's devices (devices: kernel)
   view ls [--json]                  the daemon's mounts: the main one and its views
   view add FILE                     mount one more view, described by a view file
   view add --mountpoint DIR [--allow GLOB]... [--deny GLOB]...
@@ -343,6 +346,35 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 					strings.Join(res.Changed, ", "), res.Invalidated)
 			}
 			return nil
+		case "info":
+			js := asJSON()
+			pos, err := parse(1, 1)
+			if err != nil {
+				return err
+			}
+			i, err := c.Info(ctx, ctlPath(pos[0]))
+			if err != nil {
+				return ctlErr(err)
+			}
+			if *js {
+				return printJSON(stdout, i)
+			}
+			printInfo(stdout, i)
+			return nil
+		case "trigger":
+			js := asJSON()
+			if _, err := parse(0, 0); err != nil {
+				return err
+			}
+			t, err := c.Trigger(ctx)
+			if err != nil {
+				return ctlErr(err)
+			}
+			if *js {
+				return printJSON(stdout, t)
+			}
+			fmt.Fprintf(stdout, "rescanned: %d devices, %d nodes registered\n", t.Devices, t.Registered)
+			return nil
 		case "view":
 			return ctlView(ctx, c, rest, stdout, stderr)
 		case "help":
@@ -490,4 +522,25 @@ func printStats(w io.Writer, s wire.Stats) {
 		fmt.Fprintf(tw, "%s\t%d\n", k, s.Extra[k])
 	}
 	tw.Flush()
+}
+
+// printInfo prints a kernel device as KEY=VALUE lines: SUBSYSTEM, DEVPATH
+// and DRIVER (if bound) first, then every other uevent variable sorted.
+func printInfo(w io.Writer, i wire.DeviceInfo) {
+	fmt.Fprintf(w, "SUBSYSTEM=%s\nDEVPATH=%s\n", i.Subsystem, i.DevPath)
+	if i.Driver != "" {
+		fmt.Fprintf(w, "DRIVER=%s\n", i.Driver)
+	}
+	keys := make([]string, 0, len(i.Env))
+	for k := range i.Env {
+		switch k {
+		case "SUBSYSTEM", "DEVPATH", "DRIVER":
+			continue
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "%s=%s\n", k, i.Env[k])
+	}
 }

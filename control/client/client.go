@@ -195,6 +195,24 @@ func (c *Client) Reload(ctx context.Context) (wire.Reload, error) {
 	return r, err
 }
 
+// Info returns what the kernel said about the device whose node is at
+// path (GET /v1/info). A name that is no kernel device is an *Error with
+// code not_found.
+func (c *Client) Info(ctx context.Context, path string) (wire.DeviceInfo, error) {
+	var i wire.DeviceInfo
+	err := c.call(ctx, http.MethodGet, "/v1/info", url.Values{"path": {path}}, nil, &i)
+	return i, err
+}
+
+// Trigger asks the daemon to rescan the kernel's devices (POST
+// /v1/trigger). A daemon that does not serve them answers an *Error with
+// code not_supported.
+func (c *Client) Trigger(ctx context.Context) (wire.Trigger, error) {
+	var t wire.Trigger
+	err := c.call(ctx, http.MethodPost, "/v1/trigger", nil, struct{}{}, &t)
+	return t, err
+}
+
 // Metrics returns the daemon's metrics in Prometheus text format (GET
 // /metrics).
 func (c *Client) Metrics(ctx context.Context) (string, error) {

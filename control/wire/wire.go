@@ -85,7 +85,7 @@ type Record struct {
 	Minor    uint32 `json:"minor,omitempty"`
 	Uid      uint32 `json:"uid,omitempty"`
 	Gid      uint32 `json:"gid,omitempty"`
-	Origin   string `json:"origin,omitempty"` // builtin, fuse, loader, control
+	Origin   string `json:"origin,omitempty"` // builtin, fuse, loader, control, kernel
 	Pid      uint32 `json:"pid,omitempty"`    // the process that made the change (fuse, control, loader)
 
 	// overrun: Missed events were dropped for this consumer, the first
@@ -183,7 +183,7 @@ const (
 	CodeHelperAttached   = "helper_attached"       // 409 another helper is attached
 	CodeNoSpace          = "no_space"              // 507 max_nodes or the depth limit reached
 	CodeTimeout          = "timeout"               // 504 wait: the name did not appear in time
-	CodeNotSupported     = "not_supported"         // 501 this daemon does not do that (no helper, no reload)
+	CodeNotSupported     = "not_supported"         // 501 this daemon does not do that (no helper, no reload); 409 trigger without devices: kernel
 	CodeInvalidConfig    = "invalid_config"        // 400 reload: the configuration file or flags are invalid; nothing changed
 	CodeTooManyConsumers = "too_many_subscribers"  // 503 the event subscriber limit is reached
 	CodeShuttingDown     = "shutting_down"         // 503 the daemon is stopping
@@ -196,4 +196,30 @@ const (
 type Reload struct {
 	Changed     []string `json:"changed"`
 	Invalidated int      `json:"invalidated"`
+}
+
+// DeviceInfo is the answer of GET /v1/info: what the kernel said about
+// the device whose node is at Path (devices: kernel only).
+type DeviceInfo struct {
+	Path      string `json:"path"`
+	Type      string `json:"type"` // char or block
+	Major     uint32 `json:"major"`
+	Minor     uint32 `json:"minor"`
+	DevPath   string `json:"devpath"`   // DEVPATH, "/devices/virtual/mem/null"
+	Subsystem string `json:"subsystem"` // SUBSYSTEM
+	Driver    string `json:"driver"`    // DRIVER; "" if no driver is bound
+	// Registered says whether the node at Path is the one the kernel
+	// source registered for the device (false: another node holds the
+	// name).
+	Registered bool `json:"registered"`
+	// Env is every uevent variable (MAJOR, MINOR, DEVNAME, ...).
+	Env map[string]string `json:"env"`
+}
+
+// Trigger is the answer of POST /v1/trigger: the kernel source's state
+// once its rescan of sysfs is done.
+type Trigger struct {
+	Devices    int    `json:"devices"`    // devices the source knows
+	Registered int    `json:"registered"` // nodes registered for them
+	Rescans    uint64 `json:"rescans"`    // rescans since start, this one included
 }
