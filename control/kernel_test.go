@@ -63,9 +63,9 @@ func errCode(t *testing.T, body []byte) string {
 }
 
 var (
-	kRoot   = Cred{Pid: 10, Uid: 0, Gid: 0, OK: true}
-	kUser   = Cred{Pid: 11, Uid: 1000, Gid: 1000, OK: true}
-	kWriter = Cred{Pid: 12, Uid: 1500, Gid: 1500, OK: true}
+	kRoot   = Cred{Caller: dcache.Caller{Pid: 10, Uid: 0, Gid: 0}, OK: true}
+	kUser   = Cred{Caller: dcache.Caller{Pid: 11, Uid: 1000, Gid: 1000}, OK: true}
+	kWriter = Cred{Caller: dcache.Caller{Pid: 12, Uid: 1500, Gid: 1500}, OK: true}
 )
 
 func TestInfo(t *testing.T) {

@@ -109,11 +109,7 @@ func (k kernelControl) Info(p string) (wire.DeviceInfo, bool) {
 	if !ok {
 		return wire.DeviceInfo{}, false
 	}
-	typ := "char"
-	if dev.Node.Type == modload.BlockDevice {
-		typ = "block"
-	}
-	return wire.DeviceInfo{Path: dev.Node.Path, Type: typ, Major: dev.Node.Major, Minor: dev.Node.Minor,
+	return wire.DeviceInfo{Path: dev.Node.Path, Type: dev.Node.Type.String(), Major: dev.Node.Major, Minor: dev.Node.Minor,
 		DevPath: dev.DevPath, Subsystem: dev.Subsystem, Driver: dev.Driver, Registered: registered,
 		Env: dev.Env}, true
 }
