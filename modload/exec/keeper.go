@@ -168,6 +168,22 @@ func (k *keeperLink) announce(g int, log *zap.Logger) {
 	k.sendLocked('+', g)
 }
 
+// ensure starts the keeper if none is linked, so that the next group is
+// announced with one pipe write.
+func (k *keeperLink) ensure(log *zap.Logger) {
+	if !tieToParent {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if log != nil {
+		k.log = log
+	}
+	if k.w == nil {
+		k.startLocked()
+	}
+}
+
 // withdraw tells the keeper that group g's leader has exited (and is not
 // reaped yet).
 func (k *keeperLink) withdraw(g int) {
@@ -260,6 +276,7 @@ func (k *keeperLink) startFailed(err error) {
 // spawnReq asks the spawner to start cmd.
 type spawnReq struct {
 	cmd  *osexec.Cmd
+	log  *zap.Logger
 	errc chan error
 }
 
@@ -270,19 +287,27 @@ var (
 
 // spawn starts cmd from the one goroutine of this process that is locked
 // to its thread for good, so that the program's Pdeathsig fires when this
-// process dies and never when some other thread exits.
-func spawn(cmd *osexec.Cmd) error {
+// process dies and never when some other thread exits, and announces its
+// group to the keeper on that thread as soon as Start returns. The keeper
+// is started before the program, so that the program runs unannounced
+// only for the length of one pipe write.
+func spawn(cmd *osexec.Cmd, log *zap.Logger) error {
 	spawnerOnce.Do(func() {
 		spawnReqs = make(chan spawnReq)
 		go func() {
 			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
 			for r := range spawnReqs {
-				r.errc <- r.cmd.Start()
+				keeper.ensure(r.log)
+				err := r.cmd.Start()
+				if err == nil {
+					keeper.announce(r.cmd.Process.Pid, r.log)
+				}
+				r.errc <- err
 			}
 		}()
 	})
 	errc := make(chan error, 1)
-	spawnReqs <- spawnReq{cmd, errc}
+	spawnReqs <- spawnReq{cmd, log, errc}
 	return <-errc
 }
 

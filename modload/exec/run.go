@@ -271,7 +271,7 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 	r.n.Add(1)
 	var err error
 	if tieToParent {
-		err = spawn(cmd)
+		err = spawn(cmd, r.log) // announces the group to the keeper
 	} else {
 		err = cmd.Start()
 	}
@@ -294,8 +294,8 @@ func (r *Runner) Run(ctx context.Context, spec Spec) (Result, error) {
 		r.n.Add(-1)
 		r.mu.Unlock()
 	}()
-	// Announced before the waiter can withdraw it (keeper.go).
-	keeper.announce(p.pid, r.log)
+	// The group was announced by spawn, before the waiter can withdraw
+	// it (keeper.go).
 
 	waited := make(chan error, 1)
 	go func() {
