@@ -109,12 +109,25 @@ func (h *helperHost) Modload(ctx context.Context, devname string) ([]devfsdconf.
 	// A loader per load: its "loaded" memory would hide nodes removed by
 	// hand since; registering what exists is harmless (EEXIST).
 	bl := builtin.New(reg, h.log)
-	for _, name := range h.aliases.Resolve("/dev/" + devname)[1:] {
+	// The modules.devfs plan: the first module that loads (alias,
+	// probe), or every one (probeall); one that fails otherwise than
+	// "no such module" ends the load with its error.
+	plan := h.aliases.Plan("/dev/" + devname)
+	loaded := false
+	for _, name := range plan.Modules {
 		err := bl.LoadModule(ctx, name)
-		if !errors.Is(err, syscall.ENOENT) {
-			h.log.Debug("MODLOAD by alias", zap.String("name", devname), zap.String("module", name), zap.Error(err))
+		if errors.Is(err, syscall.ENOENT) {
+			continue
+		}
+		h.log.Debug("MODLOAD by alias", zap.String("name", devname), zap.String("module", name),
+			zap.Bool("probeall", plan.All), zap.Error(err))
+		if err != nil || !plan.All {
 			return evs, err
 		}
+		loaded = true
+	}
+	if loaded {
+		return evs, nil
 	}
 	dir, base := path.Split(devname)
 	err := bl.Load(ctx, strings.TrimSuffix(dir, "/"), base, dcache.Caller{})

@@ -448,3 +448,29 @@ func TestRealConfBusybox2003(t *testing.T) {
 		t.Errorf("modem after tts/0 went: %+v, want it left (UNREGISTER ^$ never matches)", n)
 	}
 }
+
+// modules.devfs's probeall loads every module it names, probe the first
+// that loads (modutils' modprobe; devfsd's MODLOAD ran it): through
+// --aliases, the catalogue's serial and loop modules.
+func TestConfModulesProbeAll(t *testing.T) {
+	dir := t.TempDir()
+	aliases := filepath.Join(dir, "modules.devfs")
+	if err := os.WriteFile(aliases, []byte("probeall /dev/both serial loop\nprobe /dev/first serial loop\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startCtl(t, "--loader=none", "--negative-timeout=0s")
+	startConfHelper(t, d, "LOOKUP .* MODLOAD\n", "--aliases="+aliases)
+	// A name no module registers: the lookup is ENOENT, but the loads
+	// it caused stay.
+	if _, err := os.Stat(d.path("first")); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("first: %v, want ENOENT", err)
+	}
+	d.waitNode(t, "ttyS0", want{"char", "", -1, -1, ""})
+	if n := d.node(t, "loop0"); n != nil { // asked of the socket: no lookup, no load
+		t.Fatalf("loop0 after probe /dev/first serial loop: %+v, want none (probe stops at serial)", n)
+	}
+	if _, err := os.Stat(d.path("both")); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("both: %v, want ENOENT", err)
+	}
+	d.waitNode(t, "loop0", want{"block", "", -1, -1, ""})
+}
