@@ -27,3 +27,17 @@ func lower(s string) string {
 	}
 	return string(b)
 }
+
+// Every origin reads back from its name; nothing else does.
+func TestParseOriginRoundTrip(t *testing.T) {
+	for o := OriginBuiltin; o <= OriginKernel; o++ {
+		if got, ok := ParseOrigin(o.String()); !ok || got != o {
+			t.Errorf("ParseOrigin(%q) = %v, %v; want %v", o.String(), got, ok, o)
+		}
+	}
+	for _, s := range []string{"", "invalid", "Kernel", "user"} {
+		if o, ok := ParseOrigin(s); ok {
+			t.Errorf("ParseOrigin(%q) = %v, want refused", s, o)
+		}
+	}
+}

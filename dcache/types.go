@@ -124,6 +124,16 @@ func (o Origin) String() string {
 	return "invalid"
 }
 
+// ParseOrigin is the inverse of Origin.String: "kernel" is OriginKernel.
+func ParseOrigin(s string) (Origin, bool) {
+	for o, n := range originNames {
+		if s == n {
+			return Origin(o), true
+		}
+	}
+	return 0, false
+}
+
 // Caller identifies who made a request: the one identity of the tree, for
 // a change, a lookup that missed (loaders get it), an attached helper and
 // a control-socket peer. In JSON (the helper stream's "caller") it is
