@@ -59,7 +59,7 @@ step "fuzz devfsd.conf parser (30s)" \
 # deploy/ is its own Go module (k8s.io/api and BuildKit's parser stay out
 # of the daemon's go.mod): systemd units, Kubernetes manifests, Dockerfile.
 step "deploy validation (go test in deploy/)" \
-	bash -c 'cd deploy && go vet ./... && go test -count=1 ./...'
+	bash -c 'cd deploy && go mod tidy -diff && go vet ./... && go test -count=1 ./...'
 if [ -x test/model/check.sh ]; then
 	step "spin models" bash test/model/check.sh
 fi
