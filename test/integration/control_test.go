@@ -6,9 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -379,26 +376,13 @@ func tree(t *testing.T, d *ctlDaemon) string {
 // the error code of the answer.
 func rawRequest(t *testing.T, sock, method, target, body string) (int, string) {
 	t.Helper()
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}}
-	defer hc.CloseIdleConnections()
-	req, err := http.NewRequest(method, "http://devfsd"+target, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	status, b := rawAnswer(t, sock, method, target, body)
 	var eb wire.ErrorBody
 	json.Unmarshal(b, &eb)
-	if resp.StatusCode >= 400 && (eb.Error.Code == "" || eb.Error.Message == "") {
-		t.Errorf("%s %s: status %d without a JSON error: %s", method, target, resp.StatusCode, b)
+	if status >= 400 && (eb.Error.Code == "" || eb.Error.Message == "") {
+		t.Errorf("%s %s: status %d without a JSON error: %s", method, target, status, b)
 	}
-	return resp.StatusCode, eb.Error.Code
+	return status, eb.Error.Code
 }
 
 // Malformed and hostile requests are each answered with the documented
