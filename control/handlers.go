@@ -39,6 +39,15 @@ func query(r *http.Request, known ...string) (url.Values, *apiError) {
 	return q, nil
 }
 
+// pathOnlyQuery reads a request whose query is one required path.
+func pathOnlyQuery(r *http.Request) (string, *apiError) {
+	q, e := query(r, "path")
+	if e != nil {
+		return "", e
+	}
+	return queryPath(q, true)
+}
+
 func queryPath(q url.Values, required bool) (string, *apiError) {
 	if _, ok := q["path"]; !ok && required {
 		return "", bad(wire.CodeMissingField, "path", "path is required")
@@ -97,11 +106,7 @@ func nodeOf(path string, n *dcache.Node) wire.Node {
 }
 
 func (s *Server) handleStat(w http.ResponseWriter, r *http.Request) *apiError {
-	q, e := query(r, "path")
-	if e != nil {
-		return e
-	}
-	p, e := queryPath(q, true)
+	p, e := pathOnlyQuery(r)
 	if e != nil {
 		return e
 	}

@@ -17,11 +17,7 @@ type Kernel interface {
 }
 
 func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) *apiError {
-	q, e := query(r, "path")
-	if e != nil {
-		return e
-	}
-	p, e := queryPath(q, true)
+	p, e := pathOnlyQuery(r)
 	if e != nil {
 		return e
 	}
