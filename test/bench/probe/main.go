@@ -104,6 +104,7 @@ var (
 	pprofSecs = flag.Int("pprof-seconds", 10, "length of the -pprof profile")
 	pprofTh   = flag.Int("pprof-threads", 8, "threads of the -pprof run")
 	pprofHelp = flag.Bool("pprof-helper", false, "-pprof: profile the daemon with the empty helper attached")
+	pprofOf   = flag.String("pprof-of", "starts", "-pprof: what the daemon serves while profiled: starts (item 1) or register (item 4's fresh names, one client)")
 	opcount   = flag.Int("opcount", 0, "count every FUSE request of this many starts (1 thread) from go-fuse's debug log, on a mount of its own")
 	oldBin    = flag.String("devfsd-old", "", "a devfsd binary of another tree, measured as devfsd-old (and devfsd-old+helper) in items 1 and 2")
 )
@@ -613,7 +614,6 @@ func socketRegister(w io.Writer) error {
 	if _, err := c.Stats(ctx); err != nil { // dial once: the connection is kept
 		return err
 	}
-	major, minor := int64(1), int64(3)
 	type cs struct {
 		label      string
 		missFirst  bool
@@ -621,36 +621,20 @@ func socketRegister(w io.Writer) error {
 		polls      []float64
 	}
 	cases := []*cs{{label: "fresh name"}, {label: "name whose miss was just cached (an lstat saw ENOENT first)", missFirst: true}}
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	var gets []float64 // GET /v1/stat of an existing node: a request with no change, the socket's floor
 	for i := 0; i < *regN; i++ {
+		t := time.Now()
+		if _, err := c.Stat(ctx, "null"); err != nil {
+			return err
+		}
+		gets = append(gets, us(time.Since(t)))
 		for ci, k := range cases {
-			name := fmt.Sprintf("reg%d-%05d", ci, i)
-			p := filepath.Join(m.Dir, name)
-			var st unix.Stat_t
-			if k.missFirst {
-				if err := unix.Lstat(p, &st); err != unix.ENOENT {
-					return fmt.Errorf("lstat %s before registering: %v", p, err)
-				}
+			post, seen, polls, err := registerOnce(c, m.Dir, fmt.Sprintf("reg%d-%05d", ci, i), k.missFirst)
+			if err != nil {
+				return err
 			}
-			t0 := time.Now()
-			if _, err := c.Register(ctx, wire.RegisterRequest{Path: name, Type: "char", Major: &major, Minor: &minor, Mode: "0666"}); err != nil {
-				return fmt.Errorf("register %s: %w", name, err)
-			}
-			t1 := time.Now()
-			polls := 0
-			deadline := t1.Add(5 * time.Second)
-			for {
-				polls++
-				err := unix.Lstat(p, &st)
-				if err == nil {
-					break
-				}
-				if err != unix.ENOENT || time.Now().After(deadline) {
-					return fmt.Errorf("lstat %s after registering: %v (%d polls)", p, err, polls)
-				}
-			}
-			t2 := time.Now()
-			us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-			k.post, k.seen, k.polls = append(k.post, us(t1.Sub(t0))), append(k.seen, us(t2.Sub(t0))), append(k.polls, float64(polls))
+			k.post, k.seen, k.polls = append(k.post, us(post)), append(k.seen, us(seen)), append(k.polls, float64(polls))
 		}
 	}
 	fmt.Fprintf(w, "\n## 4: register through the socket (POST /v1/register, one keep-alive client) until lstat on the mount sees it\n\n")
@@ -662,7 +646,42 @@ func socketRegister(w io.Writer) error {
 		fmt.Fprintf(w, "| %s | %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f, %.0f |\n", k.label, len(k.seen),
 			q(k.post, 0.5), q(k.post, 0.9), q(k.seen, 0.5), q(k.seen, 0.9), k.seen[len(k.seen)-1], median(k.polls), slices.Max(k.polls))
 	}
+	sort.Float64s(gets)
+	fmt.Fprintf(w, "\nFor scale, GET /v1/stat?path=null on the same connection, interleaved (a request that changes nothing): p50 %.0f µs, p90 %.0f µs, %d samples\n",
+		q(gets, 0.5), q(gets, 0.9), len(gets))
 	return nil
+}
+
+// registerOnce registers name (char 1:3) in the mount at dir through c,
+// having first looked it up (a cached miss) if missFirst, then lstats it
+// until it is seen: how long the POST took, how long until the lstat saw
+// the node (from the POST's start), and how many lstats that took.
+func registerOnce(c *client.Client, dir, name string, missFirst bool) (post, seen time.Duration, polls int, err error) {
+	major, minor := int64(1), int64(3)
+	p := filepath.Join(dir, name)
+	var st unix.Stat_t
+	if missFirst {
+		if err := unix.Lstat(p, &st); err != unix.ENOENT {
+			return 0, 0, 0, fmt.Errorf("lstat %s before registering: %v", p, err)
+		}
+	}
+	t0 := time.Now()
+	if _, err := c.Register(context.Background(), wire.RegisterRequest{Path: name, Type: "char", Major: &major, Minor: &minor, Mode: "0666"}); err != nil {
+		return 0, 0, 0, fmt.Errorf("register %s: %w", name, err)
+	}
+	t1 := time.Now()
+	deadline := t1.Add(5 * time.Second)
+	for {
+		polls++
+		err := unix.Lstat(p, &st)
+		if err == nil {
+			break
+		}
+		if err != unix.ENOENT || time.Now().After(deadline) {
+			return 0, 0, 0, fmt.Errorf("lstat %s after registering: %v (%d polls)", p, err, polls)
+		}
+	}
+	return t1.Sub(t0), time.Since(t0), polls, nil
 }
 
 // rxLine matches go-fuse's debug line of a request: "rx 12: OPENDIR n1 ...".
@@ -769,6 +788,15 @@ func profile(w io.Writer, bin string) error {
 	if _, _, err := runStarts(ps, 1, 200*time.Millisecond); err != nil {
 		return err
 	}
+	var c *client.Client
+	switch *pprofOf {
+	case "starts":
+	case "register":
+		c = client.New(m.Dir + ".sock")
+		defer c.Close()
+	default:
+		return fmt.Errorf("-pprof-of %q: starts or register", *pprofOf)
+	}
 	type result struct {
 		body []byte
 		err  error
@@ -789,7 +817,24 @@ func profile(w io.Writer, bin string) error {
 	}()
 	req0, _ := m.Requests()
 	cpu0, _ := m.CPU()
-	n, el, err := runStarts(ps, *pprofTh, time.Duration(*pprofSecs)*time.Second+300*time.Millisecond)
+	d := time.Duration(*pprofSecs)*time.Second + 300*time.Millisecond
+	var n int
+	var el time.Duration
+	var posts []float64
+	if c == nil {
+		n, el, err = runStarts(ps, *pprofTh, d)
+	} else {
+		label += ", registering fresh names through the socket (1 client) and lstat until seen"
+		t := time.Now()
+		for ; time.Since(t) < d; n++ {
+			post, _, _, err := registerOnce(c, m.Dir, fmt.Sprintf("prof%06d", n), false)
+			if err != nil {
+				return err
+			}
+			posts = append(posts, float64(post)/float64(time.Microsecond))
+		}
+		el = time.Since(t)
+	}
 	if err != nil {
 		return err
 	}
@@ -808,8 +853,12 @@ func profile(w io.Writer, bin string) error {
 			reqs[op] = float64(d)
 		}
 	}
-	fmt.Fprintf(w, "\n## CPU profile\n\n%s, %d threads, %d starts in %v (%.0f/s), daemon CPU %.1f µs/start, requests/start %s; profile in %s (go tool pprof -top %s)\n",
-		label, *pprofTh, n, el.Round(time.Millisecond), float64(n)/el.Seconds(),
+	what := fmt.Sprintf("%d threads, %d starts", *pprofTh, n)
+	if c != nil {
+		what = fmt.Sprintf("%d registrations (POST p50 %.0f µs)", n, median(posts))
+	}
+	fmt.Fprintf(w, "\n## CPU profile\n\n%s, %s in %v (%.0f/s), daemon CPU %.1f µs each, FUSE requests each %s; profile in %s (go tool pprof -top %s)\n",
+		label, what, el.Round(time.Millisecond), float64(n)/el.Seconds(),
 		float64(cpu1-cpu0)/float64(time.Microsecond)/float64(n), opsString(reqs, float64(n)), *pprofFile, *pprofFile)
 	return nil
 }
