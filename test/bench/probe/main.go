@@ -241,12 +241,15 @@ type target struct {
 }
 
 type sample struct {
-	perSec     float64
-	cpuPerOp   float64            // µs of daemon CPU per start; -1 n/a
-	helperCPU  float64            // µs of helper CPU per start; -1 n/a
-	reqs       map[string]float64 // FUSE requests of the phase, by opcode
-	starts     int
-	ticksDelta uint64
+	perSec    float64
+	cpuPerOp  float64 // µs of daemon CPU per start; -1 n/a
+	helperCPU float64 // µs of helper CPU per start; -1 n/a
+	// helperLookups is the LOOKUP requests sent to the helper in the
+	// phase (misses whose negative entries had expired).
+	helperLookups float64
+	reqs          map[string]float64 // FUSE requests of the phase, by opcode
+	starts        int
+	ticksDelta    uint64
 }
 
 // mountDevfsd mounts a devfsd (bin "" for the harness's own) with a socket.
@@ -370,8 +373,14 @@ func measure(t *target, threads int) (sample, error) {
 	cpu0 := settled(t.m)
 	tk0 := ticks(t.m.Pid())
 	var h0 time.Duration
+	var sent0 uint64
 	if t.helper != nil {
 		h0, _ = schedCPU(t.helper.pid())
+		st, err := t.helper.c.Stats(context.Background())
+		if err != nil {
+			return s, err
+		}
+		sent0 = st.Helper.Sent
 	}
 	n, el, err := runStarts(t.ps, threads, *phase)
 	if err != nil {
@@ -398,6 +407,11 @@ func measure(t *target, threads int) (sample, error) {
 	if t.helper != nil {
 		h1, _ := schedCPU(t.helper.pid())
 		s.helperCPU = float64(h1-h0) / float64(time.Microsecond) / float64(n)
+		st, err := t.helper.c.Stats(context.Background())
+		if err != nil {
+			return s, err
+		}
+		s.helperLookups = float64(st.Helper.Sent - sent0)
 		if !t.helper.alive() {
 			return s, fmt.Errorf("the helper exited:\n%s", t.helper.out.String())
 		}
@@ -425,10 +439,17 @@ func reportProbes(w io.Writer, threads []int, targets []*target, res map[int]map
 					reqs[op] += v
 				}
 			}
+			var hl float64
+			for _, s := range ss {
+				hl += s.helperLookups
+			}
 			tickCPU, rq := "n/a", "n/a"
 			if t.m.Pid() != 0 {
 				tickCPU = fmt.Sprintf("%.1f", float64(tk)*1e4/float64(n)) // a tick is 10 ms = 1e4 µs
 				rq = opsString(reqs, float64(n))
+			}
+			if t.helper != nil {
+				rq += fmt.Sprintf("; helper asked %.3f times a start", hl/float64(n))
 			}
 			fmt.Fprintf(w, "| %d | %s | %.0f | %s | %s | %s | %s | %s |\n", th, t.label, field(ss, perSec),
 				num(paired(ss, base, perSec), "%.3f"), num(field(ss, func(s sample) float64 { return s.cpuPerOp }), "%.1f"),
@@ -478,6 +499,7 @@ func opsString(reqs map[string]float64, starts float64) string {
 
 // helperProc is a running `devfsd helper`.
 type helperProc struct {
+	c    *client.Client // of the daemon's socket, for its helper counters
 	cmd  *exec.Cmd
 	out  *harness.SyncBuffer
 	done chan struct{}
@@ -495,6 +517,7 @@ func (h *helperProc) alive() bool {
 }
 
 func (h *helperProc) stop() {
+	h.c.Close()
 	if !h.alive() {
 		return
 	}
@@ -530,7 +553,7 @@ func startHelper(bin string, m *harness.Mount) (*helperProc, error) {
 	}
 	go func() { cmd.Wait(); close(h.done) }()
 	c := client.New(sock)
-	defer c.Close()
+	h.c = c
 	attached := harness.Poll(10*time.Second, 5*time.Millisecond, func() bool {
 		st, err := c.Stats(context.Background())
 		return err == nil && st.Helper.Attached && int(st.Helper.Pid) == h.pid() || !h.alive()
