@@ -106,6 +106,7 @@ var (
 	pprofHelp = flag.Bool("pprof-helper", false, "-pprof: profile the daemon with the empty helper attached")
 	pprofOf   = flag.String("pprof-of", "starts", "-pprof: what the daemon serves while profiled: starts (item 1) or register (item 4's fresh names, one client)")
 	opcount   = flag.Int("opcount", 0, "count every FUSE request of this many starts (1 thread) from go-fuse's debug log, on a mount of its own")
+	absentN   = flag.Int("absent", len(absentNames), "absent names a start lstats (at most 8)")
 	oldBin    = flag.String("devfsd-old", "", "a devfsd binary of another tree, measured as devfsd-old (and devfsd-old+helper) in items 1 and 2")
 )
 
@@ -144,6 +145,9 @@ func run(w io.Writer) error {
 			return fmt.Errorf("bad -items %q: items are 1, 2, 3, 4", *items)
 		}
 		want[s] = true
+	}
+	if *absentN < 0 || *absentN > len(absentNames) {
+		return fmt.Errorf("-absent %d: 0 to %d", *absentN, len(absentNames))
 	}
 	if *oldBin != "" {
 		abs, err := filepath.Abs(*oldBin)
@@ -294,8 +298,8 @@ func probes(w io.Writer, bin string, threads []int, withHelper bool) error {
 		return fmt.Errorf("populating tmpfs like %s: %w", dev.Dir, err)
 	}
 	targets := []*target{
-		{label: "tmpfs", m: tm, ps: newProbeSet(tm.Dir, n)},
-		{label: "devfsd", m: dev, ps: newProbeSet(dev.Dir, n)},
+		{label: "tmpfs", m: tm, ps: newProbeSet(tm.Dir, n, *absentN)},
+		{label: "devfsd", m: dev, ps: newProbeSet(dev.Dir, n, *absentN)},
 	}
 	addHelper := func(label, b, helperBin string) error {
 		m, err := mountDevfsd(b, harness.Options{})
@@ -307,7 +311,7 @@ func probes(w io.Writer, bin string, threads []int, withHelper bool) error {
 			return fmt.Errorf("%s: %w", label, err)
 		}
 		atExit(h.stop)
-		targets = append(targets, &target{label: label, m: m, helper: h, ps: newProbeSet(m.Dir, n)})
+		targets = append(targets, &target{label: label, m: m, helper: h, ps: newProbeSet(m.Dir, n, *absentN)})
 		return nil
 	}
 	if withHelper {
@@ -320,7 +324,7 @@ func probes(w io.Writer, bin string, threads []int, withHelper bool) error {
 		if err != nil {
 			return err
 		}
-		targets = append(targets, &target{label: "devfsd-old", m: m, ps: newProbeSet(m.Dir, n)})
+		targets = append(targets, &target{label: "devfsd-old", m: m, ps: newProbeSet(m.Dir, n, *absentN)})
 		if withHelper {
 			if err := addHelper("devfsd-old+helper", *oldBin, *oldBin); err != nil {
 				return err
@@ -420,7 +424,7 @@ func measure(t *target, threads int) (sample, error) {
 }
 
 func reportProbes(w io.Writer, threads []int, targets []*target, res map[int]map[string][]sample) {
-	fmt.Fprintf(w, "\n## 1, 2: container start probes (open null/zero/full, 16 bytes of urandom, stat tty/ptmx/console, lstat pts/shm/fd/stdin, list the root (%d names), lstat 8 absent names)\n\n", targets[0].ps.entries)
+	fmt.Fprintf(w, "\n## 1, 2: container start probes (open null/zero/full, 16 bytes of urandom, stat tty/ptmx/console, lstat pts/shm/fd/stdin, list the root (%d names), lstat %d absent names)\n\n", targets[0].ps.entries, len(targets[0].ps.absent))
 	fmt.Fprintf(w, "%d repetitions of %v phases, backends interleaved (order rotated per repetition); daemon defaults (timeouts 1s, READDIRPLUS auto)\n\n", *reps, *phase)
 	fmt.Fprintln(w, "| threads | backend | starts/s (median) | ×tmpfs (median of paired) | daemon CPU µs/start (schedstat, median) | daemon CPU µs/start (utime+stime, run total) | helper CPU µs/start | FUSE requests/start (run total, by op) |")
 	fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|---|")
@@ -732,7 +736,7 @@ func opCount(w io.Writer, bin string, n int) error {
 		if err != nil {
 			return err
 		}
-		ps := newProbeSet(m.Dir, len(names))
+		ps := newProbeSet(m.Dir, len(names), *absentN)
 		buf := make([]byte, 32<<10)
 		for range 3 {
 			if err := ps.start(buf); err != nil {
@@ -807,7 +811,7 @@ func profile(w io.Writer, bin string) error {
 	if err != nil {
 		return err
 	}
-	ps := newProbeSet(m.Dir, len(names))
+	ps := newProbeSet(m.Dir, len(names), *absentN)
 	if _, _, err := runStarts(ps, 1, 200*time.Millisecond); err != nil {
 		return err
 	}

@@ -39,7 +39,9 @@ type probeSet struct {
 	entries int // names the root lists, "." and ".." left out
 }
 
-func newProbeSet(dir string, entries int) *probeSet {
+// newProbeSet resolves the mix under dir, whose root lists entries names;
+// it lstats the first nAbsent of absentNames.
+func newProbeSet(dir string, entries, nAbsent int) *probeSet {
 	join := func(ns []string) []string {
 		var r []string
 		for _, n := range ns {
@@ -48,7 +50,7 @@ func newProbeSet(dir string, entries int) *probeSet {
 		return r
 	}
 	return &probeSet{dir: dir, open: join(openNames), read: filepath.Join(dir, readName),
-		stat: join(statNames), lstat: join(lstatNames), absent: join(absentNames), entries: entries}
+		stat: join(statNames), lstat: join(lstatNames), absent: join(absentNames[:nAbsent]), entries: entries}
 }
 
 // start does one container start's probes; buf is the caller's listing
