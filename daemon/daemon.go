@@ -223,6 +223,7 @@ func (d *Daemon) build() (err error) {
 			Helper:       hl,
 			Fallback:     lds.fallbackName(cfg),
 			SyncNotifies: srv.SyncNotifies,
+			MustNotWait:  res.MustNotWaitForNotify, // the loader's changes, and those of names being loaded
 			Metrics:      x.handler,
 			Reload:       d.rl.reload,
 			Journal:      x.ctlJournal(),
