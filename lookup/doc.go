@@ -65,7 +65,8 @@
 //
 // Who the caller is matters only where the loader and everyone else would
 // be treated differently, so that is the only place it is asked (at most
-// once per request, with no lock held; identity.go):
+// once per request, with no mu held — a change may hold its directory
+// sem; identity.go):
 //
 //   - a lookup that misses (no child, no fresh negative entry): the loader
 //     answers ENOENT, everyone else starts or joins a load;

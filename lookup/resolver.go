@@ -70,7 +70,8 @@ type Options struct {
 	// descendants, or by the peer credential of its socket), which bypass
 	// every wait. A dcache.Caller with Origin dcache.OriginLoader bypasses
 	// whatever IsLoader says. Nil: only that origin. It is called with
-	// no lock held, at most once per request, and only where its answer
+	// no directory mu held (a change may hold its directory sems), at
+	// most once per request, and only where its answer
 	// changes what the request does: a miss, a lookup, listing or change
 	// that cannot take its directory's sem at once, a change of a name
 	// whose load is in flight (see the package doc); never on a hit.
