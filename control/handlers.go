@@ -187,7 +187,7 @@ func (s *Server) synced(ctx context.Context, c Cred, paths ...string) {
 	if s.opts.SyncNotifies == nil {
 		return
 	}
-	if s.fromHelper(c) || s.mustNotWait(c, paths) {
+	if s.mustNotWait(c, paths) {
 		s.syncSkipped.Add(1)
 		return
 	}
@@ -200,12 +200,16 @@ func (s *Server) synced(ctx context.Context, c Cred, paths ...string) {
 	}
 }
 
-// mustNotWait asks Options.MustNotWait about each of paths.
+// mustNotWait reports whether a change of paths by c must not wait for
+// its notifies: c is the helper, or Options.MustNotWait says so.
 func (s *Server) mustNotWait(c Cred, paths []string) bool {
+	who := s.caller(c)
+	if who.Origin == dcache.OriginLoader {
+		return true // the helper or its descendant
+	}
 	if s.opts.MustNotWait == nil {
 		return false
 	}
-	who := s.caller(c)
 	for _, p := range paths {
 		if s.opts.MustNotWait(p, who) {
 			return true
