@@ -30,12 +30,13 @@ import (
 // and the kernel is not asked again.
 //
 // Why that, measured (BenchmarkIdentityCandidates in proc_bench_test.go;
-// Linux 6.18, the shared 2-core machine, load average ~7; ns per answer):
+// Linux 6.18 on the shared 2-core machine at load average 15, medians of
+// 3 runs; ns per answer; the stranger's walk climbs 3 generations to init):
 //
-//	/proc walk     descendant 47000  stranger (climbs to init) 145000
-//	pidfd walk     descendant  9000  stranger                   41000  0 allocs
-//	one /proc/PID/stat read  15000   one /proc/PID/cgroup read  15000
-//	getpgid                    290   getsid + pidfd liveness      760
+//	/proc walk     descendant 53000   stranger 142000
+//	pidfd walk     descendant 12000   stranger  59000   0 allocs
+//	one /proc/PID/stat read   23000   one /proc/PID/cgroup read  21000
+//	getpgid                     260   getsid + pidfd liveness     1050
 //
 // The one-system-call answers are cheapest but are not "the helper and its
 // descendants": a process group can be joined by a process that is not a
@@ -46,8 +47,8 @@ import (
 // guess (DESIGN.md section 2 item 7 forbids one). A verdict cache keyed by
 // thread id and start time would still read /proc once per question, and
 // must be kept and bounded. The pidfd walk answers the exact question, the
-// one the /proc walk answered, 4 to 5 times cheaper and without the
-// pid-reuse window below; it is asked only on misses, each of which costs
+// one the /proc walk answered, 2.5 to 4.5 times cheaper, allocating
+// nothing, and without the pid-reuse window below; it is asked only on misses, each of which costs
 // a round trip to the helper (hundreds of microseconds) anyway.
 //
 // Pid reuse. A pid names a process only while it lives (and, dead, until
