@@ -42,11 +42,6 @@ func (r *Resolver) isLoaderCaller(c dcache.Caller) bool {
 	return c.Origin == dcache.OriginLoader || (r.isLoader != nil && r.isLoader(c))
 }
 
-// IsLoader reports whether c is the loader itself (Origin
-// dcache.OriginLoader, or Options.IsLoader). It asks the predicate every
-// time: call it only where the answer changes what happens.
-func (r *Resolver) IsLoader(c dcache.Caller) bool { return r.isLoaderCaller(c) }
-
 // MustNotWaitForNotify reports whether a change of path (relative to the
 // root, as dcache.Namespace.Register takes it) made by c must not wait
 // for its kernel notifies: c is the loader, or path or a directory on the
