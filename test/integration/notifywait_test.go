@@ -47,11 +47,14 @@ func statDone(t *testing.T, res <-chan error, what string) error {
 
 // An exec loader program that provides the name it was run for by
 // running the real `devfsd ctl register` (its process group is the
-// loader's) answers the stat from the test process with the node, and the
-// registration did not wait for the kernel notify the lookup's directory
-// keeps back.
+// loader's) answers the stat from the test process with the node, and its
+// registrations did not wait for the kernel notify the lookup's directory
+// keeps back: neither that of a companion name first (no lookup waits for
+// it: it skips because the loader makes it), nor that of the name itself.
 func TestExecLoaderCtlRegisterDoesNotWaitForItsNotify(t *testing.T) {
-	prog := writeScript(t, `exec "`+devfsdBin+`" ctl --socket="$DEVFSD_SOCKET" register "$DEVNAME" char 1 3`+"\n")
+	ctl := `"` + devfsdBin + `" ctl --socket="$DEVFSD_SOCKET" register`
+	prog := writeScript(t, ctl+` "${DEVNAME}-companion" char 1 5 || exit 1`+"\n"+
+		`exec `+ctl+` "$DEVNAME" char 1 3`+"\n")
 	d := startCtl(t, "--loader=exec", "--exec-program="+prog, "--exec-timeout=20s",
 		"--loader-timeout=20s", "--negative-timeout=0s")
 	before := d.extras(t)
@@ -60,14 +63,16 @@ func TestExecLoaderCtlRegisterDoesNotWaitForItsNotify(t *testing.T) {
 		if err != nil {
 			t.Fatalf("stat %s: %v (the program registers it through ctl)", name, err)
 		}
+		if _, err := os.Lstat(d.path(name + "-companion")); err != nil {
+			t.Fatalf("lstat %s-companion: %v (the program registered it first)", name, err)
+		}
 		after := d.extras(t)
 		if n := after["notify_wait_timeouts"] - before["notify_wait_timeouts"]; n != 0 {
 			t.Fatalf("after %d misses answered through ctl, %d notify waits ran out: "+
 				"the loader's registration waited for a notify its own lookup blocks", i+1, n)
 		}
-		if after["notify_wait_skipped"] <= before["notify_wait_skipped"] {
-			t.Fatalf("the loader's registration of %s waited for its notify (notify_wait_skipped stayed at %d)",
-				name, after["notify_wait_skipped"])
+		if n := after["notify_wait_skipped"] - before["notify_wait_skipped"]; n != 2 {
+			t.Fatalf("the loader's two registrations for %s skipped %d notify waits, want 2", name, n)
 		}
 		before = after
 	}
