@@ -3,6 +3,7 @@ package lookup
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -194,4 +195,69 @@ func TestMustNotWaitForNotify(t *testing.T) {
 		{"snd/controlC0", asLoader, true},
 	})
 	settled(t, r)
+}
+
+// TestHammerLoaderKnownByPredicateNeverWaits: loaders recognised only by
+// the IsLoader predicate (FUSE callers, not Origin loader) look up, list,
+// make, rename and remove names in the directory they are loading, the
+// very name included, while other callers look up, unlink, rename and
+// make the same names, for half of -hammer. The loads' deadline is a
+// minute: a loader call that waited on a load (its own or another's) or
+// queued behind a writer waiting for one would stall the test past its
+// bound. No record or reference is left.
+func TestHammerLoaderKnownByPredicateNeverWaits(t *testing.T) {
+	d := *hammerFor / 2
+	if testing.Short() {
+		d /= 10
+	}
+	ns := dcache.New(dcache.Options{NegativeTTL: -1}) // every miss loads
+	names := []string{"a", "b", "c"}
+	asLoader := dcache.Caller{Pid: loaderPid, Origin: dcache.OriginFUSE}
+	var calls atomic.Int64
+	var r *Resolver
+	var n atomic.Int64
+	r = New(ns, LoaderFunc(func(ctx context.Context, dir, name string, c dcache.Caller) error {
+		root := ns.Root()
+		i := int(n.Add(1))
+		r.Lookup(ctx, root, name, asLoader)
+		r.ReadDir(ctx, root, 0, 0, asLoader)
+		switch i % 4 {
+		case 0:
+			r.Mknod(ctx, root, name, syscall.S_IFCHR|0o600, 1, 3, asLoader)
+		case 1:
+			r.Mknod(ctx, root, names[i%len(names)], syscall.S_IFCHR|0o600, 1, 3, asLoader)
+			r.Rename(ctx, root, names[i%len(names)], root, name, 0, asLoader)
+		case 2:
+			r.Unlink(ctx, root, names[(i+1)%len(names)], asLoader)
+		}
+		return nil
+	}), Options{IsLoader: countingIsLoader(&calls), Timeout: time.Minute})
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for g := 0; g < 6; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			ctx, root := context.Background(), ns.Root()
+			for i := g; time.Now().Before(deadline); i++ {
+				name := names[i%len(names)]
+				switch (i / 3) % 4 {
+				case 0, 1:
+					r.Lookup(ctx, root, name, user)
+				case 2:
+					r.Unlink(ctx, root, name, user)
+				case 3:
+					r.Rename(ctx, root, name, root, names[(i+1)%len(names)], 0, user)
+				}
+			}
+		}(g)
+	}
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	waitChan(t, finished, d+30*time.Second, "the hammer's goroutines (a loader call waited?)")
+	settled(t, r)
+	if n.Load() == 0 {
+		t.Fatal("no load ran: the hammer tested nothing")
+	}
+	t.Logf("%d loads, %d identity questions", n.Load(), calls.Load())
 }
