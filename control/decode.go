@@ -441,25 +441,80 @@ func decodeChown(body []byte) (chown, *apiError) {
 	return c, nil
 }
 
-// decodeDone decodes {"id": N, "error": "..."}.
-func decodeDone(body []byte) (uint64, string, *apiError) {
-	o, e := decodeObject(body, "id", "error")
+// done is a validated POST /v1/helper/done.
+type done struct {
+	ID      uint64
+	Msg     string
+	Regs    []registration // each validated as decodeRegister does
+	ExistOK bool
+}
+
+// decodeDone decodes {"id": N, "error": "...", "register": [...],
+// "exist_ok": B}. An error in a registration names it: field
+// "register[I].FIELD", message "register[I]: ...".
+func decodeDone(body []byte) (done, *apiError) {
+	var d done
+	o, e := decodeObject(body, "id", "error", "register", "exist_ok")
 	if e != nil {
-		return 0, "", e
+		return d, e
 	}
 	id, ok, e := o.int("id", 1, 1<<62, wire.CodeInvalidArgument)
 	if e != nil {
-		return 0, "", e
+		return d, e
 	}
 	if !ok {
-		return 0, "", bad(wire.CodeMissingField, "id", "id is required")
+		return d, bad(wire.CodeMissingField, "id", "id is required")
 	}
+	d.ID = uint64(id)
 	msg, _, e := o.str("error")
 	if e != nil {
-		return 0, "", e
+		return d, e
 	}
 	if len(msg) > 4096 {
-		return 0, "", bad(wire.CodeInvalidArgument, "error", "error is over 4096 bytes")
+		return d, bad(wire.CodeInvalidArgument, "error", "error is over 4096 bytes")
 	}
-	return uint64(id), msg, nil
+	d.Msg = msg
+	if raw, ok := o["exist_ok"]; ok {
+		switch string(raw) {
+		case "true":
+			d.ExistOK = true
+		case "false":
+		default:
+			return d, bad(wire.CodeBadType, "exist_ok", "exist_ok must be true or false, not %s", jsonKind(raw))
+		}
+	}
+	raw, ok := o["register"]
+	if !ok {
+		return d, nil
+	}
+	if len(raw) == 0 || raw[0] != '[' {
+		return d, bad(wire.CodeBadType, "register", "register must be an array of registrations, not %s", jsonKind(raw))
+	}
+	var elems []json.RawMessage
+	if err := json.Unmarshal(raw, &elems); err != nil {
+		return d, bad(wire.CodeBadJSON, "register", "register: %v", err)
+	}
+	if len(elems) > wire.MaxDoneRegister {
+		return d, bad(wire.CodeInvalidArgument, "register", "register has %d registrations, over %d", len(elems), wire.MaxDoneRegister)
+	}
+	d.Regs = make([]registration, 0, len(elems))
+	for i, el := range elems {
+		reg, e := decodeRegister(el)
+		if e != nil {
+			return d, inRegistration(i, e)
+		}
+		d.Regs = append(d.Regs, reg)
+	}
+	return d, nil
+}
+
+// inRegistration names registration i of a done in e.
+func inRegistration(i int, e *apiError) *apiError {
+	f := fmt.Sprintf("register[%d]", i)
+	if e.body.Field != "" {
+		f += "." + e.body.Field
+	}
+	e.body.Field = f
+	e.body.Message = fmt.Sprintf("register[%d]: %s", i, e.body.Message)
+	return e
 }

@@ -120,7 +120,7 @@ func TestDecodeNamesExactly(t *testing.T) {
 	if c, e := decodeChown([]byte("{\"path\":\"\xfe\",\"uid\":1}")); e == nil || e.body.Code != wire.CodeInvalidUTF8 {
 		t.Errorf("chown of raw bytes: %+v %v", c, e)
 	}
-	if _, _, e := decodeDone([]byte("{\"id\":1,\"error\":\"no \xff\"}")); e == nil || e.body.Code != wire.CodeInvalidUTF8 {
+	if _, e := decodeDone([]byte("{\"id\":1,\"error\":\"no \xff\"}")); e == nil || e.body.Code != wire.CodeInvalidUTF8 {
 		t.Errorf("done with a message not UTF-8: %v", e)
 	}
 	// A message that quotes a name that is not UTF-8 stays UTF-8, with the
@@ -213,8 +213,13 @@ func FuzzDecode(f *testing.F) {
 		if c, e := decodeChown(body); e == nil && (c.Uid == nil && c.Gid == nil) {
 			t.Fatalf("decodeChown accepted no owner")
 		}
-		if id, _, e := decodeDone(body); e == nil && id == 0 {
-			t.Fatalf("decodeDone accepted id 0")
+		if d, e := decodeDone(body); e == nil {
+			if d.ID == 0 {
+				t.Fatalf("decodeDone accepted id 0")
+			}
+			for _, reg := range d.Regs {
+				validRegistration(t, reg)
+			}
 		}
 	})
 }

@@ -580,33 +580,3 @@ func joinPath(dir, name string) string {
 	}
 	return dir + "/" + name
 }
-
-func (s *Server) handleDone(w http.ResponseWriter, r *http.Request) *apiError {
-	if s.opts.Helper == nil {
-		return errf(http.StatusNotImplemented, wire.CodeNotSupported, "", "this daemon takes no helper")
-	}
-	c := credOf(r)
-	sess := s.opts.Helper.Current()
-	if sess == nil || !s.fromHelper(c) {
-		return errf(http.StatusForbidden, wire.CodeNotHelper, "", "pid %d is not the attached helper", c.Pid)
-	}
-	body, e := readBody(r)
-	if e != nil {
-		return e
-	}
-	id, msg, e := decodeDone(body)
-	if e != nil {
-		return e
-	}
-	var loadErr error
-	if msg != "" {
-		loadErr = errors.New(msg)
-	}
-	if err := sess.Done(id, loadErr); err != nil {
-		return errf(http.StatusNotFound, wire.CodeUnknownLookup, "id", "lookup %d is not pending (answered, timed out, or another helper's)", id)
-	}
-	writeJSON(w, http.StatusOK, struct {
-		ID uint64 `json:"id"`
-	}{id})
-	return nil
-}

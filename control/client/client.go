@@ -3,10 +3,11 @@
 // ctl` is built on it, and so is the reference helper.
 //
 // A helper attaches with [Client.AttachHelper], reads LOOKUP requests from
-// the stream, registers what it provides with [Client.Register] (on the
-// same Client or any other made in the same process: the daemon knows the
-// helper by its process, from the socket's peer credentials) and answers
-// each request with [HelperStream.Done].
+// the stream, and answers each with [HelperStream.Answer]: the nodes that
+// provide the name and the done in one request. The two-request form
+// works too: [Client.Register] (on the same Client or any other made in
+// the same process: the daemon knows the helper by its process, from the
+// socket's peer credentials), then [HelperStream.Done].
 package client
 
 import (
@@ -310,4 +311,15 @@ func (hs *HelperStream) Hello() wire.Record { return hs.hello }
 // registered (for the daemon's log).
 func (hs *HelperStream) Done(ctx context.Context, id uint64, loadErr string) error {
 	return hs.c.call(ctx, http.MethodPost, "/v1/helper/done", nil, wire.DoneRequest{ID: id, Error: loadErr}, nil)
+}
+
+// Answer answers LOOKUP req.ID in one request: the daemon registers
+// req.Register, in order, and then releases the lookup. A registration
+// it refuses is an *Error whose Field names it ("register[2].major"),
+// and then nothing was registered and the lookup is still pending (it
+// may be answered again). Without registrations it is Done.
+func (hs *HelperStream) Answer(ctx context.Context, req wire.DoneRequest) (wire.DoneAnswer, error) {
+	var a wire.DoneAnswer
+	err := hs.c.call(ctx, http.MethodPost, "/v1/helper/done", nil, req, &a)
+	return a, err
 }

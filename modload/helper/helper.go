@@ -193,6 +193,16 @@ func (s *Session) Done(id uint64, loadErr error) error {
 	return nil
 }
 
+// Pending reports whether lookup id is pending in this session: sent and
+// not yet answered, timed out or aborted. An answer that registers first
+// checks it, so that a late one changes nothing.
+func (s *Session) Pending(id uint64) bool {
+	s.mu.Lock()
+	_, ok := s.pending[id]
+	s.mu.Unlock()
+	return ok
+}
+
 // Load forwards the lookup to the attached helper and waits for its done,
 // ctx, or the helper's end. ErrNotAttached when no helper is attached.
 func (l *Loader) Load(ctx context.Context, dir, name string, caller dcache.Caller) error {
