@@ -63,17 +63,21 @@ func (s *Server) handleDone(w http.ResponseWriter, r *http.Request) *apiError {
 		if e != nil {
 			return e
 		}
-		if ans, e = s.applyDone(d, skip, c); e != nil {
+		// c is the helper (checked above): its changes are the loader's.
+		caller := c.Caller
+		caller.Origin = dcache.OriginLoader
+		if ans, e = s.applyDone(d, skip, caller); e != nil {
 			return e
 		}
 		if e := s.durable(r.Context()); e != nil {
 			return e
 		}
 	}
-	if err := sess.Done(d.ID, loadErr); err != nil {
-		if len(d.Regs) == 0 {
+	if len(d.Regs) == 0 {
+		if err := sess.Done(d.ID, loadErr); err != nil {
 			return unknownLookup(d.ID)
 		}
+	} else if err := sess.DoneRegistering(d.ID, loadErr); err != nil {
 		ans.Late = true
 	}
 	writeJSON(w, http.StatusOK, ans)
@@ -154,9 +158,8 @@ func (s *Server) checkDone(d done) (skip []bool, e *apiError) {
 
 // applyDone makes d's registrations, skipping those skip marks; if one
 // fails it unregisters those made (see handleDone) and returns the error.
-func (s *Server) applyDone(d done, skip []bool, c Cred) (wire.DoneAnswer, *apiError) {
+func (s *Server) applyDone(d done, skip []bool, caller dcache.Caller) (wire.DoneAnswer, *apiError) {
 	ns := s.opts.Namespace
-	caller := s.caller(c)
 	ans := wire.DoneAnswer{ID: d.ID, Registered: make([]wire.Node, 0, len(d.Regs))}
 	made := make([]*dcache.Node, 0, len(d.Regs))
 	madeAt := make([]int, 0, len(d.Regs))

@@ -146,7 +146,7 @@ func TestDoneWithRegistrationsReleasesAfterRegistering(t *testing.T) {
 	if strings.Join(regs, " ") != "snd snd/timer snd/alias" {
 		t.Fatalf("REGISTER events %v", regs)
 	}
-	if st := r.loader.Stats(); st.Answered != 1 {
+	if st := r.loader.Stats(); st.Answered != 1 || st.AnsweredRegistering != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -353,7 +353,7 @@ func TestDoneRaceLostUndoesItsRegistrations(t *testing.T) {
 	if e != nil {
 		t.Fatal(e)
 	}
-	self := Cred{Caller: dcache.Caller{Pid: uint32(syscall.Getpid())}, OK: true}
+	self := dcache.Caller{Pid: uint32(syscall.Getpid()), Origin: dcache.OriginLoader}
 	_, e = r.srv.applyDone(d, make([]bool, len(d.Regs)), self)
 	if e == nil || e.body.Code != wire.CodeExists || e.body.Field != "register[2].path" {
 		t.Fatalf("applyDone: %v", e)

@@ -437,7 +437,7 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) *apiError {
 	if s.opts.Helper != nil {
 		h := s.opts.Helper.Stats()
 		out.Helper = wire.HelperStats{Attached: h.Attached, Pid: h.Pid, Sessions: h.Sessions, Sent: h.Sent,
-			Answered: h.Answered, TimedOut: h.TimedOut, Aborted: h.Aborted, Refused: h.Refused}
+			Answered: h.Answered, AnsweredRegistering: h.AnsweredRegistering, TimedOut: h.TimedOut, Aborted: h.Aborted, Refused: h.Refused}
 	}
 	if s.opts.Extra != nil {
 		out.Extra = s.opts.Extra()

@@ -163,9 +163,12 @@ type HelperStats struct {
 	Sessions uint64 `json:"sessions"`
 	Sent     uint64 `json:"lookups_sent"`
 	Answered uint64 `json:"lookups_answered"`
-	TimedOut uint64 `json:"lookups_timed_out"`
-	Aborted  uint64 `json:"lookups_aborted"`
-	Refused  uint64 `json:"lookups_refused"`
+	// AnsweredRegistering counts the answered lookups whose done carried
+	// their registrations (the one-request form).
+	AnsweredRegistering uint64 `json:"lookups_answered_registering"`
+	TimedOut            uint64 `json:"lookups_timed_out"`
+	Aborted             uint64 `json:"lookups_aborted"`
+	Refused             uint64 `json:"lookups_refused"`
 }
 
 // ErrorBody is every error answer: {"error":{"code":...,"message":...}}.
