@@ -83,7 +83,151 @@ type object map[string]json.RawMessage
 // decodeObject reads body as exactly one JSON object whose keys are all in
 // known (matched exactly: encoding/json alone would match "PATH" to
 // "path"), none twice, with nothing after it.
+//
+// A body that is valid JSON is split by splitObject, without encoding/json's
+// token allocations (every request body comes here); any other is
+// handed to decodeObjectSlow, whose errors name what is wrong.
 func decodeObject(body []byte, known ...string) (object, *apiError) {
+	if !json.Valid(body) {
+		return decodeObjectSlow(body, known...)
+	}
+	obj := make(object, len(known))
+	var e *apiError
+	ok := splitObject(body, func(rawKey, val []byte) bool {
+		key, found := knownKey(rawKey, known)
+		if !found {
+			var k string
+			if json.Unmarshal(rawKey, &k) != nil {
+				k = string(rawKey)
+			}
+			e = bad(wire.CodeUnknownField, k, "unknown field %q (this endpoint takes %s)", k, strings.Join(known, ", "))
+			return false
+		}
+		if _, dup := obj[key]; dup {
+			e = bad(wire.CodeDuplicateField, key, "field %q given twice", key)
+			return false
+		}
+		obj[key] = val
+		return true
+	})
+	if !ok && e == nil {
+		return decodeObjectSlow(body, known...) // not an object
+	}
+	return obj, e
+}
+
+// knownKey returns the element of known that rawKey, a JSON string,
+// spells, matched exactly (escapes decoded).
+func knownKey(rawKey []byte, known []string) (string, bool) {
+	inner := rawKey[1 : len(rawKey)-1]
+	if bytes.IndexByte(inner, '\\') >= 0 {
+		var k string
+		if json.Unmarshal(rawKey, &k) != nil {
+			return "", false
+		}
+		inner = []byte(k)
+	}
+	for _, k := range known {
+		if string(inner) == k {
+			return k, true
+		}
+	}
+	return "", false
+}
+
+// splitObject calls f with each key (a JSON string, quotes included) and
+// value (raw) of body, valid JSON, in order, until f returns false. It
+// returns false if body is not an object or f stopped it.
+func splitObject(body []byte, f func(key, val []byte) bool) bool {
+	i := skipSpace(body, 0)
+	if i >= len(body) || body[i] != '{' {
+		return false
+	}
+	i = skipSpace(body, i+1)
+	if body[i] == '}' {
+		return true
+	}
+	for {
+		kEnd := skipValue(body, i)
+		key := body[i:kEnd]
+		i = skipSpace(body, kEnd)
+		i = skipSpace(body, i+1) // ':'
+		vEnd := skipValue(body, i)
+		if !f(key, body[i:vEnd]) {
+			return false
+		}
+		i = skipSpace(body, vEnd)
+		if body[i] == '}' {
+			return true
+		}
+		i = skipSpace(body, i+1) // ','
+	}
+}
+
+// splitArray returns the elements of raw, a valid JSON array.
+func splitArray(raw []byte) [][]byte {
+	i := skipSpace(raw, 1)
+	if raw[i] == ']' {
+		return nil
+	}
+	var out [][]byte
+	for {
+		end := skipValue(raw, i)
+		out = append(out, raw[i:end])
+		i = skipSpace(raw, end)
+		if raw[i] == ']' {
+			return out
+		}
+		i = skipSpace(raw, i+1) // ','
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the end of the JSON value starting at b[i]; b is
+// valid JSON.
+func skipValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		for j := i + 1; ; j++ {
+			switch b[j] {
+			case '\\':
+				j++
+			case '"':
+				return j + 1
+			}
+		}
+	case '{', '[':
+		depth := 0
+		for j := i; ; j++ {
+			switch b[j] {
+			case '"':
+				j = skipValue(b, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+	}
+	j := i
+	for j < len(b) && !strings.ContainsRune(" \t\n\r,}]", rune(b[j])) {
+		j++
+	}
+	return j
+}
+
+// decodeObjectSlow is decodeObject through encoding/json's tokens: the
+// errors of a body that is not one valid JSON object.
+func decodeObjectSlow(body []byte, known ...string) (object, *apiError) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	tok, err := dec.Token()
@@ -490,10 +634,7 @@ func decodeDone(body []byte) (done, *apiError) {
 	if len(raw) == 0 || raw[0] != '[' {
 		return d, bad(wire.CodeBadType, "register", "register must be an array of registrations, not %s", jsonKind(raw))
 	}
-	var elems []json.RawMessage
-	if err := json.Unmarshal(raw, &elems); err != nil {
-		return d, bad(wire.CodeBadJSON, "register", "register: %v", err)
-	}
+	elems := splitArray(raw) // raw is valid JSON: decodeObject checked the body
 	if len(elems) > wire.MaxDoneRegister {
 		return d, bad(wire.CodeInvalidArgument, "register", "register has %d registrations, over %d", len(elems), wire.MaxDoneRegister)
 	}
