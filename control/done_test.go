@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -29,6 +30,7 @@ type helperRig struct {
 	c      *client.Client
 	hs     *client.HelperStream
 	events *Subscription // every event, for origin checks
+	conns  atomic.Int64  // connections the server accepted
 }
 
 func newHelperRig(tb testing.TB, maxNodes int64) *helperRig {
@@ -40,6 +42,11 @@ func newHelperRig(tb testing.TB, maxNodes int64) *helperRig {
 		Helper: r.loader, WriteUID: -1, WriteGID: -1})
 	if err != nil {
 		tb.Fatal(err)
+	}
+	srv.http.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			r.conns.Add(1)
+		}
 	}
 	srv.Serve()
 	r.srv = srv
@@ -374,5 +381,24 @@ func TestDoneRaceLostUndoesItsRegistrations(t *testing.T) {
 	}
 	if err := released(t, res); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A helper's answers reuse one kept-alive connection: after the stream's
+// own, answering many lookups one after the other dials once.
+func TestHelperAnswersKeepTheConnectionAlive(t *testing.T) {
+	r := newHelperRig(t, 0)
+	before := r.conns.Load() // the stream
+	for i := 0; i < 50; i++ {
+		rec, res := r.miss(t, fmt.Sprintf("k%d", i))
+		if _, err := r.hs.Answer(context.Background(), wire.DoneRequest{ID: rec.ID, Register: []wire.RegisterRequest{dev(rec.Path, 1, 3)}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := released(t, res); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := r.conns.Load() - before; n != 1 {
+		t.Fatalf("50 answers took %d new connections, want 1 kept alive", n)
 	}
 }

@@ -39,8 +39,15 @@ func New(path string) *Client {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		},
-		MaxIdleConns:    4,
-		IdleConnTimeout: 30 * time.Second,
+		// Connections are kept alive between requests: a helper answers
+		// every LOOKUP with a request, concurrently if it likes, and a
+		// dial per answer would cost the accept and the peer credential
+		// each time. The daemon closes idle ones after 2 minutes; the
+		// client drops them first, so that a request never meets a
+		// connection the daemon is closing.
+		MaxIdleConns:        16,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
 	}
 	return &Client{hc: &http.Client{Transport: tr}}
 }

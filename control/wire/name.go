@@ -103,7 +103,7 @@ func ExactString(raw []byte) (string, error) {
 			i += 6
 		}
 	}
-	if plain(raw) {
+	if unescaped(raw) {
 		return string(raw[1 : len(raw)-1]), nil
 	}
 	var s string
@@ -113,10 +113,10 @@ func ExactString(raw []byte) (string, error) {
 	return s, nil
 }
 
-// plain reports whether raw, a quoted JSON string, holds no escape, no
+// unescaped reports whether raw, a quoted JSON string, holds no escape, no
 // quote and no control character between its quotes: its content is
 // then its value, byte for byte.
-func plain(raw []byte) bool {
+func unescaped(raw []byte) bool {
 	if len(raw) < 2 || raw[len(raw)-1] != '"' {
 		return false
 	}
