@@ -190,8 +190,11 @@ func (h *helperHost) register(ctx context.Context, n modload.Node) (wire.Node, e
 		if _, ok := b.get(req.Path); ok {
 			return wire.Node{}, fmt.Errorf("%s: %w", n.Path, syscall.EEXIST)
 		}
-		b.add(req)
-		return nodeOf(req), nil
+		if !b.above(req.Path) {
+			b.add(req)
+			return nodeOf(req), nil
+		}
+		h.flush(ctx) // a directory after what goes in it: as in Make
 	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
@@ -335,8 +338,13 @@ func (f ctlFS) Make(p string, st devfsdconf.Stat, perm uint32) error {
 		if _, ok := b.get(p); ok {
 			return &fs.PathError{Op: "make", Path: p, Err: fs.ErrExist}
 		}
-		b.add(req)
-		return nil
+		if !b.above(p) {
+			b.add(req)
+			return nil
+		}
+		// A directory after what goes in it: once the batch is made, the
+		// daemon says what a register of it does now.
+		f.h.flush(f.h.ctx)
 	}
 	ctx, cancel := f.call()
 	defer cancel()
