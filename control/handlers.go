@@ -372,6 +372,7 @@ type stream struct {
 	w   http.ResponseWriter
 	rc  *http.ResponseController
 	enc *json.Encoder
+	buf []byte // a record being written, reused
 }
 
 func startStream(w http.ResponseWriter) *stream {
@@ -383,8 +384,18 @@ func startStream(w http.ResponseWriter) *stream {
 	return st
 }
 
-func (st *stream) write(rec wire.Record) error { return st.enc.Encode(rec) }
-func (st *stream) flush() error                { return st.rc.Flush() }
+// write writes rec as one line: wire.Record.AppendJSON's bytes, or
+// json's for a record it declines.
+func (st *stream) write(rec wire.Record) error {
+	b, ok := rec.AppendJSON(st.buf[:0])
+	if !ok {
+		return st.enc.Encode(rec)
+	}
+	st.buf = append(b, '\n')
+	_, err := st.w.Write(st.buf)
+	return err
+}
+func (st *stream) flush() error { return st.rc.Flush() }
 
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) *apiError {
 	q, e := query(r, "buffer")
