@@ -402,3 +402,29 @@ func TestHelperAnswersKeepTheConnectionAlive(t *testing.T) {
 		t.Fatalf("50 answers took %d new connections, want 1 kept alive", n)
 	}
 }
+
+// An answer over a kept connection that the daemon closed while it was
+// idle goes out again on a new one.
+func TestHelperAnswerAfterTheDaemonClosedTheKeptConnection(t *testing.T) {
+	r := newHelperRig(t, 0)
+	answer := func(name string) {
+		t.Helper()
+		rec, res := r.miss(t, name)
+		if _, err := r.hs.Answer(context.Background(), wire.DoneRequest{ID: rec.ID, Register: []wire.RegisterRequest{dev(rec.Path, 1, 3)}}); err != nil {
+			t.Fatalf("answer %s: %v", name, err)
+		}
+		if err := released(t, res); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answer("before")
+	r.srv.http.SetKeepAlivesEnabled(false) // closes the idle connections
+	r.srv.http.SetKeepAlivesEnabled(true)
+	answer("after")
+	if n := r.conns.Load(); n != 3 {
+		t.Fatalf("%d connections, want 3: the stream, the closed one, its successor", n)
+	}
+	if _, err := r.ns.Resolve("after"); err != nil {
+		t.Fatal(err)
+	}
+}

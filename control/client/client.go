@@ -352,20 +352,37 @@ func (hs *HelperStream) answer(ctx context.Context, req wire.DoneRequest, out *w
 	if err != nil {
 		return err
 	}
-	ac, err := hs.ans.get(ctx, hs.c.path)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	var (
+		ac     *answerConn
+		status int
+		b      []byte
+		keep   bool
+	)
+	for fresh := false; ; fresh = true {
+		ac, err = hs.ans.get(ctx, hs.c.path, fresh)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%w: %v", ErrUnreachable, err)
 		}
-		return fmt.Errorf("%w: %v", ErrUnreachable, err)
-	}
-	status, b, keep, err := ac.post(ctx, "/v1/helper/done", body)
-	if err != nil {
+		var unread bool
+		status, b, keep, unread, err = ac.post(ctx, "/v1/helper/done", body)
+		if err == nil {
+			break
+		}
 		ac.c.Close()
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("%w: %v", ErrUnreachable, err)
+		// A kept connection the daemon closed while it was idle (a
+		// restart, a shutdown) took nothing of the request: once more
+		// on a new one. (Were the request taken after all — a daemon
+		// that closed without an answer — the repeat changes nothing: a
+		// done for a lookup no longer pending is unknown_lookup.)
+		if !unread || ac.fresh || fresh {
+			return fmt.Errorf("%w: %v", ErrUnreachable, err)
+		}
 	}
 	if keep {
 		hs.ans.put(ac)
@@ -405,19 +422,21 @@ const (
 )
 
 type answerConn struct {
-	c    net.Conn
-	br   *bufio.Reader
-	buf  []byte // the request being written, reused
-	used time.Time
+	c     net.Conn
+	br    *bufio.Reader
+	buf   []byte // the request being written, reused
+	used  time.Time
+	fresh bool // dialled for this request, not kept from an earlier one
 }
 
-func (a *answerConns) get(ctx context.Context, path string) (*answerConn, error) {
+func (a *answerConns) get(ctx context.Context, path string, fresh bool) (*answerConn, error) {
 	a.mu.Lock()
-	for len(a.idle) > 0 {
+	for !fresh && len(a.idle) > 0 {
 		ac := a.idle[len(a.idle)-1]
 		a.idle = a.idle[:len(a.idle)-1]
 		if time.Since(ac.used) < answerConnIdle {
 			a.mu.Unlock()
+			ac.fresh = false
 			return ac, nil
 		}
 		ac.c.Close()
@@ -428,7 +447,7 @@ func (a *answerConns) get(ctx context.Context, path string) (*answerConn, error)
 	if err != nil {
 		return nil, err
 	}
-	return &answerConn{c: c, br: bufio.NewReaderSize(c, 4096)}, nil
+	return &answerConn{c: c, br: bufio.NewReaderSize(c, 4096), fresh: true}, nil
 }
 
 func (a *answerConns) put(ac *answerConn) {
@@ -453,8 +472,10 @@ func (a *answerConns) close() {
 }
 
 // post sends one POST with a JSON body and reads the answer: its status,
-// its body, and whether the connection may carry the next request.
-func (ac *answerConn) post(ctx context.Context, path string, body []byte) (int, []byte, bool, error) {
+// its body, and whether the connection may carry the next request. On an
+// error, unread says the write failed or the connection ended before any
+// byte of an answer, as when the daemon had closed it while idle.
+func (ac *answerConn) post(ctx context.Context, path string, body []byte) (status int, rb []byte, keep, unread bool, err error) {
 	if dl, ok := ctx.Deadline(); ok {
 		ac.c.SetDeadline(dl)
 	} else {
@@ -471,16 +492,19 @@ func (ac *answerConn) post(ctx context.Context, path string, body []byte) (int, 
 	b = append(b, body...)
 	ac.buf = b
 	if _, err := ac.c.Write(b); err != nil {
-		return 0, nil, false, err
+		return 0, nil, false, true, err
+	}
+	if _, err := ac.br.Peek(1); err != nil {
+		return 0, nil, false, err == io.EOF, err
 	}
 	resp, err := http.ReadResponse(ac.br, nil)
 	if err != nil {
-		return 0, nil, false, err
+		return 0, nil, false, false, err
 	}
-	rb, err := io.ReadAll(resp.Body)
+	rb, err = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		return 0, nil, false, err
+		return 0, nil, false, false, err
 	}
-	return resp.StatusCode, rb, !resp.Close, nil
+	return resp.StatusCode, rb, !resp.Close, false, nil
 }
