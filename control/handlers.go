@@ -399,6 +399,7 @@ type stream struct {
 	w   http.ResponseWriter
 	rc  *http.ResponseController
 	enc *json.Encoder
+	buf []byte // a record being written, reused
 }
 
 func startStream(w http.ResponseWriter) *stream {
@@ -410,8 +411,18 @@ func startStream(w http.ResponseWriter) *stream {
 	return st
 }
 
-func (st *stream) write(rec wire.Record) error { return st.enc.Encode(rec) }
-func (st *stream) flush() error                { return st.rc.Flush() }
+// write writes rec as one line: wire.Record.AppendJSON's bytes, or
+// json's for a record it declines.
+func (st *stream) write(rec wire.Record) error {
+	b, ok := rec.AppendJSON(st.buf[:0])
+	if !ok {
+		return st.enc.Encode(rec)
+	}
+	st.buf = append(b, '\n')
+	_, err := st.w.Write(st.buf)
+	return err
+}
+func (st *stream) flush() error { return st.rc.Flush() }
 
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) *apiError {
 	q, e := query(r, "buffer")
@@ -464,7 +475,7 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) *apiError {
 	if s.opts.Helper != nil {
 		h := s.opts.Helper.Stats()
 		out.Helper = wire.HelperStats{Attached: h.Attached, Pid: h.Pid, Sessions: h.Sessions, Sent: h.Sent,
-			Answered: h.Answered, TimedOut: h.TimedOut, Aborted: h.Aborted, Refused: h.Refused}
+			Answered: h.Answered, AnsweredRegistering: h.AnsweredRegistering, TimedOut: h.TimedOut, Aborted: h.Aborted, Refused: h.Refused}
 	}
 	if s.opts.Extra != nil {
 		out.Extra = s.opts.Extra()
@@ -611,34 +622,4 @@ func joinPath(dir, name string) string {
 		return name
 	}
 	return dir + "/" + name
-}
-
-func (s *Server) handleDone(w http.ResponseWriter, r *http.Request) *apiError {
-	if s.opts.Helper == nil {
-		return errf(http.StatusNotImplemented, wire.CodeNotSupported, "", "this daemon takes no helper")
-	}
-	c := credOf(r)
-	sess := s.opts.Helper.Current()
-	if sess == nil || !s.fromHelper(c) {
-		return errf(http.StatusForbidden, wire.CodeNotHelper, "", "pid %d is not the attached helper", c.Pid)
-	}
-	body, e := readBody(r)
-	if e != nil {
-		return e
-	}
-	id, msg, e := decodeDone(body)
-	if e != nil {
-		return e
-	}
-	var loadErr error
-	if msg != "" {
-		loadErr = errors.New(msg)
-	}
-	if err := sess.Done(id, loadErr); err != nil {
-		return errf(http.StatusNotFound, wire.CodeUnknownLookup, "id", "lookup %d is not pending (answered, timed out, or another helper's)", id)
-	}
-	writeJSON(w, http.StatusOK, struct {
-		ID uint64 `json:"id"`
-	}{id})
-	return nil
 }

@@ -96,6 +96,7 @@ type Loader struct {
 	sessions atomic.Uint64 // sessions attached so far
 
 	sent, answered, timedOut, aborted, refused atomic.Uint64
+	answeredRegistering                        atomic.Uint64
 }
 
 var _ modload.Loader = (*Loader)(nil)
@@ -214,6 +215,26 @@ func (s *Session) Done(id uint64, loadErr error) error {
 	return nil
 }
 
+// DoneRegistering is Done for an answer that carried the registrations
+// that provide the name (the one-request form), counted apart.
+func (s *Session) DoneRegistering(id uint64, loadErr error) error {
+	if err := s.Done(id, loadErr); err != nil {
+		return err
+	}
+	s.l.answeredRegistering.Add(1)
+	return nil
+}
+
+// Pending reports whether lookup id is pending in this session: sent and
+// not yet answered, timed out or aborted. An answer that registers first
+// checks it, so that a late one changes nothing.
+func (s *Session) Pending(id uint64) bool {
+	s.mu.Lock()
+	_, ok := s.pending[id]
+	s.mu.Unlock()
+	return ok
+}
+
 // Load forwards the lookup to the attached helper and waits for its done,
 // ctx, or the helper's end. ErrNotAttached when no helper is attached.
 func (l *Loader) Load(ctx context.Context, dir, name string, caller dcache.Caller) error {
@@ -301,15 +322,18 @@ type Stats struct {
 	Sessions uint64 // helpers attached so far
 	Sent     uint64 // LOOKUP requests delivered to a helper's queue
 	Answered uint64 // done(id) received in time
-	TimedOut uint64 // loads whose context ended before done
-	Aborted  uint64 // loads answered ENOENT because the helper went away
-	Refused  uint64 // loads failed because the helper's queue was full
+	// AnsweredRegistering counts the Answered whose done carried the
+	// registrations (one request instead of register(s) and done).
+	AnsweredRegistering uint64
+	TimedOut            uint64 // loads whose context ended before done
+	Aborted             uint64 // loads answered ENOENT because the helper went away
+	Refused             uint64 // loads failed because the helper's queue was full
 }
 
 // Stats returns the counters.
 func (l *Loader) Stats() Stats {
 	id, ok := l.Attached()
 	return Stats{Attached: ok, Pid: id.Pid, Sessions: l.sessions.Load(), Sent: l.sent.Load(),
-		Answered: l.answered.Load(), TimedOut: l.timedOut.Load(), Aborted: l.aborted.Load(),
+		Answered: l.answered.Load(), AnsweredRegistering: l.answeredRegistering.Load(), TimedOut: l.timedOut.Load(), Aborted: l.aborted.Load(),
 		Refused: l.refused.Load()}
 }
