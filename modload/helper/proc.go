@@ -246,29 +246,61 @@ func descends(tid, helper uint32, helperFd int, helperStart uint64) bool {
 // have its pid. An error (no such kernel support) says nothing about tid;
 // a tid that is gone is not the helper's.
 func pidfdDescends(tid, helper uint32, helperFd int) (bool, error) {
+	ok, _, err := pidfdWalk(tid, helper, helperFd, nil)
+	return ok, err
+}
+
+// pidfdWalk is pidfdDescends that, given keep, keeps the pidfds of the
+// chain it walked in it instead of closing them: the thread's (PIDFD_THREAD)
+// first, then each parent's up to the one the walk ended at — the
+// helper, or the top of the pid namespace (a process whose parent is not
+// in it), but never init (pid 1, which does not exit). It returns how many
+// it kept, 0 (none kept) unless the walk settled: it reached the helper,
+// init or the top without any link changing under it, in at most
+// len(keep) links. The caller then owns the kept pidfds (see "Verdicts
+// kept" in verdicts.go). The thread's own pidfd is always the first kept,
+// so a settled walk keeps at least one.
+func pidfdWalk(tid, helper uint32, helperFd int, keep []int32) (ok bool, kept int, err error) {
 	fd, err := unix.PidfdOpen(int(tid), pidfdThread)
 	if err != nil {
 		if err == unix.ESRCH {
-			return false, nil
+			return false, 0, nil
 		}
-		return false, err
+		return false, 0, err
+	}
+	// drop closes the kept pidfds and keeps no more: the walk did not settle.
+	drop := func() {
+		for _, k := range keep[:kept] {
+			unix.Close(int(k))
+		}
+		keep, kept = nil, 0
 	}
 	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_PID}
 	if err := unix.IoctlPidfdInfo(fd, &info); err != nil {
 		unix.Close(fd)
 		if err == unix.ESRCH {
-			return false, nil
+			return false, 0, nil
 		}
-		return false, err
+		return false, 0, err
 	}
 	p := info.Tgid
 	for i := 0; i < maxDepth; i++ {
 		if p == helper {
-			unix.Close(fd)
-			return unix.PidfdSendSignal(helperFd, 0, nil, 0) == nil, nil
+			ok = unix.PidfdSendSignal(helperFd, 0, nil, 0) == nil
+			if !ok || !keepFd(fd, &keep, &kept) {
+				drop()
+				unix.Close(fd)
+			}
+			return ok, kept, nil
 		}
 		if p <= 1 || info.Ppid == 0 {
-			break
+			if p <= 1 && i > 0 {
+				unix.Close(fd) // init, as a parent: it does not exit
+			} else if !keepFd(fd, &keep, &kept) {
+				drop()
+				unix.Close(fd)
+			}
+			return false, kept, nil
 		}
 		pfd, err := unix.PidfdOpen(int(info.Ppid), 0)
 		if err != nil {
@@ -279,13 +311,28 @@ func pidfdDescends(tid, helper uint32, helperFd int) (bool, error) {
 			unix.Close(pfd)
 			break // exited, or reparented while we looked: not a live link
 		}
-		unix.Close(fd)
+		if !keepFd(fd, &keep, &kept) {
+			drop()
+			unix.Close(fd)
+		}
 		fd, p = pfd, info.Ppid
 		info = unix.PidfdInfo{Mask: unix.PIDFD_INFO_PID}
 		if err := unix.IoctlPidfdInfo(fd, &info); err != nil {
 			break
 		}
 	}
+	drop()
 	unix.Close(fd)
-	return false, nil
+	return false, 0, nil
+}
+
+// keepFd stores fd at (*keep)[*kept] if there is room, and reports
+// whether it did.
+func keepFd(fd int, keep *[]int32, kept *int) bool {
+	if *kept >= len(*keep) {
+		return false
+	}
+	(*keep)[*kept] = int32(fd)
+	*kept++
+	return true
 }
