@@ -32,7 +32,9 @@
 // runs) see the namespace as it is instead of waiting on the helper. It
 // walks the live parent links through pidfds, proving each against pid
 // reuse, or through /proc on a kernel without PIDFD_GET_INFO (proc.go
-// says why, with the candidates measured).
+// says why, with the candidates measured); a session keeps a walk's
+// verdict with the walk's pidfds, and answers a thread that asks again
+// with one ppoll of them ("Verdicts kept" in proc.go).
 package helper
 
 import (
