@@ -63,7 +63,7 @@ func (v *verdict) release() {
 func (v *verdict) holds() bool {
 	fds := v.fds // a copy: the kernel writes revents
 	var zero unix.Timespec
-	n, err := unix.Ppoll(fds[:v.n], &zero, nil)
+	n, err := unix.Ppoll(fds[:polled(v.n)], &zero, nil)
 	return err == nil && n == 0
 }
 
