@@ -129,11 +129,11 @@ import (
 // lock hold when it is the last thread to go, a little later when the
 // last thread is not its leader). A question asked in that moment, racing
 // with the exit, gets the verdict from before it; the walk racing the
-// same exit answers no (it finds the link changed under it, and does not
-// settle), which is the verdict from before it too unless that was a yes.
-// Both answer a question asked while the answer changes with one that
-// held an instant before; once the exit is complete the verdict is
-// dropped.
+// same exit gives the verdict from before it too if it passed the link
+// before the change, and no if it finds the link changed under it (it
+// then does not settle, and keeps nothing). Either answers a question
+// asked while the answer changes with one that held an instant before,
+// and once the exit is complete the kept verdict is dropped.
 //
 // A verdict is dropped (evicted, its pidfds closed once nobody uses them)
 // when a poll finds a pidfd readable (the caller is then walked again),
