@@ -211,7 +211,7 @@ func TestForgedUeventIsIgnored(t *testing.T) {
 	// source's socket.
 	sendForged(t, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: kernelGroup}, forged)
 	var port uint32
-	must(t, r.src.conn.rc.Control(func(fd uintptr) {
+	must(t, r.src.conn.Load().rc.Control(func(fd uintptr) {
 		sa, err := unix.Getsockname(int(fd))
 		must(t, err)
 		port = sa.(*unix.SockaddrNetlink).Pid
