@@ -19,7 +19,10 @@
 // the first poll that saw it, with no other target's polls in between
 // (the others are polled afterwards, unmeasured, until they have it too).
 // Each target is measured on -n devices. After each device every target
-// must see it removed before the next is made. Coldplug of this
+// must see it removed before the next is made. After each device measured
+// on the -devfsd mount, one lstat there of a missing name (a fresh one: a
+// LOOKUP round trip that asks the loader, the floor of any figure through
+// the mount) is timed too. Coldplug of this
 // machine by the source (a fresh namespace, all of /sys) is timed too.
 //
 //	go run ./test/bench/hotplug [-n 200] [-targets devtmpfs,mdev,source] [-devfsd BIN -views 10]
@@ -69,6 +72,10 @@ type target struct {
 	stop    func()
 	lat     []time.Duration
 	view    bool // a view of the -devfsd daemon
+	// roundTrip, if not nil, times one lookup of a name that does not
+	// exist (fresh each time: neither cache has it); rt holds the times.
+	roundTrip func() time.Duration
+	rt        []time.Duration
 }
 
 func main() {
@@ -138,7 +145,13 @@ func run() error {
 			return err
 		}
 		delete(made, i)
-		return waitAll(ts, name, false, time.Now(), false)
+		if err := waitAll(ts, name, false, time.Now(), false); err != nil {
+			return err
+		}
+		if m != nil && m.roundTrip != nil {
+			m.rt = append(m.rt, m.roundTrip())
+		}
+		return nil
 	}
 	if err := one(nil); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
@@ -161,6 +174,12 @@ func run() error {
 		fmt.Printf("| %s | %s | %s | %s | %s |\n", t.name, us(p50), us(p99), us(max), us(mean))
 		if t.view {
 			views = append(views, t.lat...)
+		}
+	}
+	for _, t := range ts {
+		if len(t.rt) > 0 {
+			p50, p99, max, mean := summary(t.rt)
+			fmt.Printf("| %s: one LOOKUP round trip (lstat of a missing name) | %s | %s | %s | %s |\n", t.name, us(p50), us(p99), us(max), us(mean))
 		}
 	}
 	if len(views) > 0 {
@@ -363,7 +382,15 @@ func startDevfsd(bin string, n int) ([]*target, func(), error) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	ts := []*target{{name: "devfsd mount", visible: func(n string) bool { return lstatOK(filepath.Join(mnt, n)) }}}
+	rt := 0
+	ts := []*target{{name: "devfsd mount", visible: func(n string) bool { return lstatOK(filepath.Join(mnt, n)) },
+		roundTrip: func() time.Duration {
+			rt++
+			var st unix.Stat_t
+			t0 := time.Now()
+			_ = unix.Lstat(filepath.Join(mnt, fmt.Sprintf("hotplug-rt%d", rt)), &st)
+			return time.Since(t0)
+		}}}
 	for i, d := range dirs[1:] {
 		ts = append(ts, &target{name: fmt.Sprintf("devfsd view %d", i+1), view: true,
 			visible: func(n string) bool { return lstatOK(filepath.Join(d, n)) }})
