@@ -71,6 +71,7 @@ type target struct {
 	visible func(name string) bool
 	stop    func()
 	lat     []time.Duration
+	first   int  // measured devices the first lstat saw
 	view    bool // a view of the -devfsd daemon
 	// roundTrip, if not nil, times one lookup of a name that does not
 	// exist (fresh each time: neither cache has it); rt holds the times.
@@ -166,25 +167,27 @@ func run() error {
 		}
 	}
 	fmt.Printf("hotplug: %d loop devices, one at a time, %d measured per target; load average %s at the start\n\n", *nDevices*len(ts), *nDevices, load1)
-	fmt.Println("| target | p50 | p99 | max | mean |")
-	fmt.Println("|---|---|---|---|---|")
+	fmt.Println("| target | p50 | p99 | max | mean | seen by the first lstat |")
+	fmt.Println("|---|---|---|---|---|---|")
 	var views []time.Duration
+	viewsFirst := 0
 	for _, t := range ts {
 		p50, p99, max, mean := summary(t.lat)
-		fmt.Printf("| %s | %s | %s | %s | %s |\n", t.name, us(p50), us(p99), us(max), us(mean))
+		fmt.Printf("| %s | %s | %s | %s | %s | %s |\n", t.name, us(p50), us(p99), us(max), us(mean), pct(t.first, len(t.lat)))
 		if t.view {
 			views = append(views, t.lat...)
-		}
-	}
-	for _, t := range ts {
-		if len(t.rt) > 0 {
-			p50, p99, max, mean := summary(t.rt)
-			fmt.Printf("| %s: one LOOKUP round trip (lstat of a missing name) | %s | %s | %s | %s |\n", t.name, us(p50), us(p99), us(max), us(mean))
+			viewsFirst += t.first
 		}
 	}
 	if len(views) > 0 {
 		p50, p99, max, mean := summary(views)
-		fmt.Printf("| devfsd views, all %d together | %s | %s | %s | %s |\n", *nViews, us(p50), us(p99), us(max), us(mean))
+		fmt.Printf("| devfsd views, all %d together | %s | %s | %s | %s | %s |\n", *nViews, us(p50), us(p99), us(max), us(mean), pct(viewsFirst, len(views)))
+	}
+	for _, t := range ts {
+		if len(t.rt) > 0 {
+			p50, p99, max, mean := summary(t.rt)
+			fmt.Printf("| %s: one LOOKUP round trip (lstat of a missing name) | %s | %s | %s | %s | |\n", t.name, us(p50), us(p99), us(max), us(mean))
+		}
 	}
 	if *coldRuns > 0 {
 		var runs []time.Duration
@@ -213,7 +216,7 @@ func run() error {
 func waitAll(ts []*target, name string, present bool, t0 time.Time, measure bool) error {
 	pending := slices.Clone(ts)
 	deadline := t0.Add(*timeout)
-	for len(pending) > 0 {
+	for polls := 1; len(pending) > 0; polls++ {
 		now := time.Now()
 		if now.After(deadline) {
 			var names []string
@@ -228,6 +231,9 @@ func waitAll(ts []*target, name string, present bool, t0 time.Time, measure bool
 			}
 			if measure {
 				t.lat = append(t.lat, time.Since(t0))
+				if polls == 1 {
+					t.first++
+				}
 			}
 			return true
 		})
@@ -455,6 +461,13 @@ func summary(d []time.Duration) (p50, p99, max, mean time.Duration) {
 	}
 	q := func(f float64) time.Duration { return s[min(len(s)-1, int(f*float64(len(s))))] }
 	return q(0.50), q(0.99), s[len(s)-1], sum / time.Duration(len(s))
+}
+
+func pct(n, of int) string {
+	if of == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", 100*float64(n)/float64(of))
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
