@@ -94,6 +94,16 @@ type Options struct {
 // are the same on both paths. The reader never holds mu while it waits
 // for the socket to become readable.
 //
+// Only a miss that reaches the source catches up. A lookup answered from
+// a cached miss — the daemon's negative entry, or the kernel's negative
+// dentry of one mount, left by a lookup made before the device existed —
+// does not ask the loader, nor does one that a helper answers; for those
+// the device appears when the reader applies its add, which drops the
+// daemon's negative entry (dcache's Register, under the directory's mu)
+// and queues the invalidation of every mount's kernel entry. A miss that
+// raced the add is cached negatively only if the node was still absent
+// under that same mu, so no cached miss outlives the registration.
+//
 // # Directories
 //
 // The source makes the missing parent directories of a device's node
