@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -9,9 +10,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/lookup"
 )
 
 // A lookup miss applies the uevents the kernel queued before it: these
@@ -195,4 +201,60 @@ func TestHammerCatchUpWithTheReader(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Through package lookup, as the daemon asks (Then: Declines, then Load),
+// with the daemon's negative cache on: the first lookup after
+// LOOP_CTL_ADD finds the device though nothing but the lookup read the
+// socket; and a miss cached an hour before a device existed does not
+// hide it once the reader has applied its add.
+func TestResolverMissesAndTheNegativeCache(t *testing.T) {
+	needKernel(t)
+	newSource := func(t *testing.T, reader bool) (*Source, *dcache.Namespace, *lookup.Resolver) {
+		ns := dcache.New(dcache.Options{NegativeTTL: time.Hour})
+		src, err := New(Options{Namespace: DcacheNamespace{NS: ns, Caller: kernelCaller}, Logger: zapNop,
+			ModulesDevname: filepath.Join(t.TempDir(), "no-modules.devname")})
+		must(t, err)
+		t.Cleanup(func() { src.Close() })
+		if reader {
+			must(t, src.Start())
+		} else {
+			_, err := src.listen()
+			must(t, err)
+			close(src.done)
+			must(t, src.Coldplug())
+		}
+		return src, ns, lookup.New(ns, Then{Source: src}, lookup.Options{Timeout: wait})
+	}
+	user := dcache.Caller{Pid: 1, Origin: dcache.OriginFUSE}
+
+	t.Run("first lookup", func(t *testing.T) {
+		_, ns, res := newSource(t, false)
+		i := addLoop(t)
+		name := fmt.Sprintf("loop%d", i)
+		n, err := res.Lookup(t.Context(), ns.Root(), name, user)
+		if err != nil || n.Type() != dcache.TypeBlock {
+			t.Fatalf("the first lookup of %s after LOOP_CTL_ADD: %v", name, err)
+		}
+	})
+	t.Run("cached miss", func(t *testing.T) {
+		_, ns, res := newSource(t, true)
+		i := freeLoop(t)
+		removeLoopCleanup(t, i)
+		name := fmt.Sprintf("loop%d", i)
+		if _, err := res.Lookup(t.Context(), ns.Root(), name, user); !errors.Is(err, syscall.ENOENT) {
+			t.Fatalf("lookup of %s before LOOP_CTL_ADD: %v", name, err)
+		}
+		ns.Root().LockMu()
+		negative := ns.Root().EntryLocked(name).Negative
+		ns.Root().UnlockMu()
+		if !negative {
+			t.Fatalf("the miss of %s is not cached", name)
+		}
+		must(t, loopCtl(unix.LOOP_CTL_ADD, i))
+		until(t, wait, name+" found by a lookup despite the cached miss", func() bool {
+			n, err := res.Lookup(t.Context(), ns.Root(), name, user)
+			return err == nil && n.Type() == dcache.TypeBlock
+		})
+	})
 }
