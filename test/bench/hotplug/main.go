@@ -53,7 +53,7 @@ import (
 
 var (
 	nDevices = flag.Int("n", 200, "devices measured per target (n × targets are made, one at a time)")
-	base     = flag.Int("base", 300, "lowest loop index to use")
+	base     = flag.Int("base", 6000, "lowest loop index to use (tests pick 100-999)")
 	targets  = flag.String("targets", "devtmpfs,mdev,source", "targets, comma separated: devtmpfs, mdev, source")
 	timeout  = flag.Duration("timeout", 5*time.Second, "give up on a node after this long")
 	coldRuns = flag.Int("coldplug", 20, "coldplug runs to time (0: none)")
