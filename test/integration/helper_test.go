@@ -51,7 +51,7 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		devfsdBin = filepath.Join(dir, "devfsd")
-		build := exec.Command("go", "build", "-race", "-tags", harness.TestHooksTag, "-o", devfsdBin, "github.com/devfsd/devfsd/cmd/devfsd")
+		build := exec.Command("go", "build", "-race", "-tags", harness.BuildTags(), "-o", devfsdBin, "github.com/devfsd/devfsd/cmd/devfsd")
 		if out, err := build.CombinedOutput(); err != nil {
 			fmt.Printf("go build: %v\n%s", err, out)
 			return 1
