@@ -39,7 +39,8 @@
 // DEVFSD_TEST_PPROF) while it serves starts, for `go tool pprof -top`.
 // -devfsd-old PATH adds the backends devfsd-old and devfsd-old+helper to
 // items 1 and 2 (a binary of another tree, its own `devfsd helper`),
-// interleaved with the others, with the ratios new/old.
+// interleaved with the others, with the ratios new/old, and a devfsd-old
+// daemon to item 4, sample by sample beside the other.
 //
 //	go build -o /tmp/probe ./test/bench/probe && /tmp/probe [-reps 7] [-phase 1s]
 //
@@ -107,7 +108,7 @@ var (
 	pprofOf   = flag.String("pprof-of", "starts", "-pprof: what the daemon serves while profiled: starts (item 1) or register (item 4's fresh names, one client)")
 	opcount   = flag.Int("opcount", 0, "count every FUSE request of this many starts (1 thread) from go-fuse's debug log, on a mount of its own")
 	absentN   = flag.Int("absent", len(absentNames), "absent names a start lstats (at most 8)")
-	oldBin    = flag.String("devfsd-old", "", "a devfsd binary of another tree, measured as devfsd-old (and devfsd-old+helper) in items 1 and 2")
+	oldBin    = flag.String("devfsd-old", "", "a devfsd binary of another tree, measured as devfsd-old (and devfsd-old+helper) in items 1, 2 and 4")
 )
 
 func run(w io.Writer) error {
