@@ -73,6 +73,7 @@ type listingRig struct {
 	view      *Server
 	viewCount *opCounter
 	vmnt      string
+	ls        *lister
 }
 
 // hour is the entry and attribute timeout of the rigs: nothing the
@@ -123,6 +124,7 @@ func newListingRig(t *testing.T, policy string, view *viewpath.Spec) *listingRig
 			t.Fatal(err)
 		}
 	}
+	r.ls = newLister(t)
 	return r
 }
 
@@ -185,6 +187,10 @@ func (r *listingRig) truth(s *Server, dir string) []string {
 	return out
 }
 
+// childDeadline bounds one child's run: a child blocked in the kernel
+// fails the test, saying where it was blocked, instead of hanging it.
+const childDeadline = 30 * time.Second
+
 // child runs this test binary as listingChild with the arguments, and
 // returns its output lines.
 func child(t *testing.T, args ...string) []string {
@@ -192,28 +198,112 @@ func child(t *testing.T, args ...string) []string {
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "LISTING_CHILD=1")
 	cmd.Dir = "/"
-	out, err := cmd.Output()
-	if err != nil {
-		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = ee.Stderr
-		}
-		t.Fatalf("child %q: %v: %s", args, err, stderr)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
-	return strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("child %q: %v: %s", args, err, stderr.String())
+		}
+	case <-time.After(childDeadline):
+		stack := childStacks(cmd.Process.Pid)
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("child %q still running after %v; its kernel stack:\n%s", args, childDeadline, stack)
+	}
+	return strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
 }
 
-// list lists dir in a child process: "ino name" lines as getdents64
-// returns them.
-func list(t *testing.T, dir string) []string {
+// lister is a child process that lists directories on request: one
+// process for a whole test, so that a listing costs a getdents64 loop
+// and not a process start (which takes long on a loaded machine).
+type lister struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	out   *bufio.Scanner
+	lines chan []string
+}
+
+func newLister(t *testing.T) *lister {
 	t.Helper()
-	return child(t, "list", dir)
+	l := &lister{t: t, lines: make(chan []string, 1)}
+	l.cmd = exec.Command(os.Args[0], "serve", "/")
+	l.cmd.Env = append(os.Environ(), "LISTING_CHILD=1")
+	l.cmd.Dir = "/"
+	l.cmd.Stderr = os.Stderr
+	var err error
+	if l.in, err = l.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := l.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { // one answer per request: its lines up to END
+		sc := bufio.NewScanner(stdout)
+		var ans []string
+		for sc.Scan() {
+			if sc.Text() == "END" {
+				l.lines <- ans
+				ans = nil
+				continue
+			}
+			ans = append(ans, sc.Text())
+		}
+		close(l.lines)
+	}()
+	t.Cleanup(func() { // before the servers' Shutdown: registered after them
+		l.in.Close()
+		done := make(chan struct{})
+		go func() { l.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(childDeadline):
+			t.Errorf("the lister did not exit; its kernel stacks:\n%s", childStacks(l.cmd.Process.Pid))
+			l.cmd.Process.Kill()
+			<-done
+		}
+	})
+	return l
+}
+
+// list lists dir in the lister: "ino name" lines as getdents64 returns
+// them, "." and ".." included.
+func (l *lister) list(dir string) []string {
+	l.t.Helper()
+	if _, err := fmt.Fprintf(l.in, "%s\n", dir); err != nil {
+		l.t.Fatalf("lister: %v", err)
+	}
+	select {
+	case ans, ok := <-l.lines:
+		if !ok {
+			l.t.Fatalf("the lister died")
+		}
+		if len(ans) > 0 && strings.HasPrefix(ans[0], "ERROR ") {
+			l.t.Fatalf("listing %s: %s", dir, ans[0])
+		}
+		return ans
+	case <-time.After(childDeadline):
+		l.t.Fatalf("listing %s: no answer within %v; the lister's kernel stacks:\n%s", dir, childDeadline, childStacks(l.cmd.Process.Pid))
+	}
+	return nil
 }
 
 // run runs a real program (mknod, mv, ...) on a mount.
 func run(t *testing.T, prog string, args ...string) {
 	t.Helper()
-	cmd := exec.Command(prog, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), childDeadline)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, prog, args...)
 	cmd.Dir = "/"
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s %q: %v: %s", prog, args, err, out)
@@ -228,7 +318,29 @@ func listingChild(args []string) int {
 		return 1
 	}
 	if len(args) != 2 {
-		return fail("usage: list|seek|pause DIR")
+		return fail("usage: serve|seek|pause DIR")
+	}
+	if args[0] == "serve" {
+		// A directory per line on stdin; for each, its entries, then END.
+		w := bufio.NewWriter(os.Stdout)
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			fd, err := unix.Open(sc.Text(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err == nil {
+				var ents []string
+				ents, err = readBatch(fd, 32<<10, -1)
+				unix.Close(fd)
+				for _, e := range ents {
+					fmt.Fprintln(w, e)
+				}
+			}
+			if err != nil {
+				fmt.Fprintf(w, "ERROR %v\n", err)
+			}
+			fmt.Fprintln(w, "END")
+			w.Flush()
+		}
+		return 0
 	}
 	fd, err := unix.Open(args[1], unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -238,14 +350,6 @@ func listingChild(args []string) int {
 	w := bufio.NewWriter(os.Stdout)
 	defer w.Flush()
 	switch args[0] {
-	case "list":
-		ents, err := readBatch(fd, 32<<10, -1)
-		if err != nil {
-			return fail("getdents: %v", err)
-		}
-		for _, e := range ents {
-			fmt.Fprintln(w, e)
-		}
 	case "seek":
 		// Read in small batches, noting the position before each
 		// (telldir); then go back to each position (seekdir) and check
@@ -343,7 +447,7 @@ func readBatch(fd, size, calls int) ([]string, error) {
 // checkListing lists dir in a child and compares with the truth.
 func (r *listingRig) checkListing(what string, s *Server, mnt, dir string) {
 	r.t.Helper()
-	got, want := list(r.t, filepath.Join(mnt, dir)), r.truth(s, dir)
+	got, want := r.ls.list(filepath.Join(mnt, dir)), r.truth(s, dir)
 	if !slices.Equal(got, want) {
 		r.t.Fatalf("%s: listing of %q\n got %q\nwant %q", what, dir, got, want)
 	}
@@ -356,7 +460,7 @@ func (r *listingRig) untilListing(what string, s *Server, mnt, dir string) {
 	r.t.Helper()
 	var got, want []string
 	if !harness.Poll(10*time.Second, 2*time.Millisecond, func() bool {
-		got, want = list(r.t, filepath.Join(mnt, dir)), r.truth(s, dir)
+		got, want = r.ls.list(filepath.Join(mnt, dir)), r.truth(s, dir)
 		return slices.Equal(got, want)
 	}) {
 		r.t.Fatalf("%s: listing of %q\n got %q\nwant %q", what, dir, got, want)
@@ -523,7 +627,7 @@ func TestListingSeesEveryChange(t *testing.T) {
 			run(t, "rmdir", m+"/d/x")
 			run(t, "mkdir", m+"/d/x")
 			through("d/x removed and made again", main)
-			if got := list(t, m+"/d/x"); len(got) != 2 {
+			if got := r.ls.list(m + "/d/x"); len(got) != 2 {
 				t.Fatalf("the new d/x lists %q", got)
 			}
 			r.unregister("d/x")
@@ -580,7 +684,7 @@ func TestListingChangesMidway(t *testing.T) {
 			r := newListingRig(t, policy, nil)
 			populate(t, r.ns, "", 100)
 			r.sync()
-			list(t, r.mnt) // cached, with auto
+			r.ls.list(r.mnt) // cached, with auto
 			before := r.truth(r.main, "")
 			cmd := exec.Command(os.Args[0], "pause", r.mnt)
 			cmd.Env = append(os.Environ(), "LISTING_CHILD=1")
@@ -642,4 +746,15 @@ func TestListingChangesMidway(t *testing.T) {
 			r.checkListing("after the change", r.main, r.mnt, "")
 		})
 	}
+}
+
+// childStacks is the kernel stack of each thread of process pid.
+func childStacks(pid int) string {
+	var b strings.Builder
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stack", pid))
+	for _, f := range tasks {
+		st, _ := os.ReadFile(f)
+		fmt.Fprintf(&b, "%s:\n%s", f, st)
+	}
+	return b.String()
 }
