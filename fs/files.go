@@ -249,6 +249,9 @@ func (s *Server) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.
 	if st != fuse.OK {
 		return st
 	}
+	if in.Offset == 0 {
+		s.expireListing(in.NodeId) // a cached listing lasts as long as the names it brings
+	}
 	for i := range ents {
 		e := &ents[i]
 		eo := out.AddDirLookupEntry(fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: e.Type.ModeBits(), Off: e.Cookie})

@@ -2,6 +2,8 @@ package fs
 
 import (
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -43,10 +45,19 @@ import (
 // while the directory changes resumes from its cookie: no entry that
 // stayed is repeated or skipped.
 //
-// READDIRPLUS is unchanged: the kernel fills the cache with whichever
-// request its policy (Options.Readdirplus) picks; a cached listing adds
-// no entry to the dentry cache, so an `ls -l` whose names have expired
-// looks each up again, as it does after a plain READDIR.
+// READDIRPLUS is kept as it is measured (DESIGN.md section 7): the kernel
+// fills the cache with whichever request its policy (Options.Readdirplus)
+// picks, READDIRPLUS for the first page at least by default. But a listing
+// served from the cache gives the kernel no names: an `ls -l` whose names
+// expired would look each up again (one LOOKUP per name, where a
+// READDIRPLUS refreshes a page of them). So a listing filled by a
+// READDIRPLUS from offset 0 lasts as long as the names and attributes it
+// brought (the entry or attribute timeout, the shorter): then its
+// directory's listing notice is queued (expireListing), and the next
+// listing is a READDIRPLUS again. A listing filled by plain READDIR
+// (readdirplus never) brought no names and lasts until the directory
+// changes; with a timeout of 0 nothing the READDIRPLUS brought lasts at
+// all, and neither is anything dropped.
 //
 // Kernels without these: FOPEN_CACHE_DIR came with Linux 4.20, and a
 // kernel before it ignores the two flags (every listing is read from the
@@ -126,3 +137,41 @@ func (s *Server) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Open
 
 // ReleaseDir is RELEASEDIR: there is nothing to release.
 func (s *Server) ReleaseDir(in *fuse.ReleaseIn) {}
+
+// listingExpiry is the directories whose listing, filled by a READDIRPLUS,
+// has its listing notice scheduled (expireListing).
+type listingExpiry struct {
+	mu      sync.Mutex          // a leaf
+	pending map[uint64]struct{} // guarded by mu
+}
+
+// expireListing schedules the listing notice of directory dir for when
+// the names and attributes of the READDIRPLUS from offset 0 being
+// answered expire, unless one is scheduled already. The notice is queued
+// by a timer, outside any handler and lock, and sent by the worker.
+func (s *Server) expireListing(dir uint64) {
+	if s.opts.ListingCache == ListingCacheOff {
+		return
+	}
+	d := min(s.entryTimeout(), s.attrTimeout())
+	if d <= 0 {
+		return
+	}
+	e := &s.expiry
+	e.mu.Lock()
+	if _, ok := e.pending[dir]; ok {
+		e.mu.Unlock()
+		return
+	}
+	if e.pending == nil {
+		e.pending = make(map[uint64]struct{})
+	}
+	e.pending[dir] = struct{}{}
+	e.mu.Unlock()
+	time.AfterFunc(d, func() {
+		e.mu.Lock()
+		delete(e.pending, dir)
+		e.mu.Unlock()
+		s.nq.pushDir(dir)
+	})
+}

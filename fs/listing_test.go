@@ -83,6 +83,13 @@ const hour = time.Hour
 
 func newListingRig(t *testing.T, policy string, view *viewpath.Spec) *listingRig {
 	t.Helper()
+	return newListingRigWith(t, policy, view, hour, "")
+}
+
+// newListingRigWith is newListingRig with the entry and attribute
+// timeout to and the READDIRPLUS policy rdp.
+func newListingRigWith(t *testing.T, policy string, view *viewpath.Spec, to time.Duration, rdp string) *listingRig {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (mount(2) of FUSE)")
 	}
@@ -101,7 +108,7 @@ func newListingRig(t *testing.T, policy string, view *viewpath.Spec) *listingRig
 		_, err := r.ns.Register(path.Join(dir, name), dcache.Spec{Type: dcache.TypeChar, Mode: 0o600, Major: 1, Minor: 3}, loaderCaller)
 		return err
 	}), lookup.Options{Timeout: 5 * time.Second})
-	opts := Options{EntryTimeout: hour, AttrTimeout: hour, NegativeTimeout: hour, ListingCache: policy,
+	opts := Options{EntryTimeout: to, AttrTimeout: to, NegativeTimeout: hour, ListingCache: policy, Readdirplus: rdp,
 		Observer: r.mainCount, DefaultPermissions: true, AllowOther: true}
 	r.main = New(res, nq, opts)
 	t.Cleanup(func() { r.main.Shutdown() })
@@ -280,6 +287,17 @@ func newLister(t *testing.T) *lister {
 // them, "." and ".." included.
 func (l *lister) list(dir string) []string {
 	l.t.Helper()
+	return l.ask(dir)
+}
+
+// lsl is list, and an lstat of each name after the listing (ls -l).
+func (l *lister) lsl(dir string) []string {
+	l.t.Helper()
+	return l.ask("lsl " + dir)
+}
+
+func (l *lister) ask(dir string) []string {
+	l.t.Helper()
 	if _, err := fmt.Fprintf(l.in, "%s\n", dir); err != nil {
 		l.t.Fatalf("lister: %v", err)
 	}
@@ -325,14 +343,19 @@ func listingChild(args []string) int {
 		w := bufio.NewWriter(os.Stdout)
 		sc := bufio.NewScanner(os.Stdin)
 		for sc.Scan() {
-			fd, err := unix.Open(sc.Text(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			dir, stat := strings.CutPrefix(sc.Text(), "lsl ")
+			fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 			if err == nil {
 				var ents []string
 				ents, err = readBatch(fd, 32<<10, -1)
-				unix.Close(fd)
 				for _, e := range ents {
 					fmt.Fprintln(w, e)
+					if name := strings.SplitN(e, " ", 2)[1]; stat && err == nil && name != "." && name != ".." {
+						var st unix.Stat_t
+						err = unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+					}
 				}
+				unix.Close(fd)
 			}
 			if err != nil {
 				fmt.Fprintf(w, "ERROR %v\n", err)
@@ -757,4 +780,28 @@ func childStacks(pid int) string {
 		fmt.Fprintf(&b, "%s:\n%s", f, st)
 	}
 	return b.String()
+}
+
+// A listing READDIRPLUS filled lasts as long as the names it brought:
+// once they expired, the next `ls -l` is READDIRPLUS again, as without
+// the cache, and not a LOOKUP per name; before, it costs nothing.
+func TestListingLastsAsLongAsItsNames(t *testing.T) {
+	const n = 300
+	const to = 200 * time.Millisecond
+	r := newListingRigWith(t, ListingCacheAuto, nil, to, ReaddirplusAlways)
+	populate(t, r.ns, "", n)
+	r.sync()
+	q0 := r.main.nq.Stats()
+	r.ls.lsl(r.mnt) // READDIRPLUS fills the listing and gives every name
+	// Its listing notice comes once the names expired.
+	waitFor(t, "the filled listing's notice", func() bool {
+		st := r.main.nq.Stats()
+		return st.Queued > q0.Queued && st.Pending == 0
+	})
+	s := r.mainCount.snapshot()
+	r.ls.lsl(r.mnt)
+	got := r.mainCount.since(s)
+	if got["READDIRPLUS"] == 0 || got["LOOKUP"] > n/10 {
+		t.Fatalf("ls -l once the names expired: requests %v, want READDIRPLUS and not a LOOKUP per name", got)
+	}
 }

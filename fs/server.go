@@ -125,6 +125,8 @@ type Server struct {
 	// noOpendir: the kernel offered CAP_NO_OPENDIR_SUPPORT at INIT (set
 	// by Init, before any other request; listing.go).
 	noOpendir atomic.Bool
+	// expiry schedules the end of listings READDIRPLUS filled (listing.go).
+	expiry listingExpiry
 
 	// view, if not nil, filters what this mount shows (view.go); set by
 	// NewView, immutable after. The main mount has none: every hook is
