@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -206,19 +205,29 @@ func TestListingCacheKernelSource(t *testing.T) {
 	d := startCtl(t, "--devices=kernel", "--view="+vfile, "--views-dir="+os.TempDir(),
 		"--entry-timeout=1h", "--attr-timeout=1h", "--negative-timeout=1h")
 	mnts := []string{d.mnt, vdir}
+	// The machine's devices come and go while this runs (other tests
+	// make loop devices): the root's listing changes whenever they do.
+	// A directory of the test's own does not.
+	quiet := "listing-quiet"
+	if err := os.Mkdir(filepath.Join(d.mnt, quiet), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, m := range mnts {
-		names(t, m) // the kernels cache the listings
+		until(t, "the view to show "+quiet, func() bool { return listedAs(t, m, quiet, true) })
+		names(t, filepath.Join(m, quiet)) // the kernels cache the listings
 	}
 	before := fuseRequests(t, d)
-	first := map[string]map[string]uint64{}
 	for _, m := range mnts {
-		first[m] = names(t, m)
+		names(t, filepath.Join(m, quiet))
 	}
-	if got := requestsSince(t, d, before); len(got) != 0 {
-		t.Errorf("listings of unchanged directories: requests %v, want none", got)
+	// No listing request. A GETATTR of the root may come: a device
+	// that came or went meanwhile changed the root, whose attributes the
+	// path walk (default_permissions) then fetches again.
+	if got := requestsSince(t, d, before); got["OPENDIR"]+got["READDIR"]+got["READDIRPLUS"] != 0 || len(got) > 1 {
+		t.Errorf("listings of an unchanged directory: requests %v, want none (GETATTR aside)", got)
 	}
-	if !maps.Equal(first[d.mnt], first[vdir]) {
-		t.Errorf("the main mount and the view list the root differently")
+	for _, m := range mnts {
+		names(t, m) // the kernels cache the root's listing
 	}
 	i := freeLoopIndex(t)
 	name := fmt.Sprintf("loop%d", i)
