@@ -159,8 +159,8 @@
 //
 //	Server.specialsMu (held across MountSpecials, whose mounts walk the
 //	  mount through this server's handlers, which never take it)
-//	nodeTable stripe mutex and dirMu, handleTable mutex, NotifyQueue.mu (leaves;
-//	never held across a call)
+//	nodeTable stripe mutex and dirMu, handleTable mutex, NotifyQueue.mu,
+//	listingExpiry.mu (leaves; never held across a call)
 //	viewSet.mu (a parent's views: held while setting their timeouts)
 //	  the view's own viewSet.mu (empty: views make no views)
 //	NotifyMux.mu (Add and Remove only; Event takes no lock)

@@ -150,7 +150,7 @@ type listingExpiry struct {
 // answered expire, unless one is scheduled already. The notice is queued
 // by a timer, outside any handler and lock, and sent by the worker.
 func (s *Server) expireListing(dir uint64) {
-	if s.opts.ListingCache == ListingCacheOff {
+	if s.opts.ListingCache == ListingCacheOff || !expiresListings() {
 		return
 	}
 	d := min(s.entryTimeout(), s.attrTimeout())

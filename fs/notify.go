@@ -192,7 +192,7 @@ func (nq *NotifyQueue) Event(ev dcache.Event) {
 // pushDir queues a noticeDir for directory dir, unless one is queued and
 // not yet taken by the worker: that one is sent after this change.
 func (nq *NotifyQueue) pushDir(dir uint64) {
-	if dir != 0 {
+	if dir != 0 && listingNotices() {
 		nq.push(notice{kind: noticeDir, child: dir})
 	}
 }
