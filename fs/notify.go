@@ -147,7 +147,8 @@ func (nq *NotifyQueue) WantsLookups() bool { return false }
 // A change to a directory's entries (REGISTER, UNREGISTER, CREATE,
 // DELETE: every rename and link is a CREATE and DELETE pair) also
 // queues a noticeDir for the directory, which drops the listing the
-// kernel may cache for it (FOPEN_CACHE_DIR, listing.go). The kernel
+// kernel may cache for it (FOPEN_CACHE_DIR, listing.go), if it may
+// cache one (Listed, pushDir). The kernel
 // of the mount that made the change drops its own (fuse_dir_changed),
 // but for one thing: a directory renamed keeps its cached listing, whose
 // ".." now names another parent; so a renamed directory's listing is
