@@ -3,7 +3,6 @@ package daemon
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 
@@ -51,7 +50,7 @@ func checkFDName(name string) error {
 
 // fdStore sends descriptors to the store behind $NOTIFY_SOCKET.
 type fdStore struct {
-	addr *net.UnixAddr
+	addr *unix.SockaddrUnix // "@name": abstract
 }
 
 // errNoStore: NOTIFY_SOCKET is not set, so nothing keeps descriptors.
@@ -66,27 +65,23 @@ func newFDStore() (*fdStore, error) {
 	if !strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "@") {
 		return nil, fmt.Errorf("fd store: NOTIFY_SOCKET=%q is neither a path nor an abstract name (@...)", p)
 	}
-	return &fdStore{addr: &net.UnixAddr{Name: p, Net: "unixgram"}}, nil
+	return &fdStore{addr: &unix.SockaddrUnix{Name: p}}, nil
 }
 
 // send writes one datagram: state (sd_notify assignments, one a line) and
 // fds as SCM_RIGHTS. The sender's credentials go with it (the kernel
 // attaches them when the receiver asked for SO_PASSCRED, as systemd does).
 func (s *fdStore) send(state string, fds []int) error {
-	c, err := net.DialUnix("unixgram", nil, s.addr)
+	sock, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("fd store: %w", err)
 	}
-	defer c.Close()
+	defer unix.Close(sock)
 	var oob []byte
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
 	}
-	n, oobn, err := c.WriteMsgUnix([]byte(state), oob, nil)
-	if err == nil && (n != len(state) || oobn != len(oob)) {
-		err = errors.New("short write")
-	}
-	if err != nil {
+	if err := unix.Sendmsg(sock, []byte(state), oob, s.addr, 0); err != nil {
 		return fmt.Errorf("fd store: sending %q: %w", firstLine(state), err)
 	}
 	return nil
