@@ -52,6 +52,12 @@ type fuseFD struct {
 // Ownership of fd passes to the returned fuseFD's *os.File. All shared
 // state (pools, buffer pool, accounting constants) is wired up here.
 func (ms *Server) newFuseFD(fd int) (*fuseFD, error) {
+	// Non-blocking, so that reads wait in the runtime's poller, where
+	// StopServing's read deadline can wake them (resume.go).
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		syscall.Close(fd)
+		return nil, err
+	}
 	file := os.NewFile(uintptr(fd), "/dev/fuse")
 	conn, err := file.SyscallConn()
 	if err != nil {
@@ -115,11 +121,7 @@ func (r *fuseFD) readRequest() (req *requestAlloc, code Status) {
 	var n int
 	err := handleEINTR(func() error {
 		var err error
-		if cerr := r.withFD(func(fd int) {
-			n, err = syscall.Read(fd, dest)
-		}); cerr != nil {
-			return cerr
-		}
+		n, err = r.readFD(dest) // resume.go
 		return err
 	})
 	if err != nil {
@@ -128,7 +130,7 @@ func (r *fuseFD) readRequest() (req *requestAlloc, code Status) {
 		r.putReq(req)
 		r.reqReaders--
 		r.reqMu.Unlock()
-		return nil, ToStatus(err)
+		return nil, readStatus(err) // resume.go
 	}
 
 	r.reqMu.Lock()

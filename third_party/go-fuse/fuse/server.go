@@ -69,6 +69,9 @@ type Server struct {
 
 	// for implementing single threaded processing.
 	requestProcessingMu sync.Mutex
+
+	// StopServing and RestartServing (resume.go).
+	serveState
 }
 
 // SetDebug is deprecated. Use MountOptions.Debug instead.
@@ -205,6 +208,41 @@ func defaultPanicHandler(logger *log.Logger, obj any) Status {
 // See the "Mount styles" section in the package documentation if you want to
 // know about the inner workings of the mount process. Usually you do not.
 func NewServer(fs RawFileSystem, mountPoint string, opts *MountOptions) (*Server, error) {
+	ms := newServer(fs, opts)
+	mountPoint = filepath.Clean(mountPoint)
+	if !filepath.IsAbs(mountPoint) {
+		cwd, err := os.Getwd()
+		if err != nil {
+			return nil, err
+		}
+		mountPoint = filepath.Clean(filepath.Join(cwd, mountPoint))
+	}
+	fd, err := mount(mountPoint, ms.opts, ms.ready)
+	if err != nil {
+		return nil, err
+	}
+
+	ms.mountPoint = mountPoint
+	ms.fuseFD, err = ms.newFuseFD(fd)
+	if err != nil {
+		return nil, err
+	}
+	ms.protocolServer.writev = ms.fuseFD.writev
+
+	if code := ms.handleInit(); !code.Ok() {
+		ms.fuseFD.close()
+		// TODO - unmount as well?
+		return nil, fmt.Errorf("init: %s", code)
+	}
+
+	// This prepares for Serve being called somewhere, either
+	// synchronously or asynchronously.
+	ms.fuseFD.loops.Add(1)
+	return ms, nil
+}
+
+// newServer returns a Server without a FUSE descriptor.
+func newServer(fs RawFileSystem, opts *MountOptions) *Server {
 	if opts == nil {
 		opts = &MountOptions{
 			MaxBackground: _DEFAULT_BACKGROUND_TASKS,
@@ -249,36 +287,7 @@ func NewServer(fs RawFileSystem, mountPoint string, opts *MountOptions) (*Server
 		buf = alignSlice(buf, unsafe.Sizeof(WriteIn{}), logicalBlockSize, uintptr(readBufSize))
 		return buf
 	}
-	mountPoint = filepath.Clean(mountPoint)
-	if !filepath.IsAbs(mountPoint) {
-		cwd, err := os.Getwd()
-		if err != nil {
-			return nil, err
-		}
-		mountPoint = filepath.Clean(filepath.Join(cwd, mountPoint))
-	}
-	fd, err := mount(mountPoint, &o, ms.ready)
-	if err != nil {
-		return nil, err
-	}
-
-	ms.mountPoint = mountPoint
-	ms.fuseFD, err = ms.newFuseFD(fd)
-	if err != nil {
-		return nil, err
-	}
-	ms.protocolServer.writev = ms.fuseFD.writev
-
-	if code := ms.handleInit(); !code.Ok() {
-		ms.fuseFD.close()
-		// TODO - unmount as well?
-		return nil, fmt.Errorf("init: %s", code)
-	}
-
-	// This prepares for Serve being called somewhere, either
-	// synchronously or asynchronously.
-	ms.fuseFD.loops.Add(1)
-	return ms, nil
+	return ms
 }
 
 func requestAccountingSizes(maxWrite int) (readBufSize, readBufBytes, reqAllocBytes int) {
@@ -375,8 +384,13 @@ func (ms *Server) Serve() {
 		log.Panic("Serve() must only be called once, you have called it a second time")
 	}
 
-	ms.loop()
-	ms.fuseFD.loops.Wait()
+	for {
+		ms.loop()
+		ms.fuseFD.loops.Wait()
+		if !ms.waitRestart() { // resume.go: StopServing
+			break
+		}
+	}
 
 	ms.fuseFD.close()
 
@@ -464,6 +478,8 @@ exit:
 	for {
 		req, errNo := ms.fuseFD.readRequest()
 		switch errNo {
+		case errStopped: // resume.go: StopServing
+			break exit
 		case OK:
 			if req == nil {
 				break exit
@@ -519,7 +535,7 @@ func (ms *Server) handleRequest(req *requestAlloc) Status {
 		req.bufferPoolOutputBuf = req.outPayload
 	}
 	ms.protocolServer.handleRequest(h, &req.request)
-	if req.suppressReply {
+	if req.suppressReply || ms.repliesDropped.Load() { // resume.go: StopServing
 		return OK
 	}
 	errno := ms.fuseFD.write(&req.request)
