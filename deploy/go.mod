@@ -42,3 +42,5 @@ require (
 require github.com/devfsd/devfsd v0.0.0
 
 replace github.com/devfsd/devfsd => ../
+
+replace github.com/hanwen/go-fuse/v2 => ../third_party/go-fuse
