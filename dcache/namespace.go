@@ -114,6 +114,19 @@ func New(opts Options) *Namespace {
 	return ns
 }
 
+// RaiseLastIno raises the inode counter to last if it is below: inode
+// numbers up to last are never handed out by this namespace. A restart
+// without an export calls it with the highest number the previous process
+// may have handed out (package state), so that no node id the kernel may
+// still hold names a new node.
+func (ns *Namespace) RaiseLastIno(last uint64) {
+	for c := ns.inos.Load(); c < last; c = ns.inos.Load() {
+		if ns.inos.CompareAndSwap(c, last) {
+			return
+		}
+	}
+}
+
 // Root returns the root directory.
 func (ns *Namespace) Root() *Node { return ns.root }
 
@@ -225,7 +238,18 @@ func (ns *Namespace) EmitLookup(dir *Node, dirPath, name string, c Caller) {
 // newNode allocates a node with a fresh inode number. It is not linked and
 // not counted.
 func (ns *Namespace) newNode(t Type, mode, uid, gid uint32, now time.Time) *Node {
-	n := &Node{ns: ns, ino: ns.inos.Add(1), typ: t, mode: mode & PermMask,
+	return ns.newNodeIno(0, t, mode, uid, gid, now)
+}
+
+// newNodeIno is newNode with inode number ino, if not zero (Spec.Ino),
+// which raises the counter to it if below.
+func (ns *Namespace) newNodeIno(ino uint64, t Type, mode, uid, gid uint32, now time.Time) *Node {
+	if ino == 0 {
+		ino = ns.inos.Add(1)
+	} else {
+		ns.RaiseLastIno(ino)
+	}
+	n := &Node{ns: ns, ino: ino, typ: t, mode: mode & PermMask,
 		uid: uid, gid: gid, nlink: 1}
 	for i := range numTimes {
 		n.setTimeLocked(i, now)
@@ -342,7 +366,7 @@ func (ns *Namespace) register(path string, spec Spec, c Caller) (*Node, error) {
 	if len(parts) == 0 {
 		return nil, pathErr("register", path, syscall.EEXIST)
 	}
-	if spec.Type < TypeDir || spec.Type > TypeRegular {
+	if spec.Type < TypeDir || spec.Type > TypeRegular || spec.Ino == 1 {
 		return nil, pathErr("register", path, syscall.EINVAL)
 	}
 	if len(parts) > ns.maxDepth {
@@ -378,6 +402,7 @@ retry:
 			if last {
 				s = spec
 			}
+			ino := s.Ino // only the node itself's
 			if h := ns.opts.RegisterHook; h != nil {
 				s = h(strings.Join(parts[:i+1], "/"), s)
 				if s.Type != spec.Type && last || s.Type != TypeDir && !last {
@@ -385,7 +410,10 @@ retry:
 					panic("dcache: RegisterHook changed a node's type")
 				}
 			}
-			n, err := dir.createLocked(p, s.Type, s.Mode, s.Uid, s.Gid,
+			if !last {
+				ino = 0
+			}
+			n, err := dir.createLocked(p, ino, s.Type, s.Mode, s.Uid, s.Gid,
 				s.Major, s.Minor, s.Target, KindRegister, c, now, s.Atime, s.Mtime)
 			ds.mu.Unlock()
 			if err != nil {
