@@ -40,7 +40,9 @@ type Options struct {
 	// as a directory of mode 0755 owned by root) before it is created; path
 	// is the node's clean path. Package state uses it to re-apply the
 	// attributes a user gave a registered device before a restart, so that
-	// nobody ever sees the device with other ones. It is called with a
+	// nobody ever sees the device with other ones, and to give a node (a
+	// parent made on the way too) the inode number it had before a
+	// crash (Spec.Ino). It is called with a
 	// directory mu held: it must not block, and must not call into dcache
 	// or lookup; a map lookup under a leaf mutex of its own is what it is
 	// for.
@@ -402,7 +404,6 @@ retry:
 			if last {
 				s = spec
 			}
-			ino := s.Ino // only the node itself's
 			if h := ns.opts.RegisterHook; h != nil {
 				s = h(strings.Join(parts[:i+1], "/"), s)
 				if s.Type != spec.Type && last || s.Type != TypeDir && !last {
@@ -410,10 +411,9 @@ retry:
 					panic("dcache: RegisterHook changed a node's type")
 				}
 			}
-			if !last {
-				ino = 0
-			}
-			n, err := dir.createLocked(p, ino, s.Type, s.Mode, s.Uid, s.Gid,
+			// s.Ino: the caller's for the node itself (a parent made on
+			// the way has none of its own), or what RegisterHook gave.
+			n, err := dir.createLocked(p, s.Ino, s.Type, s.Mode, s.Uid, s.Gid,
 				s.Major, s.Minor, s.Target, KindRegister, c, now, s.Atime, s.Mtime)
 			ds.mu.Unlock()
 			if err != nil {

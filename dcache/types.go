@@ -193,7 +193,7 @@ type Spec struct {
 	// to it if below. dcache keeps no table from inode number to node,
 	// so the caller keeps the numbers it gives unique; 1 (the root) is
 	// EINVAL. Only the registered node takes it, never a parent made on
-	// the way.
+	// the way (unless Options.RegisterHook gives the parent one).
 	Ino uint64
 }
 

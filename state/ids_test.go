@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -42,7 +43,7 @@ func TestIDsKept(t *testing.T) {
 	chg.SetAttr(dcache.SetAttrIn{Valid: dcache.SetMode, Mode: 0660}, user)
 	other, _ := root.Mkdir("other", 0755, user)
 	e.must("rename", e.ns.Rename(root, "d", other, "moved", 0, user))
-	e = e.reopen()
+	e.sync()
 	for _, c := range []struct {
 		path       string
 		ino        uint64
@@ -67,6 +68,7 @@ func TestIDsKept(t *testing.T) {
 	if e.kept("d") != nil || e.kept("d/s") != nil {
 		t.Error("the rename's old names are still kept")
 	}
+	e = e.reopen()
 	// Unregistering: a registered entry goes, alone; a changed one stays
 	// without a number.
 	n, err := e.ns.Register("snd/dsp", dcache.Spec{Type: dcache.TypeChar, Mode: 0600, Major: 14, Minor: 3}, builtin)
@@ -191,5 +193,110 @@ func TestSnapshotVersion1(t *testing.T) {
 	json.Unmarshal(payload, &snap)
 	if snap.Version != snapshotVersion {
 		t.Fatalf("rewritten as version %d, want %d", snap.Version, snapshotVersion)
+	}
+}
+
+// openKept is open for a daemon that serves its kept mount again: the
+// same generation, the inode counter at the kept ceiling, kept numbers
+// in use.
+func openKept(t *testing.T, dir string) *env {
+	t.Helper()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen, ceiling := s.IDs()
+	ns := dcache.New(dcache.Options{Sink: s, RegisterHook: s.RegisterHook, Generation: gen})
+	ns.RaiseLastIno(ceiling)
+	s.UseKeptIDs()
+	s.Restore(ns)
+	s.Start()
+	t.Cleanup(func() { s.Close() })
+	return &env{t: t, dir: dir, s: s, ns: ns}
+}
+
+// After a crash, the successor's nodes have the numbers the kernel holds:
+// what users made (restored), registered devices and the directories
+// Register made for them (given back by the register hook as they
+// register again), and two hard links, kept as two entries of one
+// number, do not share it. New nodes get numbers above the ceiling.
+func TestKeptIDsGivenBack(t *testing.T) {
+	dir := t.TempDir()
+	e := open(t, dir)
+	ctx := context.Background()
+	if err := e.s.Reserve(ctx, e.ns.Root().Gen(), e.ns.LastIno()+1000); err != nil {
+		t.Fatal(err)
+	}
+	root := e.ns.Root()
+	mine, _ := root.Mknod("mine", 0o10640, 0, 0, user)
+	d, _ := root.Mkdir("d", 0o755, user)
+	sub, _ := d.Symlink("s", "/x", user)
+	e.must("link", root.Link("hard", mine, user))
+	dsp, _ := e.ns.Register("snd/dsp", dcache.Spec{Type: dcache.TypeChar, Mode: 0o600, Major: 14, Minor: 3}, builtin)
+	snd, _ := e.ns.Resolve("snd")
+	inSnd, err := snd.Mknod("user-made", 0o10600, 0, 0, user)
+	e.must("mknod in a registered dir", err)
+	want := map[string]uint64{"d": d.Ino(), "d/s": sub.Ino(), "snd": snd.Ino(),
+		"snd/dsp": dsp.Ino(), "snd/user-made": inSnd.Ino()}
+	gen, ceiling := e.s.IDs()
+	e.sync()
+	e.s.Close()
+
+	k := openKept(t, dir)
+	if g := k.ns.Root().Gen(); g != gen {
+		t.Fatalf("generation %d, want the kept %d", g, gen)
+	}
+	// The loader registers its device again, after Restore.
+	if _, err := k.ns.Register("snd/dsp", dcache.Spec{Type: dcache.TypeChar, Mode: 0o600, Major: 14, Minor: 3}, builtin); err != nil {
+		t.Fatal(err)
+	}
+	for p, ino := range want {
+		n, err := k.ns.Resolve(p)
+		if err != nil {
+			t.Errorf("%s: %v", p, err)
+			continue
+		}
+		if n.Ino() != ino {
+			t.Errorf("%s: ino %d, want the kept %d", p, n.Ino(), ino)
+		}
+	}
+	h, err := k.ns.Resolve("hard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := k.ns.Resolve("mine")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := min(h.Ino(), m.Ino()), max(h.Ino(), m.Ino()); a != mine.Ino() || b <= ceiling {
+		t.Errorf("two hard links restored with inos %d and %d (kept %d, ceiling %d): want the kept one and one above the ceiling",
+			h.Ino(), m.Ino(), mine.Ino(), ceiling)
+	}
+	fresh, _ := k.ns.Root().Mkdir("fresh", 0o755, user)
+	if fresh.Ino() <= ceiling {
+		t.Errorf("a new node has ino %d, at or below the ceiling %d", fresh.Ino(), ceiling)
+	}
+}
+
+// Without UseKeptIDs (a new mount) nothing takes a kept number.
+func TestKeptIDsNotUsedForANewMount(t *testing.T) {
+	dir := t.TempDir()
+	e := open(t, dir)
+	root := e.ns.Root()
+	for i := 0; i < 5; i++ {
+		root.Mkdir("pad"+strconv.Itoa(i), 0o755, user)
+	}
+	mine, _ := root.Mknod("mine", 0o10640, 0, 0, user)
+	e = e.reopen()
+	e.sync()
+	n, err := e.ns.Resolve("mine")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Ino() == mine.Ino() {
+		t.Errorf("a new mount gave the restored node its kept number %d", mine.Ino())
+	}
+	if k := e.kept("mine"); k == nil || k.Ino != n.Ino() {
+		t.Errorf("the kept entry has ino %+v, want the new number %d", k, n.Ino())
 	}
 }

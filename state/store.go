@@ -51,7 +51,9 @@ type Store struct {
 
 	mu sync.Mutex // the model; a leaf
 	// Guarded by mu:
-	fold folder
+	fold   folder
+	useIDs bool            // UseKeptIDs was called
+	given  map[uint64]bool // kept inode numbers given to a node since
 
 	// The sink's own state: Event is called one call at a time (dcache
 	// hands delivery from goroutine to goroutine under its queue lock).
@@ -406,25 +408,58 @@ func (s *Store) Entries() []Entry {
 // RegisterHook is the namespace's dcache.Options.RegisterHook: a node that
 // registers where a changed entry of the same type (and device number)
 // is kept gets the kept mode and owner, and the kept times if a user set
-// them. It takes only mu, a leaf.
+// them; after UseKeptIDs, a node that registers where any entry of the
+// same type (and device number) is kept gets the kept inode number. It
+// takes only mu, a leaf.
 func (s *Store) RegisterHook(path string, spec dcache.Spec) dcache.Spec {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	e := s.fold.m[path]
-	if e == nil || e.Created || e.Type != spec.Type.String() ||
+	if e == nil || e.Type != spec.Type.String() ||
 		(spec.Type.Device()) && (e.Major != spec.Major || e.Minor != spec.Minor) {
-		s.mu.Unlock()
+		return spec
+	}
+	if spec.Ino == 0 {
+		spec.Ino = s.keptInoLocked(e)
+	}
+	if e.Created || e.Registered {
 		return spec
 	}
 	spec.Mode, spec.Uid, spec.Gid = e.Mode, e.Uid, e.Gid
 	if e.Times {
 		spec.Atime, spec.Mtime = timeOf(e.Atime), timeOf(e.Mtime)
 	}
-	s.mu.Unlock()
 	return spec
 }
 
+// UseKeptIDs makes Restore and RegisterHook give nodes their kept inode
+// numbers: call it before Restore when the daemon serves again a mount
+// whose kernel holds them (the kept generation is the store's). Without
+// it nodes get new numbers, as a new mount needs.
+func (s *Store) UseKeptIDs() {
+	s.mu.Lock()
+	s.useIDs = true
+	s.mu.Unlock()
+}
+
+// keptInoLocked returns e's kept inode number if kept numbers are in use
+// and no other node was given it (two hard links are kept as two entries
+// with one number: the second gets a new one), else 0. Preconditions:
+// mu held.
+func (s *Store) keptInoLocked(e *Entry) uint64 {
+	if !s.useIDs || e.Ino == 0 || e.Ino == 1 || s.given[e.Ino] {
+		return 0
+	}
+	if s.given == nil {
+		s.given = map[uint64]bool{}
+	}
+	s.given[e.Ino] = true
+	return e.Ino
+}
+
 // Restore recreates the kept created entries in ns (directories before
-// what is in them) and applies a kept change of the root. Call it before
+// what is in them), with their kept inode numbers after UseKeptIDs, and
+// applies a kept change of the root. Call it before
 // the mount is live, with the Store already the namespace's sink (the
 // REGISTER events it causes change nothing kept). A node that cannot be
 // made is logged and stays kept.
@@ -447,6 +482,9 @@ func (s *Store) Restore(ns *dcache.Namespace) (restored int) {
 		t, _ := dcache.ParseType(e.Type) // validated when read
 		spec := dcache.Spec{Type: t, Mode: e.Mode, Uid: e.Uid, Gid: e.Gid,
 			Major: e.Major, Minor: e.Minor, Target: e.Target, Atime: timeOf(e.Atime), Mtime: timeOf(e.Mtime)}
+		s.mu.Lock()
+		spec.Ino = s.keptInoLocked(&e)
+		s.mu.Unlock()
 		if _, err := ns.Register(e.Path, spec, c); err != nil {
 			s.log.Warn("state: a kept node could not be restored; it stays kept", zap.String("path", e.Path), zap.Error(err))
 			continue
