@@ -50,6 +50,14 @@ type Options struct {
 	// decisions (the --audit-log file's JSON lines); the caller made it
 	// and closes what it writes to after Close.
 	AuditLog *zap.Logger
+	// Args are the program's arguments that start this daemon (without
+	// the program name), which Upgrade gives its successor. Nil: Upgrade
+	// refuses.
+	Args []string
+	// Handover, if not nil, is the handover socket of a predecessor
+	// (HandoverEnv; handover.go): New receives the namespace and the
+	// mounts from it, and Run serves them instead of mounting.
+	Handover *os.File
 }
 
 // Daemon is one devfsd: a namespace served on a mountpoint and its views.
@@ -76,6 +84,17 @@ type Daemon struct {
 	runOnce   sync.Once
 	closeOnce sync.Once
 	closeErr  error
+
+	// Upgrades (handover.go): ho is what a predecessor handed over (nil
+	// unless Options.Handover); up serialises Upgrade; handover is closed
+	// once a successor serves; ctlDone, then set, is closed once the
+	// control socket answered its last request; ctlOpts are the control
+	// socket's options, to serve it again after a failed handover.
+	ho       *received
+	up       upgrader
+	handover chan struct{}
+	ctlDone  <-chan struct{}
+	ctlOpts  control.Options
 }
 
 // New builds the daemon of cfg (validated by config.Config.Validate): it reads
@@ -86,8 +105,14 @@ type Daemon struct {
 // the error, and what was opened before it is closed again: a failed New
 // leaves nothing behind.
 func New(cfg config.Config, log *zap.Logger, o Options) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, opts: o, lc: &lifecycle{log: log}, stopPprof: func() {}}
+	d := &Daemon{cfg: cfg, log: log, opts: o, lc: &lifecycle{log: log}, stopPprof: func() {},
+		handover: make(chan struct{})}
 	if err := d.build(); err != nil {
+		if d.ho != nil {
+			d.ho.say(err) // the predecessor serves on
+			d.ho.close()
+			d.ho = nil
+		}
 		d.release() // what build opened before it failed; nil parts are skipped
 		return nil, err
 	}
@@ -104,9 +129,17 @@ func (d *Daemon) build() (err error) {
 	if d.views, err = loadViewFiles(cfg.Views); err != nil { // read before anything is mounted
 		return err
 	}
-	// A dead mount left on the mountpoint is cleared, a live one refused,
-	// before anything is opened.
-	if err := clearMountpoint(cfg.Mountpoint, cfg.MountOver, log); err != nil {
+	if o.Handover != nil {
+		// A successor: the predecessor's namespace and mounts.
+		if d.ho, err = receiveHandover(o.Handover, log); err != nil {
+			return err
+		}
+		if cfg.StateDir != "" {
+			return errors.New("a handover cannot take a state directory (state_dir)")
+		}
+	} else if err := clearMountpoint(cfg.Mountpoint, cfg.MountOver, log); err != nil {
+		// A dead mount left on the mountpoint is cleared, a live one
+		// refused, before anything is opened.
 		return err
 	}
 	if err := checkSocketDir(cfg); err != nil {
@@ -114,7 +147,11 @@ func (d *Daemon) build() (err error) {
 	}
 	// The state directory, the metrics registry and listener, the audit
 	// log: a damaged snapshot or an address in use fails the start.
-	if d.x, err = openExtras(cfg, log, o.AuditLog); err != nil {
+	mln, err := d.ho.metricsListener()
+	if err != nil {
+		return err
+	}
+	if d.x, err = openExtras(cfg, log, o.AuditLog, mln); err != nil {
 		return err
 	}
 	x := d.x
@@ -135,14 +172,24 @@ func (d *Daemon) build() (err error) {
 	if negTTL == 0 {
 		negTTL = -1 // dcache: negative means no negative caching
 	}
-	ns := dcache.New(dcache.Options{
+	nsOpts := dcache.Options{
 		MaxNodes:     cfg.MaxNodes,
 		MaxFileSize:  int64(cfg.MaxFileSize),
 		MaxBytes:     int64(cfg.MaxBytes),
 		NegativeTTL:  negTTL,
 		Sink:         d.events,
 		RegisterHook: x.registerHook(), // kept attributes of registered devices
-	})
+	}
+	var ns *dcache.Namespace
+	if d.ho != nil {
+		// The predecessor's tree, inode numbers and generation: the
+		// kernel's node ids stay valid.
+		if ns, err = dcache.Import(nsOpts, d.ho.state.Namespace); err != nil {
+			return err
+		}
+	} else {
+		ns = dcache.New(nsOpts)
+	}
 	d.ns = ns
 	// What users made comes back before the base set registers, so that
 	// a name a user took over stays theirs.
@@ -153,11 +200,13 @@ func (d *Daemon) build() (err error) {
 	}
 	devices, why := chooseDevices(cfg)
 	log.Info("device source", zap.String("devices", devices), zap.String("why", why))
-	if d.ks, err = startDevices(devices, cfg, ns, bl, log); err != nil {
+	if d.ks, err = startDevices(devices, cfg, ns, bl, d.ho != nil, log); err != nil {
 		return err
 	}
-	if err := d.hooks.populateTree(ns, log); err != nil {
-		return err
+	if d.ho == nil { // a successor's tree has them
+		if err := d.hooks.populateTree(ns, log); err != nil {
+			return err
+		}
 	}
 	// pts and shm are in the namespace before its first mount
 	// (fs.PrepareSpecials says why).
@@ -213,7 +262,7 @@ func (d *Daemon) build() (err error) {
 		if ks != nil {
 			kc = kernelControl{ks}
 		}
-		d.ctl, err = control.Listen(control.Options{
+		d.ctlOpts = control.Options{
 			Path:         sock,
 			Mode:         iofs.FileMode(cfg.SocketMode),
 			WriteUID:     cfg.ControlUID,
@@ -239,9 +288,14 @@ func (d *Daemon) build() (err error) {
 				kernelStats(ks, m)
 				return m
 			},
-			Logger: log.Named("control"),
-		})
-		if err != nil {
+			Logger:  log.Named("control"),
+			Upgrade: d.Upgrade,
+		}
+		opts := d.ctlOpts
+		if opts.Listener, err = d.ho.controlListener(); err != nil {
+			return err
+		}
+		if d.ctl, err = control.Listen(opts); err != nil {
 			return err
 		}
 	}
@@ -266,20 +320,30 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 func (d *Daemon) run(ctx context.Context) error {
-	defer d.lc.Stopping()
+	defer func() {
+		if !d.handedOver() {
+			d.lc.Stopping()
+		}
+	}()
 	stopNotify := context.AfterFunc(ctx, d.lc.Stopping)
 	defer stopNotify()
-	if err := d.srv.Mount(d.cfg.Mountpoint); err != nil {
-		return err
-	}
-	// Its pts and shm, once it serves; its Shutdown detaches them first.
-	if _, err := d.srv.MountSpecials(specialOpts(d.cfg)); err != nil {
-		d.stop()
-		return err
-	}
-	if err := d.vm.start(d.views); err != nil { // --view: live before READY=1
-		d.stop()
-		return err
+	if d.ho != nil {
+		if err := d.runHandedOver(); err != nil {
+			return err
+		}
+	} else {
+		if err := d.srv.Mount(d.cfg.Mountpoint); err != nil {
+			return err
+		}
+		// Its pts and shm, once it serves; its Shutdown detaches them first.
+		if _, err := d.srv.MountSpecials(specialOpts(d.cfg)); err != nil {
+			d.stop()
+			return err
+		}
+		if err := d.vm.start(d.views); err != nil { // --view: live before READY=1
+			d.stop()
+			return err
+		}
 	}
 	if d.ctl != nil {
 		d.ctl.Serve()
@@ -295,7 +359,12 @@ func (d *Daemon) run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		d.log.Info("shutting down", zap.Duration("shutdown_timeout", d.cfg.ShutdownTimeout))
+	case <-d.handover:
+		return d.endHandedOver()
 	case <-d.srv.Served():
+		if d.handedOver() {
+			return d.endHandedOver()
+		}
 		d.log.Warn("the mount is gone; shutting down")
 		d.stop()
 		return ErrUnmountedOutside

@@ -301,7 +301,16 @@ func Import(opts Options, ex *Export) (*Namespace, error) {
 		ns.byType[t].Store(byType[t])
 	}
 	ns.inos.Store(ex.LastIno)
+	ns.imported = byIno
 	return ns, nil
+}
+
+// ImportedNode returns the node Import made for inode number ino, linked
+// or not, or nil if Import made none (or the namespace was not imported).
+// A successor's FUSE server finds the nodes the kernel holds by it,
+// including unlinked ones no name leads to.
+func (ns *Namespace) ImportedNode(ino uint64) *Node {
+	return ns.imported[ino]
 }
 
 // check validates one node of an export on its own.

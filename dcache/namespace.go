@@ -78,6 +78,10 @@ type Namespace struct {
 	renameMu sync.Mutex
 
 	events eventQueue
+
+	// imported is Import's nodes by inode number; immutable after
+	// Import, nil for a namespace made by New.
+	imported map[uint64]*Node
 }
 
 // New returns a namespace holding only its root directory (inode 1).

@@ -31,6 +31,9 @@ type fuseFD struct {
 	file *os.File
 	conn syscall.RawConn
 
+	// stop is readable while StopServing stops the readers (resume.go).
+	stop stopPipe
+
 	reqMu                sync.Mutex
 	reqReaders           int
 	inflightRequestBytes int
@@ -52,9 +55,13 @@ type fuseFD struct {
 // Ownership of fd passes to the returned fuseFD's *os.File. All shared
 // state (pools, buffer pool, accounting constants) is wired up here.
 func (ms *Server) newFuseFD(fd int) (*fuseFD, error) {
-	// Non-blocking, so that reads wait in the runtime's poller, where
-	// StopServing's read deadline can wake them (resume.go).
-	if err := syscall.SetNonblock(fd, true); err != nil {
+	// Blocking when the *os.File is made, so that it stays out of the
+	// runtime's poller: a process's own files on its mount are added to
+	// that poller too, and adding one waits for the server's answer to
+	// FUSE_POLL (epoll_ctl holds the poller's lock meanwhile). Reads wait
+	// in poll(2) of their own, beside StopServing's pipe (resume.go), on
+	// a non-blocking descriptor.
+	if err := syscall.SetNonblock(fd, false); err != nil {
 		syscall.Close(fd)
 		return nil, err
 	}
@@ -64,11 +71,20 @@ func (ms *Server) newFuseFD(fd int) (*fuseFD, error) {
 		file.Close()
 		return nil, err
 	}
+	stop, err := newStopPipe()
+	if err == nil {
+		err = syscall.SetNonblock(fd, true)
+	}
+	if err != nil {
+		file.Close()
+		return nil, err
+	}
 	_, readBufBytes, reqAllocBytes := requestAccountingSizes(ms.opts.MaxWrite)
 	return &fuseFD{
 		server:        ms,
 		file:          file,
 		conn:          conn,
+		stop:          stop,
 		reqPool:       &ms.reqPool,
 		readPool:      &ms.readPool,
 		buffers:       &ms.buffers,
@@ -221,6 +237,7 @@ func (r *fuseFD) putReq(req *requestAlloc) {
 // close closes the underlying FUSE fd. The *os.File waits for in-flight
 // RawConn operations (reads, writes, ioctls) before releasing the fd.
 func (r *fuseFD) close() error {
+	r.stop.close()
 	return r.file.Close()
 }
 

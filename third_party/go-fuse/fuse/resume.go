@@ -30,12 +30,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // serveState is the Server's part of StopServing and RestartServing.
@@ -54,34 +54,80 @@ type serveState struct {
 // readers.
 const errStopped = Status(syscall.ESHUTDOWN)
 
-// readFD reads one request into dest. The descriptor is non-blocking
-// (newFuseFD), so the wait for a request is in the runtime's poller, which
-// StopServing's read deadline ends.
-func (r *fuseFD) readFD(dest []byte) (int, error) {
-	var n int
-	var err error
-	if cerr := r.conn.Read(func(fd uintptr) bool {
-		n, err = syscall.Read(int(fd), dest)
-		return err != syscall.EAGAIN
-	}); cerr != nil {
-		if errors.Is(cerr, os.ErrDeadlineExceeded) || errors.Is(cerr, os.ErrClosed) {
-			return 0, cerr
-		}
-		// The poller saw the descriptor in an error state (EPOLLERR:
-		// the connection ended); a read says which error (ENODEV).
-		if werr := r.withFD(func(fd int) { n, err = syscall.Read(fd, dest) }); werr != nil {
-			return 0, werr
-		}
-		if err == syscall.EAGAIN {
-			return 0, cerr
+// errStop is readFD's error once StopServing has stopped the readers.
+var errStop = errors.New("fuse: stopped serving")
+
+// stopPipe is a pipe that is readable while the readers are stopped.
+type stopPipe struct{ r, w int }
+
+func newStopPipe() (stopPipe, error) {
+	var p [2]int
+	if err := syscall.Pipe(p[:]); err != nil {
+		return stopPipe{}, err
+	}
+	for _, fd := range p {
+		syscall.CloseOnExec(fd)
+		if err := syscall.SetNonblock(fd, true); err != nil {
+			syscall.Close(p[0])
+			syscall.Close(p[1])
+			return stopPipe{}, err
 		}
 	}
-	return n, err
+	return stopPipe{r: p[0], w: p[1]}, nil
+}
+
+// raise makes the pipe readable, lower empties it again.
+func (p stopPipe) raise() { syscall.Write(p.w, []byte{0}) }
+func (p stopPipe) lower() {
+	var b [16]byte
+	for {
+		if n, _ := syscall.Read(p.r, b[:]); n <= 0 {
+			return
+		}
+	}
+}
+func (p stopPipe) close() {
+	syscall.Close(p.r)
+	syscall.Close(p.w)
+}
+
+// readFD reads one request into dest. The descriptor is non-blocking
+// (newFuseFD): a read that finds nothing waits in poll(2) for a request
+// or for StopServing, which makes the stop pipe readable.
+func (r *fuseFD) readFD(dest []byte) (int, error) {
+	for {
+		if r.server.stopped.Load() {
+			return 0, errStop // not even a request already queued
+		}
+		var n int
+		var err error
+		stopped := false
+		if cerr := r.withFD(func(fd int) {
+			if n, err = syscall.Read(fd, dest); err != syscall.EAGAIN {
+				return
+			}
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(r.stop.r), Events: unix.POLLIN}}
+			if _, perr := unix.Poll(fds, -1); perr != nil && perr != unix.EINTR {
+				err = perr
+				return
+			}
+			stopped = fds[1].Revents != 0
+		}); cerr != nil {
+			return 0, cerr
+		}
+		switch {
+		case stopped:
+			return 0, errStop
+		case err == syscall.EAGAIN:
+			continue // readable now, or another reader took it: read again
+		}
+		return n, err
+	}
 }
 
 // readStatus maps a read error to the status readRequest returns.
 func readStatus(err error) Status {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	if err == errStop {
 		return errStopped
 	}
 	return ToStatus(err)
@@ -202,13 +248,9 @@ func (ms *Server) StopServing(ctx context.Context) (dropped int, err error) {
 	ms.idle = idle
 	ms.restart = make(chan bool, 1)
 	ms.stopped.Store(true)
-	// A deadline in the past ends every wait for a request at once, and
-	// every read from now on.
-	if err := ms.fuseFD.file.SetReadDeadline(time.Unix(1, 0)); err != nil {
-		ms.stopped.Store(false)
-		ms.stopMu.Unlock()
-		return 0, fmt.Errorf("fuse: cannot stop the readers: %w", err)
-	}
+	// Every wait for a request ends, and every read from now on finds
+	// the pipe readable.
+	ms.fuseFD.stop.raise()
 	ms.stopMu.Unlock()
 	select {
 	case <-idle:
@@ -232,16 +274,14 @@ func (ms *Server) RestartServing() error {
 	if !ms.stopped.Load() {
 		return errors.New("fuse: not stopped")
 	}
-	if err := ms.fuseFD.file.SetReadDeadline(time.Time{}); err != nil {
-		return fmt.Errorf("fuse: cannot restart the readers: %w", err)
-	}
-	select {
-	case ms.restart <- true:
-	default:
+	if ms.restart == nil || len(ms.restart) > 0 {
 		return errors.New("fuse: detached")
 	}
+	// Lowered and cleared before Serve reads again.
+	ms.fuseFD.stop.lower()
 	ms.repliesDropped.Store(false)
 	ms.stopped.Store(false)
+	ms.restart <- true
 	return nil
 }
 
