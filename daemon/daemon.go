@@ -77,6 +77,7 @@ type Daemon struct {
 	res       *lookup.Resolver
 	srv       *fs.Server
 	vm        *viewManager
+	keep      *keeping // the descriptor store's side (keep.go)
 	rl        *reloader
 	ctl       *control.Server // nil with socket: none
 	stopPprof func()
@@ -137,10 +138,17 @@ func (d *Daemon) build() (err error) {
 		if cfg.StateDir != "" {
 			return errors.New("a handover cannot take a state directory (state_dir)")
 		}
-	} else if err := clearMountpoint(cfg.Mountpoint, cfg.MountOver, log); err != nil {
+	}
+	// Descriptors kept by the store (LISTEN_FDS): the mounts a killed
+	// predecessor served, served again instead of mounted (keep.go).
+	d.keep = openKeeping(cfg.Mountpoint, log.Named("keep"))
+	if d.ho == nil && !d.keep.resuming() {
 		// A dead mount left on the mountpoint is cleared, a live one
-		// refused, before anything is opened.
-		return err
+		// refused, before anything is opened; a kept or handed over one
+		// is ours.
+		if err := clearMountpoint(cfg.Mountpoint, cfg.MountOver, log); err != nil {
+			return err
+		}
 	}
 	if err := checkSocketDir(cfg); err != nil {
 		return err
@@ -163,7 +171,7 @@ func (d *Daemon) build() (err error) {
 	if x.store != nil {
 		d.events = append(d.events, x.store)
 	}
-	d.events = append(d.events, mux)
+	d.events = append(d.events, mux, ceilingWatch{k: d.keep})
 	if sock != "" {
 		d.hub = control.NewHub(nil) // a peer: it forwards to nothing
 		d.events = append(d.events, d.hub)
@@ -172,7 +180,11 @@ func (d *Daemon) build() (err error) {
 	if negTTL == 0 {
 		negTTL = -1 // dcache: negative means no negative caching
 	}
+	// Serving a kept mount: its generation, ids above its ceiling, and
+	// the kept nodes' numbers if the state directory has them (keep.go).
+	gen, floor, useKept := d.keep.ids(x.store)
 	nsOpts := dcache.Options{
+		Generation:   gen,
 		MaxNodes:     cfg.MaxNodes,
 		MaxFileSize:  int64(cfg.MaxFileSize),
 		MaxBytes:     int64(cfg.MaxBytes),
@@ -191,6 +203,11 @@ func (d *Daemon) build() (err error) {
 		ns = dcache.New(nsOpts)
 	}
 	d.ns = ns
+	ns.RaiseLastIno(floor)
+	d.keep.watchIDs(ns, x.store)
+	if useKept {
+		x.store.UseKeptIDs()
+	}
 	// What users made comes back before the base set registers, so that
 	// a name a user took over stays theirs.
 	x.restore(ns)
@@ -251,6 +268,7 @@ func (d *Daemon) build() (err error) {
 	})
 	x.wire(ns, d.res, d.srv, d.hub, d.ks)
 	d.vm = newViewManager(d.srv, mux, cfg.ViewsDir, specialOpts(cfg), log.Named("views"))
+	d.vm.keep = d.keep
 	d.rl = &reloader{reread: o.Reread, log: log.Named("reload"), ns: ns, res: d.res, srv: d.srv,
 		hl: hl, loaders: lds, metrics: x.metrics, cfg: cfg}
 	// The socket is made before the mount (a live socket of another
@@ -327,11 +345,32 @@ func (d *Daemon) run(ctx context.Context) error {
 	}()
 	stopNotify := context.AfterFunc(ctx, d.lc.Stopping)
 	defer stopNotify()
-	if d.ho != nil {
+	// The ids handed out from now on are below a ceiling a successor
+	// will know (keep.go), before the kernel sees any of them.
+	if err := d.keep.reserve(ctx, d.ns, d.x.store); err != nil {
+		return fmt.Errorf("keeping the id ceiling: %w", err)
+	}
+	switch {
+	case d.ho != nil:
 		if err := d.runHandedOver(); err != nil {
 			return err
 		}
-	} else {
+		// Kept in the store as well, under the names the predecessor
+		// stored them by (keep.go).
+		d.keep.added(d.cfg.Mountpoint, nil, d.srv)
+		for _, vm := range d.vm.list() {
+			d.keep.added(vm.spec.Mountpoint, &vm.spec, vm.srv)
+		}
+	case d.keep.main != nil:
+		if err := d.resumeMain(d.keep.main); err != nil {
+			return err
+		}
+		if err := d.vm.start(d.views); err != nil { // the kept views, and the --view files
+			d.keep.release()
+			d.stop()
+			return err
+		}
+	default:
 		if err := d.srv.Mount(d.cfg.Mountpoint); err != nil {
 			return err
 		}
@@ -340,7 +379,9 @@ func (d *Daemon) run(ctx context.Context) error {
 			d.stop()
 			return err
 		}
+		d.keep.added(d.cfg.Mountpoint, nil, d.srv)
 		if err := d.vm.start(d.views); err != nil { // --view: live before READY=1
+			d.keep.release()
 			d.stop()
 			return err
 		}
@@ -366,9 +407,13 @@ func (d *Daemon) run(ctx context.Context) error {
 			return d.endHandedOver()
 		}
 		d.log.Warn("the mount is gone; shutting down")
+		d.keep.release()
 		d.stop()
 		return ErrUnmountedOutside
 	}
+	// A clean stop unmounts: nothing is left in the store for a
+	// successor, which mounts afresh.
+	d.keep.release()
 	start := time.Now()
 	if err := d.stop(); err != nil {
 		return err
@@ -376,6 +421,27 @@ func (d *Daemon) run(ctx context.Context) error {
 	st := d.srv.Stats()
 	d.log.Info("server stopped", zap.Duration("took", time.Since(start)),
 		zap.Uint64("notifies_sent", st.Notify.Sent), zap.Uint64("notifies_dropped", st.Notify.Dropped))
+	return nil
+}
+
+// resumeMain serves the kept main mount (keep.go) instead of mounting:
+// its specials are still mounted, and the kernel resends what the
+// killed predecessor had read and not answered. A kept mount this
+// daemon cannot serve (its options negotiate other capabilities) is
+// taken out of the store, so that it ends (ENOTCONN for its callers)
+// and the next start mounts afresh, rather than hang its callers.
+func (d *Daemon) resumeMain(km *keptMount) error {
+	files := km.files
+	km.files = nil
+	if err := d.srv.Resume(km.server, files); err != nil {
+		d.keep.forget(km)
+		d.keep.release()
+		return fmt.Errorf("serving the kept mount %s: %w (its descriptors are dropped: the next start mounts afresh)", km.Mountpoint, err)
+	}
+	d.keep.resumed(km)
+	if err := d.srv.Resend(); err != nil {
+		d.log.Warn("the kernel was not asked to resend", zap.Error(err))
+	}
 	return nil
 }
 
@@ -417,6 +483,9 @@ func (d *Daemon) release() error {
 	}
 	if d.ks != nil {
 		d.ks.Close() // hotplug stops once the mounts are down
+	}
+	if d.keep != nil {
+		d.keep.unused()
 	}
 	if d.stopPprof != nil {
 		d.stopPprof()

@@ -25,6 +25,8 @@ import (
 //	devfsd-fuse-N    the /dev/fuse descriptor of the mount that state.Kept
 //	                 lists under that name (N counts up within one daemon
 //	                 lineage, never reused while the store holds it)
+//	devfsd-fuse-N-I  the descriptor of that mount's I-th special mount
+//	                 (pts, shm: package fs keeps them to detach them)
 
 // Names of kept descriptors.
 const (

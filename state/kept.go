@@ -32,17 +32,21 @@ type Kept struct {
 
 // KeptMount is one kept mount.
 type KeptMount struct {
-	// FD is the FDNAME its /dev/fuse descriptor is kept under.
-	FD string `json:"fd"`
+	// FD is the FDNAME its /dev/fuse descriptor is kept under, and
+	// Specials those of its special mounts' descriptors (pts, shm), in
+	// the order Server lists them.
+	FD       string   `json:"fd"`
+	Specials []string `json:"specials,omitempty"`
 	// Mountpoint is where it is mounted.
 	Mountpoint string `json:"mountpoint"`
 	// Dev is the mount's device number, "major:minor" as the mount table
 	// says: the successor checks that the mount is still there (and is
 	// this connection's) without touching it.
 	Dev string `json:"dev"`
-	// Init is the kernel's INIT request as package fs encodes it: the
-	// successor serves the connection with what was negotiated.
-	Init []byte `json:"init"`
+	// Server is how package fs describes the mount to a successor (its
+	// MountState: the kernel's INIT, the capabilities negotiated, the
+	// special mounts), opaque here.
+	Server json.RawMessage `json:"server"`
 	// View, for a view, is its definition (package daemon's wire form);
 	// empty for the main mount.
 	View json.RawMessage `json:"view,omitempty"`

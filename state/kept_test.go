@@ -3,9 +3,11 @@ package state
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -23,8 +25,9 @@ func TestKeptFileRoundTrip(t *testing.T) {
 	other := dupFile(t, kf)
 	for i := uint64(1); i <= 5; i++ {
 		k := Kept{Generation: 7, Ceiling: i << 32, Mounts: []KeptMount{
-			{FD: "devfsd-fuse-0", Mountpoint: "/m", Dev: "0:99", Init: []byte{1, 2, byte(i)}},
-			{FD: "devfsd-fuse-1", Mountpoint: "/v", Dev: "0:100", View: json.RawMessage(`{"allow":["a"]}`)},
+			{FD: "devfsd-fuse-0", Specials: []string{"devfsd-fuse-0-1"}, Mountpoint: "/m", Dev: "0:99",
+				Server: json.RawMessage(fmt.Sprintf(`{"init":"AQI%d"}`, i))},
+			{FD: "devfsd-fuse-1", Mountpoint: "/v", Dev: "0:100", Server: json.RawMessage(`{}`), View: json.RawMessage(`{"allow":["a"]}`)},
 		}}
 		if err := kf.Write(k); err != nil {
 			t.Fatal(err)
@@ -89,7 +92,7 @@ func TestKeptFileTooLarge(t *testing.T) {
 	if err := kf.Write(Kept{Ceiling: 1}); err != nil {
 		t.Fatal(err)
 	}
-	big := Kept{Ceiling: 2, Mounts: []KeptMount{{Init: make([]byte, keptSlot)}}}
+	big := Kept{Ceiling: 2, Mounts: []KeptMount{{Mountpoint: strings.Repeat("x", keptSlot)}}}
 	if err := kf.Write(big); err == nil {
 		t.Fatal("a record larger than a slot was written")
 	}
