@@ -171,7 +171,10 @@ func (d *Daemon) build() (err error) {
 	if x.store != nil {
 		d.events = append(d.events, x.store)
 	}
-	d.events = append(d.events, mux, ceilingWatch{k: d.keep})
+	d.events = append(d.events, mux)
+	if d.keep.store != nil {
+		d.events = append(d.events, ceilingWatch{k: d.keep}) // ids stay below a kept ceiling
+	}
 	if sock != "" {
 		d.hub = control.NewHub(nil) // a peer: it forwards to nothing
 		d.events = append(d.events, d.hub)

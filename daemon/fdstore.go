@@ -22,10 +22,11 @@ import (
 // Names, as FDNAME= (printable ASCII, no ':' — systemd's rule):
 //
 //	devfsd-kept      the memfd of state.Kept
-//	devfsd-fuse-N    the /dev/fuse descriptor of the mount that state.Kept
-//	                 lists under that name (N counts up within one daemon
-//	                 lineage, never reused while the store holds it)
-//	devfsd-fuse-N-I  the descriptor of that mount's I-th special mount
+//	devfsd-fuse-H    the /dev/fuse descriptor of the mount that state.Kept
+//	                 lists under that name (H: 16 hex digits of the
+//	                 SHA-256 of its mountpoint, so every process serving
+//	                 the mount uses the same name)
+//	devfsd-fuse-H-I  the descriptor of that mount's I-th special mount
 //	                 (pts, shm: package fs keeps them to detach them)
 
 // Names of kept descriptors.

@@ -286,7 +286,7 @@ func (m *viewManager) start(views []viewFile) error {
 	for _, f := range views {
 		if km := m.keep.views[f.shown.Mountpoint]; km != nil {
 			delete(m.keep.views, f.shown.Mountpoint)
-			if err := m.resume(f.shown, f.view, km); err != nil {
+			if err := m.resumeKept(f.shown, km); err != nil {
 				return fmt.Errorf("--view %s: %w", f.file, err)
 			}
 			continue
@@ -297,51 +297,31 @@ func (m *viewManager) start(views []viewFile) error {
 	}
 	for mp, km := range m.keep.views {
 		delete(m.keep.views, mp)
-		spec, err := specOfWire(*km.view)
-		var view *viewpath.View
-		if err == nil {
-			view, err = viewpath.Compile(spec)
-		}
-		if err == nil {
-			err = m.resume(*km.view, view, km)
-		}
-		if err != nil {
+		if err := m.resumeKept(*km.view, km); err != nil {
 			return fmt.Errorf("the kept view %s: %w", mp, err)
 		}
 	}
 	return nil
 }
 
-// resume serves a kept view again (its mount and specials are still
-// there), and has the kernel resend what the killed daemon left
-// unanswered on it.
-func (m *viewManager) resume(v wire.View, view *viewpath.View, km *keptMount) error {
+// resumeKept serves a kept view again (its mount and specials are still
+// there) and has the kernel resend what the killed daemon left
+// unanswered on it; one it cannot serve is taken out of the store.
+func (m *viewManager) resumeKept(v wire.View, km *keptMount) error {
 	files := km.files
 	km.files = nil
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	log := m.log.With(zap.String("view", v.Mountpoint))
-	srv, err := m.main.NewView(m.mux, view, log.Named("fs"))
-	if err != nil {
-		for _, f := range files {
-			f.Close()
-		}
+	if err := m.resume(v, km.server, files); err != nil {
 		m.keep.forget(km)
 		return err
 	}
-	if err := srv.Resume(km.server, files); err != nil {
-		srv.Shutdown()
-		m.keep.forget(km)
-		return err
-	}
-	vm := &viewMount{spec: v, srv: srv}
-	m.views[v.Mountpoint] = vm
-	go m.watch(vm)
 	m.keep.resumed(km)
-	if err := srv.Resend(); err != nil {
-		log.Warn("the kernel was not asked to resend", zap.Error(err))
+	m.mu.Lock()
+	vm := m.views[v.Mountpoint]
+	m.mu.Unlock()
+	if err := vm.srv.Resend(); err != nil {
+		m.log.Warn("the kernel was not asked to resend", zap.String("view", v.Mountpoint), zap.Error(err))
 	}
-	log.Info("view served again", zap.Strings("allow", v.Allow), zap.Strings("deny", v.Deny))
+	m.log.Info("view served again", zap.String("view", v.Mountpoint))
 	return nil
 }
 
