@@ -60,7 +60,7 @@ func startKept(t *testing.T, extra ...string) *keptDaemon {
 	args := []string{"keeper", "--log-format=json", "--restart-delay=10ms", "--pid-file=" + d.pidFile,
 		"--runtime-dir=" + base, "--",
 		devfsdBin, "mount", "--log-format=json", "--log-level=info", "--devices=catalogue",
-		"--pts=off", "--shm=off", "--socket=" + d.sock, "--state-dir=" + filepath.Join(base, "state"),
+		"--socket=" + d.sock, "--state-dir=" + filepath.Join(base, "state"),
 		"--views-dir=" + filepath.Dir(view), "--view=" + vf}
 	args = append(args, extra...)
 	args = append(args, mnt)
@@ -216,6 +216,28 @@ func TestKeeperKillTest(t *testing.T) {
 	}
 	if n := d.restarts(); n != rep.Kills {
 		t.Errorf("the keeper started the daemon again %d times after %d kills", n, rep.Kills)
+	}
+	d.stopCleanly()
+}
+
+// stopCleanly stops the keeper with SIGTERM and checks that it ended with
+// its daemon's clean stop (status 0), leaving nothing mounted: the main
+// mount, the view, and their pts and shm.
+func (d *keptDaemon) stopCleanly() {
+	d.t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(3 * exitDeadline):
+		d.t.Fatalf("the keeper did not exit within %v of SIGTERM", 3*exitDeadline)
+	}
+	if d.err != nil {
+		d.t.Errorf("the keeper ended with %v, want a clean exit", d.err)
+	}
+	for _, dir := range []string{d.mnt, d.view} {
+		if ms, err := harness.MountsUnder(dir); err != nil || len(ms) > 0 {
+			d.t.Errorf("left mounted under %s: %v %v", dir, ms, err)
+		}
 	}
 }
 
