@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -47,7 +48,9 @@ type keptDaemon struct {
 // viewAllow is what the test's view shows.
 var viewAllow = []string{"null", "zero", "full", "tty", "p-*"}
 
-func startKept(t *testing.T, extra ...string) *keptDaemon {
+// startKept starts the keeper and its daemon with a state directory
+// (unless withoutState) and extra flags for devfsd mount.
+func startKept(t *testing.T, withoutState bool, extra ...string) *keptDaemon {
 	t.Helper()
 	_, mnt := freshMount(t)
 	view := viewDir(t, "view")
@@ -60,8 +63,10 @@ func startKept(t *testing.T, extra ...string) *keptDaemon {
 	args := []string{"keeper", "--log-format=json", "--restart-delay=10ms", "--pid-file=" + d.pidFile,
 		"--runtime-dir=" + base, "--",
 		devfsdBin, "mount", "--log-format=json", "--log-level=info", "--devices=catalogue",
-		"--socket=" + d.sock, "--state-dir=" + filepath.Join(base, "state"),
-		"--views-dir=" + filepath.Dir(view), "--view=" + vf}
+		"--socket=" + d.sock, "--views-dir=" + filepath.Dir(view), "--view=" + vf}
+	if !withoutState {
+		args = append(args, "--state-dir="+filepath.Join(base, "state"))
+	}
 	args = append(args, extra...)
 	args = append(args, mnt)
 	d.cmd = exec.Command(devfsdBin, args...)
@@ -202,7 +207,7 @@ func TestKeeperKillTest(t *testing.T) {
 		fmt.Sscan(s, &seed)
 	}
 	t.Logf("seed %d (DEVFSD_KILL_SEED replays)", seed)
-	d := startKept(t)
+	d := startKept(t, false)
 	rep, err := killtest.Run(killtest.Target{
 		Mount: d.mnt, View: d.view, ViewAllow: viewAllow, Current: d.current,
 		List: func(ctx context.Context) (wire.List, error) { return d.c.List(ctx, "", true) },
@@ -244,4 +249,79 @@ func (d *keptDaemon) stopCleanly() {
 // restarts counts the keeper's restarts after a kill.
 func (d *keptDaemon) restarts() int {
 	return strings.Count(d.out.String(), "keeper: the daemon was killed; starting it again with the kept descriptors")
+}
+
+// Without a state directory a crash still keeps the mount and the base
+// set: nothing fails with ENOTCONN or EIO, what users made is gone (and
+// the daemon says so), and a name the kernel had looked up before the
+// crash answers ESTALE at worst, until the kernel looks it up again
+// (within the entry timeout), then the new node. (A path's ESTALE is
+// retried by the kernel with a fresh lookup, so stat(2) sees none.)
+func TestKeeperKillWithoutStateDir(t *testing.T) {
+	d := startKept(t, true, "--entry-timeout=1s", "--attr-timeout=0s")
+	mine := filepath.Join(d.mnt, "mine")
+	if err := unix.Mknod(mine, unix.S_IFIFO|0o644, 0); err != nil {
+		t.Fatal(err)
+	}
+	var sb unix.Stat_t
+	for _, p := range []string{mine, filepath.Join(d.mnt, "null")} {
+		if err := unix.Lstat(p, &sb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oldNull := sb.Ino
+	var before unix.Stat_t
+	if err := unix.Stat(d.mnt, &before); err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := d.current()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// A stat started while no daemon runs waits for the next one.
+	var seen []error
+	var nullIno uint64
+	harness.Until(t, condDeadline, "null answers through the kept mount", func() bool {
+		err := unix.Lstat(filepath.Join(d.mnt, "null"), &sb)
+		if err != nil {
+			seen = append(seen, err)
+			return false
+		}
+		nullIno = sb.Ino
+		return true
+	})
+	d.waitReady(pid)
+	for _, err := range seen {
+		if !errors.Is(err, unix.ESTALE) {
+			t.Errorf("stat of null after the crash: %v (want success, or ESTALE for an id the new daemon does not know)", err)
+		}
+	}
+	harness.Until(t, condDeadline, "the node a user made is gone", func() bool {
+		err := unix.Lstat(mine, &sb)
+		if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESTALE) {
+			t.Errorf("lstat of the lost node: %v", err)
+		}
+		return errors.Is(err, unix.ENOENT)
+	})
+	var after unix.Stat_t
+	if err := unix.Stat(d.mnt, &after); err != nil {
+		t.Fatal(err)
+	}
+	if after.Dev != before.Dev {
+		t.Errorf("the mount's device changed from %d to %d: it was mounted again, not kept", before.Dev, after.Dev)
+	}
+	if !strings.Contains(d.out.String(), "no state directory: what users made in the kept mount is lost") {
+		t.Error("the daemon did not say what it lost")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), condDeadline)
+	defer cancel()
+	l, err := d.c.List(ctx, "null", false)
+	if err != nil || len(l.Nodes) == 0 || l.Nodes[0].Ino != nullIno {
+		t.Errorf("GET /v1/list null: %+v %v; the kernel sees ino %d", l, err, nullIno)
+	}
+	if nullIno == oldNull {
+		t.Errorf("null kept its id %d without a state directory: ids of the base set are not kept there", oldNull)
+	}
+	t.Logf("null: id %d before the crash, %d after; stat errors seen during the restart: %v", oldNull, nullIno, seen)
+	d.stopCleanly()
 }
