@@ -180,13 +180,26 @@ func RunKeeper(ctx context.Context, o KeeperOptions) error {
 			return err
 		}
 		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		stopping := false
+		reaped := make(chan struct{})
+		go func() { exited <- cmd.Wait(); close(reaped) }()
+		leaderGone := watchLeader(cmd.Process.Pid, reaped)
+		stopping, stuck := false, false
 		var werr error
 	wait:
 		for {
 			select {
 			case werr = <-exited:
+				break wait
+			case <-leaderGone:
+				// Its main thread is dead but the process is not: a
+				// thread is stuck in the kernel (see watchLeader). Do
+				// not wait for it: the next daemon's answers free it.
+				select {
+				case werr = <-exited:
+				case <-time.After(leaderGrace):
+					stuck = true
+					werr = errors.New("killed; a thread of it is still stuck in the kernel")
+				}
 				break wait
 			case s := <-sigs:
 				if s != syscall.SIGHUP {
@@ -207,8 +220,14 @@ func RunKeeper(ctx context.Context, o KeeperOptions) error {
 		wasReady := k.ready
 		k.pid, k.ready = 0, false
 		k.mu.Unlock()
-		st, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		var st syscall.WaitStatus
+		if !stuck {
+			st, _ = cmd.ProcessState.Sys().(syscall.WaitStatus)
+		}
 		switch {
+		case stuck:
+			log.Warn("keeper: the daemon's main thread is dead and a thread of it is stuck in the kernel; starting the next daemon without waiting for it",
+				zap.Int("pid", cmd.Process.Pid), zap.Int("kept", k.count()))
 		case werr == nil:
 			log.Info("keeper: the daemon stopped cleanly; ending", zap.Int("pid", cmd.Process.Pid))
 			return nil
@@ -448,6 +467,57 @@ func sameFile(pid, fd1, fd2 int) bool {
 	const kcmpFile = 0
 	r, _, errno := unix.Syscall6(unix.SYS_KCMP, uintptr(pid), uintptr(pid), kcmpFile, uintptr(fd1), uintptr(fd2), 0)
 	return errno == 0 && r == 0
+}
+
+// leaderGrace is how long a daemon whose main thread is dead may take to
+// be gone before the keeper takes it for stuck.
+const leaderGrace = 50 * time.Millisecond
+
+// leaderPoll is how often watchLeader looks.
+const leaderPoll = 5 * time.Millisecond
+
+// watchLeader returns a channel closed when the main thread of process
+// pid has died (its /proc state is Z or X, or it is gone), unless reaped
+// is closed first. A killed process is only gone once all its threads
+// are, and one thread may be stuck in the kernel for as long as the
+// mount has no server: a notify (FUSE_NOTIFY_INVAL_ENTRY) waits
+// uninterruptibly for a directory's lock, held by a call such as an
+// unlink that waits for the daemon's answer. systemd waits for such a
+// process forever; the keeper starts the next daemon, whose answers let
+// the call, then the notify, then the old process finish.
+func watchLeader(pid int, reaped <-chan struct{}) <-chan struct{} {
+	if waitWholeExit {
+		return nil // the mutant: wait for the whole process, as systemd does
+	}
+	gone := make(chan struct{})
+	go func() {
+		t := time.NewTicker(leaderPoll)
+		defer t.Stop()
+		path := "/proc/" + strconv.Itoa(pid) + "/stat"
+		for {
+			select {
+			case <-reaped:
+				return
+			case <-t.C:
+			}
+			b, err := os.ReadFile(path)
+			if err != nil || leaderDead(b) {
+				close(gone)
+				return
+			}
+		}
+	}()
+	return gone
+}
+
+// leaderDead reports whether /proc/PID/stat content b says the thread is
+// a zombie or dead (the state after the command's closing parenthesis).
+func leaderDead(b []byte) bool {
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	return b[i+2] == 'Z' || b[i+2] == 'X'
 }
 
 // setPassCred asks for the sender's credentials on every datagram.

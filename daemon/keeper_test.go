@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,6 +24,36 @@ import (
 // own code (keeperChildEnv selects it).
 const keeperChildEnv = "DEVFSD_KEEPER_TEST_CHILD"
 
+// keeperStuckEnv selects the stand-in of a daemon that dies stuck.
+const keeperStuckEnv = "DEVFSD_KEEPER_TEST_STUCK"
+
+// stuckChild is a daemon killed while a thread of it is stuck in the
+// kernel: run 1 says READY=1, writes its pid to dir/run1, and ends its
+// main thread alone (the thread group lives on, as a process whose
+// other thread waits uninterruptibly does). Run 2 writes dir/run2 and
+// exits 0.
+func stuckChild(dir string) int {
+	st, err := newFDStore()
+	if err != nil {
+		return 1
+	}
+	if _, err := os.Stat(filepath.Join(dir, "run1")); err == nil {
+		os.WriteFile(filepath.Join(dir, "run2"), []byte("ok"), 0o644)
+		st.send("READY=1\n", nil)
+		return 0
+	}
+	st.send("READY=1\n", nil)
+	os.WriteFile(filepath.Join(dir, "run1"), []byte(strconv.Itoa(os.Getpid())), 0o644)
+	go func() {
+		for {
+			time.Sleep(time.Hour) // the thread group's life
+		}
+	}()
+	runtime.LockOSThread()                  // the main goroutine runs on the main thread, from init on
+	unix.RawSyscall(unix.SYS_EXIT, 0, 0, 0) // that thread alone
+	return 1
+}
+
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "keeper-exec" {
 		err := ExecListening(os.Args[3:])
@@ -31,6 +62,9 @@ func TestMain(m *testing.M) {
 	}
 	if dir := os.Getenv(keeperChildEnv); dir != "" {
 		os.Exit(keeperChild(dir))
+	}
+	if dir := os.Getenv(keeperStuckEnv); dir != "" {
+		os.Exit(stuckChild(dir))
 	}
 	os.Exit(m.Run())
 }
@@ -127,6 +161,35 @@ func TestKeeperRestartsWithStoredDescriptors(t *testing.T) {
 	want := fmt.Sprintf("content=kept-1 pid=%s rest=[]", strings.TrimSpace(string(b)))
 	if !bytes.Equal(got, []byte(want)) {
 		t.Fatalf("second run saw %q, want %q", got, want)
+	}
+}
+
+// A daemon whose main thread died while another thread of it is stuck
+// in the kernel (after SIGKILL, a notify waiting for a directory lock
+// that a call waiting for the daemon holds) is not waited for: the keeper
+// starts the next daemon, which is what frees the stuck thread.
+func TestKeeperStartsAgainPastAStuckThread(t *testing.T) {
+	dir := t.TempDir()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(keeperStuckEnv, dir)
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(filepath.Join(dir, "run1")); err == nil {
+			if pid, _ := strconv.Atoi(string(b)); pid > 0 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = RunKeeper(ctx, KeeperOptions{Argv: []string{self}, Dir: dir, Self: self, RestartDelay: time.Millisecond})
+	if err != nil {
+		t.Fatalf("keeper: %v (the next daemon was not started while the stuck one lived on)", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "run2")); err != nil {
+		t.Fatalf("the second run did not happen: %v", err)
 	}
 }
 
