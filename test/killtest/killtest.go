@@ -16,8 +16,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -127,7 +129,19 @@ func Run(tg Target, o Options) (Report, error) {
 		}(w)
 	}
 	var stopOnce sync.Once
-	stopWorkers := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
+	workersDone := make(chan struct{})
+	go func() { wg.Wait(); close(workersDone) }()
+	// stopWorkers stops the workers and waits for their calls to end, at
+	// most Ready: a call still running then is stuck, and reported.
+	stopWorkers := func() bool {
+		stopOnce.Do(func() { close(stop) })
+		select {
+		case <-workersDone:
+			return true
+		case <-time.After(o.Ready):
+			return false
+		}
+	}
 	defer stopWorkers()
 
 	rep := Report{}
@@ -136,10 +150,17 @@ func Run(tg Target, o Options) (Report, error) {
 	if left := o.Duration - time.Since(start); err == nil && left > 0 {
 		time.Sleep(left) // the load runs its whole time
 	}
-	stopWorkers()
+	ended := stopWorkers()
 	rep.Elapsed = time.Since(start)
 	sort.Slice(rep.Downtime, func(i, j int) bool { return rep.Downtime[i] < rep.Downtime[j] })
-	rep.Longest, rep.Calls, rep.Resent, rep.Failures, rep.Slow = st.longest, st.calls, st.resent, st.failures, st.slow
+	st.mu.Lock()
+	rep.Longest, rep.Calls, rep.Resent = st.longest, maps.Clone(st.calls), maps.Clone(st.resent)
+	rep.Failures, rep.Slow = slices.Clone(st.failures), slices.Clone(st.slow)
+	st.mu.Unlock()
+	if !ended {
+		rep.Slow = append(rep.Slow, fmt.Sprintf("calls still running %v after the load stopped (stuck)", o.Ready))
+		return rep, fmt.Errorf("the workers' calls did not end within %v", o.Ready)
+	}
 	if err != nil {
 		return rep, err
 	}
