@@ -493,14 +493,28 @@ func watchLeader(pid int, reaped <-chan struct{}) <-chan struct{} {
 	go func() {
 		t := time.NewTicker(leaderPoll)
 		defer t.Stop()
-		path := "/proc/" + strconv.Itoa(pid) + "/stat"
+		dir := "/proc/" + strconv.Itoa(pid) + "/"
+		execd := false
 		for {
 			select {
 			case <-reaped:
 				return
 			case <-t.C:
 			}
-			b, err := os.ReadFile(path)
+			if !execd {
+				// keeper-exec's own exec swaps its threads, which shows
+				// the main thread as a zombie for a moment: only the
+				// daemon's main thread is watched.
+				b, err := os.ReadFile(dir + "cmdline")
+				if err != nil {
+					continue // gone: reaped shortly
+				}
+				args := strings.Split(string(b), "\x00")
+				if execd = len(args) < 2 || args[1] != "keeper-exec"; !execd {
+					continue
+				}
+			}
+			b, err := os.ReadFile(dir + "stat")
 			if err != nil || leaderDead(b) {
 				close(gone)
 				return

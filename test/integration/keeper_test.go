@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/devfsd/devfsd/control/client"
@@ -182,7 +183,15 @@ func (d *keptDaemon) stop() {
 				syscall.Kill(p, syscall.SIGKILL)
 			}
 			d.cmd.Process.Kill()
-			<-d.exited
+			select {
+			case <-d.exited:
+			case <-time.After(exitDeadline):
+				// A daemon stuck in the kernel for want of a server holds
+				// the output pipe: end the connections, which frees it.
+				d.t.Errorf("daemons still hold the keeper's output; aborting the mounts' FUSE connections")
+				abortFUSE(d.t, d.mnt, d.view)
+				<-d.exited
+			}
 		}
 	}
 	for _, m := range []string{d.view, d.mnt} {
@@ -246,9 +255,12 @@ func (d *keptDaemon) stopCleanly() {
 	}
 }
 
-// restarts counts the keeper's restarts after a kill.
+// restarts counts the keeper's restarts after a kill: once the process
+// was gone, or once its main thread was (a thread stuck in the kernel).
 func (d *keptDaemon) restarts() int {
-	return strings.Count(d.out.String(), "keeper: the daemon was killed; starting it again with the kept descriptors")
+	out := d.out.String()
+	return strings.Count(out, "keeper: the daemon was killed; starting it again with the kept descriptors") +
+		strings.Count(out, "keeper: the daemon's main thread is dead and a thread of it is stuck in the kernel")
 }
 
 // Without a state directory a crash still keeps the mount and the base
@@ -324,4 +336,22 @@ func TestKeeperKillWithoutStateDir(t *testing.T) {
 	}
 	t.Logf("null: id %d before the crash, %d after; stat errors seen during the restart: %v", oldNull, nullIno, seen)
 	d.stopCleanly()
+}
+
+// abortFUSE aborts the FUSE connection of each mount (its
+// /sys/fs/fuse/connections entry, found in the mount table: the mount is
+// not touched): every request fails, every process waiting on it goes on.
+func abortFUSE(t *testing.T, dirs ...string) {
+	for _, dir := range dirs {
+		ms, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) { return m.Mountpoint != dir, false })
+		if err != nil {
+			continue
+		}
+		for _, m := range ms {
+			p := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", m.Minor)
+			if err := os.WriteFile(p, []byte("1"), 0o200); err != nil {
+				t.Logf("abort %s: %v", p, err)
+			}
+		}
+	}
 }
