@@ -144,13 +144,14 @@ func openKeeping(mountpoint string, log *zap.Logger) *keeping {
 	k.file = kf
 	for i, m := range kept.Mounts {
 		km := &keptMount{KeptMount: m, files: []*os.File{in.take(m.FD)}}
+		var specials []*os.File
 		for _, n := range m.Specials {
-			km.files = append(km.files, in.take(n))
+			specials = append(specials, in.take(n))
 		}
 		why := ""
 		switch {
-		case slices.Contains(km.files, nil):
-			why = "a descriptor of it was not given back"
+		case km.files[0] == nil:
+			why = "its /dev/fuse descriptor was not given back"
 		case json.Unmarshal(m.Server, &km.server) != nil || km.server.Mountpoint != m.Mountpoint ||
 			len(km.server.Specials) != len(m.Specials):
 			why = "its kept description is damaged"
@@ -173,6 +174,21 @@ func openKeeping(mountpoint string, log *zap.Logger) *keeping {
 				km.view = &v
 			}
 		}
+		if why == "" && slices.Contains(specials, nil) {
+			// systemd keeps no O_PATH descriptor (it polls what it
+			// stores), which is what a special mount's root is: the
+			// specials stay mounted, not detached one by one at a clean
+			// stop but with the mount (its lazy unmount takes them).
+			log.Info("a kept mount's special mounts were not given back; they stay mounted, unmanaged",
+				zap.String("mountpoint", m.Mountpoint), zap.Strings("specials", m.Specials))
+			for _, f := range specials {
+				if f != nil {
+					f.Close()
+				}
+			}
+			specials, km.server.Specials = nil, nil
+		}
+		km.files = append(km.files, specials...)
 		if why != "" {
 			log.Warn("a kept mount is not served again", zap.String("mountpoint", m.Mountpoint), zap.String("fd", m.FD), zap.String("why", why))
 			km.close()
