@@ -73,7 +73,12 @@ func startKept(t *testing.T, withoutState bool, extra ...string) *keptDaemon {
 	d.cmd = exec.Command(devfsdBin, args...)
 	d.cmd.Dir = "/"
 	d.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 halt_on_error=0")
-	pr, pw := io.Pipe()
+	// An os.Pipe, not a writer: Wait returns when the keeper exits,
+	// whoever else holds the pipe (a daemon still exiting).
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	d.cmd.Stdout, d.cmd.Stderr = pw, pw
 	// If this test binary dies, the keeper gets SIGTERM and stops the
 	// daemon, which unmounts.
@@ -81,16 +86,17 @@ func startKept(t *testing.T, withoutState bool, extra ...string) *keptDaemon {
 	if err := harness.ForkOnSpawner(d.cmd); err != nil {
 		t.Fatal(err)
 	}
+	pw.Close() // the keeper and its daemons have it
 	go d.readLog(pr)
 	go func() {
 		d.err = d.cmd.Wait()
-		pw.Close()
 		close(d.exited)
 	}()
 	d.c = client.New(d.sock)
 	t.Cleanup(func() {
 		d.c.Close()
 		d.stop()
+		d.reapLeftovers()
 		if strings.Contains(d.out.String(), "WARNING: DATA RACE") {
 			t.Errorf("the race detector fired in devfsd")
 		}
@@ -134,6 +140,40 @@ func (d *keptDaemon) pid() int {
 	}
 	p, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return p
+}
+
+// reapLeftovers fails the test for, and ends, any daemon of this test
+// still running once the keeper is gone (one stuck in the kernel that
+// nothing freed): its mounts' connections are aborted, then it is killed.
+func (d *keptDaemon) reapLeftovers() {
+	find := func() []int {
+		var pids []int
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+			if err == nil && strings.Contains(string(b), "\x00"+d.mnt) {
+				pids = append(pids, pid)
+			}
+		}
+		return pids
+	}
+	if harness.Poll(exitDeadline, 10*time.Millisecond, func() bool { return len(find()) == 0 }) {
+		return
+	}
+	d.t.Errorf("daemons of this test still running after the keeper ended: %v; aborting the connections and killing them", find())
+	abortFUSE(d.t, d.mnt, d.view)
+	for _, pid := range find() {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for _, m := range []string{d.view, d.mnt} {
+		if mounted(d.t, m) {
+			unix.Unmount(m, unix.MNT_DETACH)
+		}
+	}
 }
 
 // current is killtest.Target.Current: the pid in the keeper's pid file,
