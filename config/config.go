@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"gopkg.in/yaml.v3"
 )
 
@@ -230,6 +231,15 @@ func ClientSocket(mountpoint string) string {
 	return DefaultSocket(mountpoint)
 }
 
+// fuseMounted reports whether the mount table shows a FUSE mount on dir
+// (without touching it).
+func fuseMounted(dir string) bool {
+	ms, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
+		return m.Mountpoint != dir || !strings.HasPrefix(m.FSType, "fuse"), false
+	})
+	return err == nil && len(ms) > 0
+}
+
 func fileExists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil
@@ -313,7 +323,13 @@ func (c *Config) Validate() error {
 		bad("mountpoint", "%v", err)
 	} else {
 		c.Mountpoint = abs
-		if fi, err := os.Stat(abs); err != nil {
+		if fuseMounted(abs) {
+			// A FUSE mount is there: its root is not stat'ed, which
+			// would wait for its server if that is this daemon's
+			// predecessor, whose mount a descriptor store kept. The
+			// daemon judges it at start: a kept one is served again, a
+			// dead one cleared, another refused.
+		} else if fi, err := os.Stat(abs); err != nil {
 			// A dead FUSE mount (its server gone) answers ENOTCONN;
 			// the daemon clears it at start.
 			if !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) {

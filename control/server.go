@@ -137,6 +137,16 @@ type Options struct {
 	Kernel Kernel
 	// Audit, if not nil, is told of every refused change (audit.Auditor).
 	Audit interface{ Refused(audit.Refusal) }
+	// Upgrade, if not nil, replaces the daemon by a new process of
+	// binary ("": the running one's) serving the same mounts, for POST
+	// /v1/upgrade (root only): it returns once the successor serves, or
+	// with why it does not (the daemon then goes on). Nil: upgrade
+	// answers not_supported.
+	Upgrade func(ctx context.Context, binary string) (wire.Upgrade, error)
+	// Listener, if not nil, is the socket, handed over by a predecessor
+	// (Server.Handover): it is served as it is, at Path, and nothing is
+	// made or probed there.
+	Listener *net.UnixListener
 	// MaxSubscribers bounds concurrent event streams and waits; default 64.
 	MaxSubscribers int
 	// Logger; nil: none.
@@ -221,33 +231,9 @@ func Listen(opts Options) (*Server, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	if err := os.MkdirAll(filepath.Dir(opts.Path), 0755); err != nil {
-		return nil, fmt.Errorf("control: %w", err)
-	}
-	if err := removeStale(opts.Path); err != nil {
-		return nil, err
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: opts.Path, Net: "unix"})
+	ln, st, err := listen(opts)
 	if err != nil {
-		return nil, fmt.Errorf("control: %w", err)
-	}
-	ln.SetUnlinkOnClose(false) // Shutdown removes the file, if still ours
-	fail := func(err error) (*Server, error) {
-		ln.Close()
-		os.Remove(opts.Path)
-		return nil, fmt.Errorf("control: %s: %w", opts.Path, err)
-	}
-	if err := os.Chmod(opts.Path, opts.Mode); err != nil {
-		return fail(err)
-	}
-	if opts.WriteGID >= 0 {
-		if err := os.Lchown(opts.Path, -1, int(opts.WriteGID)); err != nil {
-			return fail(err)
-		}
-	}
-	var st unix.Stat_t
-	if err := unix.Lstat(opts.Path, &st); err != nil {
-		return fail(err)
+		return nil, err
 	}
 	s := &Server{opts: opts, log: log, ln: ln, ino: st.Ino,
 		slots: make(chan struct{}, opts.MaxSubscribers)}
@@ -267,6 +253,47 @@ func Listen(opts Options) (*Server, error) {
 		ErrorLog: zap.NewStdLog(log.Named("http")),
 	}
 	return s, nil
+}
+
+// listen makes the socket (or takes opts.Listener) and returns it with
+// the stat of its file.
+func listen(opts Options) (*net.UnixListener, unix.Stat_t, error) {
+	var st unix.Stat_t
+	if ln := opts.Listener; ln != nil {
+		ln.SetUnlinkOnClose(false)
+		if err := unix.Lstat(opts.Path, &st); err != nil {
+			return nil, st, fmt.Errorf("control: the socket handed over: %w", err)
+		}
+		return ln, st, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(opts.Path), 0755); err != nil {
+		return nil, st, fmt.Errorf("control: %w", err)
+	}
+	if err := removeStale(opts.Path); err != nil {
+		return nil, st, err
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: opts.Path, Net: "unix"})
+	if err != nil {
+		return nil, st, fmt.Errorf("control: %w", err)
+	}
+	ln.SetUnlinkOnClose(false) // Shutdown removes the file, if still ours
+	fail := func(err error) (*net.UnixListener, unix.Stat_t, error) {
+		ln.Close()
+		os.Remove(opts.Path)
+		return nil, st, fmt.Errorf("control: %s: %w", opts.Path, err)
+	}
+	if err := os.Chmod(opts.Path, opts.Mode); err != nil {
+		return fail(err)
+	}
+	if opts.WriteGID >= 0 {
+		if err := os.Lchown(opts.Path, -1, int(opts.WriteGID)); err != nil {
+			return fail(err)
+		}
+	}
+	if err := unix.Lstat(opts.Path, &st); err != nil {
+		return fail(err)
+	}
+	return ln, st, nil
 }
 
 // removeStale removes a socket file at path that nothing answers on.
@@ -400,6 +427,7 @@ var routes = map[string]route{
 	"/v1/views":        {http.MethodGet, false, (*Server).handleViews},
 	"/v1/views/add":    {http.MethodPost, true, (*Server).handleViewAdd},    // root only
 	"/v1/views/remove": {http.MethodPost, true, (*Server).handleViewRemove}, // root only
+	"/v1/upgrade":      {http.MethodPost, true, (*Server).handleUpgrade},    // root only
 }
 
 // ServeHTTP routes a request and answers its error, if any.

@@ -50,6 +50,14 @@ type Options struct {
 	// decisions (the --audit-log file's JSON lines); the caller made it
 	// and closes what it writes to after Close.
 	AuditLog *zap.Logger
+	// Args are the program's arguments that start this daemon (without
+	// the program name), which Upgrade gives its successor. Nil: Upgrade
+	// refuses.
+	Args []string
+	// Handover, if not nil, is the handover socket of a predecessor
+	// (HandoverEnv; handover.go): New receives the namespace and the
+	// mounts from it, and Run serves them instead of mounting.
+	Handover *os.File
 }
 
 // Daemon is one devfsd: a namespace served on a mountpoint and its views.
@@ -69,6 +77,7 @@ type Daemon struct {
 	res       *lookup.Resolver
 	srv       *fs.Server
 	vm        *viewManager
+	keep      *keeping // the descriptor store's side (keep.go)
 	rl        *reloader
 	ctl       *control.Server // nil with socket: none
 	stopPprof func()
@@ -76,6 +85,17 @@ type Daemon struct {
 	runOnce   sync.Once
 	closeOnce sync.Once
 	closeErr  error
+
+	// Upgrades (handover.go): ho is what a predecessor handed over (nil
+	// unless Options.Handover); up serialises Upgrade; handover is closed
+	// once a successor serves; ctlDone, then set, is closed once the
+	// control socket answered its last request; ctlOpts are the control
+	// socket's options, to serve it again after a failed handover.
+	ho       *received
+	up       upgrader
+	handover chan struct{}
+	ctlDone  <-chan struct{}
+	ctlOpts  control.Options
 }
 
 // New builds the daemon of cfg (validated by config.Config.Validate): it reads
@@ -86,8 +106,14 @@ type Daemon struct {
 // the error, and what was opened before it is closed again: a failed New
 // leaves nothing behind.
 func New(cfg config.Config, log *zap.Logger, o Options) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, opts: o, lc: &lifecycle{log: log}, stopPprof: func() {}}
+	d := &Daemon{cfg: cfg, log: log, opts: o, lc: &lifecycle{log: log}, stopPprof: func() {},
+		handover: make(chan struct{})}
 	if err := d.build(); err != nil {
+		if d.ho != nil {
+			d.ho.say(err) // the predecessor serves on
+			d.ho.close()
+			d.ho = nil
+		}
 		d.release() // what build opened before it failed; nil parts are skipped
 		return nil, err
 	}
@@ -104,17 +130,36 @@ func (d *Daemon) build() (err error) {
 	if d.views, err = loadViewFiles(cfg.Views); err != nil { // read before anything is mounted
 		return err
 	}
-	// A dead mount left on the mountpoint is cleared, a live one refused,
-	// before anything is opened.
-	if err := clearMountpoint(cfg.Mountpoint, cfg.MountOver, log); err != nil {
-		return err
+	if o.Handover != nil {
+		// A successor: the predecessor's namespace and mounts.
+		if d.ho, err = receiveHandover(o.Handover, log); err != nil {
+			return err
+		}
+		if cfg.StateDir != "" {
+			return errors.New("a handover cannot take a state directory (state_dir)")
+		}
+	}
+	// Descriptors kept by the store (LISTEN_FDS): the mounts a killed
+	// predecessor served, served again instead of mounted (keep.go).
+	d.keep = openKeeping(cfg.Mountpoint, log.Named("keep"))
+	if d.ho == nil && !d.keep.resuming() {
+		// A dead mount left on the mountpoint is cleared, a live one
+		// refused, before anything is opened; a kept or handed over one
+		// is ours.
+		if err := clearMountpoint(cfg.Mountpoint, cfg.MountOver, log); err != nil {
+			return err
+		}
 	}
 	if err := checkSocketDir(cfg); err != nil {
 		return err
 	}
 	// The state directory, the metrics registry and listener, the audit
 	// log: a damaged snapshot or an address in use fails the start.
-	if d.x, err = openExtras(cfg, log, o.AuditLog); err != nil {
+	mln, err := d.ho.metricsListener()
+	if err != nil {
+		return err
+	}
+	if d.x, err = openExtras(cfg, log, o.AuditLog, mln); err != nil {
 		return err
 	}
 	x := d.x
@@ -127,6 +172,9 @@ func (d *Daemon) build() (err error) {
 		d.events = append(d.events, x.store)
 	}
 	d.events = append(d.events, mux)
+	if d.keep.store != nil {
+		d.events = append(d.events, ceilingWatch{k: d.keep}) // ids stay below a kept ceiling
+	}
 	if sock != "" {
 		d.hub = control.NewHub(nil) // a peer: it forwards to nothing
 		d.events = append(d.events, d.hub)
@@ -135,15 +183,34 @@ func (d *Daemon) build() (err error) {
 	if negTTL == 0 {
 		negTTL = -1 // dcache: negative means no negative caching
 	}
-	ns := dcache.New(dcache.Options{
+	// Serving a kept mount: its generation, ids above its ceiling, and
+	// the kept nodes' numbers if the state directory has them (keep.go).
+	gen, floor, useKept := d.keep.ids(x.store)
+	nsOpts := dcache.Options{
+		Generation:   gen,
 		MaxNodes:     cfg.MaxNodes,
 		MaxFileSize:  int64(cfg.MaxFileSize),
 		MaxBytes:     int64(cfg.MaxBytes),
 		NegativeTTL:  negTTL,
 		Sink:         d.events,
 		RegisterHook: x.registerHook(), // kept attributes of registered devices
-	})
+	}
+	var ns *dcache.Namespace
+	if d.ho != nil {
+		// The predecessor's tree, inode numbers and generation: the
+		// kernel's node ids stay valid.
+		if ns, err = dcache.Import(nsOpts, d.ho.state.Namespace); err != nil {
+			return err
+		}
+	} else {
+		ns = dcache.New(nsOpts)
+	}
 	d.ns = ns
+	ns.RaiseLastIno(floor)
+	d.keep.watchIDs(ns, x.store)
+	if useKept {
+		x.store.UseKeptIDs()
+	}
 	// What users made comes back before the base set registers, so that
 	// a name a user took over stays theirs.
 	x.restore(ns)
@@ -153,11 +220,13 @@ func (d *Daemon) build() (err error) {
 	}
 	devices, why := chooseDevices(cfg)
 	log.Info("device source", zap.String("devices", devices), zap.String("why", why))
-	if d.ks, err = startDevices(devices, cfg, ns, bl, log); err != nil {
+	if d.ks, err = startDevices(devices, cfg, ns, bl, d.ho != nil, log); err != nil {
 		return err
 	}
-	if err := d.hooks.populateTree(ns, log); err != nil {
-		return err
+	if d.ho == nil { // a successor's tree has them
+		if err := d.hooks.populateTree(ns, log); err != nil {
+			return err
+		}
 	}
 	// pts and shm are in the namespace before its first mount
 	// (fs.PrepareSpecials says why).
@@ -205,6 +274,7 @@ func (d *Daemon) build() (err error) {
 	})
 	x.wire(ns, d.res, d.srv, d.hub, d.ks)
 	d.vm = newViewManager(d.srv, mux, cfg.ViewsDir, specialOpts(cfg), log.Named("views"))
+	d.vm.keep = d.keep
 	d.rl = &reloader{reread: o.Reread, log: log.Named("reload"), ns: ns, res: d.res, srv: d.srv,
 		hl: hl, loaders: lds, metrics: x.metrics, cfg: cfg}
 	// The socket is made before the mount (a live socket of another
@@ -216,7 +286,7 @@ func (d *Daemon) build() (err error) {
 		if ks != nil {
 			kc = kernelControl{ks}
 		}
-		d.ctl, err = control.Listen(control.Options{
+		d.ctlOpts = control.Options{
 			Path:         sock,
 			Mode:         iofs.FileMode(cfg.SocketMode),
 			WriteUID:     cfg.ControlUID,
@@ -243,9 +313,14 @@ func (d *Daemon) build() (err error) {
 				kernelStats(ks, m)
 				return m
 			},
-			Logger: log.Named("control"),
-		})
-		if err != nil {
+			Logger:  log.Named("control"),
+			Upgrade: d.Upgrade,
+		}
+		opts := d.ctlOpts
+		if opts.Listener, err = d.ho.controlListener(); err != nil {
+			return err
+		}
+		if d.ctl, err = control.Listen(opts); err != nil {
 			return err
 		}
 	}
@@ -270,20 +345,53 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 func (d *Daemon) run(ctx context.Context) error {
-	defer d.lc.Stopping()
+	defer func() {
+		if !d.handedOver() {
+			d.lc.Stopping()
+		}
+	}()
 	stopNotify := context.AfterFunc(ctx, d.lc.Stopping)
 	defer stopNotify()
-	if err := d.srv.Mount(d.cfg.Mountpoint); err != nil {
-		return err
+	// The ids handed out from now on are below a ceiling a successor
+	// will know (keep.go), before the kernel sees any of them.
+	if err := d.keep.reserve(ctx, d.ns, d.x.store); err != nil {
+		return fmt.Errorf("keeping the id ceiling: %w", err)
 	}
-	// Its pts and shm, once it serves; its Shutdown detaches them first.
-	if _, err := d.srv.MountSpecials(specialOpts(d.cfg)); err != nil {
-		d.stop()
-		return err
-	}
-	if err := d.vm.start(d.views); err != nil { // --view: live before READY=1
-		d.stop()
-		return err
+	switch {
+	case d.ho != nil:
+		if err := d.runHandedOver(); err != nil {
+			return err
+		}
+		// Kept in the store as well, under the names the predecessor
+		// stored them by (keep.go).
+		d.keep.added(d.cfg.Mountpoint, nil, d.srv)
+		for _, vm := range d.vm.list() {
+			d.keep.added(vm.spec.Mountpoint, &vm.spec, vm.srv)
+		}
+	case d.keep.main != nil:
+		if err := d.resumeMain(d.keep.main); err != nil {
+			return err
+		}
+		if err := d.vm.start(d.views); err != nil { // the kept views, and the --view files
+			d.keep.release()
+			d.stop()
+			return err
+		}
+	default:
+		if err := d.srv.Mount(d.cfg.Mountpoint); err != nil {
+			return err
+		}
+		// Its pts and shm, once it serves; its Shutdown detaches them first.
+		if _, err := d.srv.MountSpecials(specialOpts(d.cfg)); err != nil {
+			d.stop()
+			return err
+		}
+		d.keep.added(d.cfg.Mountpoint, nil, d.srv)
+		if err := d.vm.start(d.views); err != nil { // --view: live before READY=1
+			d.keep.release()
+			d.stop()
+			return err
+		}
 	}
 	if d.ctl != nil {
 		d.ctl.Serve()
@@ -299,11 +407,20 @@ func (d *Daemon) run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		d.log.Info("shutting down", zap.Duration("shutdown_timeout", d.cfg.ShutdownTimeout))
+	case <-d.handover:
+		return d.endHandedOver()
 	case <-d.srv.Served():
+		if d.handedOver() {
+			return d.endHandedOver()
+		}
 		d.log.Warn("the mount is gone; shutting down")
+		d.keep.release()
 		d.stop()
 		return ErrUnmountedOutside
 	}
+	// A clean stop unmounts: nothing is left in the store for a
+	// successor, which mounts afresh.
+	d.keep.release()
 	start := time.Now()
 	if err := d.stop(); err != nil {
 		return err
@@ -311,6 +428,27 @@ func (d *Daemon) run(ctx context.Context) error {
 	st := d.srv.Stats()
 	d.log.Info("server stopped", zap.Duration("took", time.Since(start)),
 		zap.Uint64("notifies_sent", st.Notify.Sent), zap.Uint64("notifies_dropped", st.Notify.Dropped))
+	return nil
+}
+
+// resumeMain serves the kept main mount (keep.go) instead of mounting:
+// its specials are still mounted, and the kernel resends what the
+// killed predecessor had read and not answered. A kept mount this
+// daemon cannot serve (its options negotiate other capabilities) is
+// taken out of the store, so that it ends (ENOTCONN for its callers)
+// and the next start mounts afresh, rather than hang its callers.
+func (d *Daemon) resumeMain(km *keptMount) error {
+	files := km.files
+	km.files = nil
+	if err := d.srv.Resume(km.server, files); err != nil {
+		d.keep.forget(km)
+		d.keep.release()
+		return fmt.Errorf("serving the kept mount %s: %w (its descriptors are dropped: the next start mounts afresh)", km.Mountpoint, err)
+	}
+	d.keep.resumed(km)
+	if err := d.srv.Resend(); err != nil {
+		d.log.Warn("the kernel was not asked to resend", zap.Error(err))
+	}
 	return nil
 }
 
@@ -352,6 +490,9 @@ func (d *Daemon) release() error {
 	}
 	if d.ks != nil {
 		d.ks.Close() // hotplug stops once the mounts are down
+	}
+	if d.keep != nil {
+		d.keep.unused()
 	}
 	if d.stopPprof != nil {
 		d.stopPprof()

@@ -38,10 +38,13 @@ func chooseDevices(cfg config.Config) (devices, why string) {
 // the base set's links and directories (fd, stdin, stdout, stderr, pts,
 // shm) are registered, never its devices: a device is the kernel's or
 // nobody's.
-func startDevices(devices string, cfg config.Config, ns *dcache.Namespace, bl *builtin.Loader, log *zap.Logger) (*kernel.Source, error) {
+func startDevices(devices string, cfg config.Config, ns *dcache.Namespace, bl *builtin.Loader, handedOver bool, log *zap.Logger) (*kernel.Source, error) {
 	var ks *kernel.Source
 	switch devices {
 	case "catalogue":
+		if handedOver {
+			return nil, nil // the predecessor's tree has the base set, as its users left it
+		}
 		if err := bl.RegisterBase(context.Background()); err != nil {
 			return nil, fmt.Errorf("registering the base set: %w", err)
 		}

@@ -40,9 +40,10 @@ func TestFanoutPeers(t *testing.T) {
 	}
 }
 
-// The daemon wires one fan-out: the store, the kernel notifies and the
-// socket's hub are its peers, in that order; with socket: none there is
-// no hub, and nothing of control is in the events' path.
+// The daemon wires one fan-out: the store, the kernel notifies, the id
+// ceiling's watch (only with a descriptor store) and the socket's hub are
+// its peers, in that order; with socket: none there is no hub, and
+// nothing of control is in the events' path.
 func TestEventPathIsOneFanout(t *testing.T) {
 	kinds := func(d *Daemon) string {
 		var s []string
@@ -54,6 +55,8 @@ func TestEventPathIsOneFanout(t *testing.T) {
 				s = append(s, "notify")
 			case *control.Hub:
 				s = append(s, "hub")
+			case ceilingWatch:
+				s = append(s, "ceiling")
 			default:
 				s = append(s, fmt.Sprintf("%T", p))
 			}
@@ -64,14 +67,19 @@ func TestEventPathIsOneFanout(t *testing.T) {
 		name  string
 		sock  bool
 		state bool
+		store bool // NOTIFY_SOCKET set
 		want  string
 	}{
 		{name: "socket none", want: "[notify]"},
 		{name: "socket", sock: true, want: "[notify hub]"},
 		{name: "socket and state", sock: true, state: true, want: "[store notify hub]"},
 		{name: "state, socket none", state: true, want: "[store notify]"},
+		{name: "descriptor store", sock: true, state: true, store: true, want: "[store notify ceiling hub]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.store {
+				newFakeSystemd(t)
+			}
 			cfg := testConfig(t)
 			if !tc.sock {
 				cfg.Socket = "none"

@@ -47,8 +47,8 @@ type extras struct {
 // listener (an address in use fails the start too); auditFile, if not
 // nil, is where the audit log's JSON lines go besides log. On an error,
 // whatever it opened is closed again.
-func openExtras(cfg config.Config, log, auditFile *zap.Logger) (*extras, error) {
-	x := &extras{log: log, reg: prometheus.NewRegistry()}
+func openExtras(cfg config.Config, log, auditFile *zap.Logger, mln net.Listener) (*extras, error) {
+	x := &extras{log: log, reg: prometheus.NewRegistry(), mln: mln}
 	if err := x.open(cfg, auditFile); err != nil {
 		x.close()
 		return nil, err
@@ -67,7 +67,7 @@ func (x *extras) open(cfg config.Config, auditFile *zap.Logger) (err error) {
 	x.audit = audit.New(audit.Options{Log: x.log, File: auditFile})
 	x.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	x.handler = metrics.Handler(x.reg)
-	if cfg.MetricsAddr != "" {
+	if cfg.MetricsAddr != "" && x.mln == nil { // else handed over by a predecessor
 		x.mln, err = net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
 			return fmt.Errorf("metrics_addr: %w", err)

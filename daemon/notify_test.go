@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,19 +40,31 @@ func newFakeSystemd(t *testing.T) *fakeSystemd {
 	return &fakeSystemd{t: t, conn: conn}
 }
 
-// next returns the next datagram. The deadline is a guard against a hang,
-// not a wait: the datagram is sent before the call that the test awaits.
+// next returns the next datagram that tells the daemon's state: those
+// of the descriptor store (FDSTORE=1, FDSTOREREMOVE=1; keeper_test.go
+// tests them) are skipped, and the descriptors they carry dropped. The
+// deadline is a guard against a hang, not a wait: the datagram is sent
+// before the call that the test awaits.
 func (f *fakeSystemd) next() string {
 	f.t.Helper()
 	if err := f.conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
 		f.t.Fatal(err)
 	}
 	buf := make([]byte, 1024)
-	n, err := f.conn.Read(buf)
-	if err != nil {
-		f.t.Fatalf("no notification: %v", err)
+	for {
+		n, err := f.conn.Read(buf)
+		if err != nil {
+			f.t.Fatalf("no notification: %v", err)
+		}
+		if msg := string(buf[:n]); !storeMessage(msg) {
+			return msg
+		}
 	}
-	return string(buf[:n])
+}
+
+// storeMessage reports whether msg is a descriptor store message.
+func storeMessage(msg string) bool {
+	return strings.HasPrefix(msg, "FDSTORE=1\n") || strings.HasPrefix(msg, "FDSTOREREMOVE=1\n")
 }
 
 // pending returns what has already been sent and not read, without waiting:
@@ -79,7 +92,9 @@ func (f *fakeSystemd) pending() []string {
 			}
 			return out
 		}
-		out = append(out, string(buf[:n]))
+		if msg := string(buf[:n]); !storeMessage(msg) {
+			out = append(out, msg)
+		}
 	}
 }
 

@@ -79,6 +79,7 @@ type viewManager struct {
 	mux      *fs.NotifyMux
 	specials fs.SpecialOpts // every view's pts and shm
 	log      *zap.Logger
+	keep     *keeping // set by New: each view is kept in the descriptor store
 
 	mu     sync.Mutex
 	views  map[string]*viewMount // guarded by mu; by mountpoint
@@ -201,6 +202,7 @@ func (m *viewManager) add(v wire.View, view *viewpath.View) (wire.ViewInfo, erro
 	vm := &viewMount{spec: v, srv: srv}
 	m.views[v.Mountpoint] = vm
 	go m.watch(vm)
+	m.keep.added(v.Mountpoint, &v, srv)
 	log.Info("view mounted", zap.Strings("allow", v.Allow), zap.Strings("deny", v.Deny),
 		zap.Int("overrides", len(v.Overrides)))
 	return infoOf(vm.spec, srv, false), nil
@@ -219,6 +221,7 @@ func (m *viewManager) watch(vm *viewMount) {
 	if mine {
 		m.log.Warn("a view's mount is gone (unmounted from outside); the view is removed",
 			zap.String("view", vm.spec.Mountpoint))
+		m.keep.dropped(vm.spec.Mountpoint)
 		vm.srv.Shutdown()
 	}
 }
@@ -241,6 +244,7 @@ func (m *viewManager) RemoveView(ctx context.Context, mountpoint string) error {
 	case !ok:
 		return control.NewError(http.StatusNotFound, wire.CodeNotFound, "mountpoint", "no view is mounted at %s", mountpoint)
 	}
+	m.keep.dropped(mountpoint) // before it ends: a successor must not get it
 	err := vm.srv.Shutdown()
 	m.log.Info("view removed", zap.String("view", mountpoint), zap.Error(err))
 	if err != nil {
@@ -275,12 +279,49 @@ func infoOf(v wire.View, srv *fs.Server, main bool) wire.ViewInfo {
 // start mounts the views of --view, in order, once the main mount is
 // live; the first that fails is the error (the caller takes everything
 // down).
+// A view kept in the descriptor store (keep.go) is served again instead:
+// as its --view file says now, or, if it was added through the control
+// API, as it was added.
 func (m *viewManager) start(views []viewFile) error {
 	for _, f := range views {
+		if km := m.keep.views[f.shown.Mountpoint]; km != nil {
+			delete(m.keep.views, f.shown.Mountpoint)
+			if err := m.resumeKept(f.shown, km); err != nil {
+				return fmt.Errorf("--view %s: %w", f.file, err)
+			}
+			continue
+		}
 		if _, err := m.add(f.shown, f.view); err != nil {
 			return fmt.Errorf("--view %s: %w", f.file, err)
 		}
 	}
+	for mp, km := range m.keep.views {
+		delete(m.keep.views, mp)
+		if err := m.resumeKept(*km.view, km); err != nil {
+			return fmt.Errorf("the kept view %s: %w", mp, err)
+		}
+	}
+	return nil
+}
+
+// resumeKept serves a kept view again (its mount and specials are still
+// there) and has the kernel resend what the killed daemon left
+// unanswered on it; one it cannot serve is taken out of the store.
+func (m *viewManager) resumeKept(v wire.View, km *keptMount) error {
+	files := km.files
+	km.files = nil
+	if err := m.resume(v, km.server, files); err != nil {
+		m.keep.forget(km)
+		return err
+	}
+	m.keep.resumed(km)
+	m.mu.Lock()
+	vm := m.views[v.Mountpoint]
+	m.mu.Unlock()
+	if err := vm.srv.Resend(); err != nil {
+		m.log.Warn("the kernel was not asked to resend", zap.String("view", v.Mountpoint), zap.Error(err))
+	}
+	m.log.Info("view served again", zap.String("view", v.Mountpoint))
 	return nil
 }
 

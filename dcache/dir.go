@@ -297,9 +297,10 @@ func (d *Node) removeLocked(de *dentry, now time.Time) {
 	d.attrMu.Unlock()
 }
 
-// createLocked makes a new node named name in d and queues a kind event.
+// createLocked makes a new node named name in d, with inode number ino if
+// not zero (Spec.Ino), and queues a kind event.
 // Preconditions: d's mu held; name valid; no attrMu held.
-func (d *Node) createLocked(name string, t Type, mode, uid, gid, major, minor uint32,
+func (d *Node) createLocked(name string, ino uint64, t Type, mode, uid, gid, major, minor uint32,
 	target string, kind Kind, c Caller, now time.Time, times ...time.Time) (*Node, error) {
 	ds := d.dir
 	if ds.dead {
@@ -324,7 +325,7 @@ func (d *Node) createLocked(name string, t Type, mode, uid, gid, major, minor ui
 		}
 		d.attrMu.Unlock()
 	}
-	n := d.ns.newNode(t, mode, uid, gid, now)
+	n := d.ns.newNodeIno(ino, t, mode, uid, gid, now)
 	n.major, n.minor = major, minor
 	if t == TypeSymlink {
 		n.symlink = target // immutable: see Node.symlink
@@ -378,7 +379,7 @@ func (d *Node) create(op, name string, t Type, mode, major, minor uint32, target
 	}
 	now := d.ns.now()
 	d.dir.mu.Lock()
-	n, err := d.createLocked(name, t, mode, c.Uid, c.Gid, major, minor, target, KindCreate, c, now)
+	n, err := d.createLocked(name, 0, t, mode, c.Uid, c.Gid, major, minor, target, KindCreate, c, now)
 	d.dir.mu.Unlock()
 	d.ns.events.flush()
 	if err != nil {

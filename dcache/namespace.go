@@ -40,7 +40,9 @@ type Options struct {
 	// as a directory of mode 0755 owned by root) before it is created; path
 	// is the node's clean path. Package state uses it to re-apply the
 	// attributes a user gave a registered device before a restart, so that
-	// nobody ever sees the device with other ones. It is called with a
+	// nobody ever sees the device with other ones, and to give a node (a
+	// parent made on the way too) the inode number it had before a
+	// crash (Spec.Ino). It is called with a
 	// directory mu held: it must not block, and must not call into dcache
 	// or lookup; a map lookup under a leaf mutex of its own is what it is
 	// for.
@@ -76,6 +78,10 @@ type Namespace struct {
 	renameMu sync.Mutex
 
 	events eventQueue
+
+	// imported is Import's nodes by inode number; immutable after
+	// Import, nil for a namespace made by New.
+	imported map[uint64]*Node
 }
 
 // New returns a namespace holding only its root directory (inode 1).
@@ -112,6 +118,19 @@ func New(opts Options) *Namespace {
 	ns.root.nlink = 2
 	ns.byType[TypeDir].Store(1)
 	return ns
+}
+
+// RaiseLastIno raises the inode counter to last if it is below: inode
+// numbers up to last are never handed out by this namespace. A restart
+// without an export calls it with the highest number the previous process
+// may have handed out (package state), so that no node id the kernel may
+// still hold names a new node.
+func (ns *Namespace) RaiseLastIno(last uint64) {
+	for c := ns.inos.Load(); c < last; c = ns.inos.Load() {
+		if ns.inos.CompareAndSwap(c, last) {
+			return
+		}
+	}
 }
 
 // Root returns the root directory.
@@ -225,7 +244,18 @@ func (ns *Namespace) EmitLookup(dir *Node, dirPath, name string, c Caller) {
 // newNode allocates a node with a fresh inode number. It is not linked and
 // not counted.
 func (ns *Namespace) newNode(t Type, mode, uid, gid uint32, now time.Time) *Node {
-	n := &Node{ns: ns, ino: ns.inos.Add(1), typ: t, mode: mode & PermMask,
+	return ns.newNodeIno(0, t, mode, uid, gid, now)
+}
+
+// newNodeIno is newNode with inode number ino, if not zero (Spec.Ino),
+// which raises the counter to it if below.
+func (ns *Namespace) newNodeIno(ino uint64, t Type, mode, uid, gid uint32, now time.Time) *Node {
+	if ino == 0 {
+		ino = ns.inos.Add(1)
+	} else {
+		ns.RaiseLastIno(ino)
+	}
+	n := &Node{ns: ns, ino: ino, typ: t, mode: mode & PermMask,
 		uid: uid, gid: gid, nlink: 1}
 	for i := range numTimes {
 		n.setTimeLocked(i, now)
@@ -342,7 +372,7 @@ func (ns *Namespace) register(path string, spec Spec, c Caller) (*Node, error) {
 	if len(parts) == 0 {
 		return nil, pathErr("register", path, syscall.EEXIST)
 	}
-	if spec.Type < TypeDir || spec.Type > TypeRegular {
+	if spec.Type < TypeDir || spec.Type > TypeRegular || spec.Ino == 1 {
 		return nil, pathErr("register", path, syscall.EINVAL)
 	}
 	if len(parts) > ns.maxDepth {
@@ -385,7 +415,9 @@ retry:
 					panic("dcache: RegisterHook changed a node's type")
 				}
 			}
-			n, err := dir.createLocked(p, s.Type, s.Mode, s.Uid, s.Gid,
+			// s.Ino: the caller's for the node itself (a parent made on
+			// the way has none of its own), or what RegisterHook gave.
+			n, err := dir.createLocked(p, s.Ino, s.Type, s.Mode, s.Uid, s.Gid,
 				s.Major, s.Minor, s.Target, KindRegister, c, now, s.Atime, s.Mtime)
 			ds.mu.Unlock()
 			if err != nil {

@@ -486,6 +486,26 @@ func (n *Node) Open() {
 	f.opens++
 }
 
+// CloseInherited is Close of an open file description that this process
+// did not Open: one counted before an Export (ExportNode.Opens). It
+// reports false, and does nothing, if no open is counted.
+func (n *Node) CloseInherited() bool {
+	if n.typ != TypeRegular {
+		return false
+	}
+	n.attrMu.Lock()
+	defer n.attrMu.Unlock()
+	f := n.file
+	if f == nil || f.opens == 0 {
+		return false
+	}
+	f.opens--
+	if f.opens == 0 && n.unlinked {
+		n.ns.bytes.Add(-f.drop())
+	}
+	return true
+}
+
 // Close ends what Open began; the last Close of an unlinked file frees
 // its content.
 func (n *Node) Close() {

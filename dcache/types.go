@@ -187,6 +187,14 @@ type Spec struct {
 	// time of registration (a restored node keeps the times it had).
 	Atime time.Time
 	Mtime time.Time
+	// Ino, if not zero, is the node's inode number instead of a fresh
+	// one: a restore after a restart gives a node the number the kernel
+	// may still hold for it (package state). The inode counter is raised
+	// to it if below. dcache keeps no table from inode number to node,
+	// so the caller keeps the numbers it gives unique; 1 (the root) is
+	// EINVAL. Only the registered node takes it, never a parent made on
+	// the way (unless Options.RegisterHook gives the parent one).
+	Ino uint64
 }
 
 // DirEntry is one entry returned by ReadDir. Cookie is the entry's readdir

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -92,12 +93,31 @@ func TestSystemdDaemonUnitRules(t *testing.T) {
 		"ExecReload": "/bin/kill -HUP $MAINPID",
 		"KillSignal": "SIGTERM",
 		"KillMode":   "mixed",
-		"Restart":    "on-failure",
+		"Restart":    "always",
 	}
 	for k, v := range want {
 		if got := u.get("Service", k); got != v {
 			t.Errorf("[Service] %s = %q, want %q", k, got, v)
 		}
+	}
+	// Staying up: the descriptor store holds every mount (3 descriptors
+	// each: /dev/fuse, pts, shm) and the memfd; the restart is quick and
+	// survives the kill test's 20 kills in 10 s; nothing after a crash
+	// probes (and so unmounts) the kept mounts.
+	if n, err := strconv.Atoi(u.get("Service", "FileDescriptorStoreMax")); err != nil || n < 4 {
+		t.Errorf("FileDescriptorStoreMax = %q: want room for a mount and the memfd at least", u.get("Service", "FileDescriptorStoreMax"))
+	}
+	if d, err := time.ParseDuration(u.get("Service", "RestartSec")); err != nil || d > time.Second {
+		t.Errorf("RestartSec = %q: want at most 1s (callers wait through the restart)", u.get("Service", "RestartSec"))
+	}
+	burst, _ := strconv.Atoi(u.get("Unit", "StartLimitBurst"))
+	interval, err := time.ParseDuration(u.get("Unit", "StartLimitIntervalSec"))
+	if err != nil || burst == 0 || float64(burst)/interval.Seconds() < 2 {
+		t.Errorf("StartLimitBurst=%q in StartLimitIntervalSec=%q: want at least 2 restarts a second allowed",
+			u.get("Unit", "StartLimitBurst"), u.get("Unit", "StartLimitIntervalSec"))
+	}
+	if v, ok := u["Service"]["ExecStopPost"]; ok {
+		t.Errorf("ExecStopPost=%q: after a crash it would probe the kept mount, wait, and unmount it", v)
 	}
 	start := u.get("Service", "ExecStart")
 	if !strings.HasPrefix(start, "/usr/local/bin/devfsd mount ") || !strings.HasSuffix(start, " %f") {

@@ -73,9 +73,17 @@ func (s *Server) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, 
 	return fuse.OK
 }
 
-// file returns the node of an open handle.
+// file returns the node of an open handle: one of this server's, or, in
+// a server that resumed a predecessor's mount, one the predecessor gave
+// (handles.go): the number of a node the kernel holds, since the file is
+// open.
 func (s *Server) file(fh uint64) (*dcache.Node, fuse.Status) {
 	n := s.handles.get(fh)
+	if n == nil && s.resumed.Load() {
+		if n = s.nodes.get(fh); n != nil && n.Type() != dcache.TypeRegular {
+			n = nil
+		}
+	}
 	if n == nil {
 		return nil, fuse.EBADF
 	}
@@ -119,9 +127,15 @@ func (s *Server) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (u
 	return uint32(k), fuse.OK
 }
 
-// Release is RELEASE: the handle goes, never refused.
+// Release is RELEASE: the handle goes, never refused. A handle a
+// predecessor gave closes the open it counted (dcache.ExportNode.Opens).
 func (s *Server) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
-	s.handles.release(in.Fh)
+	if s.handles.release(in.Fh) || !s.resumed.Load() {
+		return
+	}
+	if n := s.nodes.get(in.NodeId); n != nil {
+		n.CloseInherited()
+	}
 }
 
 // Flush is FLUSH: content is in memory, nothing to flush.

@@ -162,6 +162,13 @@ type Server struct {
 	shutdownOnce sync.Once
 	shutdownErr  error
 
+	// handedOver is set by HandedOver (resume.go): a successor serves the
+	// mount, which Shutdown then leaves alone.
+	handedOver atomic.Bool
+	// resumed is set by Resume: handles a predecessor gave are honoured
+	// (files.go).
+	resumed atomic.Bool
+
 	refused atomic.Uint64 // requests refused while shutting down
 	panics  atomic.Uint64 // handler panics recovered
 }
@@ -252,6 +259,9 @@ func (s *Server) mountOptions(direct bool) *fuse.MountOptions {
 		// Mount does its own fallback so that it can report both errors.
 		DirectMountStrict: direct,
 		MaxBackground:     64,
+		// A successor (resume.go) has the kernel resend what this
+		// server read and did not answer.
+		ExtraCapabilities: fuse.CAP_HAS_RESEND,
 	}
 	if s.opts.Dev {
 		o.Options = append(o.Options, "dev")
@@ -389,6 +399,16 @@ func (s *Server) shutdown() error {
 	}
 	if s.srv == nil {
 		return nil
+	}
+	if s.handedOver.Load() {
+		// The successor serves the mount and its specials: only the
+		// workers stop.
+		if !stopWorker(s.nq, s.notifyDone, 100*time.Millisecond) {
+			s.log.Warn("shutdown: notify worker blocked in the kernel; leaving it")
+		}
+		s.log.Info("stopped; the mount is served by the successor", zap.String("mountpoint", s.mountpoint),
+			zap.Duration("took", time.Since(start)))
+		return spErr
 	}
 	uerr := s.unmount()
 	// The serve loop ends when the kernel ends the connection. A lazy

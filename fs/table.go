@@ -142,16 +142,59 @@ func (t *nodeTable) drop(p *tablePage) {
 }
 
 // get returns the node the kernel calls id, or nil if the kernel holds no
-// such id (a protocol error: the caller answers ESTALE).
+// such id (a protocol error: the caller answers ESTALE). An id the table
+// lost count of is still found if the namespace was imported from a
+// predecessor (dcache.Namespace.ImportedNode): inode numbers are never
+// reused, so the imported node of an id is the node of that id, whatever
+// FORGET arithmetic says.
 func (t *nodeTable) get(id uint64) *dcache.Node {
 	if id == fuseRootID {
 		return t.root
 	}
-	p := t.page(id, false)
-	if p == nil {
-		return nil
+	if p := t.page(id, false); p != nil {
+		if n := p.slots[id&(pageIDs-1)].node.Load(); n != nil {
+			return n
+		}
 	}
-	return p.slots[id&(pageIDs-1)].node.Load()
+	return t.root.Namespace().ImportedNode(id)
+}
+
+// adopt counts c kernel lookups of n, which a predecessor handed the
+// kernel (Server.Resume).
+func (t *nodeTable) adopt(n *dcache.Node, c uint64) {
+	if c == 0 || n.Ino() == fuseRootID {
+		return
+	}
+	t.ref(n)
+	if c > 1 {
+		t.refMore(n.Ino(), c-1)
+	}
+}
+
+// refMore adds c to the count of id, known (nonzero) already.
+func (t *nodeTable) refMore(id, c uint64) {
+	s := &t.page(id, false).slots[id&(pageIDs-1)]
+	for {
+		old := s.nlookup.Load()
+		if s.nlookup.CompareAndSwap(old, old+c) {
+			return
+		}
+	}
+}
+
+// each calls f with every id in the table (the root excluded), its node
+// and count; a snapshot of a table that no request changes meanwhile.
+func (t *nodeTable) each(f func(id uint64, n *dcache.Node, count uint64)) {
+	for _, p := range *t.dir.Load() {
+		for i := range p.slots {
+			s := &p.slots[i]
+			if c := s.nlookup.Load(); c != 0 {
+				if n := s.node.Load(); n != nil {
+					f(p.index<<pageBits|uint64(i), n, c)
+				}
+			}
+		}
+	}
 }
 
 // ref counts one more kernel lookup of n and returns its node id.

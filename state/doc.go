@@ -45,8 +45,9 @@
 //
 //	{"n":17,"ops":[{"op":"put","entry":{...}},{"op":"del","path":"a/b"}]}
 //
-// ("del" removes the path and everything under it). The snapshot is one
-// frame, {"version":1,"n":N,"entries":[...]}, written to snapshot.tmp,
+// ("del" removes the path and everything under it, "rm" the path alone;
+// a record may also carry "gen" and "ceiling", below). The snapshot is one
+// frame, {"version":2,"n":N,"entries":[...],"gen":G,"ceiling":C}, written to snapshot.tmp,
 // fsynced, renamed over snapshot, and the directory fsynced; then the
 // journal is truncated. Records numbered N or less are skipped on replay,
 // so a crash between the rename and the truncation loses nothing.
@@ -73,6 +74,18 @@
 //
 // Restore recreates the created entries in a namespace (parents first)
 // before the mount is live.
+//
+// # Node ids
+//
+// Every entry carries its node's inode number, and every registered node
+// has an entry (Registered: only its number, and its attributes as
+// registered, which are not re-applied). Reserve keeps the inode
+// generation and an id ceiling, fsynced before it returns. After a crash
+// whose mount a descriptor store kept, the daemon calls UseKeptIDs: Restore
+// and RegisterHook then give each node its kept number (each number once),
+// so the ids the kernel holds name the same nodes. The memfd a descriptor
+// store keeps beside the mounts (KeptFile) carries the generation and the
+// ceiling too, for a daemon without a state directory.
 //
 // # Lock order
 //

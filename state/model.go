@@ -15,14 +15,20 @@ type Entry struct {
 	// Created: a user made the node (it is restored at start). Otherwise
 	// the entry holds a registered node's changed attributes (re-applied
 	// when it registers again).
-	Created bool   `json:"created,omitempty"`
-	Type    string `json:"type"` // dcache.Type's name: dir, char, block, symlink, fifo, socket
-	Mode    uint32 `json:"mode"` // permission bits
-	Uid     uint32 `json:"uid"`
-	Gid     uint32 `json:"gid"`
-	Major   uint32 `json:"major,omitempty"`
-	Minor   uint32 `json:"minor,omitempty"`
-	Target  string `json:"target,omitempty"`
+	Created bool `json:"created,omitempty"`
+	// Registered: the entry only remembers a registered node's inode
+	// number (and its attributes as registered, which are not re-applied),
+	// so that the node gets the same number when it registers again
+	// after a crash. Never with Created.
+	Registered bool   `json:"registered,omitempty"`
+	Ino        uint64 `json:"ino,omitempty"` // the node's inode number; 0: not known
+	Type       string `json:"type"`          // dcache.Type's name: dir, char, block, symlink, fifo, socket
+	Mode       uint32 `json:"mode"`          // permission bits
+	Uid        uint32 `json:"uid"`
+	Gid        uint32 `json:"gid"`
+	Major      uint32 `json:"major,omitempty"`
+	Minor      uint32 `json:"minor,omitempty"`
+	Target     string `json:"target,omitempty"`
 	// Atime and Mtime in Unix nanoseconds. A changed entry re-applies
 	// them only if Times (a user set them).
 	Atime int64 `json:"atime,omitempty"`
@@ -32,15 +38,19 @@ type Entry struct {
 
 // op is one change to the model, as journaled.
 type op struct {
-	Op    string `json:"op"` // "put" or "del"
+	Op    string `json:"op"` // "put", "del" or "rm"
 	Entry *Entry `json:"entry,omitempty"`
-	Path  string `json:"path,omitempty"` // del: the path and everything under it
+	Path  string `json:"path,omitempty"` // del: the path and everything under it; rm: the path alone
 }
 
-// record is one journal frame: one group commit.
+// record is one journal frame: one group commit. Gen and Ceiling, when
+// not zero, set the kept inode generation and raise the id ceiling (see
+// Store.Reserve).
 type record struct {
-	N   uint64 `json:"n"`
-	Ops []op   `json:"ops"`
+	N       uint64 `json:"n"`
+	Ops     []op   `json:"ops"`
+	Gen     uint64 `json:"gen,omitempty"`
+	Ceiling uint64 `json:"ceiling,omitempty"`
 }
 
 // snapshotFile is the snapshot's one frame.
@@ -48,9 +58,13 @@ type snapshotFile struct {
 	Version int      `json:"version"`
 	N       uint64   `json:"n"` // the last journal record it includes
 	Entries []*Entry `json:"entries"`
+	// Since version 2: the inode generation and the id ceiling.
+	Gen     uint64 `json:"gen,omitempty"`
+	Ceiling uint64 `json:"ceiling,omitempty"`
 }
 
-const snapshotVersion = 1
+// snapshotVersion is the version written. Version 1 (no ids) is read too.
+const snapshotVersion = 2
 
 // kept reports whether nodes of type t are kept.
 func kept(t dcache.Type) bool {
@@ -63,8 +77,11 @@ func (e *Entry) validate() error {
 	if !ok || !kept(t) {
 		return fmt.Errorf("entry %q: bad type %q", e.Path, e.Type)
 	}
+	if e.Created && e.Registered {
+		return fmt.Errorf("entry %q: both created and registered", e.Path)
+	}
 	if e.Path == "" { // the root: only its changed attributes
-		if e.Created || t != dcache.TypeDir {
+		if e.Created || e.Registered || t != dcache.TypeDir {
 			return fmt.Errorf("entry for the root: bad kind")
 		}
 		return nil
@@ -86,7 +103,7 @@ func (e *Entry) validate() error {
 func entryOf(ev *dcache.Event, created bool) *Entry {
 	e := &Entry{Path: ev.Path, Created: created, Type: ev.Type.String(),
 		Mode: ev.Mode & dcache.PermMask, Uid: ev.Uid, Gid: ev.Gid, Target: ev.Target,
-		Atime: unixNano(ev.Atime), Mtime: unixNano(ev.Mtime)}
+		Atime: unixNano(ev.Atime), Mtime: unixNano(ev.Mtime), Ino: ev.Ino}
 	if ev.Type.Device() {
 		e.Major, e.Minor = ev.Major, ev.Minor
 	}
@@ -107,7 +124,7 @@ func timeOf(ns int64) time.Time {
 	return time.Unix(0, ns)
 }
 
-// model is the kept state. Not safe for concurrent use: Store guards it.
+// model is the kept entries. Not safe for concurrent use: Store guards it.
 type model map[string]*Entry
 
 // under reports whether p is root or below it.
@@ -127,6 +144,8 @@ func (m model) apply(o op) {
 				delete(m, p)
 			}
 		}
+	case "rm":
+		delete(m, o.Path)
 	}
 }
 
@@ -143,6 +162,9 @@ func (m model) sorted() []*Entry {
 // folder turns events into model changes. It belongs to the committer.
 type folder struct {
 	m model
+	// gen and ceiling are the kept inode generation and id ceiling
+	// (Store.Reserve); 0: none kept.
+	gen, ceiling uint64
 	// stash holds the entries of a Renamed DELETE until the CREATE of
 	// the same inode (in the same group) puts them at the new name; keyed
 	// by inode, with the old path.
@@ -158,6 +180,9 @@ type stashed struct {
 // Preconditions: the caller holds Store.mu.
 func (f *folder) fold(ev *dcache.Event, ops []op) []op {
 	put := func(e *Entry) {
+		if old := f.m[e.Path]; old != nil && *old == *e {
+			return // nothing new: nothing to journal
+		}
 		f.m[e.Path] = e
 		cp := *e
 		ops = append(ops, op{Op: "put", Entry: &cp})
@@ -178,6 +203,7 @@ func (f *folder) fold(ev *dcache.Event, ops []op) []op {
 					cp := *e
 					cp.Path = ev.Path + strings.TrimPrefix(e.Path, st.from)
 					cp.Created = true // it lives at a name only a user gave it
+					cp.Registered = false
 					put(&cp)
 				}
 			}
@@ -206,9 +232,36 @@ func (f *folder) fold(ev *dcache.Event, ops []op) []op {
 		if f.hasUnder(ev.Path) {
 			del(ev.Path)
 		}
+	case dcache.KindRegister:
+		if !kept(ev.Type) {
+			return ops
+		}
+		e := entryOf(ev, false)
+		e.Registered = true
+		if old := f.m[ev.Path]; old != nil && old.Type == e.Type && old.Major == e.Major && old.Minor == e.Minor {
+			if old.Created || !old.Registered {
+				// A created node Restore made again, or a device whose
+				// changed attributes the register hook applied: the
+				// entry stays what it is, with the number it has now.
+				cp := *old
+				cp.Ino = ev.Ino
+				e = &cp
+			}
+		}
+		put(e)
 	case dcache.KindUnregister:
-		if e := f.m[ev.Path]; e != nil && e.Created {
+		e := f.m[ev.Path]
+		switch {
+		case e == nil:
+		case e.Created:
 			del(ev.Path)
+		case e.Registered: // only its own number: what is kept under it stays
+			f.m.apply(op{Op: "rm", Path: ev.Path})
+			ops = append(ops, op{Op: "rm", Path: ev.Path})
+		case e.Ino != 0: // changed attributes stay kept; the number went with the node
+			cp := *e
+			cp.Ino = 0
+			put(&cp)
 		}
 	case dcache.KindChange, dcache.KindTouch:
 		if !kept(ev.Type) {

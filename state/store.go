@@ -51,7 +51,9 @@ type Store struct {
 
 	mu sync.Mutex // the model; a leaf
 	// Guarded by mu:
-	fold folder
+	fold   folder
+	useIDs bool            // UseKeptIDs was called
+	given  map[uint64]bool // kept inode numbers given to a node since
 
 	// The sink's own state: Event is called one call at a time (dcache
 	// hands delivery from goroutine to goroutine under its queue lock).
@@ -68,6 +70,9 @@ type Store struct {
 	progress   chan struct{}  // closed and replaced when durable or seen moves
 	waiters    int
 	stopped    bool
+	want       reservation // what Reserve asked for (the largest ceiling, the latest gen)
+	wantSeq    uint64      // Reserve calls so far
+	reserved   uint64      // the Reserve calls whose reservation is on disk
 
 	wake chan struct{} // capacity 1
 
@@ -82,6 +87,102 @@ type Store struct {
 	commits    atomic.Uint64
 	syncNanos  atomic.Uint64
 	recordsOut atomic.Uint64
+}
+
+// IDs returns the kept inode generation and id ceiling (Reserve), 0 for
+// what was never kept.
+func (s *Store) IDs() (gen, ceiling uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fold.gen, s.fold.ceiling
+}
+
+// reservation is what Reserve keeps: the inode generation, and the id
+// ceiling below which every node id handed out lies.
+type reservation struct {
+	Gen     uint64
+	Ceiling uint64
+}
+
+// newMeta returns what of r is not kept yet. Preconditions: Store.mu held.
+func (f *folder) newMeta(r reservation) reservation {
+	var m reservation
+	if r.Gen != 0 && r.Gen != f.gen {
+		m.Gen = r.Gen
+	}
+	if r.Ceiling > f.ceiling {
+		m.Ceiling = r.Ceiling
+	}
+	return m
+}
+
+// setMeta applies a kept reservation. Preconditions: Store.mu held.
+func (f *folder) setMeta(m reservation) {
+	if m.Gen != 0 {
+		f.gen = m.Gen
+	}
+	f.ceiling = max(f.ceiling, m.Ceiling)
+}
+
+// Reserve keeps gen as the inode generation and raises the id ceiling to
+// ceiling (a lower one changes nothing): it returns once both are on disk
+// (fsynced), so the caller may then hand out ids below ceiling knowing
+// that a successor started from this directory will not hand them out
+// again. Before Start it writes the record itself; after, the committer
+// writes it with the next group. It fails if the journal cannot be
+// written, or ctx ends first. Not concurrently with Start.
+func (s *Store) Reserve(ctx context.Context, gen, ceiling uint64) error {
+	r := reservation{Gen: gen, Ceiling: ceiling}
+	if !s.started.Load() {
+		s.mu.Lock()
+		meta := s.fold.newMeta(r)
+		s.mu.Unlock()
+		if meta == (reservation{}) {
+			return nil
+		}
+		if err := s.append(nil, meta); err != nil {
+			return fmt.Errorf("state: keeping the id ceiling: %w", err)
+		}
+		return nil
+	}
+	s.qmu.Lock()
+	if gen != 0 {
+		s.want.Gen = gen
+	}
+	s.want.Ceiling = max(s.want.Ceiling, ceiling)
+	s.wantSeq++
+	seq := s.wantSeq
+	s.qmu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	for {
+		switch {
+		case s.failed != nil:
+			return s.failed
+		case s.reserved >= seq:
+			return nil
+		case s.stopped:
+			return ErrClosed
+		}
+		ch := s.progress
+		s.waiters++
+		s.qmu.Unlock()
+		var err error
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		s.qmu.Lock()
+		s.waiters--
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // Stats counts the store's work.
@@ -147,8 +248,8 @@ func (s *Store) recover() error {
 		if ferr == nil {
 			ferr = json.Unmarshal(payload, &snap)
 		}
-		if ferr == nil && snap.Version != snapshotVersion {
-			ferr = fmt.Errorf("version %d, want %d", snap.Version, snapshotVersion)
+		if ferr == nil && (snap.Version < 1 || snap.Version > snapshotVersion) {
+			ferr = fmt.Errorf("version %d, want 1 to %d", snap.Version, snapshotVersion)
 		}
 		if ferr == nil {
 			for _, e := range snap.Entries {
@@ -164,6 +265,7 @@ func (s *Store) recover() error {
 			s.fold.m[e.Path] = e
 		}
 		s.n = snap.N
+		s.fold.gen, s.fold.ceiling = snap.Gen, snap.Ceiling
 	}
 	jPath := filepath.Join(s.dir, journalName)
 	data, err = os.ReadFile(jPath)
@@ -182,7 +284,7 @@ func (s *Store) recover() error {
 		}
 		if ferr == nil {
 			for _, o := range rec.Ops {
-				if o.Op == "put" && (o.Entry == nil || o.Entry.validate() != nil) || o.Op != "put" && o.Op != "del" {
+				if o.Op == "put" && (o.Entry == nil || o.Entry.validate() != nil) || o.Op != "put" && o.Op != "del" && o.Op != "rm" {
 					ferr = fmt.Errorf("%w: a bad op in record %d", errCorrupt, rec.N)
 					break
 				}
@@ -200,6 +302,10 @@ func (s *Store) recover() error {
 		for _, o := range rec.Ops {
 			s.fold.m.apply(o)
 		}
+		if rec.Gen != 0 {
+			s.fold.gen = rec.Gen
+		}
+		s.fold.ceiling = max(s.fold.ceiling, rec.Ceiling)
 		s.n = rec.N
 		replayed++
 	}
@@ -235,7 +341,8 @@ func (s *Store) recover() error {
 // Called by Open and by the committer only.
 func (s *Store) compact() error {
 	s.mu.Lock()
-	snap := snapshotFile{Version: snapshotVersion, N: s.n, Entries: s.fold.m.sorted()}
+	snap := snapshotFile{Version: snapshotVersion, N: s.n, Entries: s.fold.m.sorted(),
+		Gen: s.fold.gen, Ceiling: s.fold.ceiling}
 	payload, err := json.Marshal(snap)
 	s.mu.Unlock()
 	if err != nil {
@@ -301,25 +408,58 @@ func (s *Store) Entries() []Entry {
 // RegisterHook is the namespace's dcache.Options.RegisterHook: a node that
 // registers where a changed entry of the same type (and device number)
 // is kept gets the kept mode and owner, and the kept times if a user set
-// them. It takes only mu, a leaf.
+// them; after UseKeptIDs, a node that registers where any entry of the
+// same type (and device number) is kept gets the kept inode number. It
+// takes only mu, a leaf.
 func (s *Store) RegisterHook(path string, spec dcache.Spec) dcache.Spec {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	e := s.fold.m[path]
-	if e == nil || e.Created || e.Type != spec.Type.String() ||
+	if e == nil || e.Type != spec.Type.String() ||
 		(spec.Type.Device()) && (e.Major != spec.Major || e.Minor != spec.Minor) {
-		s.mu.Unlock()
+		return spec
+	}
+	if spec.Ino == 0 {
+		spec.Ino = s.keptInoLocked(e)
+	}
+	if e.Created || e.Registered {
 		return spec
 	}
 	spec.Mode, spec.Uid, spec.Gid = e.Mode, e.Uid, e.Gid
 	if e.Times {
 		spec.Atime, spec.Mtime = timeOf(e.Atime), timeOf(e.Mtime)
 	}
-	s.mu.Unlock()
 	return spec
 }
 
+// UseKeptIDs makes Restore and RegisterHook give nodes their kept inode
+// numbers: call it before Restore when the daemon serves again a mount
+// whose kernel holds them (the kept generation is the store's). Without
+// it nodes get new numbers, as a new mount needs.
+func (s *Store) UseKeptIDs() {
+	s.mu.Lock()
+	s.useIDs = true
+	s.mu.Unlock()
+}
+
+// keptInoLocked returns e's kept inode number if kept numbers are in use
+// and no other node was given it (two hard links are kept as two entries
+// with one number: the second gets a new one), else 0. Preconditions:
+// mu held.
+func (s *Store) keptInoLocked(e *Entry) uint64 {
+	if !s.useIDs || e.Ino == 0 || e.Ino == 1 || s.given[e.Ino] {
+		return 0
+	}
+	if s.given == nil {
+		s.given = map[uint64]bool{}
+	}
+	s.given[e.Ino] = true
+	return e.Ino
+}
+
 // Restore recreates the kept created entries in ns (directories before
-// what is in them) and applies a kept change of the root. Call it before
+// what is in them), with their kept inode numbers after UseKeptIDs, and
+// applies a kept change of the root. Call it before
 // the mount is live, with the Store already the namespace's sink (the
 // REGISTER events it causes change nothing kept). A node that cannot be
 // made is logged and stays kept.
@@ -342,6 +482,9 @@ func (s *Store) Restore(ns *dcache.Namespace) (restored int) {
 		t, _ := dcache.ParseType(e.Type) // validated when read
 		spec := dcache.Spec{Type: t, Mode: e.Mode, Uid: e.Uid, Gid: e.Gid,
 			Major: e.Major, Minor: e.Minor, Target: e.Target, Atime: timeOf(e.Atime), Mtime: timeOf(e.Mtime)}
+		s.mu.Lock()
+		spec.Ino = s.keptInoLocked(&e)
+		s.mu.Unlock()
 		if _, err := ns.Register(e.Path, spec, c); err != nil {
 			s.log.Warn("state: a kept node could not be restored; it stays kept", zap.String("path", e.Path), zap.Error(err))
 			continue
@@ -379,7 +522,7 @@ func (s *Store) Event(ev dcache.Event) {
 		return
 	}
 	switch ev.Kind {
-	case dcache.KindCreate, dcache.KindDelete, dcache.KindUnregister, dcache.KindChange, dcache.KindTouch:
+	case dcache.KindCreate, dcache.KindDelete, dcache.KindRegister, dcache.KindUnregister, dcache.KindChange, dcache.KindTouch:
 		s.publish(ev)
 	default:
 		s.qmu.Lock()
@@ -463,6 +606,7 @@ func (s *Store) run() {
 		<-s.wake
 		s.qmu.Lock()
 		batch, upTo, stop := s.queue, s.seen, s.stopped
+		res, resSeq := s.want, s.wantSeq
 		s.queue = nil
 		s.committing = len(batch) > 0
 		s.qmu.Unlock()
@@ -476,10 +620,16 @@ func (s *Store) run() {
 			s.mu.Unlock()
 		}
 		var err error
-		if len(ops) > 0 {
-			err = s.append(ops)
+		s.mu.Lock()
+		meta := s.fold.newMeta(res)
+		s.mu.Unlock()
+		if len(ops) > 0 || meta != (reservation{}) {
+			err = s.append(ops, meta)
 		}
 		s.qmu.Lock()
+		if err == nil && resSeq > s.reserved {
+			s.reserved = resSeq
+		}
 		s.committing = false
 		if err != nil && s.failed == nil {
 			s.failed = fmt.Errorf("state: the journal cannot be written, changes are not kept: %w", err)
@@ -508,10 +658,11 @@ func (s *Store) run() {
 	}
 }
 
-// append writes one record and fsyncs.
-func (s *Store) append(ops []op) error {
+// append writes one record and fsyncs; meta's non-zero fields are the
+// record's Gen and Ceiling, applied to the model once on disk.
+func (s *Store) append(ops []op, meta reservation) error {
 	start := time.Now()
-	payload, err := json.Marshal(record{N: s.n + 1, Ops: ops})
+	payload, err := json.Marshal(record{N: s.n + 1, Ops: ops, Gen: meta.Gen, Ceiling: meta.Ceiling})
 	if err != nil {
 		return err
 	}
@@ -528,6 +679,11 @@ func (s *Store) append(ops []op) error {
 	}
 	s.n++
 	s.journalSize += int64(len(frame))
+	if meta != (reservation{}) {
+		s.mu.Lock()
+		s.fold.setMeta(meta)
+		s.mu.Unlock()
+	}
 	d := time.Since(start)
 	s.commits.Add(1)
 	s.recordsOut.Add(uint64(len(ops)))

@@ -38,6 +38,9 @@ The client of a running devfsd's control socket (docs/api.md).
   wait [--timeout T] PATH           return once PATH exists; fail after T (default 5s)
   stats [--json]                    the daemon's counters
   reload [--json]                   reload the configuration (as SIGHUP does)
+  upgrade [--binary PATH] [--json]  replace the daemon by a new process of PATH
+                                    (default: the running binary) serving the
+                                    same mounts, without unmounting (root only)
   info [--json] PATH                the kernel device at PATH: its uevent
                                     variables as KEY=VALUE lines (devices: kernel)
   trigger [--json]                  rescan the kernel's devices (devices: kernel)
@@ -345,6 +348,22 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				fmt.Fprintf(stdout, "reloaded: changed %s; %d cached misses invalidated\n",
 					strings.Join(res.Changed, ", "), res.Invalidated)
 			}
+			return nil
+		case "upgrade":
+			js := asJSON()
+			bin := sub.String("binary", "", "the binary of the new process (absolute path; default: the running one)")
+			if _, err := parse(0, 0); err != nil {
+				return err
+			}
+			res, err := c.Upgrade(ctx, *bin)
+			if err != nil {
+				return ctlErr(err)
+			}
+			if *js {
+				return printJSON(stdout, res)
+			}
+			fmt.Fprintf(stdout, "upgraded: pid %d serves %d mounts (was pid %d); paused %.1f ms\n",
+				res.NewPid, res.Mounts, res.OldPid, res.PauseMs)
 			return nil
 		case "info":
 			js := asJSON()

@@ -83,6 +83,7 @@ commands:
   mount [flags] DIR   serve the device namespace on DIR until SIGTERM/SIGINT
   helper [flags]      the devfsd.conf helper daemon (devfsd helper -h)
   ctl COMMAND         the control client of a running daemon (devfsd ctl -h)
+  keeper -- mount ... run the daemon under a descriptor keeper: a crash is a pause (devfsd keeper -h)
 
 Run 'devfsd mount -h' for the mount flags.
 `
@@ -119,6 +120,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runHelper(ctx, rest, stderr)
 	case "ctl":
 		return runCtl(ctx, rest, stdout, stderr)
+	case "keeper":
+		return runKeeper(ctx, rest, stderr)
+	case "keeper-exec": // the keeper's own step; not for people
+		return runKeeperExec(rest)
 	case "help":
 		fmt.Fprint(stdout, usageText)
 		return nil

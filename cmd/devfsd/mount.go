@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -69,9 +70,15 @@ func runMount(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer closeAudit() // after the daemon's Close: deferred first
+	handover, err := handoverFile()
+	if err != nil {
+		return err
+	}
 	d, err := daemon.New(cfg, log, daemon.Options{
 		Reread:   func() (config.Config, error) { return loadConfig(args, io.Discard) },
 		AuditLog: auditLog,
+		Args:     append([]string{"mount"}, args...),
+		Handover: handover,
 	})
 	if err != nil {
 		return err
@@ -88,7 +95,14 @@ func runMount(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 		}
 	}()
-	if err := d.Run(ctx); err != nil {
+	if err := d.Run(ctx); errors.Is(err, daemon.ErrHandedOver) {
+		// A successor serves the mounts (ctl upgrade): exit 0, leaving them.
+		if err := d.Close(); err != nil {
+			return err
+		}
+		log.Info("handed over; exiting")
+		return nil
+	} else if err != nil {
 		return err
 	}
 	if err := d.Close(); err != nil {
@@ -96,4 +110,21 @@ func runMount(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// handoverFile is the handover socket a predecessor gave this process
+// ($DEVFSD_HANDOVER_FD, set by an upgrade), or nil. The variable is
+// cleared, so that nothing this process starts inherits it.
+func handoverFile() (*os.File, error) {
+	v, ok := os.LookupEnv(daemon.HandoverEnv)
+	if !ok {
+		return nil, nil
+	}
+	os.Unsetenv(daemon.HandoverEnv)
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return nil, usageError{fmt.Errorf("%s=%q: not a descriptor number", daemon.HandoverEnv, v)}
+	}
+	syscall.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), "handover"), nil
 }

@@ -206,6 +206,21 @@ func (c *Client) Reload(ctx context.Context) (wire.Reload, error) {
 	return r, err
 }
 
+// Upgrade replaces the daemon by a new process of binary ("": the
+// running one's) serving the same mounts (POST /v1/upgrade, root only);
+// it returns once the new process serves.
+func (c *Client) Upgrade(ctx context.Context, binary string) (wire.Upgrade, error) {
+	var u wire.Upgrade
+	var body any = struct{}{}
+	if binary != "" {
+		body = struct {
+			Binary string `json:"binary"`
+		}{binary}
+	}
+	err := c.call(ctx, http.MethodPost, "/v1/upgrade", nil, body, &u)
+	return u, err
+}
+
 // Info returns what the kernel said about the device whose node is at
 // path (GET /v1/info). A name that is no kernel device is an *Error with
 // code not_found.

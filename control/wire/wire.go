@@ -229,6 +229,18 @@ type Reload struct {
 	Invalidated int      `json:"invalidated"`
 }
 
+// Upgrade is the answer of POST /v1/upgrade: the process that served
+// until the upgrade, the one that serves now, the binary it runs, and how
+// long the mounts were not read (from the old process's stop to the new
+// one's first read).
+type Upgrade struct {
+	OldPid  int     `json:"old_pid"`
+	NewPid  int     `json:"new_pid"`
+	Binary  string  `json:"binary"`
+	Mounts  int     `json:"mounts"`
+	PauseMs float64 `json:"pause_ms"`
+}
+
 // DeviceInfo is the answer of GET /v1/info: what the kernel said about
 // the device whose node is at Path (devices: kernel only).
 type DeviceInfo struct {

@@ -3,8 +3,10 @@
 # under a real systemd (PID 1 of new PID, mount and cgroup namespaces) on a
 # machine whose own PID 1 is not systemd, and check what the units promise:
 # READY=1, the mount seen in systemd's (the "host's") mount namespace,
-# reload, the helper attached, a clean stop; then that ProtectSystem=
-# hides the mount (why the daemon unit does without it). As root:
+# reload, the helper attached, the kill test (20 SIGKILLs under load, the
+# unit's file descriptor store keeping the mount and a view: killload),
+# a clean stop; then that ProtectSystem= hides the mount (why the daemon
+# unit does without it). As root:
 #
 #   bash deploy/systemd/run-under-systemd.sh
 #
@@ -19,6 +21,8 @@ cd "$(dirname "$0")/../.."
 work=$(mktemp -d /var/cache/devfsd-systemd.XXXXXX) # not below a tmpfs of boot.sh
 cg=devfsd-systemd-$$
 cleanup() {
+	# DEVFSD_SYSTEMD_LOG=FILE keeps the daemon's whole log.
+	[ -n "${DEVFSD_SYSTEMD_LOG:-}" ] && cp "$work/devfsd.log" "$DEVFSD_SYSTEMD_LOG" 2>/dev/null || true
 	[ -n "${sdpid:-}" ] && kill -KILL "$sdpid" 2>/dev/null || true
 	sleep 0.2
 	for h in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified /sys/fs/cgroup; do
@@ -29,6 +33,7 @@ cleanup() {
 trap cleanup EXIT
 
 CGO_ENABLED=0 go build -o "$work/devfsd" ./cmd/devfsd
+(cd deploy && CGO_ENABLED=0 go build -o "$work/killload" ./systemd/killload)
 cp deploy/systemd/devfsd@.service deploy/systemd/devfsd-helper@.service deploy/systemd/devfsd.yaml "$work/"
 printf 'LOOKUP .* MODLOAD\nREGISTER ^null$ PERMISSIONS root.root 0666\n' >"$work/devfsd.conf"
 
@@ -53,7 +58,7 @@ else
 	mount -t cgroup2 cgroup2 /sys/fs/cgroup
 fi
 u=/run/systemd/system
-mkdir -p $u /run/dtest/dev /etc/devfsd 2>/dev/null || true
+mkdir -p $u /run/dtest/dev /run/dtest/views/v /etc/devfsd 2>/dev/null || true
 # Mask every unit something wants at boot; only ours will run.
 for w in /lib/systemd/system/*.wants /etc/systemd/system/*.wants /usr/lib/systemd/system/*.wants; do
 	[ -d "$w" ] || continue
@@ -69,6 +74,8 @@ for n in systemd-journald.service systemd-journald.socket systemd-journald-dev-l
 done
 printf '[Unit]\nDescription=devfsd test\nDefaultDependencies=no\n' >$u/devfsd-test.target
 sed -e "s#/usr/local/bin/devfsd#$work/devfsd#; s#/etc/devfsd/devfsd.yaml#$work/devfsd.yaml#" \
+	-e "s#\$DEVFSD_OPTS#--views-dir=/run/dtest/views \$DEVFSD_OPTS#" \
+	-e "s#^\[Service\]#[Service]\nStandardOutput=append:$work/devfsd.log\nStandardError=append:$work/devfsd.log#" \
 	"$work/devfsd@.service" >$u/devfsd@.service
 sed -e "s#/usr/local/bin/devfsd#$work/devfsd#; s#/etc/devfsd.conf#$work/devfsd.conf#" \
 	"$work/devfsd-helper@.service" >$u/devfsd-helper@.service
@@ -102,7 +109,15 @@ mnt=/run/dtest/dev
 unit=$(systemd-escape --path --template=devfsd@.service $mnt)
 inst=${unit#devfsd@}
 inst=${inst%.service}
-fail() { echo "FAIL: $*"; inside systemctl status --no-pager "devfsd*" || true; tail -50 "$work/systemd.log"; exit 1; }
+fail() {
+	echo "FAIL: $*"
+	inside systemctl status --no-pager "devfsd*" || true
+	tail -50 "$work/systemd.log"
+	echo "-- the daemon's log (warnings, errors, starts):"
+	grep -v -e '"level":"debug"' -e '"msg":"miss"' "$work/devfsd.log" 2>/dev/null |
+		grep -e '"level":"warn"' -e '"level":"error"' -e '"msg":"starting"' -e '"msg":"serving the kept' -e '^devfsd:' | tail -80 || true
+	exit 1
+}
 
 echo "== systemctl start $unit"
 inside systemctl start "$unit" || fail "start"
@@ -115,7 +130,7 @@ inside sh -c "grep -E '^Cap(Bnd|Eff)|NoNewPrivs|Seccomp:' /proc/$mainpid/status"
 inside mknod $mnt/test-null c 1 3 && inside chmod 0666 $mnt/test-null && inside stat -c '%n %F %t:%T %a' $mnt/test-null ||
 	fail "mknod through the mount"
 sock=/run/devfsd/$inst.sock
-inside "$work/devfsd" ctl --socket "$sock" stats | head -3
+inside "$work/devfsd" ctl --socket "$sock" stats >"$work/stats.txt" && head -3 "$work/stats.txt"
 
 echo "== systemctl reload $unit"
 inside systemctl reload "$unit"
@@ -131,23 +146,27 @@ inside systemctl start "$hunit" || fail "helper start"
 inside systemctl is-active "$hunit"
 inside "$work/devfsd" ctl --socket "$sock" stats --json | grep -E '"attached": *true' || fail "helper not attached"
 
-echo "== systemctl kill -s KILL $unit: ExecStopPost clears the dead mount, Restart= mounts again"
-oldpid=$(inside systemctl show -p MainPID --value "$unit")
-inside systemctl kill -s KILL --kill-who=main "$unit"
-# Bounded wait for the condition (the restart is RestartSec=1s away).
-for _ in $(seq 100); do
-	[ "$(inside systemctl show -p NRestarts --value "$unit")" = 1 ] && inside systemctl is-active -q "$unit" && break
-	sleep 0.1
-done
-newpid=$(inside systemctl show -p MainPID --value "$unit")
-echo "restarts $(inside systemctl show -p NRestarts --value "$unit"), MainPID $oldpid -> $newpid, $(inside systemctl is-active "$unit")"
-[ "$newpid" != "$oldpid" ] && inside stat -c '%n %F' $mnt/test-null || fail "no restart after SIGKILL"
+echo "== a view through the control socket (kept in the descriptor store too)"
+printf 'mountpoint: /run/dtest/views/v\nallow: [null, zero, full, tty, "p-*"]\n' >"$work/view.yaml"
+inside "$work/devfsd" ctl --socket "$sock" view add "$work/view.yaml" || fail "view add"
+
+echo "== the kill test: 8 workers, 10s, 20 SIGKILLs of the main process; systemd restarts it from its fd store"
+before=$(inside systemctl show -p NRestarts --value "$unit")
+dev=$(inside stat -c %d $mnt)
+inside "$work/killload" --unit "$unit" --mount $mnt --view /run/dtest/views/v \
+	--view-allow 'null,zero,full,tty,p-*' --socket "$sock" || fail "the kill test"
+after=$(inside systemctl show -p NRestarts --value "$unit")
+echo "restarts $before -> $after, mount device $dev -> $(inside stat -c %d $mnt), $(inside systemctl is-active "$unit")"
+[ $((after - before)) = 20 ] || fail "systemd restarted the daemon $((after - before)) times, want 20"
+[ "$(inside stat -c %d $mnt)" = "$dev" ] || fail "the mount was made again, not kept"
+inside stat -c '%n %F %t:%T %a' $mnt/test-null || fail "the node made before the kills is gone"
 
 echo "== systemctl stop $unit (the helper stops with it)"
 inside systemctl stop "$unit"
 echo "daemon: $(inside systemctl is-active "$unit" || true), helper: $(inside systemctl is-active "$hunit" || true)," \
 	"result $(inside systemctl show -p Result --value "$unit"), status $(inside systemctl show -p ExecMainStatus --value "$unit")"
 inside findmnt $mnt >/dev/null && fail "still mounted after stop"
+inside findmnt /run/dtest/views/v >/dev/null && fail "the view is still mounted after stop"
 echo "unmounted"
 
 echo "== with ProtectSystem=full added (a drop-in), the mount stays inside the service"
