@@ -398,3 +398,33 @@ func TestNotifyQueueListingOnlyIfListed(t *testing.T) {
 		t.Fatalf("notifies %s, want %s", got, want)
 	}
 }
+
+// A queue whose server took a mount over (inheritListings) takes every
+// directory for listed until its first listing notice: the kernel may
+// hold listings the old process served.
+func TestNotifyQueueListingInherited(t *testing.T) {
+	nq := NewNotifyQueue(0)
+	nq.enable()
+	nq.inheritListings()
+	ctl := dcache.Caller{Origin: dcache.OriginControl}
+	reg := func(parent, ino uint64, name string) {
+		nq.Event(dcache.Event{Kind: dcache.KindRegister, Parent: parent, Name: name, Ino: ino, Caller: ctl})
+	}
+	f := &fakeNotifier{}
+	done := make(chan struct{})
+	go func() { defer close(done); nq.run(f, zapNop()) }()
+	defer stopWorker(nq, done, 5*time.Second)
+	step := func(fn func()) {
+		fn()
+		if err := nq.Sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step(func() { reg(1, 10, "a"); reg(7, 11, "b") }) // each directory's first change
+	step(func() { reg(1, 12, "c") })                  // 1 was noticed, not listed since
+	step(func() { nq.Listed(1); reg(1, 13, "d") })    // listed again
+	want := "[entry 1 a listing 1 entry 7 b listing 7 entry 1 c entry 1 d listing 1]"
+	if got := fmt.Sprint(f.list()); got != want {
+		t.Fatalf("notifies %s, want %s", got, want)
+	}
+}

@@ -107,12 +107,18 @@ type NotifyQueue struct {
 	// needs no noticeDir (pushDir): the kernel holds no listing of it,
 	// and a noticeDir would also drop the directory's attributes, making
 	// the next path walk through it a GETATTR round trip.
-	listed   map[uint64]struct{}
-	enabled  bool          // the mount is live: queue
-	closed   bool          // the worker is stopping: drop
-	seqIn    uint64        // seq of the last notice queued
-	seqOut   uint64        // seq of the last notice sent (or discarded)
-	progress chan struct{} // closed and replaced when seqOut moves
+	listed map[uint64]struct{}
+	// inherited: the kernel may hold listings this process never
+	// served (a mount handed over, resume.go), so every directory is
+	// taken for listed until its first noticeDir is queued; noticed are
+	// the directories past that (nil unless inherited).
+	inherited bool
+	noticed   map[uint64]struct{}
+	enabled   bool          // the mount is live: queue
+	closed    bool          // the worker is stopping: drop
+	seqIn     uint64        // seq of the last notice queued
+	seqOut    uint64        // seq of the last notice sent (or discarded)
+	progress  chan struct{} // closed and replaced when seqOut moves
 
 	wake chan struct{} // capacity 1: "the queue is not empty"
 
@@ -232,7 +238,7 @@ func (nq *NotifyQueue) pushDir(dir uint64) {
 		return
 	}
 	nq.mu.Lock()
-	if _, ok := nq.listed[dir]; !ok {
+	if _, ok := nq.listed[dir]; !ok && !nq.inheritedLocked(dir) {
 		nq.mu.Unlock()
 		return // the kernel holds no listing of dir
 	}
@@ -241,7 +247,31 @@ func (nq *NotifyQueue) pushDir(dir uint64) {
 		return // the one queued will be sent after this change
 	}
 	delete(nq.listed, dir)
+	if nq.inherited {
+		nq.noticed[dir] = struct{}{}
+	}
 	nq.pushLocked(notice{kind: noticeDir, child: dir})
+}
+
+// inheritListings records that the kernel may hold cached listings of
+// any directory, served before this queue's server took the mount over:
+// each directory's first change queues its noticeDir. Call it before
+// the server serves.
+func (nq *NotifyQueue) inheritListings() {
+	nq.mu.Lock()
+	nq.inherited = true
+	nq.noticed = make(map[uint64]struct{})
+	nq.mu.Unlock()
+}
+
+// inheritedLocked reports whether the kernel may hold a listing of dir
+// served before the takeover. Preconditions: nq.mu held.
+func (nq *NotifyQueue) inheritedLocked(dir uint64) bool {
+	if !nq.inherited {
+		return false
+	}
+	_, done := nq.noticed[dir]
+	return !done
 }
 
 func (nq *NotifyQueue) push(n notice) {
