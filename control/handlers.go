@@ -191,6 +191,12 @@ func (s *Server) synced(ctx context.Context, c Cred, paths ...string) {
 		s.syncSkipped.Add(1)
 		return
 	}
+	// A done context asks whether every notify is sent already (Sync
+	// returns nil then without looking at it): the common case once the
+	// answer is encoded, and then no timer is made.
+	if s.opts.SyncNotifies(doneCtx) == nil {
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
 	if err := s.opts.SyncNotifies(ctx); err != nil {
@@ -199,6 +205,13 @@ func (s *Server) synced(ctx context.Context, c Cred, paths ...string) {
 			zap.Error(err))
 	}
 }
+
+// doneCtx is a context already done.
+var doneCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 // mustNotWait reports whether a change of paths by c must not wait for
 // its notifies: c is the helper, or Options.MustNotWait says so.
@@ -222,11 +235,12 @@ func (s *Server) mustNotWait(c Cred, paths []string) bool {
 // is kept (durable) and the kernel has been told of it (synced), so that
 // the caller's next request, or system call on the mount, sees it.
 func (s *Server) changed(w http.ResponseWriter, r *http.Request, c Cred, status int, v any, paths ...string) *apiError {
+	b := encodeJSON(v) // while the notify worker tells the kernel
 	if e := s.durable(r.Context()); e != nil {
 		return e
 	}
 	s.synced(r.Context(), c, paths...)
-	writeJSON(w, status, v)
+	writeEncoded(w, status, b)
 	return nil
 }
 

@@ -532,14 +532,37 @@ func writeError(w http.ResponseWriter, e *apiError) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	writeEncoded(w, status, encodeJSON(v))
+}
+
+// encodeJSON is v as json.Marshal writes it, with a newline; an answer
+// that cannot be encoded is the internal error's body.
+func encodeJSON(v any) encoded {
+	if n, ok := v.(wire.Node); ok {
+		if b, ok := n.AppendJSON(make([]byte, 0, 256)); ok {
+			return encoded{b: append(b, '\n')}
+		}
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
+		return encoded{b: []byte(`{"error":{"code":"internal","message":"encoding the answer failed"}}` + "\n"), failed: true}
+	}
+	return encoded{b: append(b, '\n')}
+}
+
+// encoded is an answer's body, encoded.
+type encoded struct {
+	b      []byte
+	failed bool // the answer is an internal error
+}
+
+func writeEncoded(w http.ResponseWriter, status int, e encoded) {
+	if e.failed {
 		status = http.StatusInternalServerError
-		b = []byte(`{"error":{"code":"internal","message":"encoding the answer failed"}}`)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+	w.Write(e.b)
 }
 
 // errnoError maps a dcache error to an API error.

@@ -204,6 +204,9 @@ func TestNotifyQueueTranslatesEvents(t *testing.T) {
 		nq.Event(ev)
 	}
 	nq.enable()
+	for _, dir := range []uint64{1, 5, 15} { // listings the kernel may hold
+		nq.Listed(dir)
+	}
 	for _, ev := range []dcache.Event{
 		{Kind: dcache.KindRegister, Parent: 1, Name: "loop0", Ino: 10, Caller: builtin},
 		{Kind: dcache.KindCreate, Parent: 1, Name: "mine", Ino: 11, Caller: fuseCaller}, // the kernel knows
@@ -329,6 +332,8 @@ func TestNotifyQueueListingOncePerWait(t *testing.T) {
 	reg := func(parent, ino uint64, name string) {
 		nq.Event(dcache.Event{Kind: dcache.KindRegister, Parent: parent, Name: name, Ino: ino, Caller: ctl})
 	}
+	nq.Listed(1)
+	nq.Listed(7)
 	reg(1, 10, "a")
 	reg(1, 11, "b")
 	reg(7, 12, "c")
@@ -341,6 +346,7 @@ func TestNotifyQueueListingOncePerWait(t *testing.T) {
 	go func() { defer close(done); nq.run(f, zapNop()) }()
 	defer stopWorker(nq, done, 5*time.Second)
 	waitFor(t, "the worker to take the batch", func() bool { return nq.len() == 0 })
+	nq.Listed(1)    // a listing served after the notice was queued
 	reg(1, 13, "d") // listing 1 was taken: it may be sent before this change
 	if n := nq.len(); n != 2 {
 		t.Fatalf("%d notices queued after the batch was taken, want 2 (the entry and the listing)", n)
@@ -350,6 +356,74 @@ func TestNotifyQueueListingOncePerWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "[entry 1 a listing 1 entry 1 b entry 7 c listing 7 delete 1 10 a entry 1 d listing 1]"
+	if got := fmt.Sprint(f.list()); got != want {
+		t.Fatalf("notifies %s, want %s", got, want)
+	}
+}
+
+// A change to a directory whose listing the kernel cannot hold (none
+// served since its last listing notice was queued) queues no listing
+// notice: that notice would also drop the directory's attributes. A
+// listing served while a listing notice waits keeps the directory
+// listed, so that the next change after the worker took it is noticed.
+func TestNotifyQueueListingOnlyIfListed(t *testing.T) {
+	nq := NewNotifyQueue(0)
+	nq.enable()
+	ctl := dcache.Caller{Origin: dcache.OriginControl}
+	reg := func(parent, ino uint64, name string) {
+		nq.Event(dcache.Event{Kind: dcache.KindRegister, Parent: parent, Name: name, Ino: ino, Caller: ctl})
+	}
+	reg(1, 10, "a") // never listed
+	nq.Listed(1)    // READDIR of 1
+	reg(1, 11, "b") // noticed
+	reg(1, 12, "c") // not listed since: none
+	nq.Listed(1)    // a listing while listing 1 waits in the queue
+	reg(1, 13, "d") // the queued one is sent after it
+	nq.Listed(2)    // another directory's listing
+	reg(1, 14, "e") // still listed (served while one waited), but one is queued: none
+	f := &fakeNotifier{}
+	done := make(chan struct{})
+	go func() { defer close(done); nq.run(f, zapNop()) }()
+	defer stopWorker(nq, done, 5*time.Second)
+	if err := nq.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	reg(1, 15, "f") // listed while the first waited: noticed again
+	reg(1, 16, "g") // not listed since
+	if err := nq.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := "[entry 1 a entry 1 b listing 1 entry 1 c entry 1 d entry 1 e entry 1 f listing 1 entry 1 g]"
+	if got := fmt.Sprint(f.list()); got != want {
+		t.Fatalf("notifies %s, want %s", got, want)
+	}
+}
+
+// A queue whose server took a mount over (inheritListings) takes every
+// directory for listed until its first listing notice: the kernel may
+// hold listings the old process served.
+func TestNotifyQueueListingInherited(t *testing.T) {
+	nq := NewNotifyQueue(0)
+	nq.enable()
+	nq.inheritListings()
+	ctl := dcache.Caller{Origin: dcache.OriginControl}
+	reg := func(parent, ino uint64, name string) {
+		nq.Event(dcache.Event{Kind: dcache.KindRegister, Parent: parent, Name: name, Ino: ino, Caller: ctl})
+	}
+	f := &fakeNotifier{}
+	done := make(chan struct{})
+	go func() { defer close(done); nq.run(f, zapNop()) }()
+	defer stopWorker(nq, done, 5*time.Second)
+	step := func(fn func()) {
+		fn()
+		if err := nq.Sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step(func() { reg(1, 10, "a"); reg(7, 11, "b") }) // each directory's first change
+	step(func() { reg(1, 12, "c") })                  // 1 was noticed, not listed since
+	step(func() { nq.Listed(1); reg(1, 13, "d") })    // listed again
+	want := "[entry 1 a listing 1 entry 7 b listing 7 entry 1 c entry 1 d listing 1]"
 	if got := fmt.Sprint(f.list()); got != want {
 		t.Fatalf("notifies %s, want %s", got, want)
 	}

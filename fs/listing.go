@@ -24,7 +24,10 @@ import (
 // The kernel drops a directory's cached listing (fs/fuse/readdir.c):
 //   - when its pages are invalidated: an inode notify with offset 0
 //     (noticeDir, notify.go), which the NotifyQueue of every mount sends
-//     for each change of the directory's entries it did not make itself;
+//     for each change of the directory's entries it did not make itself,
+//     if the directory was listed (NotifyQueue.Listed: a READDIR or
+//     READDIRPLUS served) since its last one: the kernel holds no cached
+//     listing of a directory whose listing it has not read since;
 //   - when the mount itself changed the entries (mknod, mkdir, unlink,
 //     rmdir, rename of both directories, symlink, link, create:
 //     fuse_dir_changed bumps the directory's i_version);

@@ -805,3 +805,27 @@ func TestListingLastsAsLongAsItsNames(t *testing.T) {
 		t.Fatalf("ls -l once the names expired: requests %v, want READDIRPLUS and not a LOOKUP per name", got)
 	}
 }
+
+// A registration in a directory whose listing the kernel does not hold
+// (none served since its last listing notice) sends no listing notice,
+// which would also drop the directory's attributes: the next path walk
+// through it is the new name's LOOKUP alone, no GETATTR of the
+// directory. Once the directory is listed, the next registration drops
+// that listing, and the next listing shows the name.
+func TestListingNoticeOnlyForAListedDirectory(t *testing.T) {
+	r := newListingRig(t, ListingCacheAuto, nil)
+	r.register("d", dcache.TypeDir)
+	run(t, "stat", "-c", "%i", filepath.Join(r.mnt, "d")) // the kernel holds d and its attributes
+	for i := 0; i < 3; i++ {
+		name := fmt.Sprintf("d/n%d", i)
+		r.register(name, dcache.TypeChar) // and the API's wait for the notifies
+		s := r.mainCount.snapshot()
+		run(t, "stat", "-c", "%i", filepath.Join(r.mnt, name))
+		if got, want := r.mainCount.since(s), map[string]uint64{"LOOKUP": 1}; !maps.Equal(got, want) {
+			t.Fatalf("stat of %s registered in a directory never listed: requests %v, want %v", name, got, want)
+		}
+	}
+	r.checkListing("listed", r.main, r.mnt, "d") // the kernel now holds d's listing
+	r.register("d/late", dcache.TypeChar)
+	r.checkListing("registered after the listing", r.main, r.mnt, "d")
+}

@@ -100,12 +100,25 @@ type NotifyQueue struct {
 	// dirs are the directories with a noticeDir in q: one more change
 	// to such a directory needs none of its own, the one queued being
 	// sent after it. Emptied with q by take.
-	dirs     map[uint64]struct{}
-	enabled  bool          // the mount is live: queue
-	closed   bool          // the worker is stopping: drop
-	seqIn    uint64        // seq of the last notice queued
-	seqOut   uint64        // seq of the last notice sent (or discarded)
-	progress chan struct{} // closed and replaced when seqOut moves
+	dirs map[uint64]struct{}
+	// listed are the directories whose listing the kernel may cache: a
+	// READDIR or READDIRPLUS of it started (Listed) since its last
+	// noticeDir was queued. A change to any other directory's entries
+	// needs no noticeDir (pushDir): the kernel holds no listing of it,
+	// and a noticeDir would also drop the directory's attributes, making
+	// the next path walk through it a GETATTR round trip.
+	listed map[uint64]struct{}
+	// inherited: the kernel may hold listings this process never
+	// served (a mount handed over, resume.go), so every directory is
+	// taken for listed until its first noticeDir is queued; noticed are
+	// the directories past that (nil unless inherited).
+	inherited bool
+	noticed   map[uint64]struct{}
+	enabled   bool          // the mount is live: queue
+	closed    bool          // the worker is stopping: drop
+	seqIn     uint64        // seq of the last notice queued
+	seqOut    uint64        // seq of the last notice sent (or discarded)
+	progress  chan struct{} // closed and replaced when seqOut moves
 
 	wake chan struct{} // capacity 1: "the queue is not empty"
 
@@ -122,7 +135,7 @@ func NewNotifyQueue(size int) *NotifyQueue {
 		size = DefaultNotifyQueue
 	}
 	return &NotifyQueue{max: size, wake: make(chan struct{}, 1), progress: make(chan struct{}),
-		dirs: make(map[uint64]struct{})}
+		dirs: make(map[uint64]struct{}), listed: make(map[uint64]struct{})}
 }
 
 var _ dcache.Sink = (*NotifyQueue)(nil)
@@ -140,7 +153,8 @@ func (nq *NotifyQueue) WantsLookups() bool { return false }
 // A change to a directory's entries (REGISTER, UNREGISTER, CREATE,
 // DELETE: every rename and link is a CREATE and DELETE pair) also
 // queues a noticeDir for the directory, which drops the listing the
-// kernel may cache for it (FOPEN_CACHE_DIR, listing.go). The kernel
+// kernel may cache for it (FOPEN_CACHE_DIR, listing.go), if it may
+// cache one (Listed, pushDir). The kernel
 // of the mount that made the change drops its own (fuse_dir_changed),
 // but for one thing: a directory renamed keeps its cached listing, whose
 // ".." now names another parent; so a renamed directory's listing is
@@ -189,25 +203,93 @@ func (nq *NotifyQueue) Event(ev dcache.Event) {
 	}
 }
 
-// pushDir queues a noticeDir for directory dir, unless one is queued and
-// not yet taken by the worker: that one is sent after this change.
-func (nq *NotifyQueue) pushDir(dir uint64) {
-	if dir != 0 && listingNotices() {
-		nq.push(notice{kind: noticeDir, child: dir})
+// Listed records that a listing of directory dir (READDIR or
+// READDIRPLUS, from any offset) is being served: its reply may fill the
+// kernel's cached listing, so the next change of dir's entries queues a
+// noticeDir. The server calls it before it reads the directory, so that
+// a change either is in what the listing reads or comes after Listed
+// and is noticed (its event is emitted after the change is applied).
+func (nq *NotifyQueue) Listed(dir uint64) {
+	nq.mu.Lock()
+	if !nq.closed {
+		nq.listed[dir] = struct{}{} // even before enable: the reply reaches a live mount
 	}
+	nq.mu.Unlock()
+}
+
+// pushDir queues a noticeDir for directory dir if the kernel may hold a
+// listing of it (Listed since the last one was queued), unless one is
+// queued and not yet taken by the worker: that one is sent after this
+// change, and dir stays listed, so a listing served since that one was
+// queued is dropped by the next change's notice as well.
+//
+// A listing in flight while dir changes: its reply, read before the
+// change, may reach the kernel after the noticeDir, and fill the cache
+// with the old listing. What drops it is what dropped it before this
+// policy (listing.go): the noticeDir also dropped dir's attributes, and
+// the kernel started that cache at dir's mtime before the change, so the
+// next listing from offset 0 fetches the attributes, finds dir's mtime
+// moved and reads the directory again. A later change of dir before
+// that listing queues no noticeDir of its own unless dir was listed
+// again, nor needs one: the stale cache is dropped by the same mtime
+// check.
+func (nq *NotifyQueue) pushDir(dir uint64) {
+	if dir == 0 || !listingNotices() {
+		return
+	}
+	nq.mu.Lock()
+	if _, ok := nq.listed[dir]; !ok && !nq.inheritedLocked(dir) {
+		nq.mu.Unlock()
+		return // the kernel holds no listing of dir
+	}
+	if _, queued := nq.dirs[dir]; queued {
+		nq.mu.Unlock()
+		return // the one queued will be sent after this change
+	}
+	delete(nq.listed, dir)
+	if nq.inherited {
+		nq.noticed[dir] = struct{}{}
+	}
+	nq.pushLocked(notice{kind: noticeDir, child: dir})
+}
+
+// inheritListings records that the kernel may hold cached listings of
+// any directory, served before this queue's server took the mount over:
+// each directory's first change queues its noticeDir. Call it before
+// the server serves.
+func (nq *NotifyQueue) inheritListings() {
+	nq.mu.Lock()
+	nq.inherited = true
+	nq.noticed = make(map[uint64]struct{})
+	nq.mu.Unlock()
+}
+
+// inheritedLocked reports whether the kernel may hold a listing of dir
+// served before the takeover. Preconditions: nq.mu held.
+func (nq *NotifyQueue) inheritedLocked(dir uint64) bool {
+	if !nq.inherited {
+		return false
+	}
+	_, done := nq.noticed[dir]
+	return !done
 }
 
 func (nq *NotifyQueue) push(n notice) {
 	nq.mu.Lock()
-	if !nq.enabled || nq.closed {
-		nq.mu.Unlock()
-		return
-	}
 	if n.kind == noticeDir {
 		if _, queued := nq.dirs[n.child]; queued {
 			nq.mu.Unlock()
 			return // the one queued will be sent after this change
 		}
+	}
+	nq.pushLocked(n)
+}
+
+// pushLocked queues n. Preconditions: nq.mu held; it is released.
+func (nq *NotifyQueue) pushLocked(n notice) {
+	if !nq.enabled || nq.closed {
+		nq.mu.Unlock()
+		return
 	}
 	if len(nq.q) >= nq.max {
 		nq.mu.Unlock()
@@ -241,6 +323,7 @@ func (nq *NotifyQueue) close() {
 	nq.closed = true
 	nq.q = nil
 	clear(nq.dirs)
+	clear(nq.listed)
 	nq.advanceLocked(nq.seqIn) // what is left will never be sent
 	nq.mu.Unlock()
 	select {

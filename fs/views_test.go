@@ -270,6 +270,8 @@ func TestViewNotifiesPerMount(t *testing.T) {
 	fakes := map[*NotifyQueue]*fakeNotifier{mainQ: {}, viewQ: {}}
 	for q := range fakes {
 		q.enable()
+		q.Listed(1) // both kernels may hold listings of / and snd
+		q.Listed(20)
 	}
 	ctl := dcache.Caller{Origin: dcache.OriginControl}
 	viaMain := dcache.Caller{Origin: dcache.OriginFUSE, Mount: mainQ.id}

@@ -66,6 +66,52 @@ func (r *Record) AppendJSON(b []byte) ([]byte, bool) {
 	return append(out, '}'), true
 }
 
+// AppendJSON appends n as json.Marshal writes it (Node.MarshalJSON: the
+// same bytes) and reports true, or leaves b as it was and reports false
+// when a string of n is not valid UTF-8 (a name that Name writes as an
+// array of bytes): the caller then uses json.Marshal. The control socket
+// answers a node this way, without encoding/json's reflection.
+func (n *Node) AppendJSON(b []byte) ([]byte, bool) {
+	for _, s := range [...]string{n.Path, n.Type, n.Mode, n.Target, n.Mtime, n.Ctime} {
+		if !utf8.ValidString(s) {
+			return b, false
+		}
+	}
+	out := append(b, `{"path":`...)
+	out = appendString(out, n.Path)
+	if n.Target != "" {
+		out = append(out, `,"target":`...)
+		out = appendString(out, n.Target)
+	}
+	out = append(out, `,"type":`...)
+	out = appendString(out, n.Type)
+	out = append(out, `,"mode":`...)
+	out = appendString(out, n.Mode)
+	out = append(out, `,"uid":`...)
+	out = strconv.AppendUint(out, uint64(n.Uid), 10)
+	out = append(out, `,"gid":`...)
+	out = strconv.AppendUint(out, uint64(n.Gid), 10)
+	if n.Major != 0 {
+		out = append(out, `,"major":`...)
+		out = strconv.AppendUint(out, uint64(n.Major), 10)
+	}
+	if n.Minor != 0 {
+		out = append(out, `,"minor":`...)
+		out = strconv.AppendUint(out, uint64(n.Minor), 10)
+	}
+	out = append(out, `,"ino":`...)
+	out = strconv.AppendUint(out, n.Ino, 10)
+	out = append(out, `,"nlink":`...)
+	out = strconv.AppendUint(out, uint64(n.Nlink), 10)
+	out = append(out, `,"size":`...)
+	out = strconv.AppendUint(out, n.Size, 10)
+	out = append(out, `,"mtime":`...)
+	out = appendString(out, n.Mtime)
+	out = append(out, `,"ctime":`...)
+	out = appendString(out, n.Ctime)
+	return append(out, '}'), true
+}
+
 const hexDigits = "0123456789abcdef"
 
 // appendString appends s, valid UTF-8, as a JSON string the way

@@ -51,3 +51,34 @@ func FuzzRecordAppendJSON(f *testing.F) {
 		}
 	})
 }
+
+// Node's AppendJSON writes what json.Marshal writes, byte for byte, or
+// declines.
+func FuzzNodeAppendJSON(f *testing.F) {
+	f.Add("snd/pcm0", "char", "0660", uint32(0), uint32(29), uint32(116), uint32(3), "", uint64(12), uint32(1), uint64(0), "2026-12-02T02:00:00.1Z", "2026-12-02T02:00:00.1Z")
+	f.Add("a<b>&\"c\\\n\u2028\u2029\x01", "symlink", "0777", uint32(7), uint32(0), uint32(0), uint32(0), "../x<y>", uint64(1), uint32(2), uint64(5), "", "")
+	f.Add("bad\xff", "dir", "0755", uint32(0), uint32(0), uint32(0), uint32(0), "t\xfe", uint64(1), uint32(2), uint64(0), "", "")
+	f.Fuzz(func(t *testing.T, path, typ, mode string, uid, gid, major, minor uint32, target string, ino uint64, nlink uint32, size uint64, mtime, ctime string) {
+		n := Node{Path: path, Type: typ, Mode: mode, Uid: uid, Gid: gid, Major: major, Minor: minor, Target: target,
+			Ino: ino, Nlink: nlink, Size: size, Mtime: mtime, Ctime: ctime}
+		want, err := json.Marshal(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := n.AppendJSON([]byte("x"))
+		if !ok {
+			if string(got) != "x" {
+				t.Fatalf("declined but changed b: %q", got)
+			}
+			for _, s := range []string{path, typ, mode, target, mtime, ctime} {
+				if !utf8.ValidString(s) {
+					return // json.Marshal's to write (with U+FFFD)
+				}
+			}
+			t.Fatalf("declined %+v, which json.Marshal writes as %s", n, want)
+		}
+		if !bytes.Equal(got[1:], want) {
+			t.Fatalf("AppendJSON\n%s\njson.Marshal\n%s", got[1:], want)
+		}
+	})
+}
