@@ -108,6 +108,11 @@ type NotifyQueue struct {
 	// and a noticeDir would also drop the directory's attributes, making
 	// the next path walk through it a GETATTR round trip.
 	listed map[uint64]struct{}
+	// fills are the directories a listing from offset 0 was served of
+	// (ListedFrom) since their last forced noticeDir, each with whether
+	// its entries changed since, by any origin, this mount's own changes
+	// included (listing_fill.go).
+	fills map[uint64]bool
 	// inherited: the kernel may hold listings this process never
 	// served (a mount handed over, resume.go), so every directory is
 	// taken for listed until its first noticeDir is queued; noticed are
@@ -135,7 +140,7 @@ func NewNotifyQueue(size int) *NotifyQueue {
 		size = DefaultNotifyQueue
 	}
 	return &NotifyQueue{max: size, wake: make(chan struct{}, 1), progress: make(chan struct{}),
-		dirs: make(map[uint64]struct{}), listed: make(map[uint64]struct{})}
+		dirs: make(map[uint64]struct{}), listed: make(map[uint64]struct{}), fills: make(map[uint64]bool)}
 }
 
 var _ dcache.Sink = (*NotifyQueue)(nil)
@@ -160,6 +165,10 @@ func (nq *NotifyQueue) WantsLookups() bool { return false }
 // ".." now names another parent; so a renamed directory's listing is
 // dropped in every mount, its own included.
 func (nq *NotifyQueue) Event(ev dcache.Event) {
+	switch ev.Kind {
+	case dcache.KindRegister, dcache.KindCreate, dcache.KindUnregister, dcache.KindDelete:
+		nq.changedDuringFill(ev.Parent)
+	}
 	own := ev.Caller.Origin == dcache.OriginFUSE && (ev.Caller.Mount == nq.id || ev.Caller.Mount == 0)
 	movedDir := ev.Renamed && ev.Kind == dcache.KindCreate && ev.Type == dcache.TypeDir && ev.Ino != 0
 	if own && !movedDir {
@@ -324,6 +333,7 @@ func (nq *NotifyQueue) close() {
 	nq.q = nil
 	clear(nq.dirs)
 	clear(nq.listed)
+	clear(nq.fills)
 	nq.advanceLocked(nq.seqIn) // what is left will never be sent
 	nq.mu.Unlock()
 	select {
