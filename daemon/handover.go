@@ -305,13 +305,6 @@ func (d *Daemon) resumeMounts(rd *received) error {
 			return fmt.Errorf("view %s: %w", v.Spec.Mountpoint, err)
 		}
 	}
-	// Every mount serves: the kernel resends what the old daemon left
-	// unanswered.
-	for _, s := range append([]*fs.Server{d.srv}, d.vm.servers()...) {
-		if err := s.Resend(); err != nil {
-			return err
-		}
-	}
 	d.log.Info("serving the mounts handed over", zap.Int("views", len(rd.state.Views)),
 		zap.Duration("pause", time.Since(rd.state.StoppedAt)))
 	return nil
@@ -588,18 +581,32 @@ func (d *Daemon) upgrade(binary string, log *zap.Logger) (res wire.Upgrade, err 
 		return res, rollback(fmt.Errorf("the successor cannot serve: %s", ack.Error))
 	}
 
-	// 5. Let go.
+	// 5. Let go. Run ends once the control socket answered its last
+	// request (this upgrade's); a serve loop that ends now is no unmount.
 	succeeded = true
+	d.ctlDone = ctlDone
+	d.vm.handedOver.Store(true)
+	close(d.handover)
 	for _, s := range servers {
 		if err := s.HandedOver(); err != nil {
 			log.Warn("letting go of a mount", zap.String("mountpoint", s.Mountpoint()), zap.Error(err))
 		}
 	}
-	if ok, _ := daemon.SdNotify(false, "MAINPID="+strconv.Itoa(ack.Pid)); ok {
-		log.Info("told systemd the successor's pid", zap.Int("pid", ack.Pid))
+	// systemd follows the successor (its notify access is the main
+	// pid's). A notify socket nobody reads blocks the write: bounded.
+	told := make(chan bool, 1)
+	go func() {
+		ok, _ := daemon.SdNotify(false, "MAINPID="+strconv.Itoa(ack.Pid))
+		told <- ok
+	}()
+	select {
+	case ok := <-told:
+		if ok {
+			log.Info("told systemd the successor's pid", zap.Int("pid", ack.Pid))
+		}
+	case <-time.After(time.Second):
+		log.Warn("the notify socket does not take MAINPID=; systemd may not follow the successor", zap.Int("pid", ack.Pid))
 	}
-	d.ctlDone = ctlDone
-	close(d.handover)
 	return wire.Upgrade{OldPid: os.Getpid(), NewPid: ack.Pid, Binary: binary, Mounts: len(servers),
 		PauseMs: float64(ack.At.Sub(stoppedAt)) / float64(time.Millisecond)}, nil
 }

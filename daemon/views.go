@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 
@@ -83,6 +84,10 @@ type viewManager struct {
 	mu     sync.Mutex
 	views  map[string]*viewMount // guarded by mu; by mountpoint
 	closed bool                  // guarded by mu: shutting down
+
+	// handedOver is set once a successor serves the views (handover.go):
+	// their serve loops end without an unmount.
+	handedOver atomic.Bool
 }
 
 type viewMount struct {
@@ -210,6 +215,9 @@ func (m *viewManager) add(v wire.View, view *viewpath.View) (wire.ViewInfo, erro
 // fusermount3 -u): its server is shut down and the view is gone.
 func (m *viewManager) watch(vm *viewMount) {
 	<-vm.srv.Served()
+	if m.handedOver.Load() {
+		return
+	}
 	m.mu.Lock()
 	mine := m.views[vm.spec.Mountpoint] == vm
 	if mine {

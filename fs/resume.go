@@ -27,11 +27,13 @@ import (
 // the node ids the kernel holds with their lookup counts), and passes it
 // to the successor, which makes a Server over the same namespace (imported
 // with dcache.Import, so inode numbers and generation are the same) and
-// Resumes it. The successor then sends FUSE_NOTIFY_RESEND (Resend): the
-// kernel queues again every request that was read and not answered, so a
-// request the old process gave up on is answered by the new one. The old
-// process then calls HandedOver and exits without unmounting anything.
-// If the successor fails first, the old process Continues.
+// Resumes it. Resume sends FUSE_NOTIFY_RESEND before it reads anything:
+// the kernel queues again every request that was read and not answered,
+// so a request the old process gave up on is answered by the new one. (A
+// resend while the server handles a request would requeue that one too,
+// and it would be carried out twice.) The old process then calls
+// HandedOver and exits without unmounting anything. If the successor
+// fails first, the old process Continues.
 //
 // Node ids: the successor's table starts with the predecessor's ids and
 // counts, so FORGET arithmetic goes on exactly; an id the table lost count
@@ -112,19 +114,21 @@ func (s *Server) Stop(ctx context.Context) (dropped int, err error) {
 	if s.srv == nil {
 		return 0, errors.New("fs: Stop before Mount")
 	}
-	return s.srv.StopServing(ctx)
+	dropped, err = s.srv.StopServing(ctx)
+	s.dropped.Store(int64(dropped))
+	return dropped, err
 }
 
-// Continue serves again after Stop (the successor failed): the kernel is
-// asked to resend what Stop left unanswered.
+// Continue serves again after Stop (the successor failed). If Stop left
+// requests unanswered, the kernel is asked to resend them first, while
+// nothing is read.
 func (s *Server) Continue() error {
-	if err := s.srv.RestartServing(); err != nil {
-		return err
+	if s.dropped.Load() > 0 {
+		if st := s.srv.NotifyResend(); st != fuse.OK && st != fuse.ENOSYS {
+			return fmt.Errorf("fs: resend after a stop: %v", st)
+		}
 	}
-	if st := s.srv.NotifyResend(); st != fuse.OK && st != fuse.ENOSYS {
-		return fmt.Errorf("fs: resend after a stop: %v", st)
-	}
-	return nil
+	return s.srv.RestartServing()
 }
 
 // Handover returns what a successor needs to serve the mount: its state
@@ -208,8 +212,9 @@ func (s *Server) HandedOver() error {
 // Resume serves a mount a predecessor served, from st and its files (the
 // connection's descriptor, then one per special; Resume takes them, on
 // error too), instead of Mount. The namespace should be the
-// predecessor's, imported (dcache.Import). The server serves once it
-// returns nil; call Resend then.
+// predecessor's, imported (dcache.Import). The kernel is asked to resend
+// what the predecessor left unanswered before anything is read; the
+// server serves once Resume returns nil.
 func (s *Server) Resume(st MountState, files []*os.File) (err error) {
 	defer func() {
 		if err != nil {
@@ -289,6 +294,13 @@ func (s *Server) Resume(st MountState, files []*os.File) (err error) {
 	if s.view == nil {
 		s.sweep = startSweeper(s.ns, s.log.Named("sweep"), nil)
 	}
+	switch st := srv.NotifyResend(); st {
+	case fuse.OK:
+	case fuse.ENOSYS:
+		s.log.Warn("the kernel cannot resend requests (no FUSE_HAS_RESEND, Linux < 6.9): requests the predecessor left unanswered stay so")
+	default:
+		s.log.Error("resend: the kernel refused", zap.Stringer("status", st))
+	}
 	go func() {
 		defer close(s.served)
 		srv.Serve()
@@ -327,21 +339,6 @@ func (s *Server) adoptAll() {
 			}
 		}
 	}
-}
-
-// Resend asks the kernel to send again the requests a predecessor read
-// and did not answer. It is a no-op (nil) on a kernel without HAS_RESEND,
-// where those requests stay unanswered.
-func (s *Server) Resend() error {
-	st := s.srv.NotifyResend()
-	switch st {
-	case fuse.OK:
-		return nil
-	case fuse.ENOSYS:
-		s.log.Warn("the kernel cannot resend requests (no FUSE_HAS_RESEND, Linux < 6.9): requests the predecessor left unanswered stay so")
-		return nil
-	}
-	return fmt.Errorf("fs: resend: %v", st)
 }
 
 // handoverStop bounds the wait for the requests being handled at a Stop
