@@ -305,6 +305,9 @@ func (d *Daemon) resumeMounts(rd *received) error {
 			return fmt.Errorf("view %s: %w", v.Spec.Mountpoint, err)
 		}
 	}
+	for _, s := range append([]*fs.Server{d.srv}, d.vm.servers()...) {
+		s.ResendLate() // mutant U1 only: a no-op otherwise
+	}
 	d.log.Info("serving the mounts handed over", zap.Int("views", len(rd.state.Views)),
 		zap.Duration("pause", time.Since(rd.state.StoppedAt)))
 	return nil
@@ -584,31 +587,48 @@ func (d *Daemon) upgrade(binary string, log *zap.Logger) (res wire.Upgrade, err 
 	// 5. Let go. Run ends once the control socket answered its last
 	// request (this upgrade's); a serve loop that ends now is no unmount.
 	succeeded = true
-	d.ctlDone = ctlDone
-	d.vm.handedOver.Store(true)
-	close(d.handover)
-	for _, s := range servers {
-		if err := s.HandedOver(); err != nil {
-			log.Warn("letting go of a mount", zap.String("mountpoint", s.Mountpoint()), zap.Error(err))
+	letGo := func() {
+		for _, s := range servers {
+			if err := s.HandedOver(); err != nil {
+				log.Warn("letting go of a mount", zap.String("mountpoint", s.Mountpoint()), zap.Error(err))
+			}
 		}
 	}
-	// systemd follows the successor (its notify access is the main
-	// pid's). A notify socket nobody reads blocks the write: bounded.
+	announce := func() {
+		d.ctlDone = ctlDone
+		d.vm.handedOver.Store(true)
+		close(d.handover)
+	}
+	if letGoFirst { // mutant U2 only
+		letGo()
+		tellMainPid(ack.Pid, log)
+		announce()
+	} else {
+		announce()
+		letGo()
+		tellMainPid(ack.Pid, log)
+	}
+	return wire.Upgrade{OldPid: os.Getpid(), NewPid: ack.Pid, Binary: binary, Mounts: len(servers),
+		PauseMs: float64(ack.At.Sub(stoppedAt)) / float64(time.Millisecond)}, nil
+}
+
+// tellMainPid tells systemd the successor's pid: it follows the successor
+// (its notify access is the main pid's). A notify socket nobody reads
+// blocks the write: bounded.
+func tellMainPid(pid int, log *zap.Logger) {
 	told := make(chan bool, 1)
 	go func() {
-		ok, _ := daemon.SdNotify(false, "MAINPID="+strconv.Itoa(ack.Pid))
+		ok, _ := daemon.SdNotify(false, "MAINPID="+strconv.Itoa(pid))
 		told <- ok
 	}()
 	select {
 	case ok := <-told:
 		if ok {
-			log.Info("told systemd the successor's pid", zap.Int("pid", ack.Pid))
+			log.Info("told systemd the successor's pid", zap.Int("pid", pid))
 		}
 	case <-time.After(time.Second):
-		log.Warn("the notify socket does not take MAINPID=; systemd may not follow the successor", zap.Int("pid", ack.Pid))
+		log.Warn("the notify socket does not take MAINPID=; systemd may not follow the successor", zap.Int("pid", pid))
 	}
-	return wire.Upgrade{OldPid: os.Getpid(), NewPid: ack.Pid, Binary: binary, Mounts: len(servers),
-		PauseMs: float64(ack.At.Sub(stoppedAt)) / float64(time.Millisecond)}, nil
 }
 
 // await reads one message of the successor, or its exit.

@@ -294,12 +294,8 @@ func (s *Server) Resume(st MountState, files []*os.File) (err error) {
 	if s.view == nil {
 		s.sweep = startSweeper(s.ns, s.log.Named("sweep"), nil)
 	}
-	switch st := srv.NotifyResend(); st {
-	case fuse.OK:
-	case fuse.ENOSYS:
-		s.log.Warn("the kernel cannot resend requests (no FUSE_HAS_RESEND, Linux < 6.9): requests the predecessor left unanswered stay so")
-	default:
-		s.log.Error("resend: the kernel refused", zap.Stringer("status", st))
+	if !resendAfterServe {
+		s.resend(srv)
 	}
 	go func() {
 		defer close(s.served)
@@ -308,6 +304,26 @@ func (s *Server) Resume(st MountState, files []*os.File) (err error) {
 	s.log.Info("serving a mount handed over", zap.String("mountpoint", st.Mountpoint),
 		zap.Int("node_ids", int(s.nodes.len())), zap.Int("specials", len(st.Specials)))
 	return nil
+}
+
+// ResendLate is the resend of mutant U1 (resend_mutant_u1.go): once the
+// server serves, which requeues what it handles too. Otherwise a no-op.
+func (s *Server) ResendLate() {
+	if resendAfterServe && s.srv != nil {
+		s.resend(s.srv)
+	}
+}
+
+// resend asks the kernel to send again what the predecessor read and did
+// not answer.
+func (s *Server) resend(srv *fuse.Server) {
+	switch st := srv.NotifyResend(); st {
+	case fuse.OK:
+	case fuse.ENOSYS:
+		s.log.Warn("the kernel cannot resend requests (no FUSE_HAS_RESEND, Linux < 6.9): requests the predecessor left unanswered stay so")
+	default:
+		s.log.Error("resend: the kernel refused", zap.Stringer("status", st))
+	}
 }
 
 // adoptAll keeps every node of the namespace in the table for good: the

@@ -415,3 +415,71 @@ func maxOf(xs []float64) float64 {
 	}
 	return m
 }
+
+// An upgrade whose successor cannot serve (here: its limit of nodes is
+// below what the namespace holds, so it refuses the handover after the
+// old daemon stopped reading) fails and changes nothing: the old daemon
+// serves its mounts and its socket again, the load sees no failed call,
+// and the next upgrade succeeds.
+func TestUpgradeFailsAndTheDaemonServesOn(t *testing.T) {
+	vmnt := viewDir(t, "v")
+	vfile := writeFile(t, t.TempDir(), "v.yaml", fmt.Sprintf("mountpoint: %s\nallow: [null, zero, full, \"u-*\"]\n", vmnt))
+	d := startCtl(t, "--view="+vfile, "--views-dir="+filepath.Dir(vmnt))
+	cur := &currentDaemon{pid: d.cmd.Process.Pid}
+	t.Cleanup(func() { cur.stop(t, d.mnt) })
+	drained := make(chan struct{})
+	defer close(drained)
+	go func() {
+		for {
+			select {
+			case <-d.ready:
+			case <-drained:
+				return
+			}
+		}
+	}()
+	bad := writeFile(t, t.TempDir(), "devfsd-small", "#!/bin/sh\nshift\nexec "+devfsdBin+" mount --max-nodes=3 \"$@\"\n")
+	if err := os.Chmod(bad, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Dir(bad), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ld := startLoad(d.mnt, vmnt, 8)
+	defer ld.stop()
+	from := ld.ops.Load()
+	until(t, "the workers' progress", func() bool { return ld.ops.Load() >= from+200 })
+
+	_, errOut, code := d.ctl(t, nil, "upgrade", "--binary", bad)
+	if code == 0 || !strings.Contains(errOut, "more than the limit") {
+		t.Fatalf("upgrade to a successor that cannot serve: exit %d: %s", code, errOut)
+	}
+	from = ld.ops.Load()
+	until(t, "the workers' progress after the failed upgrade", func() bool { return ld.ops.Load() >= from+200 })
+	if exitsWithin(cur.get(), 0) {
+		t.Fatal("the daemon exited after a failed upgrade")
+	}
+	// The socket serves again, and the next upgrade works.
+	out := d.mustCtl(t, "upgrade", "--json")
+	var res wire.Upgrade
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.OldPid != cur.get() {
+		t.Fatalf("upgrade after the failed one: %v %q", err, out)
+	}
+	cur.set(res.NewPid)
+	from = ld.ops.Load()
+	until(t, "the workers' progress after the upgrade", func() bool { return ld.ops.Load() >= from+200 })
+	rep := ld.stop()
+	for _, f := range rep.failures {
+		t.Errorf("failed call: %s", f)
+	}
+	if rep.longest > 2*time.Second {
+		t.Errorf("a call took %v, more than 2 s: %v", rep.longest, rep.slow)
+	}
+	if l, err := d.c.List(context.Background(), "", true); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, m := range kernelAgrees(l, d.mnt, nil) {
+			t.Errorf("main mount: %s", m)
+		}
+	}
+}
