@@ -200,7 +200,11 @@ func (d *Daemon) build() (err error) {
 	}
 	devices, why := chooseDevices(cfg)
 	log.Info("device source", zap.String("devices", devices), zap.String("why", why))
-	if d.ks, err = startDevices(devices, cfg, ns, bl, d.ho != nil, log); err != nil {
+	var owned map[string]uint64 // the kernel source's nodes, from a predecessor
+	if d.ho != nil {
+		owned = d.ho.state.KernelOwned
+	}
+	if d.ks, err = startDevices(devices, cfg, ns, bl, d.ho != nil, owned, log); err != nil {
 		return err
 	}
 	if d.ho == nil { // a successor's tree has them

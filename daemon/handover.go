@@ -75,6 +75,9 @@ type handoverState struct {
 	Control   bool           `json:"control"` // the control listener's descriptor follows the mounts'
 	Metrics   bool           `json:"metrics"` // then the metrics listener's
 	Files     int            `json:"files"`
+	// KernelOwned are the nodes the kernel device source registered
+	// (devices: kernel), which the successor's source takes as its own.
+	KernelOwned map[string]uint64 `json:"kernel_owned,omitempty"`
 }
 
 // handoverView is one view of a handover.
@@ -540,6 +543,9 @@ func (d *Daemon) upgrade(binary string, log *zap.Logger) (res wire.Upgrade, err 
 		unlinked = append(unlinked, s.Unlinked()...)
 	}
 	st := handoverState{Pid: os.Getpid(), StoppedAt: stoppedAt, Namespace: d.ns.Export(unlinked)}
+	if d.ks != nil {
+		st.KernelOwned = d.ks.Owned()
+	}
 	var files []*os.File
 	defer func() { closeFiles(files) }()
 	for i, s := range servers {
