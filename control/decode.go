@@ -83,7 +83,151 @@ type object map[string]json.RawMessage
 // decodeObject reads body as exactly one JSON object whose keys are all in
 // known (matched exactly: encoding/json alone would match "PATH" to
 // "path"), none twice, with nothing after it.
+//
+// A body that is valid JSON is split by splitObject, without encoding/json's
+// token allocations (every request body comes here); any other is
+// handed to decodeObjectSlow, whose errors name what is wrong.
 func decodeObject(body []byte, known ...string) (object, *apiError) {
+	if !json.Valid(body) {
+		return decodeObjectSlow(body, known...)
+	}
+	obj := make(object, len(known))
+	var e *apiError
+	ok := splitObject(body, func(rawKey, val []byte) bool {
+		key, found := knownKey(rawKey, known)
+		if !found {
+			var k string
+			if json.Unmarshal(rawKey, &k) != nil {
+				k = string(rawKey)
+			}
+			e = bad(wire.CodeUnknownField, k, "unknown field %q (this endpoint takes %s)", k, strings.Join(known, ", "))
+			return false
+		}
+		if _, dup := obj[key]; dup {
+			e = bad(wire.CodeDuplicateField, key, "field %q given twice", key)
+			return false
+		}
+		obj[key] = val
+		return true
+	})
+	if !ok && e == nil {
+		return decodeObjectSlow(body, known...) // not an object
+	}
+	return obj, e
+}
+
+// knownKey returns the element of known that rawKey, a JSON string,
+// spells, matched exactly (escapes decoded).
+func knownKey(rawKey []byte, known []string) (string, bool) {
+	inner := rawKey[1 : len(rawKey)-1]
+	if bytes.IndexByte(inner, '\\') >= 0 {
+		var k string
+		if json.Unmarshal(rawKey, &k) != nil {
+			return "", false
+		}
+		inner = []byte(k)
+	}
+	for _, k := range known {
+		if string(inner) == k {
+			return k, true
+		}
+	}
+	return "", false
+}
+
+// splitObject calls f with each key (a JSON string, quotes included) and
+// value (raw) of body, valid JSON, in order, until f returns false. It
+// returns false if body is not an object or f stopped it.
+func splitObject(body []byte, f func(key, val []byte) bool) bool {
+	i := skipSpace(body, 0)
+	if i >= len(body) || body[i] != '{' {
+		return false
+	}
+	i = skipSpace(body, i+1)
+	if body[i] == '}' {
+		return true
+	}
+	for {
+		kEnd := skipValue(body, i)
+		key := body[i:kEnd]
+		i = skipSpace(body, kEnd)
+		i = skipSpace(body, i+1) // ':'
+		vEnd := skipValue(body, i)
+		if !f(key, body[i:vEnd]) {
+			return false
+		}
+		i = skipSpace(body, vEnd)
+		if body[i] == '}' {
+			return true
+		}
+		i = skipSpace(body, i+1) // ','
+	}
+}
+
+// splitArray returns the elements of raw, a valid JSON array.
+func splitArray(raw []byte) [][]byte {
+	i := skipSpace(raw, 1)
+	if raw[i] == ']' {
+		return nil
+	}
+	var out [][]byte
+	for {
+		end := skipValue(raw, i)
+		out = append(out, raw[i:end])
+		i = skipSpace(raw, end)
+		if raw[i] == ']' {
+			return out
+		}
+		i = skipSpace(raw, i+1) // ','
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the end of the JSON value starting at b[i]; b is
+// valid JSON.
+func skipValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		for j := i + 1; ; j++ {
+			switch b[j] {
+			case '\\':
+				j++
+			case '"':
+				return j + 1
+			}
+		}
+	case '{', '[':
+		depth := 0
+		for j := i; ; j++ {
+			switch b[j] {
+			case '"':
+				j = skipValue(b, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+	}
+	j := i
+	for j < len(b) && !strings.ContainsRune(" \t\n\r,}]", rune(b[j])) {
+		j++
+	}
+	return j
+}
+
+// decodeObjectSlow is decodeObject through encoding/json's tokens: the
+// errors of a body that is not one valid JSON object.
+func decodeObjectSlow(body []byte, known ...string) (object, *apiError) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	tok, err := dec.Token()
@@ -441,25 +585,77 @@ func decodeChown(body []byte) (chown, *apiError) {
 	return c, nil
 }
 
-// decodeDone decodes {"id": N, "error": "..."}.
-func decodeDone(body []byte) (uint64, string, *apiError) {
-	o, e := decodeObject(body, "id", "error")
+// done is a validated POST /v1/helper/done.
+type done struct {
+	ID      uint64
+	Msg     string
+	Regs    []registration // each validated as decodeRegister does
+	ExistOK bool
+}
+
+// decodeDone decodes {"id": N, "error": "...", "register": [...],
+// "exist_ok": B}. An error in a registration names it: field
+// "register[I].FIELD", message "register[I]: ...".
+func decodeDone(body []byte) (done, *apiError) {
+	var d done
+	o, e := decodeObject(body, "id", "error", "register", "exist_ok")
 	if e != nil {
-		return 0, "", e
+		return d, e
 	}
 	id, ok, e := o.int("id", 1, 1<<62, wire.CodeInvalidArgument)
 	if e != nil {
-		return 0, "", e
+		return d, e
 	}
 	if !ok {
-		return 0, "", bad(wire.CodeMissingField, "id", "id is required")
+		return d, bad(wire.CodeMissingField, "id", "id is required")
 	}
+	d.ID = uint64(id)
 	msg, _, e := o.str("error")
 	if e != nil {
-		return 0, "", e
+		return d, e
 	}
 	if len(msg) > 4096 {
-		return 0, "", bad(wire.CodeInvalidArgument, "error", "error is over 4096 bytes")
+		return d, bad(wire.CodeInvalidArgument, "error", "error is over 4096 bytes")
 	}
-	return uint64(id), msg, nil
+	d.Msg = msg
+	if raw, ok := o["exist_ok"]; ok {
+		switch string(raw) {
+		case "true":
+			d.ExistOK = true
+		case "false":
+		default:
+			return d, bad(wire.CodeBadType, "exist_ok", "exist_ok must be true or false, not %s", jsonKind(raw))
+		}
+	}
+	raw, ok := o["register"]
+	if !ok {
+		return d, nil
+	}
+	if len(raw) == 0 || raw[0] != '[' {
+		return d, bad(wire.CodeBadType, "register", "register must be an array of registrations, not %s", jsonKind(raw))
+	}
+	elems := splitArray(raw) // raw is valid JSON: decodeObject checked the body
+	if len(elems) > wire.MaxDoneRegister {
+		return d, bad(wire.CodeInvalidArgument, "register", "register has %d registrations, over %d", len(elems), wire.MaxDoneRegister)
+	}
+	d.Regs = make([]registration, 0, len(elems))
+	for i, el := range elems {
+		reg, e := decodeRegister(el)
+		if e != nil {
+			return d, inRegistration(i, e)
+		}
+		d.Regs = append(d.Regs, reg)
+	}
+	return d, nil
+}
+
+// inRegistration names registration i of a done in e.
+func inRegistration(i int, e *apiError) *apiError {
+	f := fmt.Sprintf("register[%d]", i)
+	if e.body.Field != "" {
+		f += "." + e.body.Field
+	}
+	e.body.Field = f
+	e.body.Message = fmt.Sprintf("register[%d]: %s", i, e.body.Message)
+	return e
 }

@@ -2,6 +2,7 @@ package control
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -120,7 +121,7 @@ func TestDecodeNamesExactly(t *testing.T) {
 	if c, e := decodeChown([]byte("{\"path\":\"\xfe\",\"uid\":1}")); e == nil || e.body.Code != wire.CodeInvalidUTF8 {
 		t.Errorf("chown of raw bytes: %+v %v", c, e)
 	}
-	if _, _, e := decodeDone([]byte("{\"id\":1,\"error\":\"no \xff\"}")); e == nil || e.body.Code != wire.CodeInvalidUTF8 {
+	if _, e := decodeDone([]byte("{\"id\":1,\"error\":\"no \xff\"}")); e == nil || e.body.Code != wire.CodeInvalidUTF8 {
 		t.Errorf("done with a message not UTF-8: %v", e)
 	}
 	// A message that quotes a name that is not UTF-8 stays UTF-8, with the
@@ -213,8 +214,64 @@ func FuzzDecode(f *testing.F) {
 		if c, e := decodeChown(body); e == nil && (c.Uid == nil && c.Gid == nil) {
 			t.Fatalf("decodeChown accepted no owner")
 		}
-		if id, _, e := decodeDone(body); e == nil && id == 0 {
-			t.Fatalf("decodeDone accepted id 0")
+		if d, e := decodeDone(body); e == nil {
+			if d.ID == 0 {
+				t.Fatalf("decodeDone accepted id 0")
+			}
+			for _, reg := range d.Regs {
+				validRegistration(t, reg)
+			}
+		}
+	})
+}
+
+// decodeObject's split of a valid body agrees with encoding/json's
+// tokens (decodeObjectSlow): the same fields with the same raw values,
+// or the same refusal.
+func FuzzDecodeObjectAgrees(f *testing.F) {
+	for _, s := range []string{
+		`{}`, ` { "path" : "a" , "type":"dir" } `, `{"path":"a","path":"b"}`, `{"PATH":"a"}`,
+		`{"p\u0061th":"a"}`, `{"path":{"x":[1,{"y":"]}"}]},"mode":"0644"}`, `{"path":"a\"}\\"}`,
+		`[1]`, `"x"`, `{"path":"x"} {}`, `{"colour":1}`, `{"id":7,"register":[{"path":"a","type":"dir"}, {}]}`,
+		"{\"path\":\"\xff\"}", `{"mode":-1.5e3,"uid":null,"gid":true}`,
+	} {
+		f.Add([]byte(s))
+	}
+	known := []string{"path", "type", "mode", "uid", "gid", "id", "register"}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, ge := decodeObject(body, known...)
+		want, we := decodeObjectSlow(body, known...)
+		if (ge == nil) != (we == nil) {
+			t.Fatalf("%q: split %v, tokens %v", body, ge, we)
+		}
+		if ge != nil {
+			if ge.body.Code != we.body.Code || ge.body.Field != we.body.Field {
+				t.Fatalf("%q: split %v (%s), tokens %v (%s)", body, ge, ge.body.Field, we, we.body.Field)
+			}
+			return
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%q: split %d fields, tokens %d", body, len(got), len(want))
+		}
+		for k, v := range want {
+			if !bytes.Equal(got[k], v) {
+				t.Fatalf("%q: field %s split %q, tokens %q", body, k, got[k], v)
+			}
+		}
+		if raw, ok := got["register"]; ok && len(raw) > 0 && raw[0] == '[' {
+			var elems []json.RawMessage
+			if err := json.Unmarshal(raw, &elems); err != nil {
+				t.Fatal(err)
+			}
+			split := splitArray(raw)
+			if len(split) != len(elems) {
+				t.Fatalf("%q: splitArray %d elements, encoding/json %d", raw, len(split), len(elems))
+			}
+			for i := range elems {
+				if !bytes.Equal(split[i], elems[i]) {
+					t.Fatalf("%q: element %d split %q, encoding/json %q", raw, i, split[i], elems[i])
+				}
+			}
 		}
 	})
 }

@@ -178,27 +178,54 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) *apiError {
 }
 
 // synced waits, bounded, until the kernel has been told of the changes so
-// far, unless c is the helper (see Options.SyncNotifies).
-func (s *Server) synced(ctx context.Context, c Cred) {
-	if s.opts.SyncNotifies == nil || s.fromHelper(c) {
+// far, so that c's next system call on the mount sees them — unless the
+// wait may be for a notify that cannot be delivered: c is the helper, or
+// Options.MustNotWait says so for c or one of paths, the names the change
+// made or removed (the deadlock rule "Notifies that cannot be delivered"
+// of package lookup's doc). Both outcomes are counted for GET /v1/stats.
+func (s *Server) synced(ctx context.Context, c Cred, paths ...string) {
+	if s.opts.SyncNotifies == nil {
+		return
+	}
+	if s.mustNotWait(c, paths) {
+		s.syncSkipped.Add(1)
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
 	if err := s.opts.SyncNotifies(ctx); err != nil {
+		s.syncTimeouts.Add(1)
 		s.log.Warn("kernel notifies not sent in time; the mount may show the old state until the cache timeouts",
 			zap.Error(err))
 	}
 }
 
-// changed answers a change c made that succeeded: only once it is kept
-// (durable) and the kernel has been told of it (synced), so that the
-// caller's next request, or system call on the mount, sees it.
-func (s *Server) changed(w http.ResponseWriter, r *http.Request, c Cred, status int, v any) *apiError {
+// mustNotWait reports whether a change of paths by c must not wait for
+// its notifies: c is the helper, or Options.MustNotWait says so.
+func (s *Server) mustNotWait(c Cred, paths []string) bool {
+	who := s.caller(c)
+	if who.Origin == dcache.OriginLoader {
+		return true // the helper or its descendant
+	}
+	if s.opts.MustNotWait == nil {
+		return false
+	}
+	for _, p := range paths {
+		if s.opts.MustNotWait(p, who) {
+			return true
+		}
+	}
+	return false
+}
+
+// changed answers a change c made of paths that succeeded: only once it
+// is kept (durable) and the kernel has been told of it (synced), so that
+// the caller's next request, or system call on the mount, sees it.
+func (s *Server) changed(w http.ResponseWriter, r *http.Request, c Cred, status int, v any, paths ...string) *apiError {
 	if e := s.durable(r.Context()); e != nil {
 		return e
 	}
-	s.synced(r.Context(), c)
+	s.synced(r.Context(), c, paths...)
 	writeJSON(w, status, v)
 	return nil
 }
@@ -217,7 +244,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) *apiErro
 	if err != nil {
 		return errnoError(err)
 	}
-	return s.changed(w, r, c, http.StatusCreated, nodeOf(reg.Path, n))
+	return s.changed(w, r, c, http.StatusCreated, nodeOf(reg.Path, n), reg.Path)
 }
 
 func (s *Server) handleUnregister(w http.ResponseWriter, r *http.Request) *apiError {
@@ -233,7 +260,7 @@ func (s *Server) handleUnregister(w http.ResponseWriter, r *http.Request) *apiEr
 	if err := s.opts.Namespace.Unregister(p, s.caller(c)); err != nil {
 		return errnoError(err)
 	}
-	return s.changed(w, r, c, http.StatusOK, wire.PathRequest{Path: p})
+	return s.changed(w, r, c, http.StatusOK, wire.PathRequest{Path: p}, p)
 }
 
 func (s *Server) setAttr(w http.ResponseWriter, r *http.Request, p string, in dcache.SetAttrIn) *apiError {
@@ -245,7 +272,7 @@ func (s *Server) setAttr(w http.ResponseWriter, r *http.Request, p string, in dc
 	if _, err := n.SetAttr(in, s.caller(c)); err != nil {
 		return errnoError(err)
 	}
-	return s.changed(w, r, c, http.StatusOK, nodeOf(p, n))
+	return s.changed(w, r, c, http.StatusOK, nodeOf(p, n), p)
 }
 
 func (s *Server) handleChmod(w http.ResponseWriter, r *http.Request) *apiError {
@@ -327,7 +354,7 @@ func (s *Server) handleWait(w http.ResponseWriter, r *http.Request) *apiError {
 	defer t.Stop()
 	for {
 		if n, err := s.opts.Namespace.Resolve(p); err == nil {
-			s.synced(r.Context(), credOf(r))
+			s.synced(r.Context(), credOf(r), p)
 			writeJSON(w, http.StatusOK, wire.Wait{Node: nodeOf(p, n), Elapsed: time.Since(start).String()})
 			return nil
 		}
@@ -372,6 +399,7 @@ type stream struct {
 	w   http.ResponseWriter
 	rc  *http.ResponseController
 	enc *json.Encoder
+	buf []byte // a record being written, reused
 }
 
 func startStream(w http.ResponseWriter) *stream {
@@ -383,8 +411,18 @@ func startStream(w http.ResponseWriter) *stream {
 	return st
 }
 
-func (st *stream) write(rec wire.Record) error { return st.enc.Encode(rec) }
-func (st *stream) flush() error                { return st.rc.Flush() }
+// write writes rec as one line: wire.Record.AppendJSON's bytes, or
+// json's for a record it declines.
+func (st *stream) write(rec wire.Record) error {
+	b, ok := rec.AppendJSON(st.buf[:0])
+	if !ok {
+		return st.enc.Encode(rec)
+	}
+	st.buf = append(b, '\n')
+	_, err := st.w.Write(st.buf)
+	return err
+}
+func (st *stream) flush() error { return st.rc.Flush() }
 
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) *apiError {
 	q, e := query(r, "buffer")
@@ -437,11 +475,16 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) *apiError {
 	if s.opts.Helper != nil {
 		h := s.opts.Helper.Stats()
 		out.Helper = wire.HelperStats{Attached: h.Attached, Pid: h.Pid, Sessions: h.Sessions, Sent: h.Sent,
-			Answered: h.Answered, TimedOut: h.TimedOut, Aborted: h.Aborted, Refused: h.Refused}
+			Answered: h.Answered, AnsweredRegistering: h.AnsweredRegistering, TimedOut: h.TimedOut, Aborted: h.Aborted, Refused: h.Refused}
 	}
 	if s.opts.Extra != nil {
 		out.Extra = s.opts.Extra()
 	}
+	if out.Extra == nil {
+		out.Extra = map[string]uint64{}
+	}
+	out.Extra["notify_wait_skipped"] = s.syncSkipped.Load()
+	out.Extra["notify_wait_timeouts"] = s.syncTimeouts.Load()
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
@@ -579,34 +622,4 @@ func joinPath(dir, name string) string {
 		return name
 	}
 	return dir + "/" + name
-}
-
-func (s *Server) handleDone(w http.ResponseWriter, r *http.Request) *apiError {
-	if s.opts.Helper == nil {
-		return errf(http.StatusNotImplemented, wire.CodeNotSupported, "", "this daemon takes no helper")
-	}
-	c := credOf(r)
-	sess := s.opts.Helper.Current()
-	if sess == nil || !s.fromHelper(c) {
-		return errf(http.StatusForbidden, wire.CodeNotHelper, "", "pid %d is not the attached helper", c.Pid)
-	}
-	body, e := readBody(r)
-	if e != nil {
-		return e
-	}
-	id, msg, e := decodeDone(body)
-	if e != nil {
-		return e
-	}
-	var loadErr error
-	if msg != "" {
-		loadErr = errors.New(msg)
-	}
-	if err := sess.Done(id, loadErr); err != nil {
-		return errf(http.StatusNotFound, wire.CodeUnknownLookup, "id", "lookup %d is not pending (answered, timed out, or another helper's)", id)
-	}
-	writeJSON(w, http.StatusOK, struct {
-		ID uint64 `json:"id"`
-	}{id})
-	return nil
 }

@@ -32,6 +32,22 @@
 // and is answered {"error":{"code":...,"message":...}} with a stable code
 // (package wire lists them) and a fitting HTTP status.
 //
+// # Waiting for the kernel, and when not to (a deadlock rule)
+//
+// A change made through the socket (register, unregister, chmod, chown,
+// and wait's answer) is answered only once the kernel of every mount has
+// been sent its notifies (Options.SyncNotifies, bounded by 2 s), so that
+// the caller's next system call on the mount sees it. That wait is
+// skipped where the notify may be unable to complete before the change is
+// answered — while a lookup waits for its loader, the kernel holds the
+// lookup's directory, and an entry notify for it waits for the lookup's
+// reply: for the attached helper and its descendants, and for whatever
+// Options.MustNotWait names (package lookup's "Notifies that cannot be
+// delivered": the loader's changes, and changes of a name with a load in
+// flight, whose lookup's reply installs the entry). Skipped waits and
+// waits that ran out are counted (GET /v1/stats, extra
+// notify_wait_skipped and notify_wait_timeouts).
+//
 // # Lock order
 //
 // No lock of this package is held across a call into dcache or the helper
@@ -89,6 +105,13 @@ type Options struct {
 	// lookup holds the kernel's directory lock the notify needs. Nil: no
 	// wait.
 	SyncNotifies func(context.Context) error
+	// MustNotWait, if not nil, reports whether a change of path made by
+	// c (its Origin as Server.caller gives it) must not wait for
+	// SyncNotifies because the notify may be unable to complete until a
+	// lookup waiting for its loader ends: lookup.Resolver's
+	// MustNotWaitForNotify, the deadlock rule of package lookup's doc.
+	// Nil: only the helper's changes skip the wait.
+	MustNotWait func(path string, c dcache.Caller) bool
 	// Extra returns the counters of the other layers for GET /v1/stats.
 	Extra func() map[string]uint64
 	// Metrics, if not nil, serves GET /metrics (Prometheus text format),
@@ -146,6 +169,10 @@ type Server struct {
 	base  context.Context
 	stop  context.CancelFunc
 	slots chan struct{} // one token per event stream or wait
+
+	// The waits for kernel notifies (synced): skipped by the deadlock
+	// rule, or ended by syncTimeout.
+	syncSkipped, syncTimeouts atomic.Uint64
 
 	shutOnce sync.Once
 	shutErr  error

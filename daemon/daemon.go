@@ -235,7 +235,10 @@ func (d *Daemon) build() (err error) {
 	d.res = lookup.New(ns, loader, lookup.Options{
 		Timeout: cfg.LoaderTimeout,
 		// The exec loader's programs (their process groups) bypass too.
-		IsLoader: func(c dcache.Caller) bool { return hl.IsHelper(c.Pid) || lds.isExec(c.Pid) },
+		// Asked only on misses and changes that would wait (package
+		// lookup), the cheap question first: a getpgid(2) against the
+		// helper's walk of parent links.
+		IsLoader: func(c dcache.Caller) bool { return lds.isExec(c.Pid) || hl.IsHelper(c.Pid) },
 		// Each load is counted (metrics) and audited.
 		Observe: x.observe,
 	})
@@ -276,6 +279,7 @@ func (d *Daemon) build() (err error) {
 			Helper:       hl,
 			Fallback:     lds.fallbackName(cfg),
 			SyncNotifies: srv.SyncNotifies,
+			MustNotWait:  res.MustNotWaitForNotify, // the loader's changes, and those of names being loaded
 			Metrics:      x.handler,
 			Reload:       d.rl.reload,
 			Journal:      x.ctlJournal(),

@@ -168,8 +168,26 @@ func newHelper(ctx context.Context, o Options, log *zap.Logger) (*helperd, error
 	if err != nil {
 		return nil, config.Error{Err: err}
 	}
-	return &helperd{o: o, log: log, c: c, host: host, cfg: cfg,
-		engine: &devfsdconf.Engine{Host: host, Mountpoint: o.Mount, Log: log}}, nil
+	h := &helperd{o: o, log: log, c: c, host: host,
+		engine: &devfsdconf.Engine{Host: host, Mountpoint: o.Mount, Log: log}}
+	h.setConfig(cfg)
+	return h, nil
+}
+
+// setConfig makes cfg the configuration the rules run from.
+func (h *helperd) setConfig(cfg *devfsdconf.Config) {
+	h.cfg = cfg
+	h.host.execOnRegister = func(name string) bool {
+		for i := range cfg.Rules {
+			r := &cfg.Rules[i]
+			if r.Event == devfsdconf.Register && r.Action == devfsdconf.Execute {
+				if _, ok := r.Match(name); ok {
+					return true
+				}
+			}
+		}
+		return false
+	}
 }
 
 // loadHelperConfig reads the configuration and logs what is wrong with it
@@ -308,7 +326,7 @@ func (h *helperd) reload(ctx context.Context) {
 		return
 	}
 	h.host.reloadAliases()
-	h.cfg = cfg
+	h.setConfig(cfg)
 	if err := h.startup(ctx); err != nil {
 		h.log.Warn("rescan after reload failed", zap.Error(err))
 	}
@@ -318,14 +336,9 @@ func (h *helperd) handle(ctx context.Context, hs *client.HelperStream, rec wire.
 	switch rec.Type {
 	case "lookup":
 		start := time.Now()
+		h.host.startBatch()
 		err := h.engine.Handle(ctx, h.cfg, devfsdconf.Event{Kind: devfsdconf.Lookup, Name: rec.Path})
-		msg := ""
-		if err != nil {
-			msg = err.Error()
-		}
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		derr := hs.Done(dctx, rec.ID, msg)
-		cancel()
+		derr := h.answer(ctx, hs, rec.ID, h.host.endBatch(), err)
 		if derr != nil && client.Code(derr) != wire.CodeUnknownLookup {
 			h.log.Warn("done failed", zap.Uint64("id", rec.ID), zap.Error(derr))
 		}

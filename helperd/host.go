@@ -41,6 +41,25 @@ type helperHost struct {
 	run     *mexec.Runner
 	log     *zap.Logger
 	aliases *devfsdconf.Aliases
+	// batch, while the rules for a LOOKUP run, keeps the registrations
+	// for its done (batch.go); nil otherwise.
+	batch *batch
+	// execOnRegister reports whether a REGISTER rule that runs a program
+	// matches a name (batch.go); set by helperd for its configuration.
+	execOnRegister func(name string) bool
+}
+
+// batched returns the batched registration of p, if any; if p is above
+// one (a directory the daemon would make), the batch is flushed first.
+func (h *helperHost) batched(p string) (*wire.RegisterRequest, bool) {
+	if h.batch == nil {
+		return nil, false
+	}
+	if req, ok := h.batch.get(p); ok {
+		return req, true
+	}
+	h.flushFor(p)
+	return nil, false
 }
 
 var _ devfsdconf.Host = (*helperHost)(nil)
@@ -80,6 +99,7 @@ func (h *helperHost) env() []string {
 
 // Execute implements devfsdconf.Host.
 func (h *helperHost) Execute(ctx context.Context, argv, env []string) error {
+	h.flush(ctx) // the program sees the namespace as the rules made it
 	res, err := h.run.Run(ctx, mexec.Spec{
 		Argv:    argv,
 		Env:     append(h.env(), env...),
@@ -95,8 +115,23 @@ func (h *helperHost) Execute(ctx context.Context, argv, env []string) error {
 // Modload implements devfsdconf.Host.
 func (h *helperHost) Modload(ctx context.Context, devname string) ([]devfsdconf.Event, error) {
 	if h.o.Modprobe != "" {
+		h.flush(ctx)
 		return h.modprobe(ctx, devname)
 	}
+	evs, err := h.modloadBuiltin(ctx, devname)
+	if b := h.batch; b != nil && h.execOnRegister != nil {
+		for _, ev := range evs {
+			if h.execOnRegister(ev.Name) {
+				// Run the REGISTER rules only for what was made.
+				return h.flushCreated(ctx, evs), err
+			}
+		}
+	}
+	return evs, err
+}
+
+// modloadBuiltin is Modload from the built-in catalogue.
+func (h *helperHost) modloadBuiltin(ctx context.Context, devname string) ([]devfsdconf.Event, error) {
 	var evs []devfsdconf.Event
 	reg := modload.RegistrarFunc(func(n modload.Node) error {
 		wn, err := h.register(ctx, n)
@@ -137,7 +172,8 @@ func (h *helperHost) Modload(ctx context.Context, devname string) ([]devfsdconf.
 	return evs, err
 }
 
-// register registers n through the socket; an existing name is EEXIST.
+// register registers n through the socket, or adds it to the batch;
+// an existing name is EEXIST.
 func (h *helperHost) register(ctx context.Context, n modload.Node) (wire.Node, error) {
 	req := wire.RegisterRequest{Path: n.Path, Type: n.Type.String(), Mode: config.Mode(n.Perm).String()}
 	uid, gid := int64(n.UID), int64(n.GID)
@@ -149,6 +185,16 @@ func (h *helperHost) register(ctx context.Context, n modload.Node) (wire.Node, e
 	case dcache.TypeSymlink:
 		t := n.Target
 		req.Target = &t
+	}
+	if b := h.batch; b != nil {
+		if _, ok := b.get(req.Path); ok {
+			return wire.Node{}, fmt.Errorf("%s: %w", n.Path, syscall.EEXIST)
+		}
+		if !b.above(req.Path) {
+			b.add(req)
+			return nodeOf(req), nil
+		}
+		h.flush(ctx) // a directory after what goes in it: as in Make
 	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
@@ -231,6 +277,10 @@ func fsErr(op, p string, err error) error {
 }
 
 func (f ctlFS) Lstat(p string) (devfsdconf.Stat, error) {
+	if req, ok := f.h.batched(p); ok {
+		n := nodeOf(*req)
+		return devfsdconf.Stat{Mode: stMode(n.Type, n.Mode), UID: n.Uid, GID: n.Gid, Major: n.Major, Minor: n.Minor, Target: n.Target}, nil
+	}
 	ctx, cancel := f.call()
 	defer cancel()
 	n, err := f.h.c.Stat(ctx, p)
@@ -241,6 +291,12 @@ func (f ctlFS) Lstat(p string) (devfsdconf.Stat, error) {
 }
 
 func (f ctlFS) Chmod(p string, perm uint32) error {
+	if req, ok := f.h.batched(p); ok && req.Type != "symlink" {
+		req.Mode = config.Mode(perm & 07777).String()
+		return nil
+	} else if ok {
+		f.h.flush(f.h.ctx) // what chmod does to a symlink is the daemon's to say
+	}
 	ctx, cancel := f.call()
 	defer cancel()
 	_, err := f.h.c.Chmod(ctx, p, config.Mode(perm&07777).String())
@@ -258,6 +314,15 @@ func (f ctlFS) Chown(p string, uid, gid int64) error {
 	if u == nil && g == nil {
 		return nil
 	}
+	if req, ok := f.h.batched(p); ok {
+		if u != nil {
+			req.Uid = u
+		}
+		if g != nil {
+			req.Gid = g
+		}
+		return nil
+	}
 	ctx, cancel := f.call()
 	defer cancel()
 	_, err := f.h.c.Chown(ctx, p, u, g)
@@ -265,34 +330,25 @@ func (f ctlFS) Chown(p string, uid, gid int64) error {
 }
 
 func (f ctlFS) Make(p string, st devfsdconf.Stat, perm uint32) error {
-	req := wire.RegisterRequest{Path: p, Mode: config.Mode(perm & 07777).String()}
-	uid, gid := int64(st.UID), int64(st.GID)
-	req.Uid, req.Gid = &uid, &gid
-	switch st.Mode & devfsdconf.TypeMask {
-	case devfsdconf.TypeChar, devfsdconf.TypeBlock:
-		req.Type = "char"
-		if st.Mode&devfsdconf.TypeMask == devfsdconf.TypeBlock {
-			req.Type = "block"
+	req, err := makeRequest(p, st, perm)
+	if err != nil {
+		return err
+	}
+	if b := f.h.batch; b != nil {
+		if _, ok := b.get(p); ok {
+			return &fs.PathError{Op: "make", Path: p, Err: fs.ErrExist}
 		}
-		ma, mi := int64(st.Major), int64(st.Minor)
-		req.Major, req.Minor = &ma, &mi
-	case devfsdconf.TypeDir:
-		req.Type = "dir"
-	case devfsdconf.TypeLink:
-		req.Type = "symlink"
-		t := st.Target
-		req.Target = &t
-		req.Mode = ""
-	case devfsdconf.TypeFifo:
-		req.Type = "fifo"
-	case devfsdconf.TypeSock:
-		req.Type = "socket"
-	default:
-		return &fs.PathError{Op: "make", Path: p, Err: errors.New("regular files cannot be registered; skipped")}
+		if !b.above(p) {
+			b.add(req)
+			return nil
+		}
+		// A directory after what goes in it: once the batch is made, the
+		// daemon says what a register of it does now.
+		f.h.flush(f.h.ctx)
 	}
 	ctx, cancel := f.call()
 	defer cancel()
-	_, err := f.h.c.Register(ctx, req)
+	_, err = f.h.c.Register(ctx, req)
 	return fsErr("make", p, err)
 }
 
@@ -304,6 +360,10 @@ func (f ctlFS) Remove(p string) error {
 	if st.Mode&devfsdconf.TypeMask == devfsdconf.TypeDir {
 		return &fs.PathError{Op: "remove", Path: p, Err: syscall.EISDIR}
 	}
+	if _, ok := f.h.batched(p); ok {
+		f.h.batch.remove(p)
+		return nil
+	}
 	ctx, cancel := f.call()
 	defer cancel()
 	return fsErr("remove", p, f.h.c.Unregister(ctx, p))
@@ -313,6 +373,7 @@ func (f ctlFS) Remove(p string) error {
 func (f ctlFS) MkdirAll(string) error { return nil }
 
 func (f ctlFS) ReadDir(p string) ([]string, error) {
+	f.h.flush(f.h.ctx)
 	ctx, cancel := f.call()
 	defer cancel()
 	l, err := f.h.c.List(ctx, p, false)

@@ -57,10 +57,60 @@
 // Lookups and changes made by the loader itself (a dcache.Caller with Origin
 // dcache.OriginLoader, or one the Options.IsLoader predicate recognises —
 // supplied by whoever wires the loader, never a guess) never wait on a
-// call and never start a load: they see the namespace as it is. They do
-// not take sem either, only mu: a loader that looks at the directory whose
-// name it is loading must not queue behind an unlink that waits, holding
-// sem, for that very load.
+// call and never start a load: they see the namespace as it is. Nor do
+// they wait for sem: a loader that looks at the directory whose name it is
+// loading must not queue behind an unlink that waits, holding sem, for
+// that very load; where sem is busy they look, list or change under mu
+// alone.
+//
+// Who the caller is matters only where the loader and everyone else would
+// be treated differently, so that is the only place it is asked (at most
+// once per request, with no mu held — a change may hold its directory
+// sem; identity.go):
+//
+//   - a lookup that misses (no child, no fresh negative entry): the loader
+//     answers ENOENT, everyone else starts or joins a load;
+//   - a lookup, listing or change whose directory sem cannot be had at
+//     once (TryDownRead, TryDownWrite fail: a writer holds it or is queued
+//     for it): the loader goes on under mu, everyone else waits for sem;
+//   - a change of a name whose load is in flight: the loader makes it at
+//     once, everyone else waits for the load.
+//
+// A hit, a negative hit, an uncontended listing and an uncontended change
+// of a name with no load in flight never ask — which is what keeps an
+// attached helper from costing the hit path anything. The loader's
+// lookups that do take sem (TryDownRead succeeded) hold it only for the
+// look itself and wait for nothing while they hold it, so they can delay
+// no load. GETATTR and the other attribute requests never come here.
+//
+// # Notifies that cannot be delivered (a deadlock rule)
+//
+// While a lookup waits for its loader, the kernel holds the directory's
+// lock (i_rwsem, shared) for the whole FUSE request; an entry or delete
+// notify for that directory takes the same lock exclusive, so it cannot
+// complete until the lookup's reply. A change that waits for its kernel
+// notifies (the control API does, so that its caller's next system call
+// sees it) must therefore not wait when the change is made by, or for,
+// the loader serving such a lookup: the loader waits for the change, the
+// lookup for the loader, the notify for the lookup — seed 003's deadlock
+// one layer up, ended only by the notify wait's bound. The rule
+// (Resolver.MustNotWaitForNotify) is that such a change does not wait
+// for its notifies when
+//
+//   - its caller is the loader (IsLoader): a loader's changes are made
+//     while it serves a lookup whose directory the kernel holds, and the
+//     notify queue is sent in order, so even a change elsewhere would
+//     queue behind that directory's notify; or
+//   - its path, or a directory on the way to it, is a name with a load in
+//     flight (an in-flight record published): whoever makes it, the
+//     lookup's own reply then installs the entry in that kernel, and a
+//     lookup of the name made meanwhile joins the load and sees the node
+//     at step 5 — register then lstat stays consistent. (In another mount
+//     of the namespace, a view, the kernel may keep an old negative entry
+//     for the name until the notify goes out after the lookup, at most
+//     the negative timeout.)
+//
+// Every other change keeps waiting, bounded, for its notifies.
 //
 // # Using it from the FUSE server
 //
@@ -71,7 +121,8 @@
 // changes take only mu). Attribute changes and file content go straight
 // to the dcache.Node (SetAttr, ReadAt, WriteAt), which need no directory
 // lock. Registration by the loader or the control API goes straight to
-// dcache.Namespace.Register and Unregister, which take only mu. No call here holds a lock while it calls the loader or delivers
+// dcache.Namespace.Register and Unregister, which take only mu. No call
+// here holds a lock while it calls the loader or delivers
 // events; events reach the sink, which must only queue, after every dcache
 // mutex is released.
 //
@@ -99,8 +150,9 @@
 //
 // resolver.go holds the API (Loader and its optional interfaces, Options,
 // MissInfo, Resolver, Stats); call.go the in-flight record; miss.go the
-// miss protocol, both sides of it (the owner's steps, the waiters'); and
-// change.go the namespace changes and readdir.
+// miss protocol, both sides of it (the owner's steps, the waiters');
+// change.go the namespace changes and readdir; identity.go who the caller
+// is, and the notify rule.
 //
 // Errors are *io/fs.PathError values wrapping a syscall.Errno, as dcache's.
 package lookup

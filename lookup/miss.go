@@ -15,8 +15,9 @@ import (
 // Lookup returns the node named name in dir, asking the loader if it is
 // missing (the miss protocol of the package doc). It returns ENOENT if the
 // name is not there afterwards, EINTR if ctx ends while it waits, ENOTDIR
-// if dir is not a directory. The loader's own lookups (bypass) see the
-// namespace as it is, under mu alone.
+// if dir is not a directory. The loader's own lookups see the namespace as
+// it is and never wait; whether the caller is the loader is asked only
+// when the answer matters: on a miss, or when sem cannot be had at once.
 // Model: proctype Lookup in test/model/lookup.pml.
 func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c dcache.Caller) (*dcache.Node, error) {
 	if !dir.IsDir() {
@@ -25,25 +26,50 @@ func (r *Resolver) Lookup(ctx context.Context, dir *dcache.Node, name string, c 
 	if err := dcache.CheckName(name); err != nil {
 		return nil, err
 	}
-	if r.bypass(c) {
+	if c.Origin == dcache.OriginLoader {
 		return dir.Lookup(name)
 	}
+	id := r.whoIs(c)
 	// dirPath is built once per miss: before Declines, or in miss.
-	dirPath, mayDecline := "", true
+	dirPath, mayDecline, counted := "", true, false
 	for {
 		// Step 1: holding sem shared, and then mu, find the child, a
-		// fresh negative entry, or a load of the name in flight.
-		if err := r.downShared(ctx, dir, name); err != nil {
-			return nil, err
+		// fresh negative entry, or a load of the name in flight. A
+		// writer holding sem (or queued for it) may be waiting, holding
+		// it, for the very load the loader is serving: the loader does
+		// not queue behind it, and looks under mu alone.
+		if !dir.Sem().TryDownRead() {
+			if id.loader() {
+				return dir.Lookup(name)
+			}
+			if err := r.downShared(ctx, dir, name); err != nil {
+				return nil, err
+			}
 		}
 		dir.LockMu()
 		e := dir.EntryLocked(name)
-		if mayDecline { // the first look of this lookup
-			r.countLook(e)
-		}
 		if e.Node != nil || e.Negative || e.DirRemoved {
+			if !counted {
+				r.countLook(e)
+			}
 			r.unlockShared(dir)
 			return answer(e.Node, name)
+		}
+		// A miss: the loader sees it as it is, starting no load and
+		// joining none. Who the caller is is asked with no lock held;
+		// then the look starts over, the namespace may have changed.
+		if !id.known {
+			r.unlockShared(dir)
+			id.loader()
+			continue
+		}
+		if id.is {
+			r.unlockShared(dir)
+			return answer(nil, name)
+		}
+		if !counted {
+			r.countLook(e)
+			counted = true
 		}
 		loader := r.currentLoader()
 		if loader == nil { // nobody to ask: a plain miss, cached
@@ -230,20 +256,29 @@ func (r *Resolver) waitOn(ctx context.Context, dir *dcache.Node, cl *call) (*dca
 
 // waitForLoad waits, holding dir's sem exclusive as devfs's revalidate
 // did, for a load of name in flight in dir, if any, so that a change of
-// the name acts on what the load produced. It returns EINTR if ctx ended
-// first.
-// Preconditions: dir's sem held exclusive; dir's mu not held.
+// the name acts on what the load produced — unless the caller (id) is the
+// loader, which must not wait for its own load: only then is id asked.
+// It returns EINTR if ctx ended first.
+// Preconditions: dir's sem held exclusive, or id is the loader; dir's mu
+// not held.
 // Model: proctype Unlink in test/model/lookup.pml.
-func (r *Resolver) waitForLoad(ctx context.Context, dir *dcache.Node, name string) error {
-	dir.LockMu()
-	cl, ok := dir.InflightLocked(name).(*call)
-	if !ok {
+func (r *Resolver) waitForLoad(ctx context.Context, dir *dcache.Node, name string, id *identity) error {
+	for {
+		dir.LockMu()
+		cl, ok := dir.InflightLocked(name).(*call)
+		if !ok || (id.known && id.is) {
+			dir.UnlockMu()
+			return nil
+		}
+		if !id.known { // ask with no lock held, then look again
+			dir.UnlockMu()
+			id.loader()
+			continue
+		}
+		w := cl.join()
 		dir.UnlockMu()
-		return nil
+		return r.wait(ctx, cl, w, true)
 	}
-	w := cl.join()
-	dir.UnlockMu()
-	return r.wait(ctx, cl, w, true)
 }
 
 // wait sleeps on cl with w, prepared by cl.join, bounded by the Timeout

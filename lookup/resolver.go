@@ -69,7 +69,12 @@ type Options struct {
 	// IsLoader recognises the loader's own requests (by pid and
 	// descendants, or by the peer credential of its socket), which bypass
 	// every wait. A dcache.Caller with Origin dcache.OriginLoader bypasses
-	// whatever IsLoader says. Nil: only that origin.
+	// whatever IsLoader says. Nil: only that origin. It is called with
+	// no directory mu held (a change may hold its directory sems), at
+	// most once per request, and only where its answer
+	// changes what the request does: a miss, a lookup, listing or change
+	// that cannot take its directory's sem at once, a change of a name
+	// whose load is in flight (see the package doc); never on a hit.
 	IsLoader func(dcache.Caller) bool
 	// Observe, if not nil, is told of every load once it has ended (the
 	// miss decision: what was asked, of whom, with what result, how
@@ -201,10 +206,13 @@ type Stats struct {
 	Finished int64 // loads whose record was finished (<= Loads)
 	Waiting  int64 // waiters sleeping on a record now
 
-	// What step 1 of each lookup (not the loader's own) found: the name
-	// (Hits), a fresh negative entry (NegativeHits), or neither (Misses:
-	// the lookup started or joined a load, or, with no loader, answered
-	// ENOENT at once). Loads <= Misses always.
+	// What step 1 of each lookup found: the name (Hits), a fresh
+	// negative entry (NegativeHits), or neither (Misses: the lookup
+	// started or joined a load, or, with no loader, answered ENOENT at
+	// once). The loader's own misses are not counted; its hits are,
+	// except those of Origin dcache.OriginLoader: telling the loader's
+	// hits apart would cost the identity question on every hit. Loads <=
+	// Misses always.
 	Hits, NegativeHits, Misses uint64
 }
 
@@ -225,11 +233,6 @@ func (r *Resolver) Stats() Stats {
 		st.Misses += c.misses.Load()
 	}
 	return st
-}
-
-// bypass reports whether c is the loader itself.
-func (r *Resolver) bypass(c dcache.Caller) bool {
-	return c.Origin == dcache.OriginLoader || (r.isLoader != nil && r.isLoader(c))
 }
 
 func pathErr(op, path string, e syscall.Errno) error {

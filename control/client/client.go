@@ -3,10 +3,11 @@
 // ctl` is built on it, and so is the reference helper.
 //
 // A helper attaches with [Client.AttachHelper], reads LOOKUP requests from
-// the stream, registers what it provides with [Client.Register] (on the
-// same Client or any other made in the same process: the daemon knows the
-// helper by its process, from the socket's peer credentials) and answers
-// each request with [HelperStream.Done].
+// the stream, and answers each with [HelperStream.Answer]: the nodes that
+// provide the name and the done in one request. The two-request form
+// works too: [Client.Register] (on the same Client or any other made in
+// the same process: the daemon knows the helper by its process, from the
+// socket's peer credentials), then [HelperStream.Done].
 package client
 
 import (
@@ -20,7 +21,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/devfsd/devfsd/control/wire"
@@ -28,7 +31,8 @@ import (
 
 // Client talks to one daemon's socket. Safe for concurrent use.
 type Client struct {
-	hc *http.Client
+	hc   *http.Client
+	path string
 }
 
 // New returns a client of the socket at path. Nothing is dialled yet.
@@ -38,10 +42,17 @@ func New(path string) *Client {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		},
-		MaxIdleConns:    4,
-		IdleConnTimeout: 30 * time.Second,
+		// Connections are kept alive between requests: a helper answers
+		// every LOOKUP with a request, concurrently if it likes, and a
+		// dial per answer would cost the accept and the peer credential
+		// each time. The daemon closes idle ones after 2 minutes; the
+		// client drops them first, so that a request never meets a
+		// connection the daemon is closing.
+		MaxIdleConns:        16,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
 	}
-	return &Client{hc: &http.Client{Transport: tr}}
+	return &Client{hc: &http.Client{Transport: tr}, path: path}
 }
 
 // Close drops idle connections.
@@ -299,6 +310,7 @@ type HelperStream struct {
 	*Stream
 	c     *Client
 	hello wire.Record
+	ans   answerConns
 }
 
 // AttachHelper makes the calling process the daemon's loader until the
@@ -324,5 +336,190 @@ func (hs *HelperStream) Hello() wire.Record { return hs.hello }
 // Done answers LOOKUP id; loadErr, if not empty, says why nothing was
 // registered (for the daemon's log).
 func (hs *HelperStream) Done(ctx context.Context, id uint64, loadErr string) error {
-	return hs.c.call(ctx, http.MethodPost, "/v1/helper/done", nil, wire.DoneRequest{ID: id, Error: loadErr}, nil)
+	return hs.answer(ctx, wire.DoneRequest{ID: id, Error: loadErr}, nil)
+}
+
+// Answer answers LOOKUP req.ID in one request: the daemon registers
+// req.Register, in order, and then releases the lookup. A registration
+// it refuses is an *Error whose Field names it ("register[2].major"),
+// and then nothing was registered and the lookup is still pending (it
+// may be answered again). Without registrations it is Done.
+func (hs *HelperStream) Answer(ctx context.Context, req wire.DoneRequest) (wire.DoneAnswer, error) {
+	var a wire.DoneAnswer
+	err := hs.answer(ctx, req, &a)
+	return a, err
+}
+
+// Close ends the stream and drops the answers' connections.
+func (hs *HelperStream) Close() error {
+	hs.ans.close()
+	return hs.Stream.Close()
+}
+
+// answer posts req to /v1/helper/done over one of the stream's answer
+// connections: HTTP/1.1 written and read on the caller's goroutine, on a
+// connection kept alive for the next answer. net/http's client would hand
+// each request to its connection's writer goroutine and the answer back
+// from its reader goroutine: two wake-ups more on the path of every miss
+// a helper answers.
+func (hs *HelperStream) answer(ctx context.Context, req wire.DoneRequest, out *wire.DoneAnswer) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	var (
+		ac     *answerConn
+		status int
+		b      []byte
+		keep   bool
+	)
+	for fresh := false; ; fresh = true {
+		ac, err = hs.ans.get(ctx, hs.c.path, fresh)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%w: %v", ErrUnreachable, err)
+		}
+		var unread bool
+		status, b, keep, unread, err = ac.post(ctx, "/v1/helper/done", body)
+		if err == nil {
+			break
+		}
+		ac.c.Close()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		// A kept connection the daemon closed while it was idle (a
+		// restart, a shutdown) took nothing of the request: once more
+		// on a new one. (Were the request taken after all — a daemon
+		// that closed without an answer — the repeat changes nothing: a
+		// done for a lookup no longer pending is unknown_lookup.)
+		if !unread || ac.fresh || fresh {
+			return fmt.Errorf("%w: %v", ErrUnreachable, err)
+		}
+	}
+	if keep {
+		hs.ans.put(ac)
+	} else {
+		ac.c.Close()
+	}
+	if status >= 300 {
+		return errorOf(status, b)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
+}
+
+// errorOf is the *Error of an error answer.
+func errorOf(status int, b []byte) error {
+	var eb wire.ErrorBody
+	if json.Unmarshal(b, &eb) != nil || eb.Error.Code == "" {
+		return &Error{Status: status, Code: "http_" + fmt.Sprint(status), Message: strings.TrimSpace(string(b))}
+	}
+	return &Error{Status: status, Code: eb.Error.Code, Message: eb.Error.Message, Field: eb.Error.Field}
+}
+
+// answerConns are a helper stream's kept-alive connections for answers.
+type answerConns struct {
+	mu     sync.Mutex
+	idle   []*answerConn // guarded by mu; most recently used last
+	closed bool          // guarded by mu
+}
+
+// Answer connection bounds: how many are kept, and how long one idle is
+// trusted (the daemon closes idle connections after 2 minutes).
+const (
+	maxIdleAnswerConns = 4
+	answerConnIdle     = 60 * time.Second
+)
+
+type answerConn struct {
+	c     net.Conn
+	br    *bufio.Reader
+	buf   []byte // the request being written, reused
+	used  time.Time
+	fresh bool // dialled for this request, not kept from an earlier one
+}
+
+func (a *answerConns) get(ctx context.Context, path string, fresh bool) (*answerConn, error) {
+	a.mu.Lock()
+	for !fresh && len(a.idle) > 0 {
+		ac := a.idle[len(a.idle)-1]
+		a.idle = a.idle[:len(a.idle)-1]
+		if time.Since(ac.used) < answerConnIdle {
+			a.mu.Unlock()
+			ac.fresh = false
+			return ac, nil
+		}
+		ac.c.Close()
+	}
+	a.mu.Unlock()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, err
+	}
+	return &answerConn{c: c, br: bufio.NewReaderSize(c, 4096), fresh: true}, nil
+}
+
+func (a *answerConns) put(ac *answerConn) {
+	ac.used = time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed || len(a.idle) >= maxIdleAnswerConns {
+		ac.c.Close()
+		return
+	}
+	a.idle = append(a.idle, ac)
+}
+
+func (a *answerConns) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.closed = true
+	for _, ac := range a.idle {
+		ac.c.Close()
+	}
+	a.idle = nil
+}
+
+// post sends one POST with a JSON body and reads the answer: its status,
+// its body, and whether the connection may carry the next request. On an
+// error, unread says the write failed or the connection ended before any
+// byte of an answer, as when the daemon had closed it while idle.
+func (ac *answerConn) post(ctx context.Context, path string, body []byte) (status int, rb []byte, keep, unread bool, err error) {
+	if dl, ok := ctx.Deadline(); ok {
+		ac.c.SetDeadline(dl)
+	} else {
+		ac.c.SetDeadline(time.Time{})
+	}
+	stop := context.AfterFunc(ctx, func() { ac.c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	b := ac.buf[:0]
+	b = append(b, "POST "...)
+	b = append(b, path...)
+	b = append(b, " HTTP/1.1\r\nHost: devfsd\r\nContent-Type: application/json\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	b = append(b, "\r\n\r\n"...)
+	b = append(b, body...)
+	ac.buf = b
+	if _, err := ac.c.Write(b); err != nil {
+		return 0, nil, false, true, err
+	}
+	if _, err := ac.br.Peek(1); err != nil {
+		return 0, nil, false, err == io.EOF, err
+	}
+	resp, err := http.ReadResponse(ac.br, nil)
+	if err != nil {
+		return 0, nil, false, false, err
+	}
+	rb, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return 0, nil, false, false, err
+	}
+	return resp.StatusCode, rb, !resp.Close, false, nil
 }

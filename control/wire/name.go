@@ -103,11 +103,29 @@ func ExactString(raw []byte) (string, error) {
 			i += 6
 		}
 	}
+	if unescaped(raw) {
+		return string(raw[1 : len(raw)-1]), nil
+	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return "", err
 	}
 	return s, nil
+}
+
+// unescaped reports whether raw, a quoted JSON string, holds no escape, no
+// quote and no control character between its quotes: its content is
+// then its value, byte for byte.
+func unescaped(raw []byte) bool {
+	if len(raw) < 2 || raw[len(raw)-1] != '"' {
+		return false
+	}
+	for _, c := range raw[1 : len(raw)-1] {
+		if c == '\\' || c == '"' || c < 0x20 {
+			return false
+		}
+	}
+	return true
 }
 
 func hex4(b []byte) (rune, bool) {

@@ -63,10 +63,38 @@ type ChownRequest struct {
 	Gid  *int64 `json:"gid,omitempty"`
 }
 
-// DoneRequest is the body of POST /v1/helper/done.
+// DoneRequest is the body of POST /v1/helper/done. With Register it is
+// the one-request answer: the registrations are made, in order, before
+// the lookup is released; they are all checked first (each as POST
+// /v1/register checks its body, and against the namespace), and one that
+// fails refuses the whole request with nothing changed and the lookup
+// still pending.
 type DoneRequest struct {
 	ID    uint64 `json:"id"`
 	Error string `json:"error,omitempty"` // why the load failed, for the log; the lookup answers from the tree either way
+	// Register lists nodes to register before releasing the lookup, at
+	// most MaxDoneRegister; a directory before what goes in it.
+	Register []RegisterRequest `json:"register,omitempty"`
+	// ExistOK skips a registration whose name is taken (DoneAnswer.Existing
+	// lists it) instead of refusing the request, as a loader's
+	// devfs_register of a node that exists counts as done.
+	ExistOK bool `json:"exist_ok,omitempty"`
+}
+
+// MaxDoneRegister bounds the registrations of one DoneRequest.
+const MaxDoneRegister = 1024
+
+// DoneAnswer is the answer of POST /v1/helper/done.
+type DoneAnswer struct {
+	ID uint64 `json:"id"`
+	// Registered holds the nodes the request registered, in its order.
+	Registered []Node `json:"registered,omitempty"`
+	// Existing holds the paths skipped because they were taken (ExistOK).
+	Existing []string `json:"existing,omitempty"`
+	// Late says the lookup's wait ended (its loader timeout) while the
+	// registrations were being made: they stand, and the lookup answered
+	// from the tree as it was then.
+	Late bool `json:"late,omitempty"`
 }
 
 // Record is one line of an NDJSON stream (GET /v1/events, GET
@@ -135,9 +163,12 @@ type HelperStats struct {
 	Sessions uint64 `json:"sessions"`
 	Sent     uint64 `json:"lookups_sent"`
 	Answered uint64 `json:"lookups_answered"`
-	TimedOut uint64 `json:"lookups_timed_out"`
-	Aborted  uint64 `json:"lookups_aborted"`
-	Refused  uint64 `json:"lookups_refused"`
+	// AnsweredRegistering counts the answered lookups whose done carried
+	// their registrations (the one-request form).
+	AnsweredRegistering uint64 `json:"lookups_answered_registering"`
+	TimedOut            uint64 `json:"lookups_timed_out"`
+	Aborted             uint64 `json:"lookups_aborted"`
+	Refused             uint64 `json:"lookups_refused"`
 }
 
 // ErrorBody is every error answer: {"error":{"code":...,"message":...}}.

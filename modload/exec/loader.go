@@ -61,12 +61,12 @@ type Options struct {
 //
 // PATH is relative to the mount (a leading "/" is dropped), MODE octal
 // (default 0600 for devices, 0755 for directories), UID and GID numbers
-// (default 0). A name that exists already counts as registered. Printing
-// is the way to register, rather than `devfsd ctl register` through the
-// socket: a change made through the socket answers only once the kernel
-// has been told of it, and the kernel cannot be told while the lookup that
-// runs the program holds the directory, so such a registration stalls
-// until the socket's notify bound (2 s) passes.
+// (default 0). A name that exists already counts as registered. The
+// program may register through the socket instead (`devfsd ctl register`,
+// DEVFSD_SOCKET): such a change by the program's process group is the
+// loader's, and is answered without waiting for the kernel notify that the
+// lookup running the program keeps from completing (package lookup,
+// "Notifies that cannot be delivered").
 //
 // The program's exit within the deadline is "done": exit status 0 is a
 // load (the lookup answers from the tree); another status says no module

@@ -392,36 +392,27 @@ func (r *Runner) Running() []int {
 
 // InGroup reports whether pid (a process or thread id, as a FUSE request
 // carries it) belongs to the process group of a program running now. It
-// costs nothing while none runs, one read of /proc/PID/stat otherwise.
+// costs nothing while none runs, one getpgid(2) otherwise (no /proc file:
+// a thread id is answered as its process). Pid reuse cannot make a
+// stranger's group look like a program's: a group id is its leader's pid,
+// and the program (the leader) is looked at only until it is marked
+// reaped, which is before its pid is freed; so a group id read while the
+// program is not yet marked names the program's group and no other.
 func (r *Runner) InGroup(pid uint32) bool {
 	if r.n.Load() == 0 || pid == 0 {
 		return false
 	}
-	pgrp, ok := processGroup(pid)
-	if !ok {
+	pgrp, err := unix.Getpgid(int(pid))
+	if err != nil {
 		return false
 	}
 	r.mu.Lock()
-	_, in := r.groups[pgrp]
+	p := r.groups[pgrp]
 	r.mu.Unlock()
-	return in
-}
-
-// processGroup reads field 5 (pgrp) of /proc/PID/stat; a thread id works
-// as well as a process id.
-func processGroup(pid uint32) (int, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/stat")
-	if err != nil {
-		return 0, false
+	if p == nil {
+		return false
 	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := bytes.Fields(b[i+1:]) // f[0] is field 3 (state)
-	if len(f) < 3 {
-		return 0, false
-	}
-	g, err := strconv.Atoi(string(f[2]))
-	return g, err == nil
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.reaped
 }

@@ -30,8 +30,9 @@
 // one of its descendants; it is package lookup's bypass predicate, so that
 // the helper's own lookups through the mount (and those of programs it
 // runs) see the namespace as it is instead of waiting on the helper. It
-// walks parent links in /proc (see proc.go for the cost and the pid-reuse
-// caveat).
+// walks the live parent links through pidfds, proving each against pid
+// reuse, or through /proc on a kernel without PIDFD_GET_INFO (proc.go
+// says why, with the candidates measured).
 package helper
 
 import (
@@ -43,6 +44,7 @@ import (
 	"syscall"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload"
@@ -94,6 +96,7 @@ type Loader struct {
 	sessions atomic.Uint64 // sessions attached so far
 
 	sent, answered, timedOut, aborted, refused atomic.Uint64
+	answeredRegistering                        atomic.Uint64
 }
 
 var _ modload.Loader = (*Loader)(nil)
@@ -113,6 +116,14 @@ type Session struct {
 	id    dcache.Caller
 	start uint64 // the helper's start time (/proc/PID/stat field 22), 0 if unknown
 	num   uint64 // which session this is, from 1
+
+	// pidfd is the helper's pidfd, opened at Attach (-1 if it could not
+	// be), for the identity check (proc.go); closed by Detach under
+	// pidfdMu held exclusive, so that a check holding it shared never
+	// uses a closed (or reused) descriptor.
+	pidfdMu   sync.RWMutex
+	pidfd     int  // guarded by pidfdMu
+	pidfdGone bool // Detach closed it; guarded by pidfdMu
 
 	mu sync.Mutex
 	// Guarded by mu:
@@ -134,6 +145,10 @@ func (l *Loader) Attach(id dcache.Caller, conn Conn) (*Session, error) {
 	s := &Session{l: l, conn: conn, id: id, pending: make(map[uint64]chan error),
 		gone: make(chan struct{}), num: l.sessions.Add(1)}
 	s.start, _ = startTime(id.Pid)
+	s.pidfd = -1
+	if fd, err := unix.PidfdOpen(int(id.Pid), 0); err == nil {
+		s.pidfd = fd
+	}
 	s.stopWait = watchExit(id.Pid, func() { s.Detach("the helper process exited") })
 	l.cur.Store(s)
 	l.log.Info("helper attached", zap.Uint32("pid", id.Pid), zap.Uint32("uid", id.Uid),
@@ -172,6 +187,13 @@ func (s *Session) Detach(reason string) {
 	}
 	s.l.mu.Unlock()
 	s.stopWait()
+	s.pidfdMu.Lock()
+	if s.pidfd >= 0 {
+		unix.Close(s.pidfd)
+		s.pidfd = -1
+	}
+	s.pidfdGone = true
+	s.pidfdMu.Unlock()
 	s.l.log.Info("helper detached", zap.Uint32("pid", s.id.Pid), zap.Uint64("session", s.num),
 		zap.String("reason", reason), zap.Int("lookups_aborted", len(pending)))
 }
@@ -191,6 +213,26 @@ func (s *Session) Done(id uint64, loadErr error) error {
 	s.l.answered.Add(1)
 	ch <- loadErr
 	return nil
+}
+
+// DoneRegistering is Done for an answer that carried the registrations
+// that provide the name (the one-request form), counted apart.
+func (s *Session) DoneRegistering(id uint64, loadErr error) error {
+	if err := s.Done(id, loadErr); err != nil {
+		return err
+	}
+	s.l.answeredRegistering.Add(1)
+	return nil
+}
+
+// Pending reports whether lookup id is pending in this session: sent and
+// not yet answered, timed out or aborted. An answer that registers first
+// checks it, so that a late one changes nothing.
+func (s *Session) Pending(id uint64) bool {
+	s.mu.Lock()
+	_, ok := s.pending[id]
+	s.mu.Unlock()
+	return ok
 }
 
 // Load forwards the lookup to the attached helper and waits for its done,
@@ -259,7 +301,18 @@ func (l *Loader) IsHelper(pid uint32) bool {
 	if s == nil || pid == 0 {
 		return false
 	}
-	return isDescendant(pid, s.id.Pid, s.start)
+	return s.isHelper(pid)
+}
+
+// isHelper reports whether pid is s's helper or one of its descendants
+// (proc.go); false once s has detached and closed the helper's pidfd.
+func (s *Session) isHelper(pid uint32) bool {
+	s.pidfdMu.RLock()
+	defer s.pidfdMu.RUnlock()
+	if s.pidfdGone {
+		return false
+	}
+	return descends(pid, s.id.Pid, s.pidfd, s.start)
 }
 
 // Stats counts the loader's work.
@@ -269,15 +322,18 @@ type Stats struct {
 	Sessions uint64 // helpers attached so far
 	Sent     uint64 // LOOKUP requests delivered to a helper's queue
 	Answered uint64 // done(id) received in time
-	TimedOut uint64 // loads whose context ended before done
-	Aborted  uint64 // loads answered ENOENT because the helper went away
-	Refused  uint64 // loads failed because the helper's queue was full
+	// AnsweredRegistering counts the Answered whose done carried the
+	// registrations (one request instead of register(s) and done).
+	AnsweredRegistering uint64
+	TimedOut            uint64 // loads whose context ended before done
+	Aborted             uint64 // loads answered ENOENT because the helper went away
+	Refused             uint64 // loads failed because the helper's queue was full
 }
 
 // Stats returns the counters.
 func (l *Loader) Stats() Stats {
 	id, ok := l.Attached()
 	return Stats{Attached: ok, Pid: id.Pid, Sessions: l.sessions.Load(), Sent: l.sent.Load(),
-		Answered: l.answered.Load(), TimedOut: l.timedOut.Load(), Aborted: l.aborted.Load(),
+		Answered: l.answered.Load(), AnsweredRegistering: l.answeredRegistering.Load(), TimedOut: l.timedOut.Load(), Aborted: l.aborted.Load(),
 		Refused: l.refused.Load()}
 }

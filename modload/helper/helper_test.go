@@ -203,10 +203,10 @@ func TestIsHelperChecksStartTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !isDescendant(pid, pid, st) {
+	if !isDescendant(pid, pid, st, -1) {
 		t.Fatal("own start time does not match")
 	}
-	if isDescendant(pid, pid, st+1) {
+	if isDescendant(pid, pid, st+1, -1) {
 		t.Fatal("a different start time matched")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 )
@@ -48,8 +49,29 @@ func ModuleRoot() (string, error) {
 // production binary is built without it and carries none.
 const TestHooksTag = "devfsd_testhooks"
 
+// BuildTags is the -tags value of the binaries the tests build: the test
+// hooks (TestHooksTag), plus every mutant tag (mutant_*) this test binary
+// was built with, so that `go test -tags mutant_x ./test/...` (the mutant
+// runs of test/mutants.sh) runs the daemon with that fix taken out too.
+func BuildTags() string {
+	tags := []string{TestHooksTag}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key != "-tags" {
+				continue
+			}
+			for _, t := range strings.Split(s.Value, ",") {
+				if strings.HasPrefix(t, "mutant_") {
+					tags = append(tags, t)
+				}
+			}
+		}
+	}
+	return strings.Join(tags, ",")
+}
+
 // Build builds the main package pkg (an import path in this module) once
-// per process, with the test hooks (TestHooksTag), into the base
+// per process, with the test hooks and any mutant tag (BuildTags), into the base
 // directory, and returns the binary's path. Concurrent callers share one
 // build.
 func Build(pkg string) (string, error) {
@@ -72,7 +94,7 @@ func Build(pkg string) (string, error) {
 			return
 		}
 		bin := filepath.Join(base, "bin", path.Base(pkg))
-		cmd := exec.Command("go", "build", "-tags", TestHooksTag, "-o", bin, pkg)
+		cmd := exec.Command("go", "build", "-tags", BuildTags(), "-o", bin, pkg)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			r.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)

@@ -34,10 +34,6 @@ const (
 
 var devfsdBin string
 
-// mutantTags are the build tags of a mutant (test/mutants.txt) that the
-// devfsd under test is built with as well (mutant_*_test.go add them).
-var mutantTags []string
-
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
 		if os.Geteuid() != 0 {
@@ -55,8 +51,7 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		devfsdBin = filepath.Join(dir, "devfsd")
-		tags := strings.Join(append([]string{harness.TestHooksTag}, mutantTags...), ",")
-		build := exec.Command("go", "build", "-race", "-tags", tags, "-o", devfsdBin, "github.com/devfsd/devfsd/cmd/devfsd")
+		build := exec.Command("go", "build", "-race", "-tags", harness.BuildTags(), "-o", devfsdBin, "github.com/devfsd/devfsd/cmd/devfsd")
 		if out, err := build.CombinedOutput(); err != nil {
 			fmt.Printf("go build: %v\n%s", err, out)
 			return 1
