@@ -8,3 +8,6 @@ package fs
 // carried out twice. resend_mutant_u1.go, built with the tag mutant_u1,
 // sets it.
 const resendAfterServe = false
+
+// u1AwaitRequest is mutant U1's: nothing here.
+func u1AwaitRequest(*Server) {}

@@ -114,19 +114,15 @@ func (s *Server) Stop(ctx context.Context) (dropped int, err error) {
 	if s.srv == nil {
 		return 0, errors.New("fs: Stop before Mount")
 	}
-	dropped, err = s.srv.StopServing(ctx)
-	s.dropped.Store(int64(dropped))
-	return dropped, err
+	return s.srv.StopServing(ctx)
 }
 
-// Continue serves again after Stop (the successor failed). If Stop left
-// requests unanswered, the kernel is asked to resend them first, while
-// nothing is read.
+// Continue serves again after Stop (the successor failed). The kernel is
+// asked first, while nothing is read, to resend what is unanswered: what
+// Stop left, and what a successor that failed read and dropped.
 func (s *Server) Continue() error {
-	if s.dropped.Load() > 0 {
-		if st := s.srv.NotifyResend(); st != fuse.OK && st != fuse.ENOSYS {
-			return fmt.Errorf("fs: resend after a stop: %v", st)
-		}
+	if st := s.srv.NotifyResend(); st != fuse.OK && st != fuse.ENOSYS {
+		return fmt.Errorf("fs: resend after a stop: %v", st)
 	}
 	return s.srv.RestartServing()
 }
@@ -307,9 +303,11 @@ func (s *Server) Resume(st MountState, files []*os.File) (err error) {
 }
 
 // ResendLate is the resend of mutant U1 (resend_mutant_u1.go): once the
-// server serves, which requeues what it handles too. Otherwise a no-op.
+// server serves and handles a request, which is requeued too. Otherwise a
+// no-op.
 func (s *Server) ResendLate() {
 	if resendAfterServe && s.srv != nil {
+		u1AwaitRequest(s)
 		s.resend(s.srv)
 	}
 }

@@ -157,8 +157,6 @@ type Server struct {
 	// resumed is set by Resume: handles a predecessor gave are honoured
 	// (files.go).
 	resumed atomic.Bool
-	// dropped is what the last Stop left unanswered (resume.go).
-	dropped atomic.Int64
 
 	refused atomic.Uint64 // requests refused while shutting down
 	panics  atomic.Uint64 // handler panics recovered
