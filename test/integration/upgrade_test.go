@@ -483,3 +483,54 @@ func TestUpgradeFailsAndTheDaemonServesOn(t *testing.T) {
 		}
 	}
 }
+
+// SIGUSR2 upgrades as `ctl upgrade` does, without a control socket: a
+// new process of the binary serves the mount, with the same node ids, and
+// the old one exits.
+func TestUpgradeBySignal(t *testing.T) {
+	d := start(t, opts{args: []string{"--socket=none"}})
+	cur := &currentDaemon{pid: d.cmd.Process.Pid}
+	t.Cleanup(func() { cur.stop(t, d.mnt) })
+	drained := make(chan struct{})
+	defer close(drained)
+	go func() {
+		for {
+			select {
+			case <-d.ready:
+			case <-drained:
+				return
+			}
+		}
+	}()
+	var before unix.Stat_t
+	if err := unix.Lstat(filepath.Join(d.mnt, "null"), &before); err != nil {
+		t.Fatal(err)
+	}
+	old := cur.get()
+	if err := syscall.Kill(old, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	if !exitsWithin(old, condDeadline) {
+		t.Fatal("the daemon did not hand over and exit after SIGUSR2")
+	}
+	var succ []int
+	until(t, "a successor serving the mount", func() bool {
+		succ = slices.DeleteFunc(devfsdServing(d.mnt), func(p int) bool { return p == old })
+		return len(succ) == 1
+	})
+	cur.set(succ[0])
+	if !mounted(t, d.mnt) {
+		t.Fatal("the mount is gone")
+	}
+	var after unix.Stat_t
+	if err := unix.Lstat(filepath.Join(d.mnt, "null"), &after); err != nil || after.Ino != before.Ino {
+		t.Fatalf("null after the upgrade: ino %d, %v; want %d", after.Ino, err, before.Ino)
+	}
+	p := filepath.Join(d.mnt, "after-usr2")
+	if err := unix.Mknod(p, unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Unlink(p); err != nil {
+		t.Fatal(err)
+	}
+}
