@@ -108,7 +108,7 @@ func decodeInit(b []byte) (fuse.InitIn, error) {
 // Stop stops the server reading requests, for a handover: the
 // connection stays open, and the requests being handled are answered
 // until ctx ends; it returns how many were still running then, whose
-// replies will not be written (a successor's Resend has them answered).
+// replies will not be written (a successor's Resume has the kernel resend them).
 // Notifies and the sweep go on. Continue undoes it.
 func (s *Server) Stop(ctx context.Context) (dropped int, err error) {
 	if s.srv == nil {
