@@ -134,9 +134,6 @@ func (d *Daemon) build() (err error) {
 		if d.ho, err = receiveHandover(o.Handover, log); err != nil {
 			return err
 		}
-		if cfg.StateDir != "" {
-			return errors.New("a handover cannot take a state directory (state_dir)")
-		}
 	} else if err := clearMountpoint(cfg.Mountpoint, cfg.MountOver, log); err != nil {
 		// A dead mount left on the mountpoint is cleared, a live one
 		// refused, before anything is opened.
@@ -161,7 +158,7 @@ func (d *Daemon) build() (err error) {
 	// notifies and, with a socket, its subscribers: peers of one fan-out.
 	sock := cfg.SocketPath(cfg.Mountpoint)
 	if x.store != nil {
-		d.events = append(d.events, x.store)
+		d.events = append(d.events, x.ref)
 	}
 	d.events = append(d.events, mux)
 	if sock != "" {
@@ -193,7 +190,7 @@ func (d *Daemon) build() (err error) {
 	d.ns = ns
 	// What users made comes back before the base set registers, so that
 	// a name a user took over stays theirs.
-	x.restore(ns)
+	x.restore(ns, d.ho != nil)
 	bl := builtin.New(nsRegistrar{ns}, log)
 	if _, err := bl.SetExtensions(modules(cfg.Modules)); err != nil { // modules:, validated
 		return err

@@ -52,8 +52,9 @@ import (
 // If the successor fails before step 4 (it exits, says why, or takes
 // longer than handoverTimeout), the old daemon serves again (the kernel
 // resends what it left unanswered) and kills the successor: the upgrade is
-// an error and nothing changed. A state directory is not handed over:
-// with state_dir the upgrade is refused (restart instead).
+// an error and nothing changed. A state directory is written and let go
+// of just before step 3's send (extras.releaseStore), opened by the
+// successor, and opened again by the old daemon if the successor fails.
 
 // HandoverEnv is the environment variable that tells a successor which
 // descriptor is its handover socket (Options.Handover).
@@ -421,9 +422,6 @@ func (d *Daemon) Upgrade(ctx context.Context, binary string) (wire.Upgrade, erro
 	if d.up.done {
 		return wire.Upgrade{}, errors.New("already handed over")
 	}
-	if d.cfg.StateDir != "" {
-		return wire.Upgrade{}, errors.New("an upgrade cannot hand over a state directory (state_dir): restart the daemon instead")
-	}
 	if d.opts.Args == nil {
 		return wire.Upgrade{}, errors.New("the daemon was not told its arguments (Options.Args)")
 	}
@@ -464,13 +462,23 @@ func (d *Daemon) upgrade(binary string, log *zap.Logger) (res wire.Upgrade, err 
 		return res, fmt.Errorf("starting the successor: %w", err)
 	}
 	theirs.Close()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	var waitErr error // once exited is closed
+	exited := make(chan struct{})
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
 	succeeded := false
-	defer func() {
-		if !succeeded {
+	var killOnce sync.Once
+	kill := func() { // the successor gone: it holds nothing of ours any more
+		killOnce.Do(func() {
 			cmd.Process.Kill()
 			<-exited
+		})
+	}
+	defer func() {
+		if !succeeded {
+			kill()
 		}
 	}()
 	fc, err := net.FileConn(mine)
@@ -482,7 +490,7 @@ func (d *Daemon) upgrade(binary string, log *zap.Logger) (res wire.Upgrade, err 
 
 	// 1. Hello: the successor is configured and ready to serve.
 	var hello handoverMsg
-	if err := d.await(c, exited, &hello); err != nil {
+	if err := d.await(c, exited, &waitErr, &hello); err != nil {
 		return res, fmt.Errorf("the successor did not start: %w", err)
 	}
 	log.Info("successor ready", zap.Int("pid", hello.Pid))
@@ -518,6 +526,10 @@ func (d *Daemon) upgrade(binary string, log *zap.Logger) (res wire.Upgrade, err 
 	}
 	wg.Wait()
 	rollback := func(cause error) error {
+		kill()
+		if err := d.x.reopenStore(); err != nil {
+			log.Error("the state directory cannot be opened again: changes are not kept", zap.Error(err))
+		}
 		for i, s := range servers {
 			if stopErrs[i] != nil {
 				continue
@@ -576,6 +588,11 @@ func (d *Daemon) upgrade(binary string, log *zap.Logger) (res wire.Upgrade, err 
 	if len(files) > maxHandoverFiles {
 		return res, rollback(fmt.Errorf("%d descriptors to hand over, more than %d", len(files), maxHandoverFiles))
 	}
+	// The state directory: the successor opens it (and its lock) once
+	// this store has written everything and let go.
+	if err := d.x.releaseStore(); err != nil {
+		return res, rollback(fmt.Errorf("closing the state directory: %w", err))
+	}
 	c.SetDeadline(time.Now().Add(handoverTimeout))
 	if err := writeFrame(c, st, files); err != nil {
 		return res, rollback(fmt.Errorf("sending the state: %w", err))
@@ -583,7 +600,7 @@ func (d *Daemon) upgrade(binary string, log *zap.Logger) (res wire.Upgrade, err 
 
 	// 4. The successor serves, or says why not.
 	var ack handoverMsg
-	if err := d.await(c, exited, &ack); err != nil {
+	if err := d.await(c, exited, &waitErr, &ack); err != nil {
 		return res, rollback(fmt.Errorf("the successor did not take over: %w", err))
 	}
 	if !ack.Serving {
@@ -638,7 +655,7 @@ func tellMainPid(pid int, log *zap.Logger) {
 }
 
 // await reads one message of the successor, or its exit.
-func (d *Daemon) await(c *net.UnixConn, exited <-chan error, m *handoverMsg) error {
+func (d *Daemon) await(c *net.UnixConn, exited <-chan struct{}, waitErr *error, m *handoverMsg) error {
 	c.SetDeadline(time.Now().Add(handoverTimeout))
 	got := make(chan error, 1)
 	go func() {
@@ -650,14 +667,14 @@ func (d *Daemon) await(c *net.UnixConn, exited <-chan error, m *handoverMsg) err
 	case err := <-got:
 		if err != nil {
 			select {
-			case xerr := <-exited:
-				return fmt.Errorf("it exited (%v)", xerr)
+			case <-exited:
+				return fmt.Errorf("it exited (%v)", *waitErr)
 			case <-time.After(time.Second):
 			}
 		}
 		return err
-	case err := <-exited:
-		return fmt.Errorf("it exited (%v)", err)
+	case <-exited:
+		return fmt.Errorf("it exited (%v)", *waitErr)
 	}
 }
 

@@ -424,7 +424,9 @@ func maxOf(xs []float64) float64 {
 func TestUpgradeFailsAndTheDaemonServesOn(t *testing.T) {
 	vmnt := viewDir(t, "v")
 	vfile := writeFile(t, t.TempDir(), "v.yaml", fmt.Sprintf("mountpoint: %s\nallow: [null, zero, full, \"u-*\"]\n", vmnt))
-	d := startCtl(t, "--view="+vfile, "--views-dir="+filepath.Dir(vmnt))
+	// With a state directory: the old daemon lets go of it for the
+	// successor, and opens it again when the successor fails.
+	d := startCtl(t, "--view="+vfile, "--views-dir="+filepath.Dir(vmnt), "--state-dir="+t.TempDir())
 	cur := &currentDaemon{pid: d.cmd.Process.Pid}
 	t.Cleanup(func() { cur.stop(t, d.mnt) })
 	drained := make(chan struct{})
@@ -532,5 +534,62 @@ func TestUpgradeBySignal(t *testing.T) {
 	}
 	if err := unix.Unlink(p); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The state directory goes with an upgrade: changes kept before, during
+// and after two upgrades are there when a fresh daemon starts on it.
+func TestUpgradeKeepsTheStateDir(t *testing.T) {
+	sdir := t.TempDir()
+	d := startCtl(t, "--state-dir="+sdir)
+	cur := &currentDaemon{pid: d.cmd.Process.Pid}
+	t.Cleanup(func() { cur.stop(t, d.mnt) })
+	drained := make(chan struct{})
+	defer close(drained)
+	go func() {
+		for {
+			select {
+			case <-d.ready:
+			case <-drained:
+				return
+			}
+		}
+	}()
+	old := unix.Umask(0)
+	defer unix.Umask(old)
+	if err := unix.Chmod(filepath.Join(d.mnt, "null"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(filepath.Join(d.mnt, "kept-before"), unix.S_IFIFO|0o604, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		out := d.mustCtl(t, "upgrade", "--json")
+		var res wire.Upgrade
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatal(err)
+		}
+		if !exitsWithin(res.OldPid, condDeadline) {
+			t.Fatalf("the old daemon %d did not exit", res.OldPid)
+		}
+		cur.set(res.NewPid)
+		if err := unix.Mknod(filepath.Join(d.mnt, fmt.Sprintf("kept-after-%d", i)), unix.S_IFIFO|0o604, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Chmod(filepath.Join(d.mnt, "zero"), 0o606); err != nil {
+		t.Fatal(err)
+	}
+	cur.stop(t, d.mnt)
+	if mounted(t, d.mnt) {
+		t.Fatal("still mounted after the last daemon's SIGTERM")
+	}
+	d2 := start(t, opts{mnt: d.mnt, args: []string{"--socket=none", "--state-dir=" + sdir}})
+	for name, mode := range map[string]uint32{"null": unix.S_IFCHR | 0o640, "zero": unix.S_IFCHR | 0o606,
+		"kept-before": unix.S_IFIFO | 0o604, "kept-after-0": unix.S_IFIFO | 0o604, "kept-after-1": unix.S_IFIFO | 0o604} {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(d2.mnt, name), &st); err != nil || st.Mode != mode {
+			t.Errorf("%s in a fresh daemon on the state directory: mode %o, %v; want %o", name, st.Mode, err, mode)
+		}
 	}
 }
