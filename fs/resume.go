@@ -129,8 +129,11 @@ func (s *Server) Continue() error {
 
 // Handover returns what a successor needs to serve the mount: its state
 // and the descriptors (the connection's, then one per special), which the
-// caller passes on and closes. The server must be stopped (Stop), so that
-// the node counts are final.
+// caller passes on and closes. For an upgrade the server is stopped
+// first (Stop), so that the node counts are final. A descriptor kept for
+// a restart after a crash (a keeper, systemd's store) may be taken while
+// the server serves: its IDs are then a snapshot, to be set nil (every
+// node kept) when a successor resumes from it.
 func (s *Server) Handover() (MountState, []*os.File, error) {
 	if s.srv == nil {
 		return MountState{}, nil, errors.New("fs: Handover before Mount")
