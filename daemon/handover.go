@@ -515,7 +515,13 @@ func (d *Daemon) upgrade(binary string, log *zap.Logger) (res wire.Upgrade, err 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), fs.DefaultStopTimeout)
+			// Without HAS_RESEND a request left unanswered stays so:
+			// wait as long as a load may (bounded by the handover's).
+			wait := fs.DefaultStopTimeout
+			if !s.CanResend() {
+				wait = min(max(d.cfg.LoaderTimeout+time.Second, wait), handoverTimeout)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
 			defer cancel()
 			dropped, err := s.Stop(ctx)
 			stopErrs[i] = err

@@ -171,6 +171,14 @@ func (s *Server) Handover() (MountState, []*os.File, error) {
 	return st, files, nil
 }
 
+// CanResend reports whether the kernel resends what a stopped server
+// left unanswered (HAS_RESEND, Linux 6.9+). Without it, a request left
+// unanswered at a Stop is never answered: stop with a deadline as long
+// as the longest request may take.
+func (s *Server) CanResend() bool {
+	return s.srv != nil && s.srv.NegotiatedFlags()&fuse.CAP_HAS_RESEND != 0
+}
+
 // Unlinked returns the nodes the kernel holds that have no name any more
 // (open files that were unlinked), for dcache.Namespace.Export.
 func (s *Server) Unlinked() []*dcache.Node {
