@@ -594,10 +594,19 @@ func (s *Server) handleHelper(w http.ResponseWriter, r *http.Request) *apiError 
 			}
 		case <-sub.Ready():
 			items, ov := sub.Take()
+			// Changes the helper made through the mount are its own too.
+			// A batch's events are asked about once per caller in a row:
+			// one taken batch is one instant for the question.
+			var lastPid uint32
+			asked, lastMine := false, false
 			for _, it := range items {
-				// Changes the helper made through the mount are its own too.
-				if it.ev.Caller.Origin == dcache.OriginFUSE && s.opts.Helper.IsHelper(it.ev.Caller.Pid) {
-					continue
+				if c := it.ev.Caller; c.Origin == dcache.OriginFUSE {
+					if !asked || c.Pid != lastPid {
+						asked, lastPid, lastMine = true, c.Pid, s.opts.Helper.IsHelper(c.Pid)
+					}
+					if lastMine {
+						continue
+					}
 				}
 				if st.write(eventRecord(it)) != nil {
 					return nil

@@ -30,7 +30,10 @@
 // name in flight. GETATTR, SETATTR, READLINK and file content go straight
 // to the dcache.Node. READDIR and READDIRPLUS list through the Resolver
 // (which never asks the loader), offsets being dcache's stable cookies,
-// "." and ".." included. STATFS reports the namespace's limits and a name
+// "." and ".." included; the kernel keeps the listings it read and
+// serves them again without a request (listing.go: FOPEN_CACHE_DIR,
+// FOPEN_KEEP_CACHE, and no OPENDIR or RELEASEDIR where the kernel
+// supports CAP_NO_OPENDIR_SUPPORT). STATFS reports the namespace's limits and a name
 // limit of 255. ACCESS checks mode bits (only sent without
 // default_permissions). OPEN, CREATE, READ, WRITE, FLUSH, FSYNC, RELEASE
 // and FALLOCATE (mode 0 and KEEP_SIZE) serve small regular files; a handle
@@ -67,10 +70,14 @@
 // REGISTER (loader, control API), UNREGISTER, the expiry of a negative
 // entry, a mode or owner change by the daemon — it queues an entry notify
 // (which also kills a negative dentry), a delete notify, or an inode
-// (attribute) notify. One worker goroutine sends them, never a handler and
-// never with a namespace lock held: the kernel applies a notify under its
-// own directory lock, which a process blocked in one of our requests may
-// hold. The queue is bounded; overflow is counted and logged, and costs at
+// (attribute) notify; and for every change of a directory's entries an
+// inode notify of the directory's pages, which drops the listing its
+// kernel cached (one per directory while it waits to be sent; the
+// mount that made a change drops its own listing, except a moved
+// directory's, whose ".." changed). One worker goroutine sends them,
+// never a handler and never with a namespace lock held: the kernel
+// applies a notify under its own directory lock, which a process blocked
+// in one of our requests may hold. The queue is bounded; overflow is counted and logged, and costs at
 // most one cache timeout of staleness in the kernel.
 //
 // Misses nobody looks up again expire without a lookup to meet them: while
@@ -152,8 +159,8 @@
 //
 //	Server.specialsMu (held across MountSpecials, whose mounts walk the
 //	  mount through this server's handlers, which never take it)
-//	nodeTable stripe mutex and dirMu, handleTable mutex, NotifyQueue.mu (leaves;
-//	never held across a call)
+//	nodeTable stripe mutex and dirMu, handleTable mutex, NotifyQueue.mu,
+//	listingExpiry.mu (leaves; never held across a call)
 //	viewSet.mu (a parent's views: held while setting their timeouts)
 //	  the view's own viewSet.mu (empty: views make no views)
 //	NotifyMux.mu (Add and Remove only; Event takes no lock)

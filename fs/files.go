@@ -203,23 +203,6 @@ func (s *Server) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.Lseek
 	return fuse.OK
 }
 
-// OpenDir is OPENDIR. A directory needs no handle: the kernel passes the
-// cookie of the last entry it read back as the offset, and cookies are
-// stable (dcache), so any listing can resume from any offset.
-func (s *Server) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	if !s.enter() {
-		return errShutdown
-	}
-	defer s.exit(OpOpenDir, s.start())
-	if _, st := s.dir(in.NodeId); st != fuse.OK {
-		return st
-	}
-	return fuse.OK
-}
-
-// ReleaseDir is RELEASEDIR.
-func (s *Server) ReleaseDir(in *fuse.ReleaseIn) {}
-
 // entryOutSize is the size of the attributes READDIRPLUS adds per entry.
 const entryOutSize = int(unsafe.Sizeof(fuse.EntryOut{}))
 
@@ -279,6 +262,9 @@ func (s *Server) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.
 	dir, ents, st := s.listDir(cancel, in, minDirent+entryOutSize)
 	if st != fuse.OK {
 		return st
+	}
+	if in.Offset == 0 {
+		s.expireListing(in.NodeId) // a cached listing lasts as long as the names it brings
 	}
 	for i := range ents {
 		e := &ents[i]

@@ -175,6 +175,9 @@ func (f *fakeNotifier) DeleteNotify(p, c uint64, name string) fuse.Status {
 	return f.rec(fmt.Sprintf("delete %d %d %s", p, c, name))
 }
 func (f *fakeNotifier) InodeNotify(n uint64, off, l int64) fuse.Status {
+	if off == 0 && l == 0 {
+		return f.rec(fmt.Sprintf("listing %d", n)) // every page: noticeDir
+	}
 	return f.rec(fmt.Sprintf("inode %d %d", n, off))
 }
 func (f *fakeNotifier) list() []string {
@@ -210,13 +213,21 @@ func TestNotifyQueueTranslatesEvents(t *testing.T) {
 		{Kind: dcache.KindExpire, Parent: 1, Name: "nvidia0", Caller: builtin},
 		{Kind: dcache.KindChange, Parent: 1, Name: "tty", Ino: 13, Caller: dcache.Caller{Origin: dcache.OriginLoader}},
 		{Kind: dcache.KindChange, Parent: 1, Name: "tty", Ino: 13, Caller: fuseCaller},
+		{Kind: dcache.KindRegister, Parent: 1, Name: "loop1", Ino: 14, Caller: builtin}, // listing 1 still queued
+		// A directory renamed through this mount: its ".." changed.
+		{Kind: dcache.KindDelete, Parent: 1, Name: "d", Ino: 15, Type: dcache.TypeDir, Renamed: true, Caller: fuseCaller},
+		{Kind: dcache.KindCreate, Parent: 5, Name: "d", Ino: 15, Type: dcache.TypeDir, Renamed: true, Caller: fuseCaller},
+		// A file renamed through this mount: nothing.
+		{Kind: dcache.KindDelete, Parent: 1, Name: "f", Ino: 16, Type: dcache.TypeRegular, Renamed: true, Caller: fuseCaller},
+		{Kind: dcache.KindCreate, Parent: 5, Name: "f", Ino: 16, Type: dcache.TypeRegular, Renamed: true, Caller: fuseCaller},
 	} {
 		nq.Event(ev)
 	}
 	f := &fakeNotifier{}
 	done := make(chan struct{})
 	go func() { defer close(done); nq.run(f, zapNop()) }()
-	want := []string{"entry 1 loop0", "delete 5 12 event0", "entry 1 nvidia0", "inode 13 -1"}
+	want := []string{"entry 1 loop0", "listing 1", "delete 5 12 event0", "listing 5", "entry 1 nvidia0", "inode 13 -1",
+		"entry 1 loop1", "listing 15"}
 	waitFor(t, "notifies", func() bool { return len(f.list()) >= len(want) })
 	nq.close()
 	<-done
@@ -224,7 +235,7 @@ func TestNotifyQueueTranslatesEvents(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("notifies %q, want %q", got, want)
 	}
-	if st := nq.Stats(); st.Sent != 4 || st.Dropped != 0 || st.Pending != 0 {
+	if st := nq.Stats(); st.Sent != uint64(len(want)) || st.Dropped != 0 || st.Pending != 0 {
 		t.Errorf("stats %+v", st)
 	}
 }
@@ -237,8 +248,8 @@ func TestNotifyQueueOverflowCountsAndNeverBlocks(t *testing.T) {
 	f := &fakeNotifier{block: make(chan struct{}), reply: fuse.ENOENT}
 	done := make(chan struct{})
 	go func() { defer close(done); nq.run(f, zapNop()) }()
-	ev := func(i int) dcache.Event {
-		return dcache.Event{Kind: dcache.KindRegister, Parent: 1, Name: fmt.Sprint(i), Caller: dcache.Caller{}}
+	ev := func(i int) dcache.Event { // one notice each (a miss is in no listing)
+		return dcache.Event{Kind: dcache.KindExpire, Parent: 1, Name: fmt.Sprint(i), Caller: dcache.Caller{}}
 	}
 	nq.Event(ev(0))
 	waitFor(t, "the worker to take the first notice", func() bool { return nq.len() == 0 })
@@ -284,7 +295,7 @@ func TestNotifyQueueSync(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); nq.run(f, zapNop()) }()
 	for i := 0; i < 3; i++ {
-		nq.Event(dcache.Event{Kind: dcache.KindRegister, Parent: 1, Name: fmt.Sprint(i)})
+		nq.Event(dcache.Event{Kind: dcache.KindExpire, Parent: 1, Name: fmt.Sprint(i)})
 	}
 	synced := make(chan error, 1)
 	go func() { synced <- nq.Sync(context.Background()) }()
@@ -305,5 +316,41 @@ func TestNotifyQueueSync(t *testing.T) {
 	stopWorker(nq, done, 5*time.Second)
 	if err := nq.Sync(context.Background()); err != nil {
 		t.Fatal("Sync after close:", err)
+	}
+}
+
+// A directory's listing notice is queued once while it waits for the
+// worker, and again for a change made after the worker took it: the
+// notice sent is always sent after the change.
+func TestNotifyQueueListingOncePerWait(t *testing.T) {
+	nq := NewNotifyQueue(0)
+	nq.enable()
+	ctl := dcache.Caller{Origin: dcache.OriginControl}
+	reg := func(parent, ino uint64, name string) {
+		nq.Event(dcache.Event{Kind: dcache.KindRegister, Parent: parent, Name: name, Ino: ino, Caller: ctl})
+	}
+	reg(1, 10, "a")
+	reg(1, 11, "b")
+	reg(7, 12, "c")
+	nq.Event(dcache.Event{Kind: dcache.KindUnregister, Parent: 1, Name: "a", Ino: 10, Caller: ctl})
+	if n := nq.len(); n != 6 { // a, listing 1, b, c, listing 7, delete a
+		t.Fatalf("%d notices queued, want 6", n)
+	}
+	f := &fakeNotifier{block: make(chan struct{})}
+	done := make(chan struct{})
+	go func() { defer close(done); nq.run(f, zapNop()) }()
+	defer stopWorker(nq, done, 5*time.Second)
+	waitFor(t, "the worker to take the batch", func() bool { return nq.len() == 0 })
+	reg(1, 13, "d") // listing 1 was taken: it may be sent before this change
+	if n := nq.len(); n != 2 {
+		t.Fatalf("%d notices queued after the batch was taken, want 2 (the entry and the listing)", n)
+	}
+	close(f.block)
+	if err := nq.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := "[entry 1 a listing 1 entry 1 b entry 7 c listing 7 delete 1 10 a entry 1 d listing 1]"
+	if got := fmt.Sprint(f.list()); got != want {
+		t.Fatalf("notifies %s, want %s", got, want)
 	}
 }

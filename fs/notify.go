@@ -30,9 +30,12 @@ import (
 // it full is dropped and counted (Stats.NotifyDropped), and the worker
 // logs the count at warn level once it has caught up. What is lost is
 // bounded: the kernel forgets a stale name or attribute after the entry,
-// attribute or negative timeout, whichever applies, so a dropped notify
-// costs at most one timeout of staleness and never an inconsistency inside
-// the daemon, whose namespace stays the only truth.
+// attribute or negative timeout, whichever applies, and a cached listing
+// once the directory's attributes are fetched again after the attribute
+// timeout (the listing is kept only while the directory's mtime, which
+// every change of its entries moves, is the one it was read at), so a
+// dropped notify costs at most one timeout of staleness and never an
+// inconsistency inside the daemon, whose namespace stays the only truth.
 
 // noticeKind is what a notify asks the kernel to do.
 type noticeKind uint8
@@ -40,7 +43,8 @@ type noticeKind uint8
 const (
 	noticeEntry  noticeKind = iota + 1 // EntryNotify(parent, name): forget the name, positive or negative
 	noticeDelete                       // DeleteNotify(parent, child, name): the name is gone
-	noticeInode                        // InodeNotify(child): forget the attributes
+	noticeInode                        // InodeNotify(child, -1): forget the attributes
+	noticeDir                          // InodeNotify(child, 0): forget the directory's cached listing (and attributes)
 )
 
 func (k noticeKind) String() string {
@@ -51,6 +55,8 @@ func (k noticeKind) String() string {
 		return "delete"
 	case noticeInode:
 		return "inode"
+	case noticeDir:
+		return "listing"
 	}
 	return "invalid"
 }
@@ -90,7 +96,11 @@ type NotifyQueue struct {
 
 	mu sync.Mutex // a leaf
 	// Guarded by mu:
-	q        []notice
+	q []notice
+	// dirs are the directories with a noticeDir in q: one more change
+	// to such a directory needs none of its own, the one queued being
+	// sent after it. Emptied with q by take.
+	dirs     map[uint64]struct{}
 	enabled  bool          // the mount is live: queue
 	closed   bool          // the worker is stopping: drop
 	seqIn    uint64        // seq of the last notice queued
@@ -111,7 +121,8 @@ func NewNotifyQueue(size int) *NotifyQueue {
 	if size <= 0 {
 		size = DefaultNotifyQueue
 	}
-	return &NotifyQueue{max: size, wake: make(chan struct{}, 1), progress: make(chan struct{})}
+	return &NotifyQueue{max: size, wake: make(chan struct{}, 1), progress: make(chan struct{}),
+		dirs: make(map[uint64]struct{})}
 }
 
 var _ dcache.Sink = (*NotifyQueue)(nil)
@@ -121,23 +132,43 @@ var _ dcache.Sink = (*NotifyQueue)(nil)
 func (nq *NotifyQueue) WantsLookups() bool { return false }
 
 // Event implements dcache.Sink: it turns a change the kernel cannot know
-// of (one not made through this queue's mount) into a notice and queues
-// it; a change made through FUSE without a mount id (Caller.Mount 0) is
+// of (one not made through this queue's mount) into notices and queues
+// them; a change made through FUSE without a mount id (Caller.Mount 0) is
 // taken for this mount's own. A view's queue skips what the view hides.
 // It never blocks and never calls into dcache, lookup or the kernel.
+//
+// A change to a directory's entries (REGISTER, UNREGISTER, CREATE,
+// DELETE: every rename and link is a CREATE and DELETE pair) also
+// queues a noticeDir for the directory, which drops the listing the
+// kernel may cache for it (FOPEN_CACHE_DIR, listing.go). The kernel
+// of the mount that made the change drops its own (fuse_dir_changed),
+// but for one thing: a directory renamed keeps its cached listing, whose
+// ".." now names another parent; so a renamed directory's listing is
+// dropped in every mount, its own included.
 func (nq *NotifyQueue) Event(ev dcache.Event) {
-	if ev.Caller.Origin == dcache.OriginFUSE && (ev.Caller.Mount == nq.id || ev.Caller.Mount == 0) {
+	own := ev.Caller.Origin == dcache.OriginFUSE && (ev.Caller.Mount == nq.id || ev.Caller.Mount == 0)
+	movedDir := ev.Renamed && ev.Kind == dcache.KindCreate && ev.Type == dcache.TypeDir && ev.Ino != 0
+	if own && !movedDir {
 		return // the kernel of this mount made this change itself
 	}
 	if nq.view != nil && !viewNotifies(nq.view, &ev) {
 		return // outside this mount's view: its kernel holds nothing of it
 	}
+	if own {
+		nq.pushDir(ev.Ino)
+		return
+	}
 	var n notice
+	listing := false
 	switch ev.Kind {
-	case dcache.KindRegister, dcache.KindCreate, dcache.KindExpire:
+	case dcache.KindRegister, dcache.KindCreate:
+		n = notice{kind: noticeEntry, parent: ev.Parent, name: ev.Name}
+		listing = true
+	case dcache.KindExpire: // a miss: in no listing
 		n = notice{kind: noticeEntry, parent: ev.Parent, name: ev.Name}
 	case dcache.KindUnregister, dcache.KindDelete:
 		n = notice{kind: noticeDelete, parent: ev.Parent, child: ev.Ino, name: ev.Name}
+		listing = true
 	case dcache.KindChange:
 		n = notice{kind: noticeInode, child: ev.Ino}
 	default:
@@ -146,7 +177,24 @@ func (nq *NotifyQueue) Event(ev dcache.Event) {
 	if n.kind != noticeInode && (n.parent == 0 || n.name == "") {
 		return
 	}
+	if n.kind == noticeInode && n.child == 0 {
+		return // node id 0 is no node (to a new kernel: every node)
+	}
 	nq.push(n)
+	if listing {
+		nq.pushDir(ev.Parent)
+	}
+	if movedDir {
+		nq.pushDir(ev.Ino)
+	}
+}
+
+// pushDir queues a noticeDir for directory dir, unless one is queued and
+// not yet taken by the worker: that one is sent after this change.
+func (nq *NotifyQueue) pushDir(dir uint64) {
+	if dir != 0 && listingNotices() {
+		nq.push(notice{kind: noticeDir, child: dir})
+	}
 }
 
 func (nq *NotifyQueue) push(n notice) {
@@ -155,10 +203,19 @@ func (nq *NotifyQueue) push(n notice) {
 		nq.mu.Unlock()
 		return
 	}
+	if n.kind == noticeDir {
+		if _, queued := nq.dirs[n.child]; queued {
+			nq.mu.Unlock()
+			return // the one queued will be sent after this change
+		}
+	}
 	if len(nq.q) >= nq.max {
 		nq.mu.Unlock()
 		nq.dropped.Add(1)
 		return
+	}
+	if n.kind == noticeDir {
+		nq.dirs[n.child] = struct{}{}
 	}
 	nq.seqIn++
 	n.seq = nq.seqIn
@@ -183,6 +240,7 @@ func (nq *NotifyQueue) close() {
 	nq.mu.Lock()
 	nq.closed = true
 	nq.q = nil
+	clear(nq.dirs)
 	nq.advanceLocked(nq.seqIn) // what is left will never be sent
 	nq.mu.Unlock()
 	select {
@@ -197,6 +255,7 @@ func (nq *NotifyQueue) take() (batch []notice, done bool) {
 	nq.mu.Lock()
 	defer nq.mu.Unlock()
 	batch, nq.q = nq.q, nil
+	clear(nq.dirs) // taken: a later change needs a notice of its own
 	return batch, nq.closed
 }
 
@@ -294,6 +353,8 @@ func send(k notifier, n notice) fuse.Status {
 		return k.DeleteNotify(n.parent, n.child, n.name)
 	case noticeInode:
 		return k.InodeNotify(n.child, -1, 0) // attributes only
+	case noticeDir:
+		return k.InodeNotify(n.child, 0, 0) // attributes and every cached page: the listing
 	}
 	return fuse.EINVAL
 }

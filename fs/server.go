@@ -56,6 +56,11 @@ type Options struct {
 	// ReaddirplusNever.
 	Readdirplus string
 
+	// ListingCache is how the kernel may cache directory listings
+	// (listing.go): ListingCacheAuto (""), ListingCacheOpenDir or
+	// ListingCacheOff. Mount refuses any other value.
+	ListingCache string
+
 	// AllowOther, DefaultPermissions and Dev are the mount options of
 	// those names. Without DefaultPermissions the server checks nothing:
 	// every caller may do everything the namespace allows.
@@ -116,6 +121,12 @@ type Server struct {
 
 	nodes   *nodeTable
 	handles *handleTable
+
+	// noOpendir: the kernel offered CAP_NO_OPENDIR_SUPPORT at INIT (set
+	// by Init, before any other request; listing.go).
+	noOpendir atomic.Bool
+	// expiry schedules the end of listings READDIRPLUS filled (listing.go).
+	expiry listingExpiry
 
 	// view, if not nil, filters what this mount shows (view.go); set by
 	// NewView, immutable after. The main mount has none: every hook is
@@ -268,6 +279,7 @@ func (s *Server) mountOptions(direct bool) *fuse.MountOptions {
 	default:
 		o.ExtraCapabilities |= fuse.CAP_READDIRPLUS_AUTO
 	}
+	o.ExtraCapabilities |= s.listingCaps()
 	return o
 }
 
@@ -290,6 +302,9 @@ func (s *Server) panicked(v any) fuse.Status {
 func (s *Server) Mount(dir string) error {
 	if s.srv != nil {
 		return errors.New("fs: already mounted")
+	}
+	if err := checkListingCache(s.opts.ListingCache); err != nil {
+		return err
 	}
 	var errs []string
 	var srv *fuse.Server

@@ -26,6 +26,9 @@ func TestMain(m *testing.M) {
 	if what := os.Getenv("SPECIAL_CHILD"); what != "" {
 		os.Exit(specialChild(what))
 	}
+	if os.Getenv("LISTING_CHILD") != "" {
+		os.Exit(listingChild(os.Args[1:]))
+	}
 	os.Exit(m.Run())
 }
 

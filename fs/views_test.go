@@ -268,11 +268,8 @@ func TestViewNotifiesPerMount(t *testing.T) {
 		t.Fatalf("mount ids %d and %d", mainQ.id, viewQ.id)
 	}
 	fakes := map[*NotifyQueue]*fakeNotifier{mainQ: {}, viewQ: {}}
-	for q, f := range fakes {
+	for q := range fakes {
 		q.enable()
-		done := make(chan struct{})
-		go func() { defer close(done); q.run(f, zapNop()) }()
-		t.Cleanup(func() { stopWorker(q, done, 5*time.Second) })
 	}
 	ctl := dcache.Caller{Origin: dcache.OriginControl}
 	viaMain := dcache.Caller{Origin: dcache.OriginFUSE, Mount: mainQ.id}
@@ -289,11 +286,18 @@ func TestViewNotifiesPerMount(t *testing.T) {
 	} {
 		r.mux.Event(ev)
 	}
+	// The workers start with every notice queued: a directory's listing
+	// notice is queued once.
+	for q, f := range fakes {
+		done := make(chan struct{})
+		go func() { defer close(done); q.run(f, zapNop()) }()
+		t.Cleanup(func() { stopWorker(q, done, 5*time.Second) })
+	}
 	if err := r.main.SyncNotifies(context.Background()); err != nil { // both queues
 		t.Fatal(err)
 	}
-	wantMain := "[entry 1 snd entry 20 pcm0 entry 1 mem entry 20 pcm2 delete 1 25 kmsg inode 21 -1 entry 20 x]"
-	wantView := "[entry 1 snd entry 20 pcm0 entry 20 pcm1 inode 21 -1 entry 20 x]"
+	wantMain := "[entry 1 snd listing 1 entry 20 pcm0 listing 20 entry 1 mem entry 20 pcm2 delete 1 25 kmsg inode 21 -1 entry 20 x]"
+	wantView := "[entry 1 snd listing 1 entry 20 pcm0 listing 20 entry 20 pcm1 inode 21 -1 entry 20 x]"
 	if got := fmt.Sprint(fakes[mainQ].list()); got != wantMain {
 		t.Errorf("main mount's notifies %s, want %s", got, wantMain)
 	}

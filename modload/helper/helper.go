@@ -32,7 +32,9 @@
 // runs) see the namespace as it is instead of waiting on the helper. It
 // walks the live parent links through pidfds, proving each against pid
 // reuse, or through /proc on a kernel without PIDFD_GET_INFO (proc.go
-// says why, with the candidates measured).
+// says why, with the candidates measured); a session keeps a walk's
+// verdict with the walk's pidfds, and answers a thread that asks again
+// with one ppoll of them ("Verdicts kept" in proc.go).
 package helper
 
 import (
@@ -125,6 +127,11 @@ type Session struct {
 	pidfd     int  // guarded by pidfdMu
 	pidfdGone bool // Detach closed it; guarded by pidfdMu
 
+	// kept are the verdicts of the identity check kept for callers that
+	// ask again (verdicts.go); emptied by Detach, after it sets detached.
+	kept     verdicts
+	detached atomic.Bool
+
 	mu sync.Mutex
 	// Guarded by mu:
 	pending map[uint64]chan error
@@ -187,6 +194,8 @@ func (s *Session) Detach(reason string) {
 	}
 	s.l.mu.Unlock()
 	s.stopWait()
+	s.detached.Store(true)
+	s.kept.clear() // a verdict kept after this sees detached and drops itself
 	s.pidfdMu.Lock()
 	if s.pidfd >= 0 {
 		unix.Close(s.pidfd)
@@ -305,14 +314,35 @@ func (l *Loader) IsHelper(pid uint32) bool {
 }
 
 // isHelper reports whether pid is s's helper or one of its descendants
-// (proc.go); false once s has detached and closed the helper's pidfd.
+// (proc.go): from a verdict kept for pid if one still holds, else by a
+// walk, whose verdict is kept (verdicts.go); false once s has detached.
 func (s *Session) isHelper(pid uint32) bool {
+	if s.detached.Load() {
+		return false
+	}
+	if yes, ok := s.kept.get(pid); ok {
+		return yes && !s.detached.Load()
+	}
 	s.pidfdMu.RLock()
 	defer s.pidfdMu.RUnlock()
 	if s.pidfdGone {
 		return false
 	}
-	return descends(pid, s.id.Pid, s.pidfd, s.start)
+	if s.pidfd < 0 || noPidfdWalk.Load() {
+		return descends(pid, s.id.Pid, s.pidfd, s.start)
+	}
+	var keep [maxKeptLinks]int32
+	yes, kept, err := pidfdWalk(pid, s.id.Pid, s.pidfd, keep[:])
+	if err != nil {
+		return descends(pid, s.id.Pid, s.pidfd, s.start)
+	}
+	if kept > 0 {
+		v := s.kept.put(pid, yes, keep[:kept])
+		if s.detached.Load() {
+			s.kept.drop(v) // Detach's clear may have run before the put
+		}
+	}
+	return yes
 }
 
 // Stats counts the loader's work.

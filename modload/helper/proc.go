@@ -37,6 +37,10 @@ import (
 //	pidfd walk     descendant 12000   stranger  59000   0 allocs
 //	one /proc/PID/stat read   23000   one /proc/PID/cgroup read  21000
 //	getpgid                     260   getsid + pidfd liveness     1050
+//	kept verdict   descendant   870   stranger   1970   0 allocs
+//
+// (the kept verdict, below: one ppoll of the chain's pidfds, for a caller
+// that asks again; measured at load average 14.6.)
 //
 // The one-system-call answers are cheapest but are not "the helper and its
 // descendants": a process group can be joined by a process that is not a
@@ -45,11 +49,11 @@ import (
 // (under systemd it does; run from a shell it does not), and a cgroup
 // holds whatever else the service manager put there — each would be a
 // guess (DESIGN.md section 2 item 7 forbids one). A verdict cache keyed by
-// thread id and start time would still read /proc once per question, and
-// must be kept and bounded. The pidfd walk answers the exact question, the
-// one the /proc walk answered, 2.5 to 4.5 times cheaper, allocating
-// nothing, and without the pid-reuse window below; it is asked only on misses, each of which costs
-// a round trip to the helper (hundreds of microseconds) anyway.
+// thread id and start time would still read /proc once per question. The
+// pidfd walk answers the exact question, the one the /proc walk answered,
+// 2.5 to 4.5 times cheaper, allocating nothing, and without the pid-reuse
+// window below; a caller that asks again is answered from the walk's
+// verdict, kept with the walk's pidfds, in one system call (below).
 //
 // Pid reuse. A pid names a process only while it lives (and, dead, until
 // it is reaped). The helper's pid is taken from SO_PEERCRED when it
@@ -74,6 +78,79 @@ import (
 // between reading one link and the next. Either walk follows the kernel's
 // live links, so a descendant whose parent died is reparented (to init or
 // a subreaper) and stops counting.
+//
+// Verdicts kept
+//
+// A session keeps the answers of its pidfd walks so that a
+// caller that asks again — the same thread, the usual case: a container
+// runtime probing, a program looking up one name after another, the
+// helper's own threads — is answered with one system call: a ppoll, with
+// a zero timeout, of every pidfd of the chain the walk went up.
+//
+// What a kept verdict holds. The walk that settled (it reached the helper,
+// init, or the top of the pid namespace, no link changing under it; see
+// pidfdWalk) keeps, instead of closing them, the pidfds it opened: the
+// thread's own (PIDFD_THREAD), then its process's parent's, and so on up
+// to the helper's (a yes) or to the last process below init (a no; init,
+// pid 1, never exits while the daemon lives). At most maxKeptLinks: a
+// longer chain is walked every time, as before.
+//
+// Why the chain's pidfds prove the verdict still holds. A pidfd names one
+// struct pid, never reused; a pid number is reused, a pidfd is not. The
+// ppoll reports a pidfd readable (POLLIN, or POLLHUP once reaped) when
+// its thread (the first) or its whole process (the others) has exited. So
+// "no pidfd readable" means: the thread asking is still the thread the
+// walk started from — its id cannot have been given to another thread,
+// since an id is freed only when its thread is reaped, after it exited —
+// and no process of the chain has exited. A verdict is a fact about the
+// chain of live parent links from the thread's process up, and a link
+// changes only one way: a process is reparented when its parent exits
+// (to another thread of the parent's process while one lives, which is
+// the same process; else to a subreaper among the parent's ancestors, or
+// to the parent's pid namespace's init). Exec, ptrace, setsid, setns and
+// PR_SET_CHILD_SUBREAPER change no existing link; CLONE_PARENT acts only
+// at creation. Every parent on the chain is polled — the helper too for a
+// yes — so no link of it can have changed while none is readable, except
+// the two whose parent is not polled: init's (it has none), and the top's
+// (its parent is outside the daemon's pid namespace, and whoever takes
+// it over when that parent exits, an ancestor of that parent or that
+// parent's namespace's init, is outside it too: the top stays the top).
+// The chain unchanged, the verdict is unchanged: a yes stays a yes (the
+// helper is on it, polled), a no stays a no. This covers what a check of
+// the first link alone would miss: a no that turns into a yes with the
+// caller's own parent unchanged, when a process higher up is reparented
+// into the helper's tree (a process that entered the helper's pid
+// namespace by setns, whose parent outside exits, goes to that
+// namespace's init, which may be the helper or its descendant).
+//
+// The one window, and why it is no worse than the walk's. A process's
+// children are reparented, under the kernel's tasklist lock, a moment
+// before the process shows as exited (its exit state is set in the same
+// lock hold when it is the last thread to go, a little later when the
+// last thread is not its leader). A question asked in that moment, racing
+// with the exit, gets the verdict from before it; the walk racing the
+// same exit gives the verdict from before it too if it passed the link
+// before the change, and no if it finds the link changed under it (it
+// then does not settle, and keeps nothing). Either answers a question
+// asked while the answer changes with one that held an instant before,
+// and once the exit is complete the kept verdict is dropped.
+//
+// A verdict is dropped (evicted, its pidfds closed once nobody uses them)
+// when a poll finds a pidfd readable (the caller is then walked again),
+// when another thread's verdict takes its slot, and when the session
+// detaches (a new helper gets a new, empty set: a verdict is about one
+// session's helper). Memory is bounded: verdictSlots slots, each a
+// verdict of at most maxKeptLinks pidfds, so the cache holds at most
+// verdictSlots*maxKeptLinks descriptors (1024). The slot is chosen by
+// the thread id (direct-mapped, no list to keep); the hot path takes no
+// lock: an atomic load of the slot, a compare-and-swap on the verdict's
+// own reference count (callers of different threads touch different
+// verdicts), the ppoll, an atomic add.
+//
+// (verdicts.go; TestPidReuseCannotMakeAStrangerTheHelper checks a kept
+// yes and a kept no across pid reuse, and a kept yes whose chain lost its
+// middle link; TestKeptVerdictsHammer asks concurrently while the session
+// detaches.)
 
 // maxDepth bounds the walk.
 const maxDepth = 64
@@ -246,29 +323,61 @@ func descends(tid, helper uint32, helperFd int, helperStart uint64) bool {
 // have its pid. An error (no such kernel support) says nothing about tid;
 // a tid that is gone is not the helper's.
 func pidfdDescends(tid, helper uint32, helperFd int) (bool, error) {
+	ok, _, err := pidfdWalk(tid, helper, helperFd, nil)
+	return ok, err
+}
+
+// pidfdWalk is pidfdDescends that, given keep, keeps the pidfds of the
+// chain it walked in it instead of closing them: the thread's (PIDFD_THREAD)
+// first, then each parent's up to the one the walk ended at — the
+// helper, or the top of the pid namespace (a process whose parent is not
+// in it), but never init (pid 1, which does not exit). It returns how many
+// it kept, 0 (none kept) unless the walk settled: it reached the helper,
+// init or the top without any link changing under it, in at most
+// len(keep) links. The caller then owns the kept pidfds (see "Verdicts
+// kept" in the file doc above). The thread's own pidfd is always the first kept,
+// so a settled walk keeps at least one.
+func pidfdWalk(tid, helper uint32, helperFd int, keep []int32) (ok bool, kept int, err error) {
 	fd, err := unix.PidfdOpen(int(tid), pidfdThread)
 	if err != nil {
 		if err == unix.ESRCH {
-			return false, nil
+			return false, 0, nil
 		}
-		return false, err
+		return false, 0, err
+	}
+	// drop closes the kept pidfds and keeps no more: the walk did not settle.
+	drop := func() {
+		for _, k := range keep[:kept] {
+			unix.Close(int(k))
+		}
+		keep, kept = nil, 0
 	}
 	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_PID}
 	if err := unix.IoctlPidfdInfo(fd, &info); err != nil {
 		unix.Close(fd)
 		if err == unix.ESRCH {
-			return false, nil
+			return false, 0, nil
 		}
-		return false, err
+		return false, 0, err
 	}
 	p := info.Tgid
 	for i := 0; i < maxDepth; i++ {
 		if p == helper {
-			unix.Close(fd)
-			return unix.PidfdSendSignal(helperFd, 0, nil, 0) == nil, nil
+			ok = unix.PidfdSendSignal(helperFd, 0, nil, 0) == nil
+			if !ok || !keepFd(fd, &keep, &kept) {
+				drop()
+				unix.Close(fd)
+			}
+			return ok, kept, nil
 		}
 		if p <= 1 || info.Ppid == 0 {
-			break
+			if p <= 1 && i > 0 {
+				unix.Close(fd) // init, as a parent: it does not exit
+			} else if !keepFd(fd, &keep, &kept) {
+				drop()
+				unix.Close(fd)
+			}
+			return false, kept, nil
 		}
 		pfd, err := unix.PidfdOpen(int(info.Ppid), 0)
 		if err != nil {
@@ -279,13 +388,28 @@ func pidfdDescends(tid, helper uint32, helperFd int) (bool, error) {
 			unix.Close(pfd)
 			break // exited, or reparented while we looked: not a live link
 		}
-		unix.Close(fd)
+		if !keepFd(fd, &keep, &kept) {
+			drop()
+			unix.Close(fd)
+		}
 		fd, p = pfd, info.Ppid
 		info = unix.PidfdInfo{Mask: unix.PIDFD_INFO_PID}
 		if err := unix.IoctlPidfdInfo(fd, &info); err != nil {
 			break
 		}
 	}
+	drop()
 	unix.Close(fd)
-	return false, nil
+	return false, 0, nil
+}
+
+// keepFd stores fd at (*keep)[*kept] if there is room, and reports
+// whether it did.
+func keepFd(fd int, keep *[]int32, kept *int) bool {
+	if *kept >= len(*keep) {
+		return false
+	}
+	(*keep)[*kept] = int32(fd)
+	*kept++
+	return true
 }

@@ -8,13 +8,16 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/devfsd/devfsd/dcache"
 )
 
 // BenchmarkIdentityCandidates measures the ways of answering "is thread
 // TID the helper or its descendant?" that proc.go's doc weighs, each for a
 // descendant (a child of this process, taken for the helper) and for a
 // stranger (this process, with the child taken for the helper: the walk
-// then climbs to init). The figures are in proc.go's doc.
+// then climbs to init), and the kept verdict that answers a caller
+// asking again. The figures are in proc.go's doc.
 func BenchmarkIdentityCandidates(b *testing.B) {
 	child := exec.Command("sleep", "300")
 	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -62,6 +65,29 @@ func BenchmarkIdentityCandidates(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if ok, _ := pidfdDescends(p.tid, p.helper, hfd); ok != p.wantDescended {
+					b.Fatal("wrong answer")
+				}
+			}
+		})
+		// A caller that asks again: the session's kept verdict
+		// (verdicts.go), one ppoll of the chain's pidfds.
+		b.Run("how=kept-verdict/"+p.name, func(b *testing.B) {
+			l := New(nil)
+			s, err := l.Attach(dcache.Caller{Pid: p.helper}, nopConn{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Detach("benchmark over")
+			if l.IsHelper(p.tid) != p.wantDescended {
+				b.Fatal("wrong answer")
+			}
+			if kept(s, p.tid) == nil {
+				b.Skip("no verdict kept (a chain too long?)")
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if l.IsHelper(p.tid) != p.wantDescended {
 					b.Fatal("wrong answer")
 				}
 			}

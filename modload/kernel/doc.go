@@ -27,10 +27,15 @@
 //   - [Source.Info]: a device's properties (SUBSYSTEM, DEVPATH, DRIVER,
 //     every uevent variable), for `devfsd ctl info`.
 //
-// Unlike devtmpfs, a directory made for a device's node (input/ for
-// input/event0) stays when its last device goes: the namespace cannot
-// tell it from a directory a user made, and a user's node is never
-// removed.
+// A lookup miss first applies the uevents already queued on the socket
+// (the kernel queues a device's uevent before the call that made the
+// device returns), so the first lookup after LOOP_CTL_ADD sees the new
+// device; see Source, "Catching up on a miss".
+//
+// As devtmpfs does, a directory the source made for a device's node
+// (input/ for input/event0) is removed when its last device goes and it
+// is empty; a directory a user made is never removed (Source,
+// "Directories").
 //
 // Where the kernel gives no mode or owner, the node gets the built-in
 // catalogue's (builtin.DefaultAttrs: the catalogue's node of that name,

@@ -9,20 +9,24 @@ import (
 	"github.com/devfsd/devfsd/modload"
 )
 
-// Namespace is what the kernel source needs of the namespace: the
-// Registrar every loader registers through, and three calls that act
-// only on a node the source itself registered, named by an identity
-// (an inode number) that no other node ever has — so that a node a user
-// made at the same name is never removed or touched.
+// Namespace is what the kernel source needs of the namespace. Every node
+// is named by an identity (an inode number) that no other node ever has:
+// Register returns it, and the other calls act only on the node that has
+// it, so that a node a user made at the same name is never removed or
+// touched.
 type Namespace interface {
-	modload.Registrar
+	// Register registers n, creating missing parent directories, as
+	// modload.Registrar does (EEXIST if the name is taken), and returns
+	// the identity of the node it made.
+	Register(n modload.Node) (id uint64, err error)
 	// Lookup reports the node at path and its identity; ok is false if
 	// nothing is there. The node's Type is 0 for a type modload has no
 	// name for (fifo, socket, regular file).
 	Lookup(path string) (n modload.Node, id uint64, ok bool)
-	// Unregister removes the node at path if its identity is id: ENOENT
-	// if nothing is there, ESTALE (and nothing changes) if another node
-	// is.
+	// Unregister removes the node at path if its identity is id, in one
+	// step: ENOENT if nothing is there, ESTALE (and nothing changes) if
+	// another node is, ENOTEMPTY (and nothing changes) if it is a
+	// directory that has entries.
 	Unregister(path string, id uint64) error
 	// Changed says that the kernel changed the device at path (identity
 	// id): a CHANGE event for it, its mode and owner as they are. ENOENT
@@ -34,13 +38,12 @@ type Namespace interface {
 // registered.
 var errStale = fmt.Errorf("another node is at the name: %w", syscall.ESTALE)
 
-// DcacheNamespace is a Namespace over a dcache.Namespace. Every change
-// it makes is attributed to Caller.
-//
-// Unregister and Changed resolve the path, compare the inode number and
-// then act, in two dcache calls: a node that a user makes at the name in
-// between (unlinking the kernel's first) is acted on as if it were the
-// kernel's. dcache has no call that does both under one lock.
+// DcacheNamespace is a Namespace over a dcache.Namespace; identities are
+// inode numbers. Every change it makes is attributed to Caller.
+// Unregister is dcache's UnregisterIf, one step under the parent
+// directory's lock. Changed resolves the path, compares the inode number
+// and raises the CHANGE on the node it resolved: a node made at the name
+// after the comparison is not the one changed.
 type DcacheNamespace struct {
 	NS     *dcache.Namespace
 	Caller dcache.Caller
@@ -62,16 +65,19 @@ var fromDcache = map[dcache.Type]dcache.Type{
 	dcache.TypeSymlink: dcache.TypeSymlink,
 }
 
-// Register implements modload.Registrar.
-func (d DcacheNamespace) Register(n modload.Node) error {
+// Register implements Namespace.
+func (d DcacheNamespace) Register(n modload.Node) (uint64, error) {
 	if err := n.Validate(); err != nil {
-		return fmt.Errorf("%w: %w", err, syscall.EINVAL)
+		return 0, fmt.Errorf("%w: %w", err, syscall.EINVAL)
 	}
-	_, err := d.NS.Register(n.Path, dcache.Spec{
+	node, err := d.NS.Register(n.Path, dcache.Spec{
 		Type: toDcache[n.Type], Mode: n.Perm, Uid: n.UID, Gid: n.GID,
 		Major: n.Major, Minor: n.Minor, Target: n.Target,
 	}, d.Caller)
-	return err
+	if err != nil {
+		return 0, err
+	}
+	return node.Ino(), nil
 }
 
 // Lookup implements Namespace.
@@ -105,10 +111,11 @@ func (d DcacheNamespace) resolve(path string, id uint64) (*dcache.Node, error) {
 
 // Unregister implements Namespace.
 func (d DcacheNamespace) Unregister(path string, id uint64) error {
-	if _, err := d.resolve(path, id); err != nil {
-		return err
+	err := unregisterIf(d, path, id)
+	if errors.Is(err, syscall.ESTALE) {
+		return fmt.Errorf("%s: %w", path, errStale)
 	}
-	return d.NS.Unregister(path, d.Caller)
+	return err
 }
 
 // Changed implements Namespace: the node's mode set to itself, which

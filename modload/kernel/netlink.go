@@ -26,7 +26,7 @@ const recvBuffer = 2 * MaxUevent
 // because the receive buffer was full (ENOBUFS).
 var errOverrun = errors.New("uevent socket overrun: the kernel dropped uevents")
 
-// errAgain is returned by conn.recv(false) when no message is queued.
+// errAgain is returned by conn.recv when no message is queued.
 var errAgain = errors.New("no uevent queued")
 
 // sender is who sent a message, as the socket says.
@@ -48,12 +48,16 @@ func (s sender) fromKernel() bool {
 	return !s.addrErr && s.portID == 0 && s.creds && s.pid == 0 && s.uid == 0 && s.group == kernelGroup
 }
 
-// conn is a NETLINK_KOBJECT_UEVENT socket bound to the kernel's group.
-// recv is called from one goroutine; Close may be called from any and
-// wakes a blocked recv.
+// conn is a NETLINK_KOBJECT_UEVENT socket bound to the kernel's group,
+// non-blocking. Its messages are read with recv, inside rc.Read (the
+// reader, which waits for readiness between reads) or rc.Control (a
+// lookup miss catching up, which never waits); Close may be called from
+// any goroutine and wakes a reader waiting in rc.Read.
 type conn struct {
-	f   *os.File
-	rc  syscall.RawConn
+	f  *os.File
+	rc syscall.RawConn
+	// buf and oob are recv's; guarded by Source.mu, under which every
+	// recv runs.
 	buf []byte
 	oob []byte
 }
@@ -93,30 +97,20 @@ func dial(rcvbuf int) (*conn, error) {
 	return &conn{f: f, rc: rc, buf: make([]byte, recvBuffer), oob: make([]byte, unix.CmsgSpace(unix.SizeofUcred))}, nil
 }
 
-// recv returns the next message and its sender. The message is valid until
-// the next recv. With wait false it does not block: errAgain when nothing
-// is queued. errOverrun when the kernel dropped messages; an error of the
-// runtime's poller once Close was called.
-func (c *conn) recv(wait bool) ([]byte, sender, error) {
-	var (
-		n, oobn, flags int
-		from           unix.Sockaddr
-		rerr           error
-	)
-	err := c.rc.Read(func(fd uintptr) bool {
-		n, oobn, flags, from, rerr = unix.Recvmsg(int(fd), c.buf, c.oob, 0)
-		return !wait || rerr != unix.EAGAIN
-	})
-	if err != nil {
-		return nil, sender{}, err
-	}
+// recv reads the next queued message of the socket fd (from rc.Read or
+// rc.Control) without waiting (MSG_DONTWAIT) and returns it with its
+// sender; the message is valid until the next recv. errAgain when nothing
+// is queued, errOverrun when the kernel dropped messages (it reports that
+// once, before the messages still queued). Preconditions: Source.mu held.
+func (c *conn) recv(fd uintptr) ([]byte, sender, error) {
+	n, oobn, flags, from, err := unix.Recvmsg(int(fd), c.buf, c.oob, unix.MSG_DONTWAIT)
 	switch {
-	case rerr == unix.EAGAIN:
+	case err == unix.EAGAIN:
 		return nil, sender{}, errAgain
-	case rerr == unix.ENOBUFS:
+	case err == unix.ENOBUFS:
 		return nil, sender{}, errOverrun
-	case rerr != nil:
-		return nil, sender{}, fmt.Errorf("kernel: uevent socket: %w", rerr)
+	case err != nil:
+		return nil, sender{}, fmt.Errorf("kernel: uevent socket: %w", err)
 	}
 	var s sender
 	if sa, ok := from.(*unix.SockaddrNetlink); ok {

@@ -83,12 +83,51 @@ type Options struct {
 // first. Two kernel devices claiming one name are the same case: the
 // first keeps it, the second gets it when the first is removed.
 //
+// # Catching up on a miss
+//
+// The kernel queues a device's uevent on every listening socket before
+// the call that made the device returns (LOOP_CTL_ADD, a write to a
+// sysfs uevent file, a module's init), as it makes the devtmpfs node. So
+// a lookup miss (Declines, Load) first applies every uevent queued on
+// the socket, in order, as the reader would, and only then answers from
+// the tree and modules.devname: the first lookup after the call sees the
+// device, without waiting for the reader to be scheduled. A message is
+// taken from the socket only under mu and applied before mu is released
+// — by the reader or by a miss, whichever holds mu — so a miss that
+// holds mu has seen the effect of every message taken before it, and
+// SEQNUM order, the forged-message check and the rescan after an overrun
+// are the same on both paths. The reader never holds mu while it waits
+// for the socket to become readable.
+//
+// Only a miss that reaches the source catches up. A lookup answered from
+// a cached miss — the daemon's negative entry, or the kernel's negative
+// dentry of one mount, left by a lookup made before the device existed —
+// does not ask the loader, nor does one that a helper answers; for those
+// the device appears when the reader applies its add, which drops the
+// daemon's negative entry (dcache's Register, under the directory's mu)
+// and queues the invalidation of every mount's kernel entry. A miss that
+// raced the add is cached negatively only if the node was still absent
+// under that same mu, so no cached miss outlives the registration.
+//
+// # Directories
+//
+// The source makes the missing parent directories of a device's node
+// itself, one at a time, and remembers each one it made (by identity).
+// When a device goes, each directory above its node that the source made
+// and that is empty now is removed, from the node's parent up, stopping
+// at the first that is not the source's or still has entries — as
+// devtmpfs's delete_path removes only the directories devtmpfs made. A
+// directory a user made, or one made before the source started (a
+// previous daemon's), is never removed; one the source made that a user
+// replaced is no longer the source's.
+//
 // # Lock order
 //
-//	Source.mu (one uevent, rescan or registration at a time)
+//	Source.mu (one uevent, rescan, registration or socket read at a time)
 //	  the Namespace's locks (dcache: directory mu, ...)
 //
-// Nothing is held while running Modprobe or while a Load waits.
+// Nothing is held while running Modprobe, while a Load waits, or while
+// the reader waits for the socket.
 type Source struct {
 	opts     Options
 	ns       Namespace
@@ -113,14 +152,20 @@ type Source struct {
 	tombs     map[string]uint64
 	tombOrder []string
 	reg       int // nodes registered now
+	// made holds the directories the source registered and their
+	// identities, until it removes them or finds another node there.
+	made map[string]uint64
+	// dirtySince is when an overrun was seen that no rescan has answered
+	// yet; zero if none.
+	dirtySince time.Time
 
 	runMu sync.Mutex
 	runs  map[string]*modRun // module -> modprobe running; guarded by runMu
 	// joined counts loads that waited for a run another load started.
 	joined atomic.Uint64
 
-	conn   *conn
-	done   chan struct{} // closed when the reader has stopped
+	conn   atomic.Pointer[conn] // set by Start, before the reader starts
+	done   chan struct{}        // closed when the reader has stopped
 	closed atomic.Bool
 
 	st counters
@@ -190,6 +235,7 @@ func New(opts Options) (*Source, error) {
 		names:    map[string][]*entry{},
 		dirs:     map[string]int{},
 		tombs:    map[string]uint64{},
+		made:     map[string]uint64{},
 		waiters:  map[string][]chan struct{}{},
 		runs:     map[string]*modRun{},
 	}
@@ -231,33 +277,48 @@ func trimNewline(b []byte) []byte {
 // is opened before sysfs is read, so no device added in between is
 // missed.
 func (s *Source) Start() error {
-	if s.conn != nil {
-		return errors.New("kernel: Start called twice")
-	}
-	c, err := dial(s.opts.ReceiveBuffer)
+	c, err := s.listen()
 	if err != nil {
 		return err
 	}
 	start := time.Now()
 	if err := s.rescan(false); err != nil {
+		s.closed.Store(true)
 		c.Close()
 		return err
 	}
 	s.log.Info("coldplug done", zap.Int("devices", s.Stats().Devices),
 		zap.Int("registered", s.Stats().Registered), zap.Duration("took", time.Since(start)))
-	s.conn = c
-	s.done = make(chan struct{})
-	go s.reader()
+	go s.reader(c)
 	return nil
+}
+
+// listen opens the uevent socket for Start. Until the reader starts, only
+// lookup misses read it.
+func (s *Source) listen() (*conn, error) {
+	if s.conn.Load() != nil {
+		return nil, errors.New("kernel: Start called twice")
+	}
+	c, err := dial(s.opts.ReceiveBuffer)
+	if err != nil {
+		return nil, err
+	}
+	s.done = make(chan struct{})
+	if !s.conn.CompareAndSwap(nil, c) {
+		c.Close()
+		return nil, errors.New("kernel: Start called twice")
+	}
+	return c, nil
 }
 
 // Close stops the hotplug reader and waits for it. Nodes stay registered.
 // Idempotent.
 func (s *Source) Close() error {
-	if s.conn == nil || !s.closed.CompareAndSwap(false, true) {
+	c := s.conn.Load()
+	if c == nil || !s.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	err := s.conn.Close()
+	err := c.Close()
 	<-s.done
 	return err
 }
@@ -276,11 +337,15 @@ func (s *Source) Coldplug() error { return s.rescan(false) }
 func (s *Source) Rescan() error { return s.rescan(true) }
 
 func (s *Source) rescan(count bool) error {
-	// mu is held across the scan: a uevent the reader applied between
-	// the scan and taking mu would otherwise be undone by a scan older
-	// than it.
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.rescanLocked(count)
+}
+
+// rescanLocked is Rescan (counted if count). Preconditions: mu held, and
+// held across the scan: a uevent applied between the scan and taking mu
+// would otherwise be undone by a scan older than it.
+func (s *Source) rescanLocked(count bool) error {
 	// The kernel counts a uevent (SEQNUM) after the sysfs change it
 	// reports (device_add links /sys/dev/... before its add, device_del
 	// unlinks it before its remove), so a scan that starts after reading
@@ -315,6 +380,7 @@ func (s *Source) rescan(count bool) error {
 		s.addLocked(d)
 	}
 	s.floor = supersede(s.floor, seq)
+	s.dirtySince = time.Time{} // the scan answers every overrun seen so far
 	return nil
 }
 
@@ -332,49 +398,103 @@ func readSeqnum(root string) uint64 {
 	return n
 }
 
-// reader applies uevents until Close. After an overrun it rescans once the
-// socket's queue is drained, or RescanDelay after the overrun, whichever
-// comes first.
-func (s *Source) reader() {
+// Batches of uevents applied under one hold of mu: the reader releases
+// mu after readerBatch messages so that lookups and registrations are not
+// held up by a burst; a miss catching up applies at most catchUpBatch (a
+// burst still arriving is left to the reader).
+const (
+	readerBatch  = 64
+	catchUpBatch = 4096
+)
+
+// reader applies uevents until Close: whenever the socket is readable, it
+// drains it under mu (drainLocked), readerBatch messages per hold, and
+// waits again — with mu released — once it is empty.
+func (s *Source) reader(c *conn) {
 	defer close(s.done)
-	var dirtySince time.Time // zero: no overrun pending
-	for {
-		msg, snd, err := s.conn.recv(dirtySince.IsZero())
+	var failed error
+	err := c.rc.Read(func(fd uintptr) bool {
+		for {
+			more, err := s.readBatch(c, fd)
+			if err != nil {
+				failed = err
+				return true
+			}
+			if !more {
+				return false // empty: wait until readable
+			}
+		}
+	})
+	if s.closed.Load() {
+		return // Close: the poller says "use of closed file"
+	}
+	if failed == nil {
+		failed = err
+	}
+	s.log.Error("uevent socket failed; hotplug stopped", zap.Error(failed))
+}
+
+// catchUpLocked applies every uevent queued on the socket now (at most
+// catchUpBatch), without waiting: what a lookup miss does before it
+// answers (see "Catching up on a miss"). Nothing before Start or after
+// Close. Preconditions: mu held.
+func (s *Source) catchUpLocked() {
+	c := s.conn.Load()
+	if !catchUpOnMiss || c == nil || s.closed.Load() {
+		return
+	}
+	var err error
+	if cerr := c.rc.Control(func(fd uintptr) { _, err = s.drainLocked(c, fd, catchUpBatch) }); cerr != nil {
+		return // closed meanwhile
+	}
+	if err != nil {
+		s.log.Debug("catching up on uevents failed", zap.Error(err)) // the reader reports it
+	}
+}
+
+// drainLocked applies up to limit messages queued on c's socket fd, in
+// order, and reports whether more may be queued (limit reached). After
+// an overrun it rescans once the queue is empty, or RescanDelay after
+// the overrun if messages keep coming. An error is the socket's: hotplug
+// cannot go on. Preconditions: mu held.
+func (s *Source) drainLocked(c *conn, fd uintptr, limit int) (more bool, err error) {
+	for range limit {
+		msg, snd, err := c.recv(fd)
 		switch {
-		case err != nil && s.closed.Load():
-			return // Close: the poller says "use of closed file"
 		case errors.Is(err, errAgain):
-			s.rescanAfterOverrun()
-			dirtySince = time.Time{}
-			continue
+			if !s.dirtySince.IsZero() {
+				s.rescanAfterOverrunLocked()
+			}
+			return false, nil
 		case errors.Is(err, errOverrun):
 			s.st.overruns.Add(1)
 			s.log.Warn("uevents lost: receive buffer overrun; sysfs will be rescanned")
-			if dirtySince.IsZero() {
-				dirtySince = time.Now()
+			if s.dirtySince.IsZero() {
+				s.dirtySince = time.Now()
 			}
 			continue
 		case err != nil:
-			s.log.Error("uevent socket failed; hotplug stopped", zap.Error(err))
-			return
+			return false, err
 		}
-		s.handle(msg, snd)
-		if !dirtySince.IsZero() && time.Since(dirtySince) >= s.opts.RescanDelay {
-			s.rescanAfterOverrun()
-			dirtySince = time.Time{}
+		s.handleLocked(msg, snd)
+		if !s.dirtySince.IsZero() && time.Since(s.dirtySince) >= s.opts.RescanDelay {
+			s.rescanAfterOverrunLocked()
 		}
 	}
+	return true, nil
 }
 
-func (s *Source) rescanAfterOverrun() {
-	if err := s.rescan(true); err != nil {
+// rescanAfterOverrunLocked answers an overrun. Preconditions: mu held.
+func (s *Source) rescanAfterOverrunLocked() {
+	if err := s.rescanLocked(true); err != nil {
 		s.log.Error("rescan after overrun failed", zap.Error(err))
 	}
+	s.dirtySince = time.Time{} // a failed scan is not retried until the next overrun
 }
 
-// handle applies one message if the kernel sent it and it is a
-// well-formed uevent.
-func (s *Source) handle(msg []byte, snd sender) {
+// handleLocked applies one message if the kernel sent it and it is a
+// well-formed uevent. Preconditions: mu held.
+func (s *Source) handleLocked(msg []byte, snd sender) {
 	if !snd.fromKernel() {
 		s.st.forged.Add(1)
 		s.log.Debug("uevent not from the kernel ignored", zap.Uint32("port", snd.portID),
@@ -392,7 +512,8 @@ func (s *Source) handle(msg []byte, snd sender) {
 		s.log.Warn("uevent refused", zap.Error(err))
 		return
 	}
-	s.Apply(ev)
+	s.st.countAction(ev.Action)
+	s.applyLocked(ev)
 }
 
 // Apply applies a uevent the kernel sent (the reader's path; exported for
@@ -410,6 +531,11 @@ func (s *Source) Apply(ev Uevent) {
 	s.st.countAction(ev.Action)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.applyLocked(ev)
+}
+
+// applyLocked is Apply. Preconditions: mu held.
+func (s *Source) applyLocked(ev Uevent) {
 	last := s.floor
 	if e := s.byPath[ev.DevPath]; e != nil {
 		last = max(last, e.dev.Seq)
@@ -569,13 +695,11 @@ func (s *Source) ensureLocked(e *entry) {
 			s.reg--
 		}
 	}
-	err := s.ns.Register(e.dev.Node)
+	id, err := s.registerLocked(e.dev.Node)
 	switch {
 	case err == nil:
-		if _, id, ok := s.ns.Lookup(p); ok {
-			e.id = id
-			s.reg++
-		}
+		e.id = id
+		s.reg++
 		// A Load waits for the name or, for a directory, for anything
 		// under it.
 		for w := p; w != "."; w = path.Dir(w) {
@@ -627,9 +751,60 @@ func (s *Source) Owned() map[string]uint64 {
 	return out
 }
 
+// registerLocked registers n, making its missing parent directories
+// first, one at a time, and remembering those it made (Source.made).
+// Preconditions: mu held.
+func (s *Source) registerLocked(n modload.Node) (uint64, error) {
+	for i := strings.IndexByte(n.Path, '/'); i >= 0; i = nextSlash(n.Path, i) {
+		dir := n.Path[:i]
+		if _, _, ok := s.ns.Lookup(dir); ok {
+			continue
+		}
+		id, err := s.ns.Register(modload.Node{Path: dir, Type: dcache.TypeDir, Perm: 0755})
+		if err != nil {
+			break // taken meanwhile (not the source's), or the node's Register says why
+		}
+		s.made[dir] = id
+	}
+	return s.ns.Register(n)
+}
+
+// nextSlash returns the index of the first '/' in p after index i, or -1.
+func nextSlash(p string, i int) int {
+	j := strings.IndexByte(p[i+1:], '/')
+	if j < 0 {
+		return -1
+	}
+	return i + 1 + j
+}
+
+// pruneLocked removes the directories above the node path p that the
+// source made and that are empty now, from p's parent up, stopping at the
+// first that is not the source's or has entries (devtmpfs's delete_path).
+// Preconditions: mu held.
+func (s *Source) pruneLocked(p string) {
+	for dir := path.Dir(p); dir != "."; dir = path.Dir(dir) {
+		id, ok := s.made[dir]
+		if !ok {
+			return
+		}
+		err := s.ns.Unregister(dir, id)
+		switch {
+		case err == nil, errors.Is(err, syscall.ENOENT):
+			delete(s.made, dir)
+		case errors.Is(err, syscall.ESTALE):
+			delete(s.made, dir) // another node has the name now
+			return
+		default: // ENOTEMPTY: still in use
+			return
+		}
+	}
+}
+
 // dropLocked forgets e and unregisters its node if it is still the one
 // registered for it; another device claiming the name then gets it.
-// Preconditions: mu held.
+// Directories the source made for the node that are empty afterwards
+// are removed (pruneLocked). Preconditions: mu held.
 func (s *Source) dropLocked(e *entry) {
 	delete(s.byPath, e.dev.DevPath)
 	p := e.dev.Node.Path
@@ -644,22 +819,22 @@ func (s *Source) dropLocked(e *entry) {
 			delete(s.dirs, dir)
 		}
 	}
-	if e.id == 0 {
-		return
-	}
-	err := s.ns.Unregister(p, e.id)
-	e.id = 0
-	s.reg--
-	if err != nil && !errors.Is(err, syscall.ENOENT) {
-		s.log.Info("kernel device gone; the node at its name is not the one registered for it and is kept",
-			zap.String("name", p), zap.Error(err))
-	}
-	for _, o := range rest {
-		s.ensureLocked(o)
-		if o.id != 0 {
-			break
+	if e.id != 0 {
+		err := s.ns.Unregister(p, e.id)
+		e.id = 0
+		s.reg--
+		if err != nil && !errors.Is(err, syscall.ENOENT) {
+			s.log.Info("kernel device gone; the node at its name is not the one registered for it and is kept",
+				zap.String("name", p), zap.Error(err))
+		}
+		for _, o := range rest {
+			s.ensureLocked(o)
+			if o.id != 0 {
+				break
+			}
 		}
 	}
+	s.pruneLocked(p)
 }
 
 // Info returns what the kernel said about the device whose node is at p
@@ -714,10 +889,13 @@ func (s *Source) LoaderName() string { return "kernel" }
 // source is running (its lookups bypass the loader's wait).
 func (s *Source) IsLoader(pid uint32) bool { return s.run.InGroup(pid) }
 
-// Declines implements modload.Decliner: a name that modules.devname does
-// not list (as a node or as a directory nodes lie in) and that is no
-// device the kernel has (nor a directory such devices lie in) is
-// declined.
+// Declines implements modload.Decliner: once the uevents queued on the
+// socket are applied (see "Catching up on a miss"), a name that is no
+// device the kernel has (nor a directory such devices lie in) and that
+// modules.devname does not list (as a node or as a directory nodes lie
+// in) is declined. Applying what the kernel already sent is not a side
+// effect of the lookup: the reader would register the same nodes a
+// moment later; Declines loads nothing and waits for nobody.
 func (s *Source) Declines(dir, name string) bool {
 	p := name
 	if dir != "" {
@@ -726,19 +904,18 @@ func (s *Source) Declines(dir, name string) bool {
 	if path.Clean(p) != p {
 		return false // Load refuses it with a clear error
 	}
-	if s.devname.Load().has(p) {
-		return false
-	}
 	s.mu.Lock()
+	s.catchUpLocked()
 	_, known := s.names[p]
 	known = known || s.dirs[p] > 0
 	s.mu.Unlock()
-	return !known
+	return !known && !s.devname.Load().has(p)
 }
 
-// Load implements modload.Loader: a device the kernel has whose name was
-// taken (or a directory such devices lie in) is registered now if the
-// name is free; a name modules.devname lists, or a directory its names
+// Load implements modload.Loader: once the uevents queued on the socket
+// are applied (see "Catching up on a miss"), a device the kernel has whose
+// name was taken (or a directory such devices lie in) is registered now
+// if the name is free; a name modules.devname lists, or a directory its names
 // lie in, has the modules loaded by Modprobe, and Load then waits —
 // bounded by ctx — for the kernel's add of the name (of a name under the
 // directory). Any other name is ENOENT at once.
@@ -748,6 +925,7 @@ func (s *Source) Load(ctx context.Context, dir, name string, _ dcache.Caller) er
 	}
 	p := path.Join(dir, name)
 	s.mu.Lock()
+	s.catchUpLocked()
 	if s.registerNameLocked(p) {
 		s.mu.Unlock()
 		return nil

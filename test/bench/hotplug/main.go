@@ -19,7 +19,10 @@
 // the first poll that saw it, with no other target's polls in between
 // (the others are polled afterwards, unmeasured, until they have it too).
 // Each target is measured on -n devices. After each device every target
-// must see it removed before the next is made. Coldplug of this
+// must see it removed before the next is made. After each device measured
+// on the -devfsd mount, one lstat there of a missing name (a fresh one: a
+// LOOKUP round trip that asks the loader, the floor of any figure through
+// the mount) is timed too. Coldplug of this
 // machine by the source (a fresh namespace, all of /sys) is timed too.
 //
 //	go run ./test/bench/hotplug [-n 200] [-targets devtmpfs,mdev,source] [-devfsd BIN -views 10]
@@ -50,7 +53,7 @@ import (
 
 var (
 	nDevices = flag.Int("n", 200, "devices measured per target (n × targets are made, one at a time)")
-	base     = flag.Int("base", 300, "lowest loop index to use")
+	base     = flag.Int("base", 6000, "lowest loop index to use (tests pick 100-999)")
 	targets  = flag.String("targets", "devtmpfs,mdev,source", "targets, comma separated: devtmpfs, mdev, source")
 	timeout  = flag.Duration("timeout", 5*time.Second, "give up on a node after this long")
 	coldRuns = flag.Int("coldplug", 20, "coldplug runs to time (0: none)")
@@ -68,7 +71,12 @@ type target struct {
 	visible func(name string) bool
 	stop    func()
 	lat     []time.Duration
+	first   int  // measured devices the first lstat saw
 	view    bool // a view of the -devfsd daemon
+	// roundTrip, if not nil, times one lookup of a name that does not
+	// exist (fresh each time: neither cache has it); rt holds the times.
+	roundTrip func() time.Duration
+	rt        []time.Duration
 }
 
 func main() {
@@ -138,7 +146,13 @@ func run() error {
 			return err
 		}
 		delete(made, i)
-		return waitAll(ts, name, false, time.Now(), false)
+		if err := waitAll(ts, name, false, time.Now(), false); err != nil {
+			return err
+		}
+		if m != nil && m.roundTrip != nil {
+			m.rt = append(m.rt, m.roundTrip())
+		}
+		return nil
 	}
 	if err := one(nil); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
@@ -153,19 +167,27 @@ func run() error {
 		}
 	}
 	fmt.Printf("hotplug: %d loop devices, one at a time, %d measured per target; load average %s at the start\n\n", *nDevices*len(ts), *nDevices, load1)
-	fmt.Println("| target | p50 | p99 | max | mean |")
-	fmt.Println("|---|---|---|---|---|")
+	fmt.Println("| target | p50 | p99 | max | mean | seen by the first lstat |")
+	fmt.Println("|---|---|---|---|---|---|")
 	var views []time.Duration
+	viewsFirst := 0
 	for _, t := range ts {
 		p50, p99, max, mean := summary(t.lat)
-		fmt.Printf("| %s | %s | %s | %s | %s |\n", t.name, us(p50), us(p99), us(max), us(mean))
+		fmt.Printf("| %s | %s | %s | %s | %s | %s |\n", t.name, us(p50), us(p99), us(max), us(mean), pct(t.first, len(t.lat)))
 		if t.view {
 			views = append(views, t.lat...)
+			viewsFirst += t.first
 		}
 	}
 	if len(views) > 0 {
 		p50, p99, max, mean := summary(views)
-		fmt.Printf("| devfsd views, all %d together | %s | %s | %s | %s |\n", *nViews, us(p50), us(p99), us(max), us(mean))
+		fmt.Printf("| devfsd views, all %d together | %s | %s | %s | %s | %s |\n", *nViews, us(p50), us(p99), us(max), us(mean), pct(viewsFirst, len(views)))
+	}
+	for _, t := range ts {
+		if len(t.rt) > 0 {
+			p50, p99, max, mean := summary(t.rt)
+			fmt.Printf("| %s: one LOOKUP round trip (lstat of a missing name) | %s | %s | %s | %s | |\n", t.name, us(p50), us(p99), us(max), us(mean))
+		}
 	}
 	if *coldRuns > 0 {
 		var runs []time.Duration
@@ -194,7 +216,7 @@ func run() error {
 func waitAll(ts []*target, name string, present bool, t0 time.Time, measure bool) error {
 	pending := slices.Clone(ts)
 	deadline := t0.Add(*timeout)
-	for len(pending) > 0 {
+	for polls := 1; len(pending) > 0; polls++ {
 		now := time.Now()
 		if now.After(deadline) {
 			var names []string
@@ -209,6 +231,9 @@ func waitAll(ts []*target, name string, present bool, t0 time.Time, measure bool
 			}
 			if measure {
 				t.lat = append(t.lat, time.Since(t0))
+				if polls == 1 {
+					t.first++
+				}
 			}
 			return true
 		})
@@ -363,7 +388,15 @@ func startDevfsd(bin string, n int) ([]*target, func(), error) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	ts := []*target{{name: "devfsd mount", visible: func(n string) bool { return lstatOK(filepath.Join(mnt, n)) }}}
+	rt := 0
+	ts := []*target{{name: "devfsd mount", visible: func(n string) bool { return lstatOK(filepath.Join(mnt, n)) },
+		roundTrip: func() time.Duration {
+			rt++
+			var st unix.Stat_t
+			t0 := time.Now()
+			_ = unix.Lstat(filepath.Join(mnt, fmt.Sprintf("hotplug-rt%d", rt)), &st)
+			return time.Since(t0)
+		}}}
 	for i, d := range dirs[1:] {
 		ts = append(ts, &target{name: fmt.Sprintf("devfsd view %d", i+1), view: true,
 			visible: func(n string) bool { return lstatOK(filepath.Join(d, n)) }})
@@ -428,6 +461,13 @@ func summary(d []time.Duration) (p50, p99, max, mean time.Duration) {
 	}
 	q := func(f float64) time.Duration { return s[min(len(s)-1, int(f*float64(len(s))))] }
 	return q(0.50), q(0.99), s[len(s)-1], sum / time.Duration(len(s))
+}
+
+func pct(n, of int) string {
+	if of == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", 100*float64(n)/float64(of))
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
