@@ -486,7 +486,7 @@ func TestUpgradeFailsAndTheDaemonServesOn(t *testing.T) {
 	}
 }
 
-// SIGUSR2 upgrades as `ctl upgrade` does, without a control socket: a
+// SIGUSR1 upgrades as `ctl upgrade` does, without a control socket: a
 // new process of the binary serves the mount, with the same node ids, and
 // the old one exits.
 func TestUpgradeBySignal(t *testing.T) {
@@ -509,11 +509,11 @@ func TestUpgradeBySignal(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := cur.get()
-	if err := syscall.Kill(old, syscall.SIGUSR2); err != nil {
+	if err := syscall.Kill(old, syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
 	if !exitsWithin(old, condDeadline) {
-		t.Fatal("the daemon did not hand over and exit after SIGUSR2")
+		t.Fatal("the daemon did not hand over and exit after SIGUSR1")
 	}
 	var succ []int
 	until(t, "a successor serving the mount", func() bool {
