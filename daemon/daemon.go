@@ -135,9 +135,6 @@ func (d *Daemon) build() (err error) {
 		if d.ho, err = receiveHandover(o.Handover, log); err != nil {
 			return err
 		}
-		if cfg.StateDir != "" {
-			return errors.New("a handover cannot take a state directory (state_dir)")
-		}
 	}
 	// Descriptors kept by the store (LISTEN_FDS): the mounts a killed
 	// predecessor served, served again instead of mounted (keep.go).
@@ -169,7 +166,7 @@ func (d *Daemon) build() (err error) {
 	// notifies and, with a socket, its subscribers: peers of one fan-out.
 	sock := cfg.SocketPath(cfg.Mountpoint)
 	if x.store != nil {
-		d.events = append(d.events, x.store)
+		d.events = append(d.events, x.ref)
 	}
 	d.events = append(d.events, mux)
 	if d.keep.store != nil {
@@ -213,14 +210,18 @@ func (d *Daemon) build() (err error) {
 	}
 	// What users made comes back before the base set registers, so that
 	// a name a user took over stays theirs.
-	x.restore(ns)
+	x.restore(ns, d.ho != nil)
 	bl := builtin.New(nsRegistrar{ns}, log)
 	if _, err := bl.SetExtensions(modules(cfg.Modules)); err != nil { // modules:, validated
 		return err
 	}
 	devices, why := chooseDevices(cfg)
 	log.Info("device source", zap.String("devices", devices), zap.String("why", why))
-	if d.ks, err = startDevices(devices, cfg, ns, bl, d.ho != nil, log); err != nil {
+	var owned map[string]uint64 // the kernel source's nodes, from a predecessor
+	if d.ho != nil {
+		owned = d.ho.state.KernelOwned
+	}
+	if d.ks, err = startDevices(devices, cfg, ns, bl, d.ho != nil, owned, log); err != nil {
 		return err
 	}
 	if d.ho == nil { // a successor's tree has them
@@ -445,10 +446,7 @@ func (d *Daemon) resumeMain(km *keptMount) error {
 		d.keep.release()
 		return fmt.Errorf("serving the kept mount %s: %w (its descriptors are dropped: the next start mounts afresh)", km.Mountpoint, err)
 	}
-	d.keep.resumed(km)
-	if err := d.srv.Resend(); err != nil {
-		d.log.Warn("the kernel was not asked to resend", zap.Error(err))
-	}
+	d.keep.resumed(km) // Resume asked the kernel to resend before it read
 	return nil
 }
 

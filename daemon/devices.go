@@ -38,7 +38,7 @@ func chooseDevices(cfg config.Config) (devices, why string) {
 // the base set's links and directories (fd, stdin, stdout, stderr, pts,
 // shm) are registered, never its devices: a device is the kernel's or
 // nobody's.
-func startDevices(devices string, cfg config.Config, ns *dcache.Namespace, bl *builtin.Loader, handedOver bool, log *zap.Logger) (*kernel.Source, error) {
+func startDevices(devices string, cfg config.Config, ns *dcache.Namespace, bl *builtin.Loader, handedOver bool, owned map[string]uint64, log *zap.Logger) (*kernel.Source, error) {
 	var ks *kernel.Source
 	switch devices {
 	case "catalogue":
@@ -57,6 +57,7 @@ func startDevices(devices string, cfg config.Config, ns *dcache.Namespace, bl *b
 			Namespace:      kernel.DcacheNamespace{NS: ns, Caller: dcache.Caller{Origin: dcache.OriginKernel}},
 			ModulesDevname: cfg.ModulesDevname,
 			Modprobe:       cfg.Modprobe,
+			Owned:          owned,
 			Logger:         log,
 		})
 		if err != nil {

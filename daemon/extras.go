@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,8 +33,14 @@ import (
 // Fields are set by openExtras (metrics by wire, msrv by serveMetrics)
 // and read-only after Run has begun.
 type extras struct {
-	log     *zap.Logger
-	store   *state.Store // nil without --state-dir
+	log   *zap.Logger
+	store *state.Store // nil without --state-dir
+	// ref is the store as the daemon's parts hold it (the namespace's
+	// sink, the journals, the register hook): an upgrade closes the store
+	// before the successor opens the directory, and opens it again if the
+	// successor fails (handover.go). Nil without --state-dir.
+	ref     *storeRef
+	dir     string // the state directory
 	reg     *prometheus.Registry
 	metrics *metrics.Metrics // set by wire, before the mount
 	handler http.Handler     // the registry's /metrics
@@ -62,6 +69,9 @@ func (x *extras) open(cfg config.Config, auditFile *zap.Logger) (err error) {
 		if err != nil {
 			return err
 		}
+		x.dir = cfg.StateDir
+		x.ref = &storeRef{}
+		x.ref.p.Store(x.store)
 		x.log.Info("state directory opened", zap.String("dir", cfg.StateDir), zap.Int("kept", len(x.store.Entries())))
 	}
 	x.audit = audit.New(audit.Options{Log: x.log, File: auditFile})
@@ -82,13 +92,18 @@ func (x *extras) registerHook() func(string, dcache.Spec) dcache.Spec {
 	if x.store == nil {
 		return nil
 	}
-	return x.store.RegisterHook
+	return x.ref.RegisterHook
 }
 
 // restore recreates what users made, before the base set registers (a
 // name a user took over stays theirs), and starts the committer.
-func (x *extras) restore(ns *dcache.Namespace) {
+func (x *extras) restore(ns *dcache.Namespace, imported bool) {
 	if x.store == nil {
+		return
+	}
+	if imported { // a predecessor's namespace holds what is kept already
+		x.store.Start()
+		x.log.Info("state directory taken over from the predecessor", zap.Int("kept", len(x.store.Entries())))
 		return
 	}
 	n := x.store.Restore(ns)
@@ -101,7 +116,7 @@ func (x *extras) fsJournal() fs.Journal {
 	if x.store == nil {
 		return nil
 	}
-	return x.store
+	return x.ref
 }
 
 // ctlJournal is control.Options.Journal.
@@ -111,7 +126,7 @@ func (x *extras) ctlJournal() interface {
 	if x.store == nil {
 		return nil
 	}
-	return x.store
+	return x.ref
 }
 
 // observe is lookup's Observe hook: metrics and the audit log.
@@ -132,7 +147,7 @@ func (x *extras) wire(ns *dcache.Namespace, res *lookup.Resolver, srv *fs.Server
 		src.Hub = hub.Stats
 	}
 	if x.store != nil {
-		src.State = x.store.Stats
+		src.State = x.ref.Stats
 	}
 	x.metrics = metrics.New(x.reg, src)
 }
@@ -189,3 +204,67 @@ var (
 	_ lookup.Namer    = chain.Loader{}
 	_ lookup.Decliner = chain.Loader{}
 )
+
+// storeRef is extras.ref: the state store, or nil while an upgrade hands
+// the directory over (events are then not kept: the mounts are stopped,
+// and the successor's namespace is the export).
+type storeRef struct {
+	p atomic.Pointer[state.Store]
+}
+
+func (r *storeRef) WantsLookups() bool { return false }
+
+func (r *storeRef) Event(ev dcache.Event) {
+	if s := r.p.Load(); s != nil {
+		s.Event(ev)
+	}
+}
+
+func (r *storeRef) WaitDurable(ctx context.Context, seq uint64) error {
+	if s := r.p.Load(); s != nil {
+		return s.WaitDurable(ctx, seq)
+	}
+	return state.ErrClosed
+}
+
+func (r *storeRef) RegisterHook(path string, spec dcache.Spec) dcache.Spec {
+	if s := r.p.Load(); s != nil {
+		return s.RegisterHook(path, spec)
+	}
+	return spec
+}
+
+func (r *storeRef) Stats() state.Stats {
+	if s := r.p.Load(); s != nil {
+		return s.Stats()
+	}
+	return state.Stats{}
+}
+
+// releaseStore closes the store for a successor, which opens the
+// directory (and its lock) itself.
+func (x *extras) releaseStore() error {
+	if x.store == nil {
+		return nil
+	}
+	x.ref.p.Store(nil)
+	err := x.store.Close()
+	x.store = nil
+	return err
+}
+
+// reopenStore opens the directory again after a handover failed (the
+// successor is gone: the lock is free).
+func (x *extras) reopenStore() error {
+	if x.ref == nil || x.store != nil {
+		return nil
+	}
+	s, err := state.Open(x.dir, state.Options{Logger: x.log.Named("state")})
+	if err != nil {
+		return err
+	}
+	s.Start()
+	x.store = s
+	x.ref.p.Store(s)
+	return nil
+}

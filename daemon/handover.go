@@ -52,8 +52,9 @@ import (
 // If the successor fails before step 4 (it exits, says why, or takes
 // longer than handoverTimeout), the old daemon serves again (the kernel
 // resends what it left unanswered) and kills the successor: the upgrade is
-// an error and nothing changed. A state directory is not handed over:
-// with state_dir the upgrade is refused (restart instead).
+// an error and nothing changed. A state directory is written and let go
+// of just before step 3's send (extras.releaseStore), opened by the
+// successor, and opened again by the old daemon if the successor fails.
 
 // HandoverEnv is the environment variable that tells a successor which
 // descriptor is its handover socket (Options.Handover).
@@ -75,6 +76,9 @@ type handoverState struct {
 	Control   bool           `json:"control"` // the control listener's descriptor follows the mounts'
 	Metrics   bool           `json:"metrics"` // then the metrics listener's
 	Files     int            `json:"files"`
+	// KernelOwned are the nodes the kernel device source registered
+	// (devices: kernel), which the successor's source takes as its own.
+	KernelOwned map[string]uint64 `json:"kernel_owned,omitempty"`
 }
 
 // handoverView is one view of a handover.
@@ -305,12 +309,8 @@ func (d *Daemon) resumeMounts(rd *received) error {
 			return fmt.Errorf("view %s: %w", v.Spec.Mountpoint, err)
 		}
 	}
-	// Every mount serves: the kernel resends what the old daemon left
-	// unanswered.
 	for _, s := range append([]*fs.Server{d.srv}, d.vm.servers()...) {
-		if err := s.Resend(); err != nil {
-			return err
-		}
+		s.ResendLate() // mutant U1 only: a no-op otherwise
 	}
 	d.log.Info("serving the mounts handed over", zap.Int("views", len(rd.state.Views)),
 		zap.Duration("pause", time.Since(rd.state.StoppedAt)))
@@ -422,9 +422,6 @@ func (d *Daemon) Upgrade(ctx context.Context, binary string) (wire.Upgrade, erro
 	if d.up.done {
 		return wire.Upgrade{}, errors.New("already handed over")
 	}
-	if d.cfg.StateDir != "" {
-		return wire.Upgrade{}, errors.New("an upgrade cannot hand over a state directory (state_dir): restart the daemon instead")
-	}
 	if d.opts.Args == nil {
 		return wire.Upgrade{}, errors.New("the daemon was not told its arguments (Options.Args)")
 	}
@@ -465,13 +462,23 @@ func (d *Daemon) upgrade(binary string, log *zap.Logger) (res wire.Upgrade, err 
 		return res, fmt.Errorf("starting the successor: %w", err)
 	}
 	theirs.Close()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	var waitErr error // once exited is closed
+	exited := make(chan struct{})
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
 	succeeded := false
-	defer func() {
-		if !succeeded {
+	var killOnce sync.Once
+	kill := func() { // the successor gone: it holds nothing of ours any more
+		killOnce.Do(func() {
 			cmd.Process.Kill()
 			<-exited
+		})
+	}
+	defer func() {
+		if !succeeded {
+			kill()
 		}
 	}()
 	fc, err := net.FileConn(mine)
@@ -483,7 +490,7 @@ func (d *Daemon) upgrade(binary string, log *zap.Logger) (res wire.Upgrade, err 
 
 	// 1. Hello: the successor is configured and ready to serve.
 	var hello handoverMsg
-	if err := d.await(c, exited, &hello); err != nil {
+	if err := d.await(c, exited, &waitErr, &hello); err != nil {
 		return res, fmt.Errorf("the successor did not start: %w", err)
 	}
 	log.Info("successor ready", zap.Int("pid", hello.Pid))
@@ -508,7 +515,13 @@ func (d *Daemon) upgrade(binary string, log *zap.Logger) (res wire.Upgrade, err 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), fs.DefaultStopTimeout)
+			// Without HAS_RESEND a request left unanswered stays so:
+			// wait as long as a load may (bounded by the handover's).
+			wait := fs.DefaultStopTimeout
+			if !s.CanResend() {
+				wait = min(max(d.cfg.LoaderTimeout+time.Second, wait), handoverTimeout)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
 			defer cancel()
 			dropped, err := s.Stop(ctx)
 			stopErrs[i] = err
@@ -519,6 +532,10 @@ func (d *Daemon) upgrade(binary string, log *zap.Logger) (res wire.Upgrade, err 
 	}
 	wg.Wait()
 	rollback := func(cause error) error {
+		kill()
+		if err := d.x.reopenStore(); err != nil {
+			log.Error("the state directory cannot be opened again: changes are not kept", zap.Error(err))
+		}
 		for i, s := range servers {
 			if stopErrs[i] != nil {
 				continue
@@ -544,6 +561,9 @@ func (d *Daemon) upgrade(binary string, log *zap.Logger) (res wire.Upgrade, err 
 		unlinked = append(unlinked, s.Unlinked()...)
 	}
 	st := handoverState{Pid: os.Getpid(), StoppedAt: stoppedAt, Namespace: d.ns.Export(unlinked)}
+	if d.ks != nil {
+		st.KernelOwned = d.ks.Owned()
+	}
 	var files []*os.File
 	defer func() { closeFiles(files) }()
 	for i, s := range servers {
@@ -574,6 +594,11 @@ func (d *Daemon) upgrade(binary string, log *zap.Logger) (res wire.Upgrade, err 
 	if len(files) > maxHandoverFiles {
 		return res, rollback(fmt.Errorf("%d descriptors to hand over, more than %d", len(files), maxHandoverFiles))
 	}
+	// The state directory: the successor opens it (and its lock) once
+	// this store has written everything and let go.
+	if err := d.x.releaseStore(); err != nil {
+		return res, rollback(fmt.Errorf("closing the state directory: %w", err))
+	}
 	c.SetDeadline(time.Now().Add(handoverTimeout))
 	if err := writeFrame(c, st, files); err != nil {
 		return res, rollback(fmt.Errorf("sending the state: %w", err))
@@ -581,31 +606,62 @@ func (d *Daemon) upgrade(binary string, log *zap.Logger) (res wire.Upgrade, err 
 
 	// 4. The successor serves, or says why not.
 	var ack handoverMsg
-	if err := d.await(c, exited, &ack); err != nil {
+	if err := d.await(c, exited, &waitErr, &ack); err != nil {
 		return res, rollback(fmt.Errorf("the successor did not take over: %w", err))
 	}
 	if !ack.Serving {
 		return res, rollback(fmt.Errorf("the successor cannot serve: %s", ack.Error))
 	}
 
-	// 5. Let go.
+	// 5. Let go. Run ends once the control socket answered its last
+	// request (this upgrade's); a serve loop that ends now is no unmount.
 	succeeded = true
-	for _, s := range servers {
-		if err := s.HandedOver(); err != nil {
-			log.Warn("letting go of a mount", zap.String("mountpoint", s.Mountpoint()), zap.Error(err))
+	letGo := func() {
+		for _, s := range servers {
+			if err := s.HandedOver(); err != nil {
+				log.Warn("letting go of a mount", zap.String("mountpoint", s.Mountpoint()), zap.Error(err))
+			}
 		}
 	}
-	if ok, _ := daemon.SdNotify(false, "MAINPID="+strconv.Itoa(ack.Pid)); ok {
-		log.Info("told systemd the successor's pid", zap.Int("pid", ack.Pid))
+	announce := func() {
+		d.ctlDone = ctlDone
+		d.vm.handedOver.Store(true)
+		close(d.handover)
 	}
-	d.ctlDone = ctlDone
-	close(d.handover)
+	if letGoFirst { // mutant U2 only
+		letGo()
+		tellMainPid(ack.Pid, log)
+		announce()
+	} else {
+		announce()
+		letGo()
+		tellMainPid(ack.Pid, log)
+	}
 	return wire.Upgrade{OldPid: os.Getpid(), NewPid: ack.Pid, Binary: binary, Mounts: len(servers),
 		PauseMs: float64(ack.At.Sub(stoppedAt)) / float64(time.Millisecond)}, nil
 }
 
+// tellMainPid tells systemd the successor's pid: it follows the successor
+// (its notify access is the main pid's). A notify socket nobody reads
+// blocks the write: bounded.
+func tellMainPid(pid int, log *zap.Logger) {
+	told := make(chan bool, 1)
+	go func() {
+		ok, _ := daemon.SdNotify(false, "MAINPID="+strconv.Itoa(pid))
+		told <- ok
+	}()
+	select {
+	case ok := <-told:
+		if ok {
+			log.Info("told systemd the successor's pid", zap.Int("pid", pid))
+		}
+	case <-time.After(time.Second):
+		log.Warn("the notify socket does not take MAINPID=; systemd may not follow the successor", zap.Int("pid", pid))
+	}
+}
+
 // await reads one message of the successor, or its exit.
-func (d *Daemon) await(c *net.UnixConn, exited <-chan error, m *handoverMsg) error {
+func (d *Daemon) await(c *net.UnixConn, exited <-chan struct{}, waitErr *error, m *handoverMsg) error {
 	c.SetDeadline(time.Now().Add(handoverTimeout))
 	got := make(chan error, 1)
 	go func() {
@@ -617,14 +673,14 @@ func (d *Daemon) await(c *net.UnixConn, exited <-chan error, m *handoverMsg) err
 	case err := <-got:
 		if err != nil {
 			select {
-			case xerr := <-exited:
-				return fmt.Errorf("it exited (%v)", xerr)
+			case <-exited:
+				return fmt.Errorf("it exited (%v)", *waitErr)
 			case <-time.After(time.Second):
 			}
 		}
 		return err
-	case err := <-exited:
-		return fmt.Errorf("it exited (%v)", err)
+	case <-exited:
+		return fmt.Errorf("it exited (%v)", *waitErr)
 	}
 }
 

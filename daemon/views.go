@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 
@@ -84,6 +85,10 @@ type viewManager struct {
 	mu     sync.Mutex
 	views  map[string]*viewMount // guarded by mu; by mountpoint
 	closed bool                  // guarded by mu: shutting down
+
+	// handedOver is set once a successor serves the views (handover.go):
+	// their serve loops end without an unmount.
+	handedOver atomic.Bool
 }
 
 type viewMount struct {
@@ -212,6 +217,9 @@ func (m *viewManager) add(v wire.View, view *viewpath.View) (wire.ViewInfo, erro
 // fusermount3 -u): its server is shut down and the view is gone.
 func (m *viewManager) watch(vm *viewMount) {
 	<-vm.srv.Served()
+	if m.handedOver.Load() {
+		return
+	}
 	m.mu.Lock()
 	mine := m.views[vm.spec.Mountpoint] == vm
 	if mine {
@@ -314,13 +322,7 @@ func (m *viewManager) resumeKept(v wire.View, km *keptMount) error {
 		m.keep.forget(km)
 		return err
 	}
-	m.keep.resumed(km)
-	m.mu.Lock()
-	vm := m.views[v.Mountpoint]
-	m.mu.Unlock()
-	if err := vm.srv.Resend(); err != nil {
-		m.log.Warn("the kernel was not asked to resend", zap.String("view", v.Mountpoint), zap.Error(err))
-	}
+	m.keep.resumed(km) // Resume asked the kernel to resend before it read
 	m.log.Info("view served again", zap.String("view", v.Mountpoint))
 	return nil
 }

@@ -27,11 +27,13 @@ import (
 // the node ids the kernel holds with their lookup counts), and passes it
 // to the successor, which makes a Server over the same namespace (imported
 // with dcache.Import, so inode numbers and generation are the same) and
-// Resumes it. The successor then sends FUSE_NOTIFY_RESEND (Resend): the
-// kernel queues again every request that was read and not answered, so a
-// request the old process gave up on is answered by the new one. The old
-// process then calls HandedOver and exits without unmounting anything.
-// If the successor fails first, the old process Continues.
+// Resumes it. Resume sends FUSE_NOTIFY_RESEND before it reads anything:
+// the kernel queues again every request that was read and not answered,
+// so a request the old process gave up on is answered by the new one. (A
+// resend while the server handles a request would requeue that one too,
+// and it would be carried out twice.) The old process then calls
+// HandedOver and exits without unmounting anything. If the successor
+// fails first, the old process Continues.
 //
 // Node ids: the successor's table starts with the predecessor's ids and
 // counts, so FORGET arithmetic goes on exactly; an id the table lost count
@@ -106,7 +108,7 @@ func decodeInit(b []byte) (fuse.InitIn, error) {
 // Stop stops the server reading requests, for a handover: the
 // connection stays open, and the requests being handled are answered
 // until ctx ends; it returns how many were still running then, whose
-// replies will not be written (a successor's Resend has them answered).
+// replies will not be written (a successor's Resume has the kernel resend them).
 // Notifies and the sweep go on. Continue undoes it.
 func (s *Server) Stop(ctx context.Context) (dropped int, err error) {
 	if s.srv == nil {
@@ -115,22 +117,23 @@ func (s *Server) Stop(ctx context.Context) (dropped int, err error) {
 	return s.srv.StopServing(ctx)
 }
 
-// Continue serves again after Stop (the successor failed): the kernel is
-// asked to resend what Stop left unanswered.
+// Continue serves again after Stop (the successor failed). The kernel is
+// asked first, while nothing is read, to resend what is unanswered: what
+// Stop left, and what a successor that failed read and dropped.
 func (s *Server) Continue() error {
-	if err := s.srv.RestartServing(); err != nil {
-		return err
-	}
 	if st := s.srv.NotifyResend(); st != fuse.OK && st != fuse.ENOSYS {
 		return fmt.Errorf("fs: resend after a stop: %v", st)
 	}
-	return nil
+	return s.srv.RestartServing()
 }
 
 // Handover returns what a successor needs to serve the mount: its state
 // and the descriptors (the connection's, then one per special), which the
-// caller passes on and closes. The server must be stopped (Stop), so that
-// the node counts are final.
+// caller passes on and closes. For an upgrade the server is stopped
+// first (Stop), so that the node counts are final. A descriptor kept for
+// a restart after a crash (a keeper, systemd's store) may be taken while
+// the server serves: its IDs are then a snapshot, to be set nil (every
+// node kept) when a successor resumes from it.
 func (s *Server) Handover() (MountState, []*os.File, error) {
 	if s.srv == nil {
 		return MountState{}, nil, errors.New("fs: Handover before Mount")
@@ -166,6 +169,14 @@ func (s *Server) Handover() (MountState, []*os.File, error) {
 		}
 	}
 	return st, files, nil
+}
+
+// CanResend reports whether the kernel resends what a stopped server
+// left unanswered (HAS_RESEND, Linux 6.9+). Without it, a request left
+// unanswered at a Stop is never answered: stop with a deadline as long
+// as the longest request may take.
+func (s *Server) CanResend() bool {
+	return s.srv != nil && s.srv.NegotiatedFlags()&fuse.CAP_HAS_RESEND != 0
 }
 
 // Unlinked returns the nodes the kernel holds that have no name any more
@@ -208,8 +219,9 @@ func (s *Server) HandedOver() error {
 // Resume serves a mount a predecessor served, from st and its files (the
 // connection's descriptor, then one per special; Resume takes them, on
 // error too), instead of Mount. The namespace should be the
-// predecessor's, imported (dcache.Import). The server serves once it
-// returns nil; call Resend then.
+// predecessor's, imported (dcache.Import). The kernel is asked to resend
+// what the predecessor left unanswered before anything is read; the
+// server serves once Resume returns nil.
 func (s *Server) Resume(st MountState, files []*os.File) (err error) {
 	defer func() {
 		if err != nil {
@@ -290,6 +302,9 @@ func (s *Server) Resume(st MountState, files []*os.File) (err error) {
 	if s.view == nil {
 		s.sweep = startSweeper(s.ns, s.log.Named("sweep"), nil)
 	}
+	if !resendAfterServe {
+		s.resend(srv)
+	}
 	go func() {
 		defer close(s.served)
 		srv.Serve()
@@ -297,6 +312,28 @@ func (s *Server) Resume(st MountState, files []*os.File) (err error) {
 	s.log.Info("serving a mount handed over", zap.String("mountpoint", st.Mountpoint),
 		zap.Int("node_ids", int(s.nodes.len())), zap.Int("specials", len(st.Specials)))
 	return nil
+}
+
+// ResendLate is the resend of mutant U1 (resend_mutant_u1.go): once the
+// server serves and handles a request, which is requeued too. Otherwise a
+// no-op.
+func (s *Server) ResendLate() {
+	if resendAfterServe && s.srv != nil {
+		u1AwaitRequest(s)
+		s.resend(s.srv)
+	}
+}
+
+// resend asks the kernel to send again what the predecessor read and did
+// not answer.
+func (s *Server) resend(srv *fuse.Server) {
+	switch st := srv.NotifyResend(); st {
+	case fuse.OK:
+	case fuse.ENOSYS:
+		s.log.Warn("the kernel cannot resend requests (no FUSE_HAS_RESEND, Linux < 6.9): requests the predecessor left unanswered stay so")
+	default:
+		s.log.Error("resend: the kernel refused", zap.Stringer("status", st))
+	}
 }
 
 // adoptAll keeps every node of the namespace in the table for good: the
@@ -328,21 +365,6 @@ func (s *Server) adoptAll() {
 			}
 		}
 	}
-}
-
-// Resend asks the kernel to send again the requests a predecessor read
-// and did not answer. It is a no-op (nil) on a kernel without HAS_RESEND,
-// where those requests stay unanswered.
-func (s *Server) Resend() error {
-	st := s.srv.NotifyResend()
-	switch st {
-	case fuse.OK:
-		return nil
-	case fuse.ENOSYS:
-		s.log.Warn("the kernel cannot resend requests (no FUSE_HAS_RESEND, Linux < 6.9): requests the predecessor left unanswered stay so")
-		return nil
-	}
-	return fmt.Errorf("fs: resend: %v", st)
 }
 
 // handoverStop bounds the wait for the requests being handled at a Stop

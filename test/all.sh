@@ -50,6 +50,10 @@ step "go test -race ./..." go test -race -count=1 -timeout 30m ./...
 step "go test -race -cpu 1,2 (concurrency packages)" \
 	go test -race -count=1 -cpu 1,2 -timeout 30m $(concurrency_pkgs)
 step "mutants" bash test/mutants.sh
+# third_party/go-fuse is a module of its own (devfsd's patch to go-fuse,
+# PATCH.md): the patch's tests.
+step "go-fuse patch tests" \
+	bash -c 'cd third_party/go-fuse && go vet ./fuse && go test -race -count=1 -run "^(TestResumeServesWhatTheFirstServerDropped|TestRestartServing)$" ./fuse'
 # Bounded fuzzing of the control socket's request decoder (the seed corpus
 # already runs in the plain go test pass above).
 step "fuzz control decoder (30s)" \

@@ -35,7 +35,8 @@ keys of the --config file that have no flag:
 // unmounts cleanly within shutdown_timeout; after it the signals take
 // their default action again, so a second one kills a shutdown that
 // hangs. SIGHUP reloads the configuration: the same file and flags, read
-// again.
+// again. SIGUSR1 upgrades in place, as `devfsd ctl upgrade` does with the
+// running binary.
 func runMount(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg, err := loadConfig(args, stderr)
 	if err != nil {
@@ -60,6 +61,9 @@ func runMount(ctx context.Context, args []string, stderr io.Writer) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
 
 	log.Info("starting",
 		zap.String("version", versionString()),
@@ -92,6 +96,9 @@ func runMount(ctx context.Context, args []string, stderr io.Writer) error {
 			case <-hup:
 				log.Info("SIGHUP: reloading the configuration")
 				_, _ = d.Reload(ctx) // logged by the daemon
+			case <-usr1:
+				log.Info("SIGUSR1: upgrading (a new process of the running binary takes the mounts)")
+				go d.Upgrade(ctx, "") //nolint:errcheck // logged by the daemon
 			}
 		}
 	}()

@@ -51,6 +51,11 @@ type Options struct {
 	// the daemon's to have the program's lookups recognised as the
 	// loader's.
 	Runner *exec.Runner
+	// Owned, in a daemon that a predecessor handed its namespace to (an
+	// upgrade), are the nodes the predecessor's source registered: node
+	// path -> identity (Owned). A device whose name holds the node of
+	// that identity is the source's own, not a collision.
+	Owned map[string]uint64
 	// Logger logs; nil: nowhere.
 	Logger *zap.Logger
 }
@@ -703,6 +708,7 @@ func (s *Source) ensureLocked(e *entry) {
 			}
 			delete(s.waiters, w)
 		}
+	case errors.Is(err, syscall.EEXIST) && s.adoptLocked(e):
 	case errors.Is(err, syscall.EEXIST):
 		s.st.collisions.Add(1)
 		s.log.Warn("a kernel device's name is taken by a node devfsd did not register; that node is kept",
@@ -712,6 +718,37 @@ func (s *Source) ensureLocked(e *entry) {
 		s.log.Warn("kernel device not registered", zap.Stringer("device", e.dev.Node),
 			zap.String("devpath", e.dev.DevPath), zap.Error(err))
 	}
+}
+
+// adoptLocked takes the node at e's name as e's own if a predecessor's
+// source registered it (Options.Owned). Preconditions: mu held.
+func (s *Source) adoptLocked(e *entry) bool {
+	p := e.dev.Node.Path
+	want, ok := s.opts.Owned[p]
+	if !ok {
+		return false
+	}
+	if _, id, ok := s.ns.Lookup(p); ok && id == want {
+		e.id = id
+		s.reg++
+		return true
+	}
+	return false
+}
+
+// Owned returns the nodes the source registered and that are still
+// there as it registered them: node path -> identity, for a successor
+// (Options.Owned).
+func (s *Source) Owned() map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]uint64{}
+	for _, e := range s.byPath {
+		if e.id != 0 {
+			out[e.dev.Node.Path] = e.id
+		}
+	}
+	return out
 }
 
 // registerLocked registers n, making its missing parent directories

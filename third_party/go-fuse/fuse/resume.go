@@ -190,7 +190,9 @@ func ResumeServer(fs RawFileSystem, fd int, mountPoint string, init InitIn, opts
 // NotifyResend asks the kernel to queue again every request that was read
 // from the connection and not answered, marked FUSE_UNIQUE_RESEND. It is
 // ENOSYS unless CAP_HAS_RESEND was negotiated (ask for it with
-// MountOptions.ExtraCapabilities at the first mount).
+// MountOptions.ExtraCapabilities at the first mount). Call it while this
+// server reads nothing (before Serve, or stopped): a request it is
+// handling would be queued again too, and carried out twice.
 func (ms *Server) NotifyResend() Status {
 	if ms.negotiatedFlags&CAP_HAS_RESEND == 0 {
 		return ENOSYS

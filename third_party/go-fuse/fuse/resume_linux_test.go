@@ -117,6 +117,10 @@ func TestResumeServesWhatTheFirstServerDropped(t *testing.T) {
 	if srv2.NegotiatedFlags() != srv1.NegotiatedFlags() {
 		t.Fatalf("negotiated %#x, want %#x as the first server", srv2.NegotiatedFlags(), srv1.NegotiatedFlags())
 	}
+	// Resent before the second server reads: nothing of its own is requeued.
+	if st := srv2.NotifyResend(); !st.Ok() {
+		t.Fatalf("NotifyResend: %v", st)
+	}
 	go srv2.Serve()
 	if err := srv1.Detach(); err != nil {
 		t.Fatal(err)
@@ -125,9 +129,6 @@ func TestResumeServesWhatTheFirstServerDropped(t *testing.T) {
 	case <-served1:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the first server's Serve did not return after Detach")
-	}
-	if st := srv2.NotifyResend(); !st.Ok() {
-		t.Fatalf("NotifyResend: %v", st)
 	}
 	select {
 	case r := <-got:
