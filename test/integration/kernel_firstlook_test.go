@@ -24,9 +24,10 @@ func TestKernelDevicesFirstLstatAfterAdd(t *testing.T) {
 	vdir := viewDir(t, "kernel-first")
 	vfile := writeFile(t, t.TempDir(), "v.yaml", "mountpoint: "+vdir+"\n")
 	d := startCtl(t, "--devices=kernel", "--view="+vfile, "--views-dir="+os.TempDir())
+	used := map[int]bool{} // a name met before has a negative entry: not fresh
 	for k := range 10 {
 		dir := []string{d.mnt, vdir}[k%2]
-		i := newLoop(t)
+		i := newFreshLoop(t, used)
 		name := fmt.Sprintf("loop%d", i)
 		got, err := devOf(filepath.Join(dir, name)) // the first lstat
 		num, rerr := os.ReadFile(fmt.Sprintf("/sys/block/%s/dev", name))
@@ -48,4 +49,21 @@ func TestKernelDevicesFirstLstatAfterAdd(t *testing.T) {
 			harness.Until(t, kernelDeadline, p+" gone after LOOP_CTL_REMOVE", func() bool { return statErr(p) == unix.ENOENT })
 		}
 	}
+}
+
+// newFreshLoop makes a loop device whose index is not in used, and adds
+// it to used. A used index it meets again is left made until the test
+// ends, so that the next pick is another.
+func newFreshLoop(t *testing.T, used map[int]bool) int {
+	t.Helper()
+	for range 100 {
+		i := newLoop(t)
+		if !used[i] {
+			used[i] = true
+			return i
+		}
+		// i stays made (newLoop's cleanup removes it) so it is not picked again
+	}
+	t.Fatal("no fresh loop index")
+	return 0
 }
