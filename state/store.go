@@ -159,30 +159,17 @@ func (s *Store) Reserve(ctx context.Context, gen, ceiling uint64) error {
 	}
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	for {
+	return s.waitLocked(ctx, func() (bool, error) {
 		switch {
 		case s.failed != nil:
-			return s.failed
+			return true, s.failed
 		case s.reserved >= seq:
-			return nil
+			return true, nil
 		case s.stopped:
-			return ErrClosed
+			return true, ErrClosed
 		}
-		ch := s.progress
-		s.waiters++
-		s.qmu.Unlock()
-		var err error
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-		s.qmu.Lock()
-		s.waiters--
-		if err != nil {
-			return err
-		}
-	}
+		return false, nil
+	})
 }
 
 // Stats counts the store's work.
@@ -560,16 +547,29 @@ var ErrClosed = errors.New("state: the store is closed")
 func (s *Store) WaitDurable(ctx context.Context, seq uint64) error {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	for {
+	return s.waitLocked(ctx, func() (bool, error) {
 		switch {
 		case s.failed != nil:
-			return s.failed
+			return true, s.failed
 		case s.durable >= seq:
-			return nil
+			return true, nil
 		case seq <= s.seen && len(s.queue) == 0 && !s.committing:
-			return nil // nothing up to seq needed writing
+			return true, nil // nothing up to seq needed writing
 		case s.stopped:
-			return ErrClosed
+			return true, ErrClosed
+		}
+		return false, nil
+	})
+}
+
+// waitLocked waits until done reports true, returning its error, or until
+// ctx ends. done is called with s.qmu held, each time the committer
+// moves (s.progress). Preconditions: s.qmu held; it is held again on
+// return.
+func (s *Store) waitLocked(ctx context.Context, done func() (bool, error)) error {
+	for {
+		if ok, err := done(); ok {
+			return err
 		}
 		ch := s.progress
 		s.waiters++
