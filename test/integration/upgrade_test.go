@@ -21,6 +21,7 @@ import (
 
 	"github.com/devfsd/devfsd/control/client"
 	"github.com/devfsd/devfsd/control/wire"
+	"github.com/devfsd/devfsd/test/killtest"
 )
 
 // Issue 19's must-show for upgrades: `devfsd ctl upgrade` 20 times in a
@@ -116,10 +117,10 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range kernelAgrees(l, d.mnt, nil) {
+	for _, m := range killtest.Compare(l, d.mnt, nil) {
 		t.Errorf("main mount: %s", m)
 	}
-	for _, m := range kernelAgrees(l, vmnt, []string{"null", "zero", "full", "u-*"}) {
+	for _, m := range killtest.Compare(l, vmnt, []string{"null", "zero", "full", "u-*"}) {
 		t.Errorf("view: %s", m)
 	}
 }
@@ -314,91 +315,6 @@ func (ld *load) stop() loadReport {
 	return loadReport{calls: ld.calls, failures: ld.failures, slow: ld.slow, longest: ld.longest}
 }
 
-// kernelAgrees compares dir (the main mount; or, with allow, a view of
-// the top-level names allow's globs match) with l: every name getdents
-// shows is in l and the other way round, and lstat gives each the type,
-// inode number, mode, owner and device number l says.
-func kernelAgrees(l wire.List, dir string, allow []string) []string {
-	var bad []string
-	want := map[string]wire.Node{}
-	for _, n := range l.Nodes {
-		if n.Path == "" || allow != nil && (strings.Contains(n.Path, "/") || !anyMatch(allow, n.Path)) {
-			continue
-		}
-		want[n.Path] = n
-	}
-	seen := map[string]bool{}
-	var walk func(rel string)
-	walk = func(rel string) {
-		names, err := listing(filepath.Join(dir, rel))
-		if err != nil {
-			bad = append(bad, fmt.Sprintf("getdents %s: %v", rel, err))
-			return
-		}
-		for name := range names {
-			p := filepath.Join(rel, name)
-			seen[p] = true
-			n, ok := want[p]
-			if !ok {
-				bad = append(bad, fmt.Sprintf("%s is shown but not in GET /v1/list", p))
-				continue
-			}
-			var st unix.Stat_t
-			if err := unix.Lstat(filepath.Join(dir, p), &st); err != nil {
-				bad = append(bad, fmt.Sprintf("lstat %s: %v", p, err))
-				continue
-			}
-			mode, _ := strconv.ParseUint(n.Mode, 8, 32)
-			got := fmt.Sprintf("%s ino %d mode %04o uid %d gid %d rdev %d:%d", kindOf(st.Mode), st.Ino, st.Mode&07777, st.Uid, st.Gid, unix.Major(st.Rdev), unix.Minor(st.Rdev))
-			exp := fmt.Sprintf("%s ino %d mode %04o uid %d gid %d rdev %d:%d", n.Type, n.Ino, mode, n.Uid, n.Gid, n.Major, n.Minor)
-			if n.Type == "dir" && (p == "pts" || p == "shm") {
-				continue // lstat shows what is mounted there
-			}
-			if got != exp {
-				bad = append(bad, fmt.Sprintf("%s: the kernel says %s, GET /v1/list %s", p, got, exp))
-			}
-			if n.Type == "dir" && allow == nil {
-				walk(p)
-			}
-		}
-	}
-	walk("")
-	for p := range want {
-		if !seen[p] {
-			bad = append(bad, fmt.Sprintf("%s is in GET /v1/list but not shown", p))
-		}
-	}
-	sort.Strings(bad)
-	return bad
-}
-
-func anyMatch(globs []string, name string) bool {
-	for _, g := range globs {
-		if ok, _ := filepath.Match(g, name); ok {
-			return true
-		}
-	}
-	return false
-}
-
-func kindOf(mode uint32) string {
-	switch mode & syscall.S_IFMT {
-	case syscall.S_IFDIR:
-		return "dir"
-	case syscall.S_IFCHR:
-		return "char"
-	case syscall.S_IFBLK:
-		return "block"
-	case syscall.S_IFLNK:
-		return "symlink"
-	case syscall.S_IFIFO:
-		return "fifo"
-	case syscall.S_IFSOCK:
-		return "socket"
-	}
-	return "regular"
-}
-
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
@@ -480,7 +396,7 @@ func TestUpgradeFailsAndTheDaemonServesOn(t *testing.T) {
 	if l, err := d.c.List(context.Background(), "", true); err != nil {
 		t.Fatal(err)
 	} else {
-		for _, m := range kernelAgrees(l, d.mnt, nil) {
+		for _, m := range killtest.Compare(l, d.mnt, nil) {
 			t.Errorf("main mount: %s", m)
 		}
 	}

@@ -1,9 +1,7 @@
 package integration
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/devfsd/devfsd/control/client"
 	"github.com/devfsd/devfsd/control/wire"
+	"github.com/devfsd/devfsd/test/killtest"
 )
 
 // viewDir makes an empty directory for a view mount, and registers — before
@@ -135,38 +134,8 @@ func (l *lookups) len() int {
 	return len(l.seen)
 }
 
-// listing lists dir with getdents64 (no lookup, so no load): each name
-// but "." and ".." with its d_ino.
-func listing(dir string) (map[string]uint64, error) {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(fd)
-	out := map[string]uint64{}
-	buf := make([]byte, 8192)
-	for {
-		n, err := unix.Getdents(fd, buf)
-		if err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			return out, nil
-		}
-		for off := 0; off < n; {
-			ino := binary.NativeEndian.Uint64(buf[off:])
-			reclen := int(binary.NativeEndian.Uint16(buf[off+16:]))
-			name := buf[off+19 : off+reclen]
-			if i := bytes.IndexByte(name, 0); i >= 0 {
-				name = name[:i]
-			}
-			if s := string(name); s != "." && s != ".." {
-				out[s] = ino
-			}
-			off += reclen
-		}
-	}
-}
+// listing is the names getdents shows in dir, with their d_ino.
+var listing = killtest.Listing
 
 // namespacePaths lists every path of the namespace through the main
 // mount, recursively, by getdents only.
