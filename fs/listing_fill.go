@@ -26,8 +26,8 @@ package fs
 // the directory, whatever made the change: the notice drops the cache's
 // pages, and the next listing from offset 0, finding a page gone, starts
 // the cache again from the server. A directory listed from offset 0 stays
-// in NotifyQueue.fills (a map bounded by the number of directories) until
-// such a notice is queued.
+// in NotifyQueue.fills until such a notice is queued or the directory
+// is removed (forgetDir).
 //
 // What is left: a reply from offset 0 that reaches the kernel only after
 // that notice was sent and the cache started again (a reply delayed past
@@ -77,5 +77,18 @@ func (nq *NotifyQueue) changedDuringFill(dir uint64) {
 	if _, ok := nq.fills[dir]; ok {
 		nq.fills[dir] = true
 	}
+	nq.mu.Unlock()
+}
+
+// forgetDir drops what the queue keeps about directory dir (Listed,
+// ListedFrom) once dir is removed, so that directory churn does not grow
+// those maps.
+func (nq *NotifyQueue) forgetDir(dir uint64) {
+	if dir == 0 {
+		return
+	}
+	nq.mu.Lock()
+	delete(nq.listed, dir)
+	delete(nq.fills, dir)
 	nq.mu.Unlock()
 }

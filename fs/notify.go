@@ -169,6 +169,9 @@ func (nq *NotifyQueue) Event(ev dcache.Event) {
 	case dcache.KindRegister, dcache.KindCreate, dcache.KindUnregister, dcache.KindDelete:
 		nq.changedDuringFill(ev.Parent)
 	}
+	if (ev.Kind == dcache.KindUnregister || ev.Kind == dcache.KindDelete) && ev.Type == dcache.TypeDir && !ev.Renamed {
+		nq.forgetDir(ev.Ino) // gone: its listing marks would only accumulate
+	}
 	own := ev.Caller.Origin == dcache.OriginFUSE && (ev.Caller.Mount == nq.id || ev.Caller.Mount == 0)
 	movedDir := ev.Renamed && ev.Kind == dcache.KindCreate && ev.Type == dcache.TypeDir && ev.Ino != 0
 	if own && !movedDir {
