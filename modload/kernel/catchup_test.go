@@ -180,7 +180,7 @@ func TestHammerCatchUpWithTheReader(t *testing.T) {
 			}
 			defer func() { stop.Store(true); wg.Wait() }()
 
-			const rounds = 100
+			const rounds = 400
 			for k := range rounds {
 				d, _, _ := r.src.Info(name)
 				must(t, os.WriteFile(filepath.Join("/sys/dev/block", num, "uevent"), []byte("change"), 0))
