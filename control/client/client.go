@@ -95,7 +95,7 @@ func (c *Client) do(ctx context.Context, p *pool, method, path string, q url.Val
 	var b []byte
 	if body != nil {
 		var err error
-		if b, err = json.Marshal(body); err != nil {
+		if b, err = encodeBody(body); err != nil {
 			return answer{}, err
 		}
 	}
@@ -135,6 +135,9 @@ func (c *Client) call(ctx context.Context, method, path string, q url.Values, bo
 	a, err := c.do(ctx, &c.conns, method, path, q, body)
 	if err != nil || out == nil {
 		return err
+	}
+	if n, ok := out.(*wire.Node); ok {
+		return decodeNode(a.body, n)
 	}
 	return json.Unmarshal(a.body, out)
 }
@@ -277,7 +280,7 @@ func (s *Stream) Next() (wire.Record, error) {
 		return rec, io.EOF
 	}
 	s.raw = s.sc.Bytes()
-	err := json.Unmarshal(s.raw, &rec)
+	err := decodeRecord(s.raw, &rec)
 	return rec, err
 }
 
