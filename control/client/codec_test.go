@@ -160,3 +160,30 @@ func TestPlainHeadTakesTheDaemonsAnswers(t *testing.T) {
 		}
 	}
 }
+
+var doneAnswerSeeds = []string{
+	`{"id":7}` + "\n",
+	`{"id":8,"registered":[` + nodeSeeds[0][:len(nodeSeeds[0])-1] + `]}` + "\n",
+	`{"id":9,"registered":[` + nodeSeeds[0][:len(nodeSeeds[0])-1] + `,` + nodeSeeds[1] + `],"late":true}`,
+	`{"id":10,"late":true}`, `{"id":11,"registered":[]}`, `{"id":12,"existing":["a"]}`,
+	`{"id":13,"registered":[{"path":"a"},]}`, `{"id":01}`, `{"id":-1}`, `{"id":1,"late":false}`, `{"late":true,"id":3}`,
+	`{"id":18446744073709551616}`, `{"id":1}x`, `{"id":1,"registered":[{"path":"a\"b"}]}`,
+}
+
+func TestDecodeDoneAnswerIsJSONUnmarshal(t *testing.T) {
+	for _, s := range doneAnswerSeeds {
+		checkDecode(t, []byte(s), decodeDoneAnswer)
+	}
+	var a wire.DoneAnswer
+	if err := decodeDoneAnswer([]byte(doneAnswerSeeds[2]), &a); err != nil || !fastDoneAnswer([]byte(doneAnswerSeeds[2]), &wire.DoneAnswer{}) ||
+		len(a.Registered) != 2 || !a.Late || a.ID != 9 || a.Registered[1].Target != "../x" {
+		t.Fatalf("the daemon's form: %+v %v", a, err)
+	}
+}
+
+func FuzzDecodeDoneAnswer(f *testing.F) {
+	for _, s := range doneAnswerSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) { checkDecode(t, b, decodeDoneAnswer) })
+}
