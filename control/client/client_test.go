@@ -64,20 +64,29 @@ func (f *fakeDaemon) hit(k string) int {
 }
 
 // closeIdle closes the server's idle connections, as a daemon does at its
-// idle timeout or when it stops.
+// idle timeout or when it stops. The server marks a connection idle after
+// it has written an answer, so the client may have read that answer
+// first: it waits (bounded) for one to be idle.
 func (f *fakeDaemon) closeIdle(t *testing.T) {
 	t.Helper()
-	f.mu.Lock()
-	n := 0
-	for c, st := range f.live {
-		if st == http.StateIdle {
-			c.Close()
-			n++
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f.mu.Lock()
+		n := 0
+		for c, st := range f.live {
+			if st == http.StateIdle {
+				c.Close()
+				n++
+			}
 		}
-	}
-	f.mu.Unlock()
-	if n == 0 {
-		t.Fatal("no idle connection to close")
+		f.mu.Unlock()
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no idle connection to close")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
