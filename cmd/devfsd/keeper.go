@@ -57,6 +57,7 @@ func runKeeper(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer func() { _ = log.Sync() }()
 	o.Logger = log
+	o.Subreaper = true // follows a successor after `devfsd ctl upgrade`
 	return daemon.RunKeeper(ctx, o)
 }
 
