@@ -677,7 +677,7 @@ func (k *keeper) applyLocked(vars map[string]string, fds []int) {
 	}
 	if v, ok := vars["MAINPID"]; ok {
 		next, err := strconv.Atoi(v)
-		if err != nil || next <= 0 || next == k.pid {
+		if err != nil || next <= 0 || next == k.pid || !followSuccessor {
 			return
 		}
 		k.log.Info("keeper: the daemon names its successor", zap.Int("pid", k.pid), zap.Int("successor", next))
