@@ -75,9 +75,9 @@ type KeeperOptions struct {
 	// Argv is the daemon's command line; Argv[0] is a path or a name
 	// looked up in $PATH.
 	Argv []string
-	// Dir is where the notify socket is made; it must be a directory only
-	// the keeper's user can write. Default: a new temporary directory,
-	// removed at the end.
+	// Dir is where the notify socket is made (made if missing, mode
+	// 0700); it must be a directory only the keeper's user can write.
+	// Default: a new temporary directory, removed at the end.
 	Dir string
 	// RestartDelay is the pause before a restart (RestartSec=). Default
 	// 100ms.
@@ -230,7 +230,11 @@ func RunKeeper(ctx context.Context, o KeeperOptions) error {
 	defer k.reap.close()
 
 	dir := o.Dir
-	if dir == "" {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("keeper: %w", err)
+		}
+	} else {
 		d, err := os.MkdirTemp("", "devfsd-keeper-")
 		if err != nil {
 			return fmt.Errorf("keeper: %w", err)
@@ -320,7 +324,13 @@ func RunKeeper(ctx context.Context, o KeeperOptions) error {
 			log.Info("keeper: the daemon stopped cleanly; ending", zap.Int("pid", pid))
 			return nil
 		case stopping:
-			k.detachKept()
+			// A daemon told to stop before it served (at its start)
+			// fails rather than unmounts: the keeper unmounts for it.
+			if k.detachKept() {
+				log.Warn("keeper: the daemon, told to stop, did not stop cleanly; its mounts are unmounted; ending",
+					zap.Int("pid", pid), zap.String("status", describeStatus(ws)))
+				return nil
+			}
 			return fmt.Errorf("keeper: the daemon, told to stop, ended: %s", describeStatus(ws))
 		case ws.Signaled():
 			log.Warn("keeper: the daemon was killed; starting it again with the kept descriptors",
@@ -426,10 +436,12 @@ func (k *keeper) writePidLocked() {
 
 // detachKept lazily unmounts the mounts the kept memfd lists (views
 // first) that are still mounted with their device number, and empties
-// the store: the keeper ends with no daemon left to serve them.
-func (k *keeper) detachKept() {
+// the store: the keeper ends with no daemon left to serve them. It
+// reports whether none is left mounted.
+func (k *keeper) detachKept() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	clean := true
 	for _, kf := range k.fds {
 		if kf.name != keptFDName {
 			continue
@@ -451,6 +463,7 @@ func (k *keeper) detachKept() {
 				continue
 			}
 			if err := unix.Unmount(m.Mountpoint, unix.MNT_DETACH); err != nil {
+				clean = false
 				k.log.Warn("keeper: unmounting a kept mount", zap.String("mountpoint", m.Mountpoint), zap.Error(err))
 			} else {
 				k.log.Info("keeper: no daemon serves a kept mount; unmounted it", zap.String("mountpoint", m.Mountpoint))
@@ -467,6 +480,7 @@ func (k *keeper) detachKept() {
 		kf.f.Close()
 	}
 	k.fds = nil
+	return clean
 }
 
 func writeAtomicFile(path string, data []byte) error {
