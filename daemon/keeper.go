@@ -40,9 +40,9 @@ import (
 // keeper is the daemon's face to systemd and passes on what a crash of
 // the keeper itself needs:
 //   - every descriptor it keeps goes to systemd's store too, under the
-//     same name (FDSTORE=1, FDNAME=), and every removal (FDSTOREREMOVE=1);
-//     an O_PATH descriptor (a special mount's root) is kept by the keeper
-//     alone, since systemd refuses what it cannot poll;
+//     same name (FDSTORE=1, FDNAME=; an O_PATH one, a special mount's
+//     root, with FDPOLL=0, as the daemon sends it), and every removal
+//     (FDSTOREREMOVE=1);
 //   - the descriptors systemd gives the keeper at start (LISTEN_FDS) are
 //     its store, handed to the first daemon it starts;
 //   - READY=1, RELOADING=1 and STATUS= of the daemon are passed on;
@@ -683,9 +683,7 @@ func (k *keeper) applyLocked(vars map[string]string, fds []int) {
 			}
 			unix.CloseOnExec(fd)
 			k.fds = append(k.fds, keptFD{name: name, f: os.NewFile(uintptr(fd), name)})
-			if !isOPath(fd) { // systemd refuses a descriptor it cannot poll
-				k.upSendLocked("FDSTORE=1\nFDNAME="+name+"\n", []int{fd})
-			}
+			k.upSendLocked(fdStoreMessage(name, fd), []int{fd})
 			k.log.Debug("keeper: stored", zap.String("name", name))
 		}
 	}

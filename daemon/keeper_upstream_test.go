@@ -109,8 +109,8 @@ type upMsg struct {
 // Under systemd the keeper is the unit's main process and its store
 // systemd's: the descriptors systemd gives it at start (LISTEN_FDS) go to
 // its first daemon; every descriptor the daemon stores goes on to
-// systemd's store (but an O_PATH one, which systemd refuses; the keeper
-// still keeps it and gives it to the next daemon), every removal too;
+// systemd's store (an O_PATH one with FDPOLL=0: systemd cannot poll it),
+// every removal too;
 // the daemon's READY=1 goes on once; a daemon restarted after a kill
 // says nothing to systemd; SIGTERM to the keeper reaches the daemon, and
 // the keeper says STOPPING=1. Every message comes from the keeper's pid
@@ -209,6 +209,7 @@ func TestKeeperPassesItsStoreToSystemd(t *testing.T) {
 	// Run 1: its store and removal, then READY=1, in its order.
 	for _, want := range []upMsg{
 		{text: "FDSTORE=1\nFDNAME=devfsd-up\n", content: []string{"kept-up"}},
+		{text: "FDSTORE=1\nFDNAME=devfsd-opath\nFDPOLL=0\n", content: []string{"O_PATH"}},
 		{text: "FDSTOREREMOVE=1\nFDNAME=devfsd-sd\n"},
 		{text: "READY=1\n"},
 	} {
@@ -234,7 +235,7 @@ func TestKeeperPassesItsStoreToSystemd(t *testing.T) {
 		return err == nil
 	})
 	if b, _ := os.ReadFile(filepath.Join(dir, "run2")); string(b) != "devfsd-opath,devfsd-up" {
-		t.Errorf("the second daemon inherited %q, want devfsd-opath,devfsd-up (the O_PATH one kept by the keeper)", b)
+		t.Errorf("the second daemon inherited %q, want devfsd-opath,devfsd-up", b)
 	}
 	// Its READY=1 is not passed on again. SIGTERM: STOPPING=1 first,
 	// then the daemon's clean stop (it removes devfsd-up) ends the keeper.

@@ -24,11 +24,13 @@ work=$(mktemp -d /var/cache/devfsd-systemd.XXXXXX) # not below a tmpfs of boot.s
 cg=devfsd-systemd-$$
 cleanup() {
 	# DEVFSD_SYSTEMD_LOG=FILE keeps the daemon's whole log, FILE.systemd
-	# systemd's, FILE.helper the helper's status at the stop.
+	# systemd's, FILE.helper the helper's status at the stop and
+	# FILE.helperlog its log.
 	if [ -n "${DEVFSD_SYSTEMD_LOG:-}" ]; then
 		cp "$work/devfsd.log" "$DEVFSD_SYSTEMD_LOG" 2>/dev/null || true
 		cp "$work/systemd.log" "$DEVFSD_SYSTEMD_LOG.systemd" 2>/dev/null || true
 		cp "$work/helper.status" "$DEVFSD_SYSTEMD_LOG.helper" 2>/dev/null || true
+		cp "$work/helper.log" "$DEVFSD_SYSTEMD_LOG.helperlog" 2>/dev/null || true
 	fi
 	[ -n "${sdpid:-}" ] && kill -KILL "$sdpid" 2>/dev/null || true
 	sleep 0.2
@@ -85,6 +87,7 @@ sed -e "s#/usr/local/bin/devfsd#$work/devfsd#; s#/etc/devfsd/devfsd.yaml#$work/d
 	-e "s#^\[Service\]#[Service]\nStandardOutput=append:$work/devfsd.log\nStandardError=append:$work/devfsd.log#" \
 	"$work/devfsd@.service" >$u/devfsd@.service
 sed -e "s#/usr/local/bin/devfsd#$work/devfsd#; s#/etc/devfsd.conf#$work/devfsd.conf#" \
+	-e "s#^\[Service\]#[Service]\nStandardOutput=append:$work/helper.log\nStandardError=append:$work/helper.log#" \
 	"$work/devfsd-helper@.service" >$u/devfsd-helper@.service
 export container=devfsd-test
 exec /lib/systemd/systemd --system --unit=devfsd-test.target --log-target=console --show-status=no
@@ -181,6 +184,10 @@ echo "helper: $(inside systemctl show -p ActiveState -p SubState -p NRestarts -p
 [ $((kafter - kbefore)) = 16 ] || fail "the keeper restarted the daemon $((kafter - kbefore)) times, want 16 (the daemon's kills)"
 [ "$(inside stat -c %d $mnt)" = "$dev" ] || fail "the mount was made again, not kept"
 inside stat -c '%n %F %t:%T %a' $mnt/test-null || fail "the node made before the kills is gone"
+# pts and shm (O_PATH descriptors, stored with FDPOLL=0) came back from
+# systemd's store after each kill of the keeper.
+grep -q "special mounts were not given back" "$work/devfsd.log" && fail "systemd's store did not give back the special mounts' descriptors"
+echo "given back by systemd at each start of the keeper: $(grep -o '"keeper: descriptors given back by the service manager","descriptors":[0-9]*' "$work/devfsd.log" | grep -o '[0-9]*$' | tr '\n' ' ')descriptors"
 
 echo "== devfsd ctl upgrade: the keeper follows the new daemon; the new one, killed, is started again"
 mainpid=$(inside systemctl show -p MainPID --value "$unit")
