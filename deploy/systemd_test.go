@@ -179,6 +179,14 @@ func TestSystemdHelperUnitRules(t *testing.T) {
 			t.Errorf("[Unit] %s = %q, want devfsd@%%i.service", k, got)
 		}
 	}
+	// The helper ends with each daemon the keeper restarts: it is
+	// started again soon, and never given up while the daemon runs.
+	if d, err := time.ParseDuration(u.get("Service", "RestartSec")); err != nil || d > time.Second {
+		t.Errorf("helper RestartSec = %q: want at most 1s", u.get("Service", "RestartSec"))
+	}
+	if got := u.get("Unit", "StartLimitIntervalSec"); got != "0" {
+		t.Errorf("helper StartLimitIntervalSec = %q, want 0: a daemon killed often must not end its helper for good", got)
+	}
 	start := u.get("Service", "ExecStart")
 	for _, w := range []string{"/usr/local/bin/devfsd helper ", " -fg ", "--mount=%f", "--socket=/run/devfsd/%i.sock"} {
 		if !strings.Contains(start, w) {

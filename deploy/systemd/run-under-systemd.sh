@@ -179,7 +179,9 @@ after=$(inside systemctl show -p NRestarts --value "$unit")
 kafter=$(grep -c -e 'keeper: the daemon was killed; starting it again' -e 'a thread of it is stuck in the kernel; starting' "$work/devfsd.log" || true)
 stuck=$(grep -c 'a thread of it is stuck in the kernel; starting' "$work/devfsd.log" || true)
 echo "restarts by systemd $before -> $after, by the keeper $kbefore -> $kafter ($stuck past a stuck thread), mount device $dev -> $(inside stat -c %d $mnt), $(inside systemctl is-active "$unit")"
+for _ in $(seq 50); do inside systemctl is-active -q "$hunit" && break; sleep 0.1; done
 echo "helper: $(inside systemctl show -p ActiveState -p SubState -p NRestarts -p Result "$hunit" | tr '\n' ' ')"
+inside systemctl is-active -q "$hunit" || fail "the helper is not running after the kill test"
 [ $((after - before)) = 4 ] || fail "systemd restarted the unit $((after - before)) times, want 4 (the keeper's kills)"
 [ $((kafter - kbefore)) = 16 ] || fail "the keeper restarted the daemon $((kafter - kbefore)) times, want 16 (the daemon's kills)"
 [ "$(inside stat -c %d $mnt)" = "$dev" ] || fail "the mount was made again, not kept"
@@ -217,6 +219,7 @@ inside systemctl stop "$unit"
 inside systemctl status --no-pager -n 30 "$hunit" >"$work/helper.status" 2>&1 || true
 echo "daemon: $(inside systemctl is-active "$unit" || true), helper: $(inside systemctl is-active "$hunit" || true)," \
 	"result $(inside systemctl show -p Result --value "$unit"), status $(inside systemctl show -p ExecMainStatus --value "$unit")"
+[ "$(inside systemctl is-active "$hunit" || true)" = inactive ] || fail "the helper did not stop cleanly"
 inside findmnt $mnt >/dev/null && fail "still mounted after stop"
 inside findmnt /run/dtest/views/v >/dev/null && fail "the view is still mounted after stop"
 echo "unmounted"
