@@ -137,8 +137,9 @@ mainpid=$(inside systemctl show -p MainPID --value "$unit")
 daemonpid() {
 	local k
 	for k in $(inside sh -c "cat /proc/$1/task/*/children" 2>/dev/null); do
-		inside cat /proc/"$k"/cmdline 2>/dev/null | tr '\0' ' ' | grep -q ' mount ' && { echo "$k"; return; }
+		inside cat /proc/"$k"/cmdline 2>/dev/null | tr '\0' ' ' | grep -q ' mount ' && { echo "$k"; return 0; }
 	done
+	return 0 # none (between two daemons, or a successor not yet the keeper's child)
 }
 dpid=$(daemonpid "$mainpid")
 echo "MainPID $mainpid (the keeper, inner), daemon $dpid; $(inside findmnt -n -o SOURCE,FSTYPE,OPTIONS $mnt)"
