@@ -62,7 +62,7 @@ func upChild(dir string) int {
 		signal.Notify(term, syscall.SIGTERM)
 		names := in.rest()
 		sort.Strings(names)
-		os.WriteFile(filepath.Join(dir, "run2"), []byte(strings.Join(names, ",")), 0o644)
+		writeAtomicFile(filepath.Join(dir, "run2"), []byte(strings.Join(names, ","))) // whole once it is there
 		st.send("READY=1\n", nil)
 		<-term
 		st.Remove("devfsd-up")
@@ -71,7 +71,7 @@ func upChild(dir string) int {
 	if f := in.take("devfsd-sd"); f != nil {
 		b := make([]byte, 64)
 		n, _ := f.ReadAt(b, 0)
-		os.WriteFile(filepath.Join(dir, "seen1"), b[:n], 0o644)
+		writeAtomicFile(filepath.Join(dir, "seen1"), b[:n])
 	}
 	fd, err := unix.MemfdCreate("t", unix.MFD_CLOEXEC)
 	if err != nil {
