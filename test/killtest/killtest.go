@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -63,7 +64,12 @@ type Options struct {
 	MaxCall     time.Duration // 2 s
 	// Ready bounds the wait for a successor's READY=1. Default 20 s.
 	Ready time.Duration
-	Seed  int64
+	// OnStall, if set, is called (from a goroutine of its own, at most
+	// once a second) while a call has been running longer than
+	// MaxCall/2: a chance to look at where the daemon and the callers
+	// wait (DumpStacks) before it ends.
+	OnStall func(running time.Duration)
+	Seed    int64
 }
 
 // Report is what Run saw.
@@ -136,8 +142,13 @@ func Run(tg Target, o Options) (Report, error) {
 	}
 	old := unix.Umask(0) // the modes asked for are the modes made
 	defer unix.Umask(old)
-	st := &stats{maxCall: o.MaxCall, calls: map[string]int{}, resent: map[string]int{}}
+	st := &stats{maxCall: o.MaxCall, calls: map[string]int{}, resent: map[string]int{}, since: make([]atomic.Int64, o.Workers)}
 	stop := make(chan struct{})
+	if o.OnStall != nil {
+		watchDone := make(chan struct{})
+		defer close(watchDone)
+		go watchStalls(st, o.MaxCall/2, o.OnStall, watchDone)
+	}
 	var wg sync.WaitGroup
 	kept := make([]map[string]bool, o.Workers)
 	for w := range kept {
@@ -296,7 +307,10 @@ func wait(tg Target, d time.Duration, old int, ready bool) (int, error) {
 }
 
 type stats struct {
-	maxCall  time.Duration
+	maxCall time.Duration
+	// since[w] is when worker w's current call began (UnixNano), 0
+	// between calls.
+	since    []atomic.Int64
 	mu       sync.Mutex
 	calls    map[string]int
 	resent   map[string]int
@@ -343,7 +357,9 @@ func worker(tg Target, id int, seed int64, stop <-chan struct{}, st *stats, kept
 	}
 	timed := func(op string, f func() error, allowed ...syscall.Errno) error {
 		t0 := time.Now()
+		st.since[id].Store(t0.UnixNano())
 		err := f()
+		st.since[id].Store(0)
 		st.record(op, time.Since(t0), err, allowed...)
 		return err
 	}
@@ -412,6 +428,70 @@ func worker(tg Target, id int, seed int64, stop <-chan struct{}, st *stats, kept
 			}
 		}
 	}
+}
+
+// watchStalls calls onStall while a worker's call has run longer than
+// after, at most once a second, until done is closed.
+func watchStalls(st *stats, after time.Duration, onStall func(time.Duration), done <-chan struct{}) {
+	t := time.NewTicker(after / 4)
+	defer t.Stop()
+	var last time.Time
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		oldest := time.Duration(0)
+		for w := range st.since {
+			if b := st.since[w].Load(); b != 0 {
+				oldest = max(oldest, time.Since(time.Unix(0, b)))
+			}
+		}
+		if oldest > after && time.Since(last) > time.Second {
+			last = time.Now()
+			onStall(oldest)
+		}
+	}
+}
+
+// DumpStacks returns, for each process whose command line contains
+// match, and for this process, the state and kernel stack of every
+// thread (/proc/PID/task/TID/stack: root only): where the daemon and the
+// callers wait.
+func DumpStacks(match string) string {
+	var b strings.Builder
+	pids := []int{os.Getpid()}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if c, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && strings.Contains(strings.ReplaceAll(string(c), "\x00", " "), match) {
+			pids = append(pids, pid)
+		}
+	}
+	for _, pid := range pids {
+		c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		fmt.Fprintf(&b, "== pid %d: %s\n", pid, strings.ReplaceAll(string(c), "\x00", " "))
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		for _, t := range tasks {
+			stack, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stack", pid, t.Name()))
+			state := liveState(pid)
+			if sb, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name())); err == nil {
+				if i := bytes.LastIndexByte(sb, ')'); i >= 0 && i+2 < len(sb) {
+					state = string(sb[i+2])
+				}
+			}
+			top := strings.TrimSpace(string(stack))
+			if top == "" || state == "S" && !strings.Contains(top, "fuse") && !strings.Contains(top, "rwsem") && !strings.Contains(top, "inode") {
+				continue // an idle thread: not where anything waits on the mount
+			}
+			fmt.Fprintf(&b, "-- tid %s state %s\n%s\n", t.Name(), state, top)
+		}
+	}
+	return b.String()
 }
 
 // Compare checks that dir (the mount; or, with allow, a view showing the

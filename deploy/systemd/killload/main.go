@@ -48,7 +48,11 @@ func main() {
 		Keeper:  func() int { pid, _ := mainPID(*unit); return pid },
 	}
 	fmt.Printf("killload: seed %d\n", *seed)
-	rep, err := killtest.Run(tg, killtest.Options{Seed: *seed, KeeperKills: *keeperKills})
+	onStall := func(running time.Duration) {
+		fmt.Printf("killload: a call has run for %v; where the daemons and the callers wait:\n%s", running.Round(time.Millisecond),
+			killtest.DumpStacks(" mount "))
+	}
+	rep, err := killtest.Run(tg, killtest.Options{Seed: *seed, KeeperKills: *keeperKills, OnStall: onStall})
 	fmt.Println("killload:", rep.Summary())
 	bad := rep.Problems()
 	for _, p := range bad {
