@@ -299,8 +299,9 @@ func RunKeeper(ctx context.Context, o KeeperOptions) error {
 		// it exited).
 		k.flush()
 		var ws syscall.WaitStatus
+		why := "its main thread is dead and a thread of it is stuck in the kernel"
 		if !stuck {
-			ws = status
+			ws, why = status, describeStatus(status)
 		}
 		k.mu.Lock()
 		next, wasReady, stopping := k.pid, k.ready, k.stopping
@@ -317,32 +318,35 @@ func RunKeeper(ctx context.Context, o KeeperOptions) error {
 		k.dropHeldLocked()
 		k.mu.Unlock()
 		switch {
-		case stuck:
-			log.Warn("keeper: the daemon's main thread is dead and a thread of it is stuck in the kernel; starting the next daemon without waiting for it",
-				zap.Int("pid", pid), zap.Int("kept", k.count()))
-		case ws.Exited() && ws.ExitStatus() == 0:
+		case !stuck && ws.Exited() && ws.ExitStatus() == 0:
 			log.Info("keeper: the daemon stopped cleanly; ending", zap.Int("pid", pid))
 			return nil
 		case stopping:
 			// A daemon told to stop before it served (at its start)
 			// fails rather than unmounts: the keeper unmounts for it.
+			// (A thread of it stuck in the kernel is freed once the
+			// last descriptor of the mount is closed, the keeper's and
+			// the service manager's: the connection then ends.)
 			if k.detachKept() {
 				log.Warn("keeper: the daemon, told to stop, did not stop cleanly; its mounts are unmounted; ending",
-					zap.Int("pid", pid), zap.String("status", describeStatus(ws)))
+					zap.Int("pid", pid), zap.String("status", why))
 				return nil
 			}
-			return fmt.Errorf("keeper: the daemon, told to stop, ended: %s", describeStatus(ws))
+			return fmt.Errorf("keeper: the daemon, told to stop, ended: %s", why)
+		case stuck:
+			log.Warn("keeper: the daemon's main thread is dead and a thread of it is stuck in the kernel; starting the next daemon without waiting for it",
+				zap.Int("pid", pid), zap.Int("kept", k.count()))
 		case ws.Signaled():
 			log.Warn("keeper: the daemon was killed; starting it again with the kept descriptors",
 				zap.Int("pid", pid), zap.String("signal", ws.Signal().String()), zap.Int("kept", k.count()))
 		default:
-			log.Warn("keeper: the daemon failed; starting it again", zap.Int("pid", pid), zap.String("status", describeStatus(ws)))
+			log.Warn("keeper: the daemon failed; starting it again", zap.Int("pid", pid), zap.String("status", why))
 		}
 		if wasReady {
 			failures = 0
 		} else if failures++; failures >= o.StartLimit {
 			k.detachKept()
-			return fmt.Errorf("keeper: the daemon failed %d times in a row before it was ready; giving up (last: %s)", failures, describeStatus(ws))
+			return fmt.Errorf("keeper: the daemon failed %d times in a row before it was ready; giving up (last: %s)", failures, why)
 		}
 		select {
 		case <-time.After(o.RestartDelay):
@@ -371,7 +375,7 @@ func describeStatus(ws syscall.WaitStatus) string {
 	case ws.Exited():
 		return "exit status " + strconv.Itoa(ws.ExitStatus())
 	}
-	return "ended (stuck in the kernel)"
+	return "ended"
 }
 
 // signal passes s to the daemon; SIGTERM and SIGINT also mean the keeper
