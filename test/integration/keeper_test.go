@@ -285,7 +285,7 @@ func (d *keptDaemon) stopCleanly() {
 	select {
 	case <-d.exited:
 	case <-time.After(3 * exitDeadline):
-		d.t.Fatalf("the keeper did not exit within %v of SIGTERM", 3*exitDeadline)
+		d.t.Fatalf("the keeper did not exit within %v of SIGTERM; where its processes wait:\n%s", 3*exitDeadline, killtest.DumpStacks(d.mnt))
 	}
 	if d.err != nil {
 		d.t.Errorf("the keeper ended with %v, want a clean exit", d.err)
