@@ -101,7 +101,19 @@ func (s *fdStore) Store(name string, fd int) error {
 	if err := checkFDName(name); err != nil {
 		return err
 	}
-	return s.send("FDSTORE=1\nFDNAME="+name+"\n", []int{fd})
+	return s.send(fdStoreMessage(name, fd), []int{fd})
+}
+
+// fdStoreMessage is the FDSTORE=1 message that stores fd under name. An
+// O_PATH descriptor (a special mount's root) cannot be polled, and
+// systemd polls what it stores (to drop a descriptor that hangs up)
+// unless told not to: it goes with FDPOLL=0 (systemd 246 and later).
+func fdStoreMessage(name string, fd int) string {
+	m := "FDSTORE=1\nFDNAME=" + name + "\n"
+	if isOPath(fd) {
+		m += "FDPOLL=0\n"
+	}
+	return m
 }
 
 // Remove takes every descriptor stored under name out of the store.

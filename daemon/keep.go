@@ -175,10 +175,12 @@ func openKeeping(mountpoint string, log *zap.Logger) *keeping {
 			}
 		}
 		if why == "" && slices.Contains(specials, nil) {
-			// systemd keeps no O_PATH descriptor (it polls what it
-			// stores), which is what a special mount's root is: the
-			// specials stay mounted, not detached one by one at a clean
-			// stop but with the mount (its lazy unmount takes them).
+			// A store that keeps no O_PATH descriptor (systemd before
+			// 246, which polls every descriptor it stores, or a store
+			// that refused them) did not give back a special mount's
+			// root: the specials stay mounted, not detached one by one
+			// at a clean stop but with the mount (its lazy unmount
+			// takes them).
 			log.Info("a kept mount's special mounts were not given back; they stay mounted, unmanaged",
 				zap.String("mountpoint", m.Mountpoint), zap.Strings("specials", m.Specials))
 			for _, f := range specials {

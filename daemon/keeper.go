@@ -17,16 +17,47 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/devfsd/devfsd/state"
 )
 
-// The keeper (`devfsd keeper -- devfsd mount ...`) plays, for a daemon run
-// without systemd, the part of systemd a crash needs: it runs the daemon
-// with NOTIFY_SOCKET pointing at a socket of its own, keeps the
-// descriptors the daemon stores there (FDSTORE=1, FDNAME=, FDSTOREREMOVE=1,
-// as sd_notify(3) and systemd's service manager define them), and when
-// the daemon dies it starts it again with those descriptors, through
+// The keeper (`devfsd keeper -- devfsd mount ...`) plays, for the daemon,
+// the part of systemd a crash needs: it runs the daemon with
+// NOTIFY_SOCKET pointing at a socket of its own, keeps the descriptors
+// the daemon stores there (FDSTORE=1, FDNAME=, FDSTOREREMOVE=1, as
+// sd_notify(3) and systemd's service manager define them), and when the
+// daemon dies it starts it again with those descriptors, through
 // LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (sd_listen_fds(3)). The daemon
 // cannot tell it from systemd: the same code path serves both.
+//
+// It does what systemd cannot: it starts the next daemon as soon as the
+// old one's main thread is dead (watchLeader), not once the whole process
+// is, since a thread of a killed daemon can stay stuck in the kernel until
+// a daemon answers the mount again.
+//
+// Under systemd (its own NOTIFY_SOCKET set: the unit runs `devfsd keeper
+// -- devfsd mount ...`, Type=notify, the keeper its main process) the
+// keeper is the daemon's face to systemd and passes on what a crash of
+// the keeper itself needs:
+//   - every descriptor it keeps goes to systemd's store too, under the
+//     same name (FDSTORE=1, FDNAME=; an O_PATH one, a special mount's
+//     root, with FDPOLL=0, as the daemon sends it), and every removal
+//     (FDSTOREREMOVE=1);
+//   - the descriptors systemd gives the keeper at start (LISTEN_FDS) are
+//     its store, handed to the first daemon it starts;
+//   - READY=1, RELOADING=1 and STATUS= of the daemon are passed on;
+//     STOPPING=1 is the keeper's own, said when it is told to stop (a
+//     daemon ending for a restart is not a stop of the unit); MAINPID= is
+//     not passed on: the keeper stays the unit's main process.
+//
+// Upgrades (`devfsd ctl upgrade`): the daemon starts its successor, which
+// serves the mounts; the old daemon tells its notify socket the
+// successor's pid (MAINPID=) and exits. The keeper is a child subreaper
+// (Subreaper), so the successor becomes its child when the old daemon
+// exits; on MAINPID= from the daemon it follows the successor: that pid
+// is the daemon from then on (its notify messages are heeded, including
+// those it sent before MAINPID= came, held until then), and it is
+// started again like any daemon when it dies.
 //
 // Restart policy, as systemd's Restart=always with a start limit: the
 // daemon is started again after RestartDelay whatever ended it, except a
@@ -34,16 +65,19 @@ import (
 // keeper too, and failures before READY=1, which end the keeper after
 // StartLimit in a row (a daemon that cannot start is not restarted
 // forever). SIGTERM and SIGINT are passed to the daemon, whose clean stop
-// then ends the keeper; SIGHUP is passed on (reload).
+// then ends the keeper; SIGHUP is passed on (reload). Told to stop while
+// no daemon runs (between two starts), the keeper detaches the kept
+// mounts itself (the memfd names them), so that a stop never leaves a
+// mount without a server.
 
 // KeeperOptions configure RunKeeper.
 type KeeperOptions struct {
 	// Argv is the daemon's command line; Argv[0] is a path or a name
 	// looked up in $PATH.
 	Argv []string
-	// Dir is where the notify socket is made; it must be a directory only
-	// the keeper's user can write. Default: a new temporary directory,
-	// removed at the end.
+	// Dir is where the notify socket is made (made if missing, mode
+	// 0700); it must be a directory only the keeper's user can write.
+	// Default: a new temporary directory, removed at the end.
 	Dir string
 	// RestartDelay is the pause before a restart (RestartSec=). Default
 	// 100ms.
@@ -55,12 +89,17 @@ type KeeperOptions struct {
 	// Default 5.
 	StartLimit int
 	// PidFile, if set, is written with the daemon's pid at each start
-	// (replaced atomically).
+	// and each upgrade (replaced atomically).
 	PidFile string
 	// Self is the program that execs the daemon with LISTEN_PID set
 	// (ExecListening); default os.Executable, run as `SELF keeper-exec --
 	// ARGV...`.
 	Self string
+	// Subreaper makes the keeper a child subreaper that reaps every
+	// child (needed to follow a daemon's successor after an upgrade).
+	// `devfsd keeper` sets it; a keeper inside a process with children
+	// of its own (a test) must not.
+	Subreaper bool
 	// Logger; nil: none.
 	Logger *zap.Logger
 }
@@ -71,17 +110,33 @@ type keptFD struct {
 	f    *os.File
 }
 
+// heldMsg is a notify message of a process that may become the daemon
+// (an upgrade's successor, before MAINPID= names it).
+type heldMsg struct {
+	pid  int
+	vars map[string]string
+	fds  []int
+}
+
+// maxHeld bounds the messages held.
+const maxHeld = 64
+
 // keeper is RunKeeper's state.
 type keeper struct {
-	o   KeeperOptions
-	log *zap.Logger
-	ln  *net.UnixConn
+	o    KeeperOptions
+	log  *zap.Logger
+	ln   *net.UnixConn
+	up   *fdStore // systemd's notify socket, or nil
+	reap *reaper
 
-	mu    sync.Mutex
-	fds   []keptFD // guarded by mu: in the order stored
-	pid   int      // guarded by mu: the daemon's pid, 0 between runs
-	ready bool     // guarded by mu: the current run said READY=1
-	syncs map[string]chan struct{}
+	mu       sync.Mutex
+	fds      []keptFD  // guarded by mu: in the order stored
+	pid      int       // guarded by mu: the daemon's pid, 0 between runs
+	ready    bool      // guarded by mu: the current daemon said READY=1
+	readyUp  bool      // guarded by mu: READY=1 was passed on
+	held     []heldMsg // guarded by mu
+	stopping bool      // guarded by mu: told to stop
+	syncs    map[string]chan struct{}
 }
 
 // ExecListening is the keeper's helper (`devfsd keeper-exec -- ARGV`): it
@@ -145,8 +200,41 @@ func RunKeeper(ctx context.Context, o KeeperOptions) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	k := &keeper{o: o, log: log, syncs: map[string]chan struct{}{}}
+	// systemd's store, and what it kept of a keeper before this one.
+	switch up, err := newFDStore(); {
+	case errors.Is(err, errNoStore):
+	case err != nil:
+		return fmt.Errorf("keeper: %w", err)
+	default:
+		k.up = up
+	}
+	in := takeInherited()
+	for _, n := range in.dups {
+		log.Warn("keeper: an inherited descriptor name came twice; the first was kept", zap.String("name", n))
+	}
+	for name, f := range in.files {
+		k.fds = append(k.fds, keptFD{name: name, f: f})
+	}
+	clear(in.files)
+	defer k.closeAll()
+	if len(k.fds) > 0 {
+		log.Info("keeper: descriptors given back by the service manager", zap.Int("descriptors", len(k.fds)))
+	}
+	if o.Subreaper {
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("keeper: PR_SET_CHILD_SUBREAPER: %w", err)
+		}
+	}
+	k.reap = newReaper(o.Subreaper)
+	defer k.reap.close()
+
 	dir := o.Dir
-	if dir == "" {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("keeper: %w", err)
+		}
+	} else {
 		d, err := os.MkdirTemp("", "devfsd-keeper-")
 		if err != nil {
 			return fmt.Errorf("keeper: %w", err)
@@ -165,8 +253,7 @@ func RunKeeper(ctx context.Context, o KeeperOptions) error {
 	if err := setPassCred(ln); err != nil {
 		return fmt.Errorf("keeper: %w", err)
 	}
-	k := &keeper{o: o, log: log, ln: ln, syncs: map[string]chan struct{}{}}
-	defer k.closeAll()
+	k.ln = ln
 	go k.receive()
 
 	sigs := make(chan os.Signal, 4)
@@ -174,90 +261,150 @@ func RunKeeper(ctx context.Context, o KeeperOptions) error {
 	defer signal.Stop(sigs)
 
 	failures := 0
+	pid, err := k.start(sock)
+	if err != nil {
+		return err
+	}
 	for {
-		cmd, err := k.start(sock)
-		if err != nil {
-			return err
-		}
-		exited := make(chan error, 1)
+		exitCh := k.reap.wait(pid)
 		reaped := make(chan struct{})
-		go func() { exited <- cmd.Wait(); close(reaped) }()
-		leaderGone := watchLeader(cmd.Process.Pid, reaped)
-		stopping, stuck := false, false
-		var werr error
+		var status syscall.WaitStatus // once reaped is closed
+		go func() { status = <-exitCh; close(reaped) }()
+		leaderGone := watchLeader(pid, reaped)
+		stuck := false
 	wait:
 		for {
 			select {
-			case werr = <-exited:
+			case <-reaped:
 				break wait
 			case <-leaderGone:
 				// Its main thread is dead but the process is not: a
 				// thread is stuck in the kernel (see watchLeader). Do
 				// not wait for it: the next daemon's answers free it.
 				select {
-				case werr = <-exited:
+				case <-reaped:
 				case <-time.After(leaderGrace):
 					stuck = true
-					werr = errors.New("killed; a thread of it is still stuck in the kernel")
 				}
 				break wait
 			case s := <-sigs:
-				if s != syscall.SIGHUP {
-					stopping = true
-				}
-				cmd.Process.Signal(s)
+				k.signal(s)
 			case <-ctx.Done():
-				if !stopping {
-					stopping = true
-					cmd.Process.Signal(syscall.SIGTERM)
-				}
+				k.signal(syscall.SIGTERM)
+				ctx = context.Background() // once
 			}
 		}
 		// Every datagram the daemon sent before it died is taken in
-		// before the next start (a FDSTORE sent just before a kill).
+		// before the next start (a FDSTORE or a MAINPID= sent just before
+		// it exited).
 		k.flush()
-		k.mu.Lock()
-		wasReady := k.ready
-		k.pid, k.ready = 0, false
-		k.mu.Unlock()
-		var st syscall.WaitStatus
+		var ws syscall.WaitStatus
+		why := "its main thread is dead and a thread of it is stuck in the kernel"
 		if !stuck {
-			st, _ = cmd.ProcessState.Sys().(syscall.WaitStatus)
+			ws, why = status, describeStatus(status)
 		}
+		k.mu.Lock()
+		next, wasReady, stopping := k.pid, k.ready, k.stopping
+		k.mu.Unlock()
+		if next != 0 && next != pid {
+			// An upgrade: the successor serves; follow it.
+			log.Info("keeper: the daemon handed over to its successor; following it",
+				zap.Int("pid", pid), zap.Int("successor", next))
+			pid = next
+			continue
+		}
+		k.mu.Lock()
+		k.pid, k.ready = 0, false
+		k.dropHeldLocked()
+		k.mu.Unlock()
 		switch {
-		case stuck:
-			log.Warn("keeper: the daemon's main thread is dead and a thread of it is stuck in the kernel; starting the next daemon without waiting for it",
-				zap.Int("pid", cmd.Process.Pid), zap.Int("kept", k.count()))
-		case werr == nil:
-			log.Info("keeper: the daemon stopped cleanly; ending", zap.Int("pid", cmd.Process.Pid))
+		case !stuck && ws.Exited() && ws.ExitStatus() == 0:
+			log.Info("keeper: the daemon stopped cleanly; ending", zap.Int("pid", pid))
 			return nil
 		case stopping:
-			return fmt.Errorf("keeper: the daemon, told to stop, ended: %v", werr)
-		case st.Signaled():
+			// A daemon told to stop before it served (at its start)
+			// fails rather than unmounts: the keeper unmounts for it.
+			// (A thread of it stuck in the kernel is freed once the
+			// last descriptor of the mount is closed, the keeper's and
+			// the service manager's: the connection then ends.)
+			if k.detachKept() {
+				log.Warn("keeper: the daemon, told to stop, did not stop cleanly; its mounts are unmounted; ending",
+					zap.Int("pid", pid), zap.String("status", why))
+				return nil
+			}
+			return fmt.Errorf("keeper: the daemon, told to stop, ended: %s", why)
+		case stuck:
+			log.Warn("keeper: the daemon's main thread is dead and a thread of it is stuck in the kernel; starting the next daemon without waiting for it",
+				zap.Int("pid", pid), zap.Int("kept", k.count()))
+		case ws.Signaled():
 			log.Warn("keeper: the daemon was killed; starting it again with the kept descriptors",
-				zap.Int("pid", cmd.Process.Pid), zap.String("signal", st.Signal().String()), zap.Int("kept", k.count()))
+				zap.Int("pid", pid), zap.String("signal", ws.Signal().String()), zap.Int("kept", k.count()))
 		default:
-			log.Warn("keeper: the daemon failed; starting it again", zap.Int("pid", cmd.Process.Pid), zap.Error(werr))
+			log.Warn("keeper: the daemon failed; starting it again", zap.Int("pid", pid), zap.String("status", why))
 		}
 		if wasReady {
 			failures = 0
 		} else if failures++; failures >= o.StartLimit {
-			return fmt.Errorf("keeper: the daemon failed %d times in a row before it was ready; giving up (last: %v)", failures, werr)
+			k.detachKept()
+			return fmt.Errorf("keeper: the daemon failed %d times in a row before it was ready; giving up (last: %s)", failures, why)
 		}
 		select {
 		case <-time.After(o.RestartDelay):
 		case <-ctx.Done():
+			k.stopUp()
+			k.detachKept()
 			return ctx.Err()
 		case s := <-sigs:
 			if s != syscall.SIGHUP {
+				k.stopUp()
+				k.detachKept()
 				return nil // asked to stop while nothing runs
 			}
+		}
+		if pid, err = k.start(sock); err != nil {
+			k.detachKept()
+			return err
 		}
 	}
 }
 
+func describeStatus(ws syscall.WaitStatus) string {
+	switch {
+	case ws.Signaled():
+		return "killed by " + ws.Signal().String()
+	case ws.Exited():
+		return "exit status " + strconv.Itoa(ws.ExitStatus())
+	}
+	return "ended"
+}
+
+// signal passes s to the daemon; SIGTERM and SIGINT also mean the keeper
+// stops (STOPPING=1 to the service manager).
+func (k *keeper) signal(s os.Signal) {
+	if s != syscall.SIGHUP {
+		k.stopUp()
+	}
+	k.mu.Lock()
+	pid := k.pid
+	k.mu.Unlock()
+	if pid != 0 {
+		syscall.Kill(pid, s.(syscall.Signal))
+	}
+}
+
+// stopUp marks the keeper stopping and says so upstream, once.
+func (k *keeper) stopUp() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.stopping {
+		return
+	}
+	k.stopping = true
+	k.upSendLocked("STOPPING=1\n", nil)
+}
+
 // start starts the daemon with the kept descriptors.
-func (k *keeper) start(sock string) (*exec.Cmd, error) {
+func (k *keeper) start(sock string) (int, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	cmd := exec.Command(k.o.Self, append([]string{"keeper-exec", "--"}, k.o.Argv...)...)
@@ -274,16 +421,70 @@ func (k *keeper) start(sock string) (*exec.Cmd, error) {
 	}
 	cmd.Env = env
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("keeper: starting %s: %w", k.o.Argv[0], err)
+		return 0, fmt.Errorf("keeper: starting %s: %w", k.o.Argv[0], err)
 	}
 	k.pid = cmd.Process.Pid
+	cmd.Process.Release() // the reaper waits for it
 	k.log.Info("keeper: started the daemon", zap.Int("pid", k.pid), zap.Int("descriptors", len(k.fds)))
+	k.writePidLocked()
+	return k.pid, nil
+}
+
+func (k *keeper) writePidLocked() {
 	if k.o.PidFile != "" {
 		if err := writeAtomicFile(k.o.PidFile, []byte(strconv.Itoa(k.pid)+"\n")); err != nil {
 			k.log.Warn("keeper: writing the pid file", zap.Error(err))
 		}
 	}
-	return cmd, nil
+}
+
+// detachKept lazily unmounts the mounts the kept memfd lists (views
+// first) that are still mounted with their device number, and empties
+// the store: the keeper ends with no daemon left to serve them. It
+// reports whether none is left mounted.
+func (k *keeper) detachKept() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	clean := true
+	for _, kf := range k.fds {
+		if kf.name != keptFDName {
+			continue
+		}
+		fd, err := unix.FcntlInt(kf.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			break
+		}
+		f := os.NewFile(uintptr(fd), keptFDName)
+		kfile, kept, err := state.ReadKeptFile(f)
+		if err != nil {
+			f.Close()
+			break
+		}
+		kfile.Close()
+		for i := len(kept.Mounts) - 1; i >= 0; i-- {
+			m := kept.Mounts[i]
+			if ok, _ := stillMounted(m.Mountpoint, m.Dev); !ok {
+				continue
+			}
+			if err := unix.Unmount(m.Mountpoint, unix.MNT_DETACH); err != nil {
+				clean = false
+				k.log.Warn("keeper: unmounting a kept mount", zap.String("mountpoint", m.Mountpoint), zap.Error(err))
+			} else {
+				k.log.Info("keeper: no daemon serves a kept mount; unmounted it", zap.String("mountpoint", m.Mountpoint))
+			}
+		}
+		break
+	}
+	names := map[string]bool{}
+	for _, kf := range k.fds {
+		if !names[kf.name] {
+			names[kf.name] = true
+			k.upSendLocked("FDSTOREREMOVE=1\nFDNAME="+kf.name+"\n", nil)
+		}
+		kf.f.Close()
+	}
+	k.fds = nil
+	return clean
 }
 
 func writeAtomicFile(path string, data []byte) error {
@@ -307,6 +508,7 @@ func (k *keeper) closeAll() {
 		kf.f.Close()
 	}
 	k.fds = nil
+	k.dropHeldLocked()
 }
 
 // flush returns once every datagram sent to the socket before it was
@@ -377,8 +579,10 @@ func closeFDs(fds []int) {
 	}
 }
 
-// handle applies one message (NotifyAccess=main: only the daemon's own
-// are heeded).
+// handle applies one message. Only the daemon's are heeded (systemd's
+// NotifyAccess=main); another process's are held, bounded, in case the
+// daemon names it its successor next (MAINPID=), and then applied in the
+// order they came.
 func (k *keeper) handle(msg string, fds []int, cred *unix.Ucred) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -390,12 +594,8 @@ func (k *keeper) handle(msg string, fds []int, cred *unix.Ucred) {
 		closeFDs(fds)
 		return
 	}
-	if cred == nil || k.pid == 0 || int(cred.Pid) != k.pid {
-		pid := -1
-		if cred != nil {
-			pid = int(cred.Pid)
-		}
-		k.log.Warn("keeper: a notify message not from the daemon; ignored", zap.Int("from_pid", pid), zap.Int("daemon_pid", k.pid))
+	if cred == nil || cred.Pid <= 0 {
+		k.log.Warn("keeper: a notify message without its sender's credentials; ignored")
 		closeFDs(fds)
 		return
 	}
@@ -405,9 +605,51 @@ func (k *keeper) handle(msg string, fds []int, cred *unix.Ucred) {
 			vars[key] = val
 		}
 	}
+	if pid := int(cred.Pid); k.pid == 0 || pid != k.pid {
+		k.holdLocked(pid, vars, fds)
+		return
+	}
+	k.applyLocked(vars, fds)
+}
+
+// holdLocked keeps a message of a process other than the daemon, within
+// maxHeld messages and MaxFDs descriptors. Preconditions: k.mu held.
+func (k *keeper) holdLocked(pid int, vars map[string]string, fds []int) {
+	n := len(fds)
+	for _, h := range k.held {
+		n += len(h.fds)
+	}
+	if len(k.held) >= maxHeld || n > k.o.MaxFDs {
+		k.log.Warn("keeper: a notify message not from the daemon; ignored", zap.Int("from_pid", pid), zap.Int("daemon_pid", k.pid))
+		closeFDs(fds)
+		return
+	}
+	k.log.Debug("keeper: holding a notify message not from the daemon until it names its successor",
+		zap.Int("from_pid", pid), zap.Int("daemon_pid", k.pid))
+	k.held = append(k.held, heldMsg{pid: pid, vars: vars, fds: fds})
+}
+
+// dropHeldLocked forgets the held messages. Preconditions: k.mu held.
+func (k *keeper) dropHeldLocked() {
+	for _, h := range k.held {
+		closeFDs(h.fds)
+	}
+	k.held = nil
+}
+
+// applyLocked applies a message of the daemon. Preconditions: k.mu held.
+func (k *keeper) applyLocked(vars map[string]string, fds []int) {
 	if vars["READY"] == "1" {
 		k.ready = true
 		k.log.Info("keeper: the daemon is ready", zap.Int("pid", k.pid))
+		if !k.readyUp {
+			k.readyUp = k.upSendLocked("READY=1\n", nil) == nil
+		}
+	}
+	for _, key := range []string{"RELOADING", "STATUS"} {
+		if v, ok := vars[key]; ok {
+			k.upSendLocked(key+"="+v+"\n", nil)
+		}
 	}
 	name := vars["FDNAME"]
 	if name == "" {
@@ -423,30 +665,70 @@ func (k *keeper) handle(msg string, fds []int, cred *unix.Ucred) {
 			kept = append(kept, kf)
 		}
 		k.fds = kept
+		k.upSendLocked("FDSTOREREMOVE=1\nFDNAME="+name+"\n", nil)
 		k.log.Debug("keeper: removed", zap.String("name", name))
 	}
-	if vars["FDSTORE"] != "1" {
+	switch {
+	case vars["FDSTORE"] != "1":
 		closeFDs(fds)
-		return
-	}
-	if checkFDName(name) != nil {
+	case checkFDName(name) != nil:
 		k.log.Warn("keeper: FDSTORE with a bad FDNAME; dropped", zap.String("name", name))
 		closeFDs(fds)
-		return
-	}
-	for _, fd := range fds {
-		if k.hasLocked(fd) {
-			unix.Close(fd) // the same open file is kept once (systemd does likewise)
-			continue
+	default:
+		for _, fd := range fds {
+			if k.hasLocked(fd) {
+				unix.Close(fd) // the same open file is kept once (systemd does likewise)
+				continue
+			}
+			if len(k.fds) >= k.o.MaxFDs {
+				k.log.Warn("keeper: the store is full; a descriptor was dropped", zap.String("name", name), zap.Int("max", k.o.MaxFDs))
+				unix.Close(fd)
+				continue
+			}
+			unix.CloseOnExec(fd)
+			k.fds = append(k.fds, keptFD{name: name, f: os.NewFile(uintptr(fd), name)})
+			k.upSendLocked(fdStoreMessage(name, fd), []int{fd})
+			k.log.Debug("keeper: stored", zap.String("name", name))
 		}
-		if len(k.fds) >= k.o.MaxFDs {
-			k.log.Warn("keeper: the store is full; a descriptor was dropped", zap.String("name", name), zap.Int("max", k.o.MaxFDs))
-			unix.Close(fd)
-			continue
-		}
-		k.fds = append(k.fds, keptFD{name: name, f: os.NewFile(uintptr(fd), name)})
-		k.log.Debug("keeper: stored", zap.String("name", name))
 	}
+	if v, ok := vars["MAINPID"]; ok {
+		next, err := strconv.Atoi(v)
+		if err != nil || next <= 0 || next == k.pid || !followSuccessor {
+			return
+		}
+		k.log.Info("keeper: the daemon names its successor", zap.Int("pid", k.pid), zap.Int("successor", next))
+		k.pid, k.ready = next, false
+		k.writePidLocked()
+		held := k.held
+		k.held = nil
+		for _, h := range held {
+			if h.pid == next {
+				k.applyLocked(h.vars, h.fds)
+			} else {
+				closeFDs(h.fds)
+			}
+		}
+	}
+}
+
+// upSendLocked sends a message to the service manager's notify socket,
+// if the keeper has one. Preconditions: k.mu held (the messages keep
+// their order).
+func (k *keeper) upSendLocked(msg string, fds []int) error {
+	if k.up == nil {
+		return errNoStore
+	}
+	if err := k.up.send(msg, fds); err != nil {
+		k.log.Warn("keeper: passing a message on to the service manager", zap.String("message", firstLine(msg)), zap.Error(err))
+		return err
+	}
+	return nil
+}
+
+// isOPath reports whether fd was opened with O_PATH.
+func isOPath(fd int) bool {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	return err == nil && fl&unix.O_PATH != 0
 }
 
 // hasLocked reports whether the store holds fd's open file already.

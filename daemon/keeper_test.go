@@ -60,6 +60,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
 	}
+	if dir := os.Getenv(keeperUpChildEnv); dir != "" {
+		os.Exit(upChild(dir))
+	}
+	if dir := os.Getenv(keeperUpEnv); dir != "" {
+		os.Exit(upKeeper(dir))
+	}
 	if dir := os.Getenv(keeperChildEnv); dir != "" {
 		os.Exit(keeperChild(dir))
 	}

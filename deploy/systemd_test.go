@@ -119,9 +119,28 @@ func TestSystemdDaemonUnitRules(t *testing.T) {
 	if v, ok := u["Service"]["ExecStopPost"]; ok {
 		t.Errorf("ExecStopPost=%q: after a crash it would probe the kept mount, wait, and unmount it", v)
 	}
+	// The keeper runs the daemon: it is the main process (every notify
+	// message comes from it), it starts a killed daemon again without
+	// waiting for a thread stuck in the kernel, and passes its store on to
+	// the unit's.
 	start := u.get("Service", "ExecStart")
-	if !strings.HasPrefix(start, "/usr/local/bin/devfsd mount ") || !strings.HasSuffix(start, " %f") {
-		t.Errorf("ExecStart = %q: want /usr/local/bin/devfsd mount ... %%f", start)
+	keeper, daemon, ok := strings.Cut(start, " -- ")
+	if !ok || !strings.HasPrefix(keeper, "/usr/local/bin/devfsd keeper ") ||
+		!strings.HasPrefix(daemon, "/usr/local/bin/devfsd mount ") || !strings.HasSuffix(start, " %f") {
+		t.Errorf("ExecStart = %q: want /usr/local/bin/devfsd keeper ... -- /usr/local/bin/devfsd mount ... %%f", start)
+	}
+	if !strings.Contains(keeper, "--runtime-dir=/run/devfsd/%i.") {
+		t.Errorf("ExecStart = %q: want the keeper's notify socket in a directory of its instance under /run/devfsd", start)
+	}
+	if got := u.get("Service", "NotifyAccess"); got != "main" {
+		t.Errorf("NotifyAccess = %q, want main: only the keeper speaks to systemd", got)
+	}
+	// A clean stop drains for shutdown_timeout (3s, devfsd.yaml's default)
+	// and unmounts; a killed keeper whose daemon is stuck costs callers
+	// two TimeoutStopSec stages (docs/operator.md): room for the first,
+	// not much more.
+	if d, err := time.ParseDuration(u.get("Service", "TimeoutStopSec")); err != nil || d < 6*time.Second || d > 15*time.Second {
+		t.Errorf("TimeoutStopSec = %q: want 6s to 15s", u.get("Service", "TimeoutStopSec"))
 	}
 	for _, k := range mountNamespaceKeys {
 		if v, ok := u["Service"][k]; ok {
@@ -141,9 +160,6 @@ func TestSystemdDaemonUnitRules(t *testing.T) {
 	if sc := u.get("Service", "SystemCallFilter"); !strings.Contains(sc, "@mount") {
 		t.Errorf("SystemCallFilter = %q lacks @mount (mount(2), umount2(2))", sc)
 	}
-	if !strings.Contains(u.get("Service", "TimeoutStopSec"), "s") {
-		t.Error("TimeoutStopSec is not set")
-	}
 }
 
 func TestSystemdHelperUnitRules(t *testing.T) {
@@ -162,6 +178,14 @@ func TestSystemdHelperUnitRules(t *testing.T) {
 		if got := u.get("Unit", k); got != "devfsd@%i.service" {
 			t.Errorf("[Unit] %s = %q, want devfsd@%%i.service", k, got)
 		}
+	}
+	// The helper ends with each daemon the keeper restarts: it is
+	// started again soon, and never given up while the daemon runs.
+	if d, err := time.ParseDuration(u.get("Service", "RestartSec")); err != nil || d > time.Second {
+		t.Errorf("helper RestartSec = %q: want at most 1s", u.get("Service", "RestartSec"))
+	}
+	if got := u.get("Unit", "StartLimitIntervalSec"); got != "0" {
+		t.Errorf("helper StartLimitIntervalSec = %q, want 0: a daemon killed often must not end its helper for good", got)
 	}
 	start := u.get("Service", "ExecStart")
 	for _, w := range []string{"/usr/local/bin/devfsd helper ", " -fg ", "--mount=%f", "--socket=/run/devfsd/%i.sock"} {
@@ -259,6 +283,7 @@ func TestSystemdUnitExecution(t *testing.T) {
 	// The unit's ExecStart with its specifiers and paths filled in.
 	start := u.get("Service", "ExecStart")
 	r := strings.NewReplacer("/usr/local/bin/devfsd", bin, "/etc/devfsd/devfsd.yaml", cfg,
+		"/run/devfsd/%i.keeper", filepath.Join(dir, "keeper"),
 		"/var/lib/devfsd/%i", state, "$DEVFSD_OPTS", "--socket="+sock, "%f", mnt)
 	argv := strings.Fields(r.Replace(start))
 	if strings.ContainsAny(strings.Join(argv, " "), "%$") {
@@ -313,6 +338,10 @@ func TestSystemdUnitExecution(t *testing.T) {
 		}
 	}()
 
+	stopTimeout, err := time.ParseDuration(u.get("Service", "TimeoutStopSec"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	waitNotify(t, notify, "READY=1", exited)
 	checkBoundingSet(t, cmd.Process.Pid, u.get("Service", "CapabilityBoundingSet"))
 
@@ -340,6 +369,29 @@ func TestSystemdUnitExecution(t *testing.T) {
 	}
 	waitLog(t, logs, "configuration reloaded")
 
+	// The keeper's daemon killed: the keeper starts it again with the
+	// kept descriptors, and the same mount serves the node made before.
+	var before syscall.Stat_t
+	if err := syscall.Stat(mnt, &before); err != nil {
+		t.Fatal(err)
+	}
+	child := keeperChild(t, cmd.Process.Pid)
+	if err := syscall.Kill(child, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, logs, "serving the kept mounts again")
+	waitLog(t, logs, "keeper: the daemon is ready")
+	if err := syscall.Stat(node, &st); err != nil || st.Rdev != mkdev(1, 3) {
+		t.Fatalf("stat %s after the daemon was killed: %v", node, err)
+	}
+	var after syscall.Stat_t
+	if err := syscall.Stat(mnt, &after); err != nil || after.Dev != before.Dev {
+		t.Fatalf("the mount after the kill: device %d (%v), was %d", after.Dev, err, before.Dev)
+	}
+	if again := keeperChild(t, cmd.Process.Pid); again == child {
+		t.Fatalf("the keeper's daemon is still pid %d", child)
+	}
+
 	// systemctl stop: SIGTERM, then STOPPING=1, exit 0, no mount left.
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -348,10 +400,14 @@ func TestSystemdUnitExecution(t *testing.T) {
 	select {
 	case <-exited:
 		if waitErr != nil {
-			t.Fatalf("devfsd exited: %v", waitErr)
+			var rest []string
+			for l := range logs {
+				rest = append(rest, l)
+			}
+			t.Fatalf("devfsd exited: %v; its last log lines:\n%s", waitErr, strings.Join(rest[max(0, len(rest)-20):], "\n"))
 		}
-	case <-time.After(15 * time.Second): // the unit's TimeoutStopSec
-		t.Fatal("devfsd did not stop within TimeoutStopSec")
+	case <-time.After(stopTimeout):
+		t.Fatalf("devfsd did not stop within TimeoutStopSec (%v)", stopTimeout)
 	}
 	if mounted(t, mnt) {
 		t.Fatalf("%s is still mounted after a clean stop", mnt)
@@ -513,5 +569,34 @@ func TestSystemdRealPID1(t *testing.T) {
 	t.Logf("%s", out)
 	if err != nil {
 		t.Fatalf("run-under-systemd.sh: %v", err)
+	}
+}
+
+// keeperChild returns the one child of the keeper (pid), the daemon,
+// once it has exec'd the daemon (its command line says mount).
+func keeperChild(t *testing.T, pid int) int {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+		var kids []int
+		for _, f := range tasks {
+			b, _ := os.ReadFile(f)
+			for _, w := range strings.Fields(string(b)) {
+				if k, err := strconv.Atoi(w); err == nil {
+					kids = append(kids, k)
+				}
+			}
+		}
+		if len(kids) == 1 {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", kids[0]))
+			if args := strings.Split(string(b), "\x00"); len(args) > 1 && args[1] == "mount" {
+				return kids[0]
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the keeper %d has children %v, want one daemon", pid, kids)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -13,13 +13,16 @@ import (
 
 const keeperUsage = `usage: devfsd keeper [flags] -- devfsd mount [flags] DIR
 
-Runs the daemon under a descriptor keeper, for machines without systemd:
-the daemon stores its /dev/fuse descriptors with the keeper (systemd's
-FDSTORE=1 protocol over NOTIFY_SOCKET), and when it dies (SIGKILL, OOM,
-a crash) the keeper starts it again with them (LISTEN_FDS), so the mount
-and its views never go dead: callers wait, and the new daemon answers.
-A clean stop of the daemon (SIGTERM, which the keeper passes on) ends the
-keeper. See docs/operator.md, "Staying up".
+Runs the daemon under a descriptor keeper: the daemon stores its
+/dev/fuse descriptors with the keeper (systemd's FDSTORE=1 protocol over
+NOTIFY_SOCKET), and when it dies (SIGKILL, OOM, a crash) the keeper
+starts it again with them (LISTEN_FDS) as soon as its main thread is
+dead, so the mount and its views never go dead: callers wait, and the
+new daemon answers. It follows the daemon across "devfsd ctl upgrade".
+Under systemd (devfsd@.service runs it) it passes what it keeps on to
+the unit's descriptor store, so that a crash of the keeper itself is
+covered too. SIGTERM and SIGINT go to the daemon, whose clean stop ends
+the keeper; SIGHUP goes to the daemon. See docs/operator.md, "Staying up".
 
 flags:
 `
@@ -31,7 +34,7 @@ func runKeeper(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("devfsd keeper", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), keeperUsage); fs.PrintDefaults() }
-	fs.StringVar(&o.Dir, "runtime-dir", "", "`directory` for the notify socket, writable only by the keeper's user (default: a new temporary one)")
+	fs.StringVar(&o.Dir, "runtime-dir", "", "`directory` for the notify socket, writable only by the keeper's user, made if missing (default: a new temporary one)")
 	fs.DurationVar(&o.RestartDelay, "restart-delay", 100*time.Millisecond, "pause before starting the daemon again")
 	fs.IntVar(&o.MaxFDs, "fdstore-max", 64, "most descriptors kept (systemd's FileDescriptorStoreMax=)")
 	fs.IntVar(&o.StartLimit, "start-limit", 5, "give up after this many starts in a row that fail before the daemon is ready")
@@ -57,6 +60,7 @@ func runKeeper(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer func() { _ = log.Sync() }()
 	o.Logger = log
+	o.Subreaper = true // follows a successor after `devfsd ctl upgrade`
 	return daemon.RunKeeper(ctx, o)
 }
 

@@ -260,7 +260,9 @@ func TestKeeperKillTest(t *testing.T) {
 	rep, err := killtest.Run(killtest.Target{
 		Mount: d.mnt, View: d.view, ViewAllow: viewAllow, Current: d.current,
 		List: func(ctx context.Context) (wire.List, error) { return d.c.List(ctx, "", true) },
-	}, killtest.Options{Seed: seed, Ready: mountDeadline})
+	}, killtest.Options{Seed: seed, Ready: mountDeadline, OnStall: func(running time.Duration) {
+		t.Logf("a call has run for %v; where the daemons and the callers wait:\n%s", running, killtest.DumpStacks(d.mnt))
+	}})
 	t.Log(rep.Summary())
 	if err != nil {
 		t.Fatal(err)
@@ -283,7 +285,7 @@ func (d *keptDaemon) stopCleanly() {
 	select {
 	case <-d.exited:
 	case <-time.After(3 * exitDeadline):
-		d.t.Fatalf("the keeper did not exit within %v of SIGTERM", 3*exitDeadline)
+		d.t.Fatalf("the keeper did not exit within %v of SIGTERM; where its processes wait:\n%s", 3*exitDeadline, killtest.DumpStacks(d.mnt))
 	}
 	if d.err != nil {
 		d.t.Errorf("the keeper ended with %v, want a clean exit", d.err)

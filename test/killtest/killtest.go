@@ -18,12 +18,14 @@ import (
 	"fmt"
 	"maps"
 	"math/rand"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,6 +46,10 @@ type Target struct {
 	Current func() (pid int, ready bool)
 	// List is GET /v1/list?recursive=true of the daemon's socket.
 	List func(ctx context.Context) (wire.List, error)
+	// Keeper, if set, returns the pid of what keeps the daemon's
+	// descriptors and starts it (devfsd keeper under systemd), for the
+	// kills of Options.KeeperKills.
+	Keeper func() int
 }
 
 // Options of Run; zero fields take the values.
@@ -51,19 +57,31 @@ type Options struct {
 	Workers  int           // 8
 	Duration time.Duration // 10 s: the load runs at least this long
 	Kills    int           // 20
-	MaxCall  time.Duration // 2 s
+	// KeeperKills of the Kills go to Target.Keeper rather than to the
+	// daemon (spread evenly); the daemon the keeper ran must be dead when
+	// the next one serves. 0: none.
+	KeeperKills int
+	MaxCall     time.Duration // 2 s
 	// Ready bounds the wait for a successor's READY=1. Default 20 s.
 	Ready time.Duration
-	Seed  int64
+	// OnStall, if set, is called (from a goroutine of its own, at most
+	// once a second) while a call has been running longer than
+	// MaxCall/2: a chance to look at where the daemon and the callers
+	// wait (DumpStacks) before it ends.
+	OnStall func(running time.Duration)
+	Seed    int64
 }
 
 // Report is what Run saw.
 type Report struct {
-	Kills    int
-	Elapsed  time.Duration
-	Downtime []time.Duration // from each kill to the successor's READY=1, sorted
-	Longest  time.Duration   // the longest call
-	Calls    map[string]int
+	Kills       int
+	KeeperKills int // of Kills, those of the keeper
+	Elapsed     time.Duration
+	Downtime    []time.Duration // from each kill to the successor's READY=1, sorted
+	// KeeperDowntime is Downtime for the keeper's kills alone, sorted.
+	KeeperDowntime []time.Duration
+	Longest        time.Duration // the longest call
+	Calls          map[string]int
 	// Resent counts mknod answered EEXIST and unlink answered ENOENT for
 	// names the worker had not yet made or had not yet removed: a request
 	// the killed daemon carried out and did not answer, resent to its
@@ -73,12 +91,15 @@ type Report struct {
 	Slow     []string // calls longer than MaxCall
 	Lost     []string // acknowledged changes not there at the end
 	Mismatch []string // the kernel's view against GET /v1/list
+	// Survivors are daemons still running when the next one served after
+	// their keeper was killed (two daemons serving one mount).
+	Survivors []string
 }
 
 // Problems lists everything that makes the run a failure.
 func (r Report) Problems() []string {
 	var out []string
-	for _, l := range [][]string{r.Failures, r.Slow, r.Lost, r.Mismatch} {
+	for _, l := range [][]string{r.Failures, r.Slow, r.Lost, r.Mismatch, r.Survivors} {
 		out = append(out, l...)
 	}
 	return out
@@ -90,9 +111,14 @@ func (r Report) Summary() string {
 	if n := len(r.Downtime); n > 0 {
 		med, mx = r.Downtime[n/2], r.Downtime[n-1]
 	}
-	return fmt.Sprintf("%d kills in %v; kill to READY=1: median %v, max %v (%d measured); longest call %v; calls %v; resent %v",
-		r.Kills, r.Elapsed.Round(time.Millisecond), med.Round(time.Millisecond), mx.Round(time.Millisecond), len(r.Downtime),
-		r.Longest.Round(time.Millisecond), r.Calls, r.Resent)
+	keeper := ""
+	if n := len(r.KeeperDowntime); n > 0 {
+		keeper = fmt.Sprintf(" (of those, the keeper's: median %v, max %v)",
+			r.KeeperDowntime[n/2].Round(time.Millisecond), r.KeeperDowntime[n-1].Round(time.Millisecond))
+	}
+	return fmt.Sprintf("%d kills (%d of the keeper) in %v; kill to READY=1: median %v, max %v (%d measured)%s; longest call %v; calls %v; resent %v",
+		r.Kills, r.KeeperKills, r.Elapsed.Round(time.Millisecond), med.Round(time.Millisecond), mx.Round(time.Millisecond), len(r.Downtime),
+		keeper, r.Longest.Round(time.Millisecond), r.Calls, r.Resent)
 }
 
 // Run runs the kill test. Its error is the test's own trouble (a kill that
@@ -116,8 +142,13 @@ func Run(tg Target, o Options) (Report, error) {
 	}
 	old := unix.Umask(0) // the modes asked for are the modes made
 	defer unix.Umask(old)
-	st := &stats{maxCall: o.MaxCall, calls: map[string]int{}, resent: map[string]int{}}
+	st := &stats{maxCall: o.MaxCall, calls: map[string]int{}, resent: map[string]int{}, since: make([]atomic.Int64, o.Workers)}
 	stop := make(chan struct{})
+	if o.OnStall != nil {
+		watchDone := make(chan struct{})
+		defer close(watchDone)
+		go watchStalls(st, o.MaxCall/2, o.OnStall, watchDone)
+	}
 	var wg sync.WaitGroup
 	kept := make([]map[string]bool, o.Workers)
 	for w := range kept {
@@ -152,7 +183,8 @@ func Run(tg Target, o Options) (Report, error) {
 	}
 	ended := stopWorkers()
 	rep.Elapsed = time.Since(start)
-	sort.Slice(rep.Downtime, func(i, j int) bool { return rep.Downtime[i] < rep.Downtime[j] })
+	slices.Sort(rep.Downtime)
+	slices.Sort(rep.KeeperDowntime)
 	st.mu.Lock()
 	rep.Longest, rep.Calls, rep.Resent = st.longest, maps.Clone(st.calls), maps.Clone(st.resent)
 	rep.Failures, rep.Slow = slices.Clone(st.failures), slices.Clone(st.slow)
@@ -190,12 +222,18 @@ func Run(tg Target, o Options) (Report, error) {
 
 // killLoop kills the daemon o.Kills times: at a random moment of each
 // kill's share of the time left once the daemon serves, and every fifth
-// time as soon as the successor has started, before it serves.
+// time as soon as the successor has started, before it serves. Of those
+// that wait for the daemon to serve, o.KeeperKills kill the keeper
+// instead.
 func killLoop(tg Target, o Options, start time.Time, rep *Report) error {
 	rng := rand.New(rand.NewSource(o.Seed))
 	pid, err := wait(tg, o.Ready, 0, true)
 	if err != nil {
 		return err
+	}
+	every := 0
+	if o.KeeperKills > 0 && tg.Keeper != nil {
+		every = max(o.Kills/o.KeeperKills, 1)
 	}
 	for k := 0; k < o.Kills; k++ {
 		if k%5 != 4 {
@@ -203,20 +241,53 @@ func killLoop(tg Target, o Options, start time.Time, rep *Report) error {
 			share := max(left/time.Duration(o.Kills-k), 10*time.Millisecond)
 			time.Sleep(time.Duration(rng.Int63n(int64(share))))
 		}
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			return fmt.Errorf("kill %d (pid %d): %w", k, pid, err)
+		victim, ofKeeper := pid, every > 0 && k%every == 1%every && rep.KeeperKills < o.KeeperKills
+		if ofKeeper {
+			if victim = tg.Keeper(); victim <= 0 {
+				return fmt.Errorf("kill %d: no keeper", k)
+			}
+		}
+		if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+			return fmt.Errorf("kill %d (pid %d): %w", k, victim, err)
 		}
 		rep.Kills++
+		if ofKeeper {
+			rep.KeeperKills++
+		}
 		t0 := time.Now()
 		early := (k+1)%5 == 4
+		old := pid
 		if pid, err = wait(tg, o.Ready, pid, !early); err != nil {
 			return fmt.Errorf("after kill %d: %w", k, err)
 		}
 		if !early {
 			rep.Downtime = append(rep.Downtime, time.Since(t0))
+			if ofKeeper {
+				rep.KeeperDowntime = append(rep.KeeperDowntime, time.Since(t0))
+			}
+		}
+		if ofKeeper {
+			if st := liveState(old); st != "" {
+				rep.Survivors = append(rep.Survivors, fmt.Sprintf("kill %d (the keeper %d): its daemon %d is still running (state %s) while the next one (%d) serves",
+					k, victim, old, st, pid))
+			}
 		}
 	}
 	return nil
+}
+
+// liveState is the state of process pid's main thread ("R", "S", "D",
+// ...), or "" if it is gone or dead (a zombie).
+func liveState(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X' {
+		return ""
+	}
+	return string(b[i+2])
 }
 
 // wait waits for a daemon other than old (ready, if asked), and returns
@@ -236,7 +307,10 @@ func wait(tg Target, d time.Duration, old int, ready bool) (int, error) {
 }
 
 type stats struct {
-	maxCall  time.Duration
+	maxCall time.Duration
+	// since[w] is when worker w's current call began (UnixNano), 0
+	// between calls.
+	since    []atomic.Int64
 	mu       sync.Mutex
 	calls    map[string]int
 	resent   map[string]int
@@ -283,7 +357,9 @@ func worker(tg Target, id int, seed int64, stop <-chan struct{}, st *stats, kept
 	}
 	timed := func(op string, f func() error, allowed ...syscall.Errno) error {
 		t0 := time.Now()
+		st.since[id].Store(t0.UnixNano())
 		err := f()
+		st.since[id].Store(0)
 		st.record(op, time.Since(t0), err, allowed...)
 		return err
 	}
@@ -352,6 +428,70 @@ func worker(tg Target, id int, seed int64, stop <-chan struct{}, st *stats, kept
 			}
 		}
 	}
+}
+
+// watchStalls calls onStall while a worker's call has run longer than
+// after, at most once a second, until done is closed.
+func watchStalls(st *stats, after time.Duration, onStall func(time.Duration), done <-chan struct{}) {
+	t := time.NewTicker(after / 4)
+	defer t.Stop()
+	var last time.Time
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		oldest := time.Duration(0)
+		for w := range st.since {
+			if b := st.since[w].Load(); b != 0 {
+				oldest = max(oldest, time.Since(time.Unix(0, b)))
+			}
+		}
+		if oldest > after && time.Since(last) > time.Second {
+			last = time.Now()
+			onStall(oldest)
+		}
+	}
+}
+
+// DumpStacks returns, for each process whose command line contains
+// match, and for this process, the state and kernel stack of every
+// thread (/proc/PID/task/TID/stack: root only): where the daemon and the
+// callers wait.
+func DumpStacks(match string) string {
+	var b strings.Builder
+	pids := []int{os.Getpid()}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if c, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && strings.Contains(strings.ReplaceAll(string(c), "\x00", " "), match) {
+			pids = append(pids, pid)
+		}
+	}
+	for _, pid := range pids {
+		c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		fmt.Fprintf(&b, "== pid %d: %s\n", pid, strings.ReplaceAll(string(c), "\x00", " "))
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		for _, t := range tasks {
+			stack, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stack", pid, t.Name()))
+			state := liveState(pid)
+			if sb, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name())); err == nil {
+				if i := bytes.LastIndexByte(sb, ')'); i >= 0 && i+2 < len(sb) {
+					state = string(sb[i+2])
+				}
+			}
+			top := strings.TrimSpace(string(stack))
+			if top == "" || state == "S" && !strings.Contains(top, "fuse") && !strings.Contains(top, "rwsem") && !strings.Contains(top, "inode") {
+				continue // an idle thread: not where anything waits on the mount
+			}
+			fmt.Fprintf(&b, "-- tid %s state %s\n%s\n", t.Name(), state, top)
+		}
+	}
+	return b.String()
 }
 
 // Compare checks that dir (the mount; or, with allow, a view showing the
