@@ -230,6 +230,7 @@ func (h *helperd) run(ctx context.Context) error {
 	if h.o.NoPoll {
 		return nil
 	}
+	h.host.Prepare()
 	h.ready()
 	defer sd.SdNotify(false, sd.SdNotifyStopping)
 	return h.serve(ctx, hs)
@@ -345,6 +346,7 @@ func (h *helperd) handle(ctx context.Context, hs *client.HelperStream, rec wire.
 		}
 		h.log.Debug("lookup answered", zap.Uint64("id", rec.ID), zap.String("name", rec.Path),
 			zap.Duration("took", time.Since(start)), zap.Bool("late", client.Code(derr) == wire.CodeUnknownLookup))
+		h.host.Prepare()
 	case "event":
 		k, ok := devfsdconf.ParseKind(rec.Kind)
 		if !ok || k == devfsdconf.Lookup {
