@@ -51,6 +51,7 @@ func (s *Server) handleDone(w http.ResponseWriter, r *http.Request) *apiError {
 		loadErr = errors.New(d.Msg)
 	}
 	ans := wire.DoneAnswer{ID: d.ID}
+	var made []madeNode
 	if len(d.Regs) > 0 {
 		if !s.canWrite(c) {
 			return errf(http.StatusForbidden, wire.CodePermission, "",
@@ -66,7 +67,7 @@ func (s *Server) handleDone(w http.ResponseWriter, r *http.Request) *apiError {
 		// c is the helper (checked above): its changes are the loader's.
 		caller := c.Caller
 		caller.Origin = dcache.OriginLoader
-		if ans, e = s.applyDone(d, skip, caller); e != nil {
+		if made, ans.Existing, e = s.applyDone(d, skip, caller); e != nil {
 			return e
 		}
 		if e := s.durable(r.Context()); e != nil {
@@ -80,8 +81,23 @@ func (s *Server) handleDone(w http.ResponseWriter, r *http.Request) *apiError {
 	} else if err := sess.DoneRegistering(d.ID, loadErr); err != nil {
 		ans.Late = true
 	}
+	// The lookup is released: what is left is the helper's answer, the
+	// nodes as they were registered.
+	if len(made) > 0 {
+		ans.Registered = make([]wire.Node, len(made))
+		for i, m := range made {
+			ans.Registered[i] = nodeOfAttr(m.path, m.n, m.attr)
+		}
+	}
 	writeJSON(w, http.StatusOK, ans)
 	return nil
+}
+
+// madeNode is a node a done registered, with its attributes then.
+type madeNode struct {
+	path string
+	n    *dcache.Node
+	attr dcache.Attr
 }
 
 func unknownLookup(id uint64) *apiError {
@@ -156,37 +172,34 @@ func (s *Server) checkDone(d done) (skip []bool, e *apiError) {
 	return skip, nil
 }
 
-// applyDone makes d's registrations, skipping those skip marks; if one
+// applyDone makes d's registrations, skipping those skip marks, and
+// returns the nodes it made and the paths it skipped as existing; if one
 // fails it unregisters those made (see handleDone) and returns the error.
-func (s *Server) applyDone(d done, skip []bool, caller dcache.Caller) (wire.DoneAnswer, *apiError) {
+func (s *Server) applyDone(d done, skip []bool, caller dcache.Caller) (made []madeNode, existing []string, e *apiError) {
 	ns := s.opts.Namespace
-	ans := wire.DoneAnswer{ID: d.ID, Registered: make([]wire.Node, 0, len(d.Regs))}
-	made := make([]*dcache.Node, 0, len(d.Regs))
-	madeAt := make([]int, 0, len(d.Regs))
+	made = make([]madeNode, 0, len(d.Regs))
 	for i, reg := range d.Regs {
 		if skip[i] {
-			ans.Existing = append(ans.Existing, reg.Path)
+			existing = append(existing, reg.Path)
 			continue
 		}
 		n, err := ns.Register(reg.Path, reg.Spec, caller)
 		if err != nil && d.ExistOK && errors.Is(err, syscall.EEXIST) {
-			ans.Existing = append(ans.Existing, reg.Path)
+			existing = append(existing, reg.Path)
 			continue
 		}
 		if err != nil {
 			for k := len(made) - 1; k >= 0; k-- {
-				p := d.Regs[madeAt[k]].Path
-				if cur, rerr := ns.Resolve(p); rerr == nil && cur == made[k] {
+				p := made[k].path
+				if cur, rerr := ns.Resolve(p); rerr == nil && cur == made[k].n {
 					_ = ns.Unregister(p, caller)
 				}
 			}
 			e := errnoError(err)
 			e.body.Message += "; nothing registered, the lookup is still pending"
-			return ans, inRegistration(i, e)
+			return nil, nil, inRegistration(i, e)
 		}
-		made = append(made, n)
-		madeAt = append(madeAt, i)
-		ans.Registered = append(ans.Registered, nodeOf(reg.Path, n))
+		made = append(made, madeNode{path: reg.Path, n: n, attr: n.Attr()})
 	}
-	return ans, nil
+	return made, existing, nil
 }

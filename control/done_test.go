@@ -361,7 +361,7 @@ func TestDoneRaceLostUndoesItsRegistrations(t *testing.T) {
 		t.Fatal(e)
 	}
 	self := dcache.Caller{Pid: uint32(syscall.Getpid()), Origin: dcache.OriginLoader}
-	_, e = r.srv.applyDone(d, make([]bool, len(d.Regs)), self)
+	_, _, e = r.srv.applyDone(d, make([]bool, len(d.Regs)), self)
 	if e == nil || e.body.Code != wire.CodeExists || e.body.Field != "register[2].path" {
 		t.Fatalf("applyDone: %v", e)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -92,8 +91,13 @@ func queryInt(q url.Values, k string, def, lo, hi int) (int, *apiError) {
 }
 
 func nodeOf(path string, n *dcache.Node) wire.Node {
-	a := n.Attr()
-	w := wire.Node{Path: path, Type: a.Type.String(), Mode: fmt.Sprintf("%04o", a.Mode&dcache.PermMask),
+	return nodeOfAttr(path, n, n.Attr())
+}
+
+// nodeOfAttr is the wire.Node of n at path with attributes a (n's, read
+// earlier).
+func nodeOfAttr(path string, n *dcache.Node, a dcache.Attr) wire.Node {
+	w := wire.Node{Path: path, Type: a.Type.String(), Mode: octal4(a.Mode & dcache.PermMask),
 		Uid: a.Uid, Gid: a.Gid, Ino: a.Ino, Nlink: a.Nlink, Size: a.Size,
 		Mtime: a.Mtime.UTC().Format(time.RFC3339Nano), Ctime: a.Ctime.UTC().Format(time.RFC3339Nano)}
 	switch a.Type {
@@ -103,6 +107,21 @@ func nodeOf(path string, n *dcache.Node) wire.Node {
 		w.Target, _ = n.Readlink()
 	}
 	return w
+}
+
+// octal4 is m as fmt's "%04o" writes it.
+func octal4(m uint32) string {
+	var b [12]byte
+	d := strconv.AppendUint(b[:0], uint64(m), 8)
+	if len(d) >= 4 {
+		return string(d)
+	}
+	var p [4]byte
+	k := copy(p[4-len(d):], d)
+	for i := 0; i < 4-k; i++ {
+		p[i] = '0'
+	}
+	return string(p[:])
 }
 
 func (s *Server) handleStat(w http.ResponseWriter, r *http.Request) *apiError {
@@ -395,7 +414,7 @@ func eventRecord(it item) wire.Record {
 		Kind: ev.Kind.String(), Path: ev.Path, Origin: ev.Caller.Origin.String(), Pid: ev.Caller.Pid}
 	if ev.Kind != dcache.KindLookup {
 		rec.NodeType = ev.Type.String()
-		rec.Mode = fmt.Sprintf("%04o", ev.Mode&dcache.PermMask)
+		rec.Mode = octal4(ev.Mode & dcache.PermMask)
 		rec.Uid, rec.Gid = ev.Uid, ev.Gid
 		if ev.Type.Device() {
 			rec.Major, rec.Minor = ev.Major, ev.Minor

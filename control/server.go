@@ -65,6 +65,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -538,8 +539,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // encodeJSON is v as json.Marshal writes it, with a newline; an answer
 // that cannot be encoded is the internal error's body.
 func encodeJSON(v any) encoded {
-	if n, ok := v.(wire.Node); ok {
-		if b, ok := n.AppendJSON(make([]byte, 0, 256)); ok {
+	switch v := v.(type) {
+	case wire.Node:
+		if b, ok := v.AppendJSON(make([]byte, 0, 256)); ok {
+			return encoded{b: append(b, '\n')}
+		}
+	case wire.DoneAnswer:
+		if b, ok := appendDoneAnswer(make([]byte, 0, 64+256*len(v.Registered)), &v); ok {
 			return encoded{b: append(b, '\n')}
 		}
 	}
@@ -548,6 +554,34 @@ func encodeJSON(v any) encoded {
 		return encoded{b: []byte(`{"error":{"code":"internal","message":"encoding the answer failed"}}` + "\n"), failed: true}
 	}
 	return encoded{b: append(b, '\n')}
+}
+
+// appendDoneAnswer appends a as json.Marshal writes it and reports true,
+// or reports false where it leaves that to json.Marshal (a name skipped
+// as existing, or a node Node.AppendJSON declines).
+func appendDoneAnswer(b []byte, a *wire.DoneAnswer) ([]byte, bool) {
+	if len(a.Existing) > 0 {
+		return b, false
+	}
+	b = append(b, `{"id":`...)
+	b = strconv.AppendUint(b, a.ID, 10)
+	if len(a.Registered) > 0 {
+		b = append(b, `,"registered":[`...)
+		for i := range a.Registered {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			var ok bool
+			if b, ok = a.Registered[i].AppendJSON(b); !ok {
+				return b, false
+			}
+		}
+		b = append(b, ']')
+	}
+	if a.Late {
+		b = append(b, `,"late":true`...)
+	}
+	return append(b, '}'), true
 }
 
 // encoded is an answer's body, encoded.

@@ -12,7 +12,6 @@ package client
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,42 +20,28 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/devfsd/devfsd/control/wire"
 )
 
-// Client talks to one daemon's socket. Safe for concurrent use.
+// Client talks to one daemon's socket. Safe for concurrent use: each
+// request takes a kept-alive connection of its own (conn.go).
 type Client struct {
-	hc   *http.Client
 	path string
+	// Connections are kept alive between requests: a helper answers
+	// every LOOKUP with a request, concurrently if it likes, and a dial
+	// per request would cost the accept and the peer credential each
+	// time.
+	conns pool
 }
 
 // New returns a client of the socket at path. Nothing is dialled yet.
-func New(path string) *Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-		// Connections are kept alive between requests: a helper answers
-		// every LOOKUP with a request, concurrently if it likes, and a
-		// dial per answer would cost the accept and the peer credential
-		// each time. The daemon closes idle ones after 2 minutes; the
-		// client drops them first, so that a request never meets a
-		// connection the daemon is closing.
-		MaxIdleConns:        16,
-		MaxIdleConnsPerHost: 16,
-		IdleConnTimeout:     90 * time.Second,
-	}
-	return &Client{hc: &http.Client{Transport: tr}, path: path}
-}
+func New(path string) *Client { return &Client{path: path} }
 
-// Close drops idle connections.
-func (c *Client) Close() { c.hc.CloseIdleConnections() }
+// Close drops idle connections. The client may still be used.
+func (c *Client) Close() { c.conns.closeIdle(false) }
 
 // Error is an error answer of the daemon.
 type Error struct {
@@ -85,56 +70,76 @@ func Code(err error) string {
 // ErrUnreachable wraps failures to reach the daemon at all.
 var ErrUnreachable = errors.New("the daemon cannot be reached")
 
-func (c *Client) do(ctx context.Context, method, path string, q url.Values, body any) (*http.Response, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	u := "http://devfsd" + path
+// target is path with q as its query.
+func target(path string, q url.Values) string {
 	if len(q) > 0 {
-		u += "?" + q.Encode()
+		return path + "?" + q.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
-	if err != nil {
-		return nil, err
-	}
+	return path
+}
+
+// do sends one request, body (if not nil) as JSON, over one of p's
+// connections, and returns the answer. An error answer (status 300 or
+// more) is an *Error; a daemon that cannot be reached ErrUnreachable
+// wrapped; ctx's end its error.
+//
+// A kept connection the daemon has closed while it was idle (a restart,
+// a shutdown, its idle timeout) is found closed before the request is
+// written, and another one used. A request whose connection failed under
+// it is sent again, once, on a fresh connection if nothing of it can have
+// been acted on: its write failed (the daemon acts on whole requests
+// only), or, for a request that changes nothing or may be repeated
+// (GET; a helper's done, which once taken is answered unknown_lookup),
+// the connection ended before any byte of an answer.
+func (c *Client) do(ctx context.Context, p *pool, method, path string, q url.Values, body any) (answer, error) {
+	var b []byte
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		var err error
+		if b, err = encodeBody(body); err != nil {
+			return answer{}, err
+		}
 	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
+	t := target(path, q)
+	replay := method == http.MethodGet || path == "/v1/helper/done"
+	for fresh := false; ; fresh = true {
+		cn, err := p.get(ctx, c.path, fresh)
+		if err != nil {
+			if ctx.Err() != nil {
+				return answer{}, ctx.Err()
+			}
+			return answer{}, fmt.Errorf("%w: %v", ErrUnreachable, err)
+		}
+		a, written, unread, err := cn.exchange(ctx, method, t, b, body != nil)
+		if err == nil {
+			if a.keep {
+				p.put(cn)
+			} else {
+				cn.c.Close()
+			}
+			if a.status >= 300 {
+				return a, errorOf(a.status, a.body)
+			}
+			return a, nil
+		}
+		cn.c.Close()
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return answer{}, ctx.Err()
 		}
-		return nil, fmt.Errorf("%w: %v", ErrUnreachable, err)
-	}
-	if resp.StatusCode >= 300 {
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var eb wire.ErrorBody
-		if json.Unmarshal(b, &eb) != nil || eb.Error.Code == "" {
-			return nil, &Error{Status: resp.StatusCode, Code: "http_" + fmt.Sprint(resp.StatusCode), Message: strings.TrimSpace(string(b))}
+		if fresh || cn.fresh || !(!written || replay && unread) {
+			return answer{}, fmt.Errorf("%w: %v", ErrUnreachable, err)
 		}
-		return nil, &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message, Field: eb.Error.Field}
 	}
-	return resp, nil
 }
 
 func (c *Client) call(ctx context.Context, method, path string, q url.Values, body, out any) error {
-	resp, err := c.do(ctx, method, path, q, body)
-	if err != nil {
+	a, err := c.do(ctx, &c.conns, method, path, q, body)
+	if err != nil || out == nil {
 		return err
 	}
-	defer resp.Body.Close()
-	if out == nil {
-		_, err = io.Copy(io.Discard, resp.Body)
-		return err
+	if n, ok := out.(*wire.Node); ok {
+		return decodeNode(a.body, n)
 	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return json.Unmarshal(a.body, out)
 }
 
 // Stat returns the node at path ("" is the root).
@@ -242,19 +247,14 @@ func (c *Client) Trigger(ctx context.Context) (wire.Trigger, error) {
 // Metrics returns the daemon's metrics in Prometheus text format (GET
 // /metrics).
 func (c *Client) Metrics(ctx context.Context) (string, error) {
-	resp, err := c.do(ctx, http.MethodGet, "/metrics", nil, nil)
+	a, err := c.do(ctx, &c.conns, http.MethodGet, "/metrics", nil, nil)
 	if err != nil {
 		return "", err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
+	if a.status != http.StatusOK {
+		return "", fmt.Errorf("GET /metrics: %d %s: %s", a.status, http.StatusText(a.status), strings.TrimSpace(string(a.body)))
 	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET /metrics: %s: %s", resp.Status, strings.TrimSpace(string(b)))
-	}
-	return string(b), nil
+	return string(a.body), nil
 }
 
 // Stream is an NDJSON stream of records.
@@ -280,7 +280,7 @@ func (s *Stream) Next() (wire.Record, error) {
 		return rec, io.EOF
 	}
 	s.raw = s.sc.Bytes()
-	err := json.Unmarshal(s.raw, &rec)
+	err := decodeRecord(s.raw, &rec)
 	return rec, err
 }
 
@@ -297,11 +297,42 @@ func (c *Client) Events(ctx context.Context, buffer int) (*Stream, error) {
 	if buffer > 0 {
 		q.Set("buffer", fmt.Sprint(buffer))
 	}
-	resp, err := c.do(ctx, http.MethodGet, "/v1/events", q, nil)
+	return c.stream(ctx, target("/v1/events", q))
+}
+
+// stream opens a stream: GET target on a connection of its own, which
+// the stream's Close closes, as ctx's end does.
+func (c *Client) stream(ctx context.Context, target string) (*Stream, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", c.path)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	cn := &conn{c: nc, br: bufio.NewReaderSize(nc, 64<<10)}
+	stop := cn.bound(ctx)
+	fail := func(err error) (*Stream, error) {
+		stop()
+		nc.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, err
 	}
-	return newStream(resp.Body), nil
+	if err := cn.request(http.MethodGet, target, nil, false); err != nil {
+		return fail(fmt.Errorf("%w: %v", ErrUnreachable, err))
+	}
+	resp, err := http.ReadResponse(cn.br, nil)
+	if err != nil {
+		return fail(fmt.Errorf("%w: %v", ErrUnreachable, err))
+	}
+	if resp.StatusCode >= 300 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return fail(errorOf(resp.StatusCode, b))
+	}
+	return newStream(&streamBody{Reader: resp.Body, c: nc, stop: stop}), nil
 }
 
 // HelperStream is an attached helper's stream of LOOKUP requests and
@@ -310,17 +341,17 @@ type HelperStream struct {
 	*Stream
 	c     *Client
 	hello wire.Record
-	ans   answerConns
+	ans   pool // the answers' connections
 }
 
 // AttachHelper makes the calling process the daemon's loader until the
 // stream is closed or the process exits.
 func (c *Client) AttachHelper(ctx context.Context) (*HelperStream, error) {
-	resp, err := c.do(ctx, http.MethodGet, "/v1/helper", nil, nil)
+	st, err := c.stream(ctx, "/v1/helper")
 	if err != nil {
 		return nil, err
 	}
-	hs := &HelperStream{Stream: newStream(resp.Body), c: c}
+	hs := &HelperStream{Stream: st, c: c}
 	rec, err := hs.Next()
 	if err != nil || rec.Type != "hello" {
 		hs.Close()
@@ -352,65 +383,18 @@ func (hs *HelperStream) Answer(ctx context.Context, req wire.DoneRequest) (wire.
 
 // Close ends the stream and drops the answers' connections.
 func (hs *HelperStream) Close() error {
-	hs.ans.close()
+	hs.ans.closeIdle(true)
 	return hs.Stream.Close()
 }
 
 // answer posts req to /v1/helper/done over one of the stream's answer
-// connections: HTTP/1.1 written and read on the caller's goroutine, on a
-// connection kept alive for the next answer. net/http's client would hand
-// each request to its connection's writer goroutine and the answer back
-// from its reader goroutine: two wake-ups more on the path of every miss
-// a helper answers.
+// connections.
 func (hs *HelperStream) answer(ctx context.Context, req wire.DoneRequest, out *wire.DoneAnswer) error {
-	body, err := json.Marshal(req)
-	if err != nil {
+	a, err := hs.c.do(ctx, &hs.ans, http.MethodPost, "/v1/helper/done", nil, req)
+	if err != nil || out == nil {
 		return err
 	}
-	var (
-		ac     *answerConn
-		status int
-		b      []byte
-		keep   bool
-	)
-	for fresh := false; ; fresh = true {
-		ac, err = hs.ans.get(ctx, hs.c.path, fresh)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("%w: %v", ErrUnreachable, err)
-		}
-		var unread bool
-		status, b, keep, unread, err = ac.post(ctx, "/v1/helper/done", body)
-		if err == nil {
-			break
-		}
-		ac.c.Close()
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		// A kept connection the daemon closed while it was idle (a
-		// restart, a shutdown) took nothing of the request: once more
-		// on a new one. (Were the request taken after all — a daemon
-		// that closed without an answer — the repeat changes nothing: a
-		// done for a lookup no longer pending is unknown_lookup.)
-		if !unread || ac.fresh || fresh {
-			return fmt.Errorf("%w: %v", ErrUnreachable, err)
-		}
-	}
-	if keep {
-		hs.ans.put(ac)
-	} else {
-		ac.c.Close()
-	}
-	if status >= 300 {
-		return errorOf(status, b)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.Unmarshal(b, out)
+	return json.Unmarshal(a.body, out)
 }
 
 // errorOf is the *Error of an error answer.
@@ -420,106 +404,4 @@ func errorOf(status int, b []byte) error {
 		return &Error{Status: status, Code: "http_" + fmt.Sprint(status), Message: strings.TrimSpace(string(b))}
 	}
 	return &Error{Status: status, Code: eb.Error.Code, Message: eb.Error.Message, Field: eb.Error.Field}
-}
-
-// answerConns are a helper stream's kept-alive connections for answers.
-type answerConns struct {
-	mu     sync.Mutex
-	idle   []*answerConn // guarded by mu; most recently used last
-	closed bool          // guarded by mu
-}
-
-// Answer connection bounds: how many are kept, and how long one idle is
-// trusted (the daemon closes idle connections after 2 minutes).
-const (
-	maxIdleAnswerConns = 4
-	answerConnIdle     = 60 * time.Second
-)
-
-type answerConn struct {
-	c     net.Conn
-	br    *bufio.Reader
-	buf   []byte // the request being written, reused
-	used  time.Time
-	fresh bool // dialled for this request, not kept from an earlier one
-}
-
-func (a *answerConns) get(ctx context.Context, path string, fresh bool) (*answerConn, error) {
-	a.mu.Lock()
-	for !fresh && len(a.idle) > 0 {
-		ac := a.idle[len(a.idle)-1]
-		a.idle = a.idle[:len(a.idle)-1]
-		if time.Since(ac.used) < answerConnIdle {
-			a.mu.Unlock()
-			ac.fresh = false
-			return ac, nil
-		}
-		ac.c.Close()
-	}
-	a.mu.Unlock()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", path)
-	if err != nil {
-		return nil, err
-	}
-	return &answerConn{c: c, br: bufio.NewReaderSize(c, 4096), fresh: true}, nil
-}
-
-func (a *answerConns) put(ac *answerConn) {
-	ac.used = time.Now()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.closed || len(a.idle) >= maxIdleAnswerConns {
-		ac.c.Close()
-		return
-	}
-	a.idle = append(a.idle, ac)
-}
-
-func (a *answerConns) close() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.closed = true
-	for _, ac := range a.idle {
-		ac.c.Close()
-	}
-	a.idle = nil
-}
-
-// post sends one POST with a JSON body and reads the answer: its status,
-// its body, and whether the connection may carry the next request. On an
-// error, unread says the write failed or the connection ended before any
-// byte of an answer, as when the daemon had closed it while idle.
-func (ac *answerConn) post(ctx context.Context, path string, body []byte) (status int, rb []byte, keep, unread bool, err error) {
-	if dl, ok := ctx.Deadline(); ok {
-		ac.c.SetDeadline(dl)
-	} else {
-		ac.c.SetDeadline(time.Time{})
-	}
-	stop := context.AfterFunc(ctx, func() { ac.c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	b := ac.buf[:0]
-	b = append(b, "POST "...)
-	b = append(b, path...)
-	b = append(b, " HTTP/1.1\r\nHost: devfsd\r\nContent-Type: application/json\r\nContent-Length: "...)
-	b = strconv.AppendInt(b, int64(len(body)), 10)
-	b = append(b, "\r\n\r\n"...)
-	b = append(b, body...)
-	ac.buf = b
-	if _, err := ac.c.Write(b); err != nil {
-		return 0, nil, false, true, err
-	}
-	if _, err := ac.br.Peek(1); err != nil {
-		return 0, nil, false, err == io.EOF, err
-	}
-	resp, err := http.ReadResponse(ac.br, nil)
-	if err != nil {
-		return 0, nil, false, false, err
-	}
-	rb, err = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return 0, nil, false, false, err
-	}
-	return resp.StatusCode, rb, !resp.Close, false, nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/lookup"
+	"github.com/devfsd/devfsd/test/loopdev"
 )
 
 // A lookup miss applies the uevents the kernel queued before it: these
@@ -55,7 +56,7 @@ func TestMissAppliesQueuedUevents(t *testing.T) {
 	// right; the counts from here on must not move.
 	r.src.Declines("", "no-such-device")
 	st0 := r.src.Stats()
-	i := addLoop(t)
+	i := loopdev.Add(t)
 	name := fmt.Sprintf("loop%d", i)
 	if r.node(name) != "" {
 		t.Fatalf("%s registered with no reader and no miss", name)
@@ -65,12 +66,12 @@ func TestMissAppliesQueuedUevents(t *testing.T) {
 	if r.src.Declines("", name) {
 		t.Fatalf("the first miss of %s after LOOP_CTL_ADD declined it", name)
 	}
-	want := "block " + loopNumber(t, i) + " 0660 0:6"
+	want := "block " + loopdev.Number(t, i) + " 0660 0:6"
 	if got := r.node(name); got != want {
 		t.Fatalf("%s after the miss: %q, want %q", name, got, want)
 	}
 	// A miss of any name applies the remove.
-	removeLoop(t, i)
+	loopdev.Remove(t, i)
 	if !r.src.Declines("", "no-such-device") {
 		t.Fatal("no-such-device not declined")
 	}
@@ -82,7 +83,7 @@ func TestMissAppliesQueuedUevents(t *testing.T) {
 	}
 
 	// Load catches up too.
-	j := addLoop(t)
+	j := loopdev.Add(t)
 	other := fmt.Sprintf("loop%d", j)
 	ctx, cancel := contextWithTimeout(t, wait)
 	defer cancel()
@@ -113,19 +114,19 @@ func TestMissAppliesQueuedUevents(t *testing.T) {
 // queue drained, then a rescan, before the miss answers.
 func TestMissAfterOverrunRescans(t *testing.T) {
 	r := startWithoutReader(t, Options{ReceiveBuffer: 1}) // the kernel's smallest
-	gone := addLoop(t)
+	gone := loopdev.Add(t)
 	goneName := fmt.Sprintf("loop%d", gone)
 	if r.src.Declines("", goneName) || r.node(goneName) == "" {
 		t.Fatalf("%s not registered by a miss", goneName)
 	}
-	num := loopNumber(t, gone)
+	num := loopdev.Number(t, gone)
 	const burst = 1000
 	for range burst {
 		must(t, os.WriteFile(filepath.Join("/sys/dev/block", num, "uevent"), []byte("change"), 0))
 	}
-	came := addLoop(t)
+	came := loopdev.Add(t)
 	cameName := fmt.Sprintf("loop%d", came)
-	removeLoop(t, gone)
+	loopdev.Remove(t, gone)
 	if r.src.Declines("", cameName) {
 		t.Fatalf("the miss of %s declined it after an overrun", cameName)
 	}
@@ -155,10 +156,10 @@ func TestHammerCatchUpWithTheReader(t *testing.T) {
 		t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {
 			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 			r := startReal(t, Options{Logger: zapNop})
-			i := addLoop(t)
+			i := loopdev.Add(t)
 			name := fmt.Sprintf("loop%d", i)
 			until(t, wait, name+" registered", func() bool { return r.node(name) != "" })
-			num := loopNumber(t, i)
+			num := loopdev.Number(t, i)
 			// What was queued while coldplug ran may be stale by right;
 			// a miss applies it, and the counts from here on must not move.
 			r.src.Declines("", "no-such-device")
@@ -191,12 +192,12 @@ func TestHammerCatchUpWithTheReader(t *testing.T) {
 					t.Fatalf("round %d: the change queued before the miss not applied when it returned (SEQNUM %d, was %d)", k, now.Seq, d.Seq)
 				}
 				if k%20 == 0 {
-					j := addLoop(t)
+					j := loopdev.Add(t)
 					other := fmt.Sprintf("loop%d", j)
 					if r.src.Declines("", other) || r.node(other) == "" {
 						t.Fatalf("round %d: the first miss of %s after LOOP_CTL_ADD did not see it", k, other)
 					}
-					removeLoop(t, j)
+					loopdev.Remove(t, j)
 					if !r.src.Declines("", other) || r.node(other) != "" {
 						t.Fatalf("round %d: the first miss of %s after LOOP_CTL_REMOVE still saw it", k, other)
 					}
@@ -238,7 +239,7 @@ func TestResolverMissesAndTheNegativeCache(t *testing.T) {
 
 	t.Run("first lookup", func(t *testing.T) {
 		_, ns, res := newSource(t, false)
-		i := addLoop(t)
+		i := loopdev.Add(t)
 		name := fmt.Sprintf("loop%d", i)
 		n, err := res.Lookup(t.Context(), ns.Root(), name, user)
 		if err != nil || n.Type() != dcache.TypeBlock {
@@ -247,8 +248,8 @@ func TestResolverMissesAndTheNegativeCache(t *testing.T) {
 	})
 	t.Run("cached miss", func(t *testing.T) {
 		_, ns, res := newSource(t, true)
-		i := freeLoop(t)
-		removeLoopCleanup(t, i)
+		i := loopdev.Free(t)
+		loopdev.RemoveAtCleanup(t, i)
 		name := fmt.Sprintf("loop%d", i)
 		if _, err := res.Lookup(t.Context(), ns.Root(), name, user); !errors.Is(err, syscall.ENOENT) {
 			t.Fatalf("lookup of %s before LOOP_CTL_ADD: %v", name, err)
@@ -259,7 +260,7 @@ func TestResolverMissesAndTheNegativeCache(t *testing.T) {
 		if !negative {
 			t.Fatalf("the miss of %s is not cached", name)
 		}
-		must(t, loopCtl(unix.LOOP_CTL_ADD, i))
+		must(t, loopdev.Ctl(unix.LOOP_CTL_ADD, i))
 		until(t, wait, name+" found by a lookup despite the cached miss", func() bool {
 			n, err := res.Lookup(t.Context(), ns.Root(), name, user)
 			return err == nil && n.Type() == dcache.TypeBlock

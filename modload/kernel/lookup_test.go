@@ -13,6 +13,7 @@ import (
 
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/lookup"
+	"github.com/devfsd/devfsd/test/loopdev"
 )
 
 // resolver puts the source behind package lookup, as the daemon does.
@@ -28,8 +29,8 @@ func resolver(r *rig, timeout time.Duration) *lookup.Resolver {
 // one run of modprobe, and every lookup answers with the kernel's device.
 func TestConcurrentMissesRunModprobeOnce(t *testing.T) {
 	needKernel(t)
-	i := freeLoop(t)
-	removeLoopCleanup(t, i)
+	i := loopdev.Free(t)
+	loopdev.RemoveAtCleanup(t, i)
 	name := fmt.Sprintf("loop%d", i)
 	log := filepath.Join(t.TempDir(), "runs")
 	hold := filepath.Join(t.TempDir(), "hold")

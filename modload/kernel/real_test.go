@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/test/loopdev"
 )
 
 // These tests act on the real kernel: its sysfs, its uevents, loop
@@ -39,87 +40,6 @@ func needKernel(t *testing.T) {
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		t.Skipf("no loop-control: %v", err)
 	}
-}
-
-// loopCtl runs a LOOP_CTL_ADD or LOOP_CTL_REMOVE of index i.
-func loopCtl(req uintptr, i int) error {
-	f, err := os.OpenFile("/dev/loop-control", os.O_RDWR|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), req, uintptr(i)); e != 0 {
-		return e
-	}
-	return nil
-}
-
-// freeLoop returns a loop index ≥ 100 that no loop device has now.
-func freeLoop(t *testing.T) int {
-	t.Helper()
-	for range 1000 {
-		i := 100 + rand.IntN(900)
-		if _, err := os.Stat(fmt.Sprintf("/sys/block/loop%d", i)); errors.Is(err, fs.ErrNotExist) {
-			return i
-		}
-	}
-	t.Fatal("no free loop index")
-	return 0
-}
-
-// removeLoopCleanup removes loop i at the end of the test if it exists.
-func removeLoopCleanup(t *testing.T, i int) {
-	t.Cleanup(func() {
-		if _, err := os.Stat(fmt.Sprintf("/sys/block/loop%d", i)); err != nil {
-			return
-		}
-		var err error
-		ok := pollFor(wait, func() bool {
-			err = loopCtl(unix.LOOP_CTL_REMOVE, i)
-			return err == nil || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO)
-		})
-		if !ok {
-			t.Errorf("loop%d left behind: %v", i, err)
-		}
-	})
-}
-
-// addLoop makes a new loop device and returns its index; it is removed
-// at the end of the test.
-func addLoop(t *testing.T) int {
-	t.Helper()
-	for range 100 {
-		i := freeLoop(t)
-		err := loopCtl(unix.LOOP_CTL_ADD, i)
-		if errors.Is(err, unix.EEXIST) {
-			continue // taken meanwhile
-		}
-		if err != nil {
-			t.Fatalf("LOOP_CTL_ADD %d: %v", i, err)
-		}
-		removeLoopCleanup(t, i)
-		return i
-	}
-	t.Fatal("no loop index could be added")
-	return 0
-}
-
-func removeLoop(t *testing.T, i int) {
-	t.Helper()
-	var err error
-	if !pollFor(wait, func() bool { err = loopCtl(unix.LOOP_CTL_REMOVE, i); return !errors.Is(err, unix.EBUSY) }) || err != nil {
-		t.Fatalf("LOOP_CTL_REMOVE %d: %v", i, err)
-	}
-}
-
-// loopNumber is loop i's device number as sysfs says it ("7:123").
-func loopNumber(t *testing.T, i int) string {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/sys/block/loop%d/dev", i))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
 }
 
 func trigger(t *testing.T, number, action string) {
@@ -154,9 +74,9 @@ func TestHotplugLoopDevice(t *testing.T) {
 	r := startReal(t, Options{})
 	r.src.Declines("", "no-such-device") // a uevent queued while coldplug ran may be stale by right
 	st0 := r.src.Stats()
-	i := addLoop(t)
+	i := loopdev.Add(t)
 	name := fmt.Sprintf("loop%d", i)
-	num := loopNumber(t, i)
+	num := loopdev.Number(t, i)
 	want := "block " + num + " 0660 0:6"
 	until(t, wait, name+" registered", func() bool { return r.node(name) == want })
 	d, registered, ok := r.src.Info(name)
@@ -184,7 +104,7 @@ func TestHotplugLoopDevice(t *testing.T) {
 		t.Fatal("echo change re-registered")
 	}
 
-	removeLoop(t, i)
+	loopdev.Remove(t, i)
 	until(t, wait, name+" unregistered", func() bool { return r.node(name) == "" })
 	if _, _, ok := r.src.Info(name); ok {
 		t.Error("Info of a removed device")
@@ -229,7 +149,7 @@ func TestForgedUeventIsIgnored(t *testing.T) {
 		t.Fatal("a forged uevent made a device known")
 	}
 	// The forged SEQNUM did not stop the kernel's uevents from applying.
-	i := addLoop(t)
+	i := loopdev.Add(t)
 	until(t, wait, "a real add after the forged ones", func() bool { return r.node(fmt.Sprintf("loop%d", i)) != "" })
 	if st := r.src.Stats(); st.Stale != st0.Stale {
 		t.Errorf("stale %d, %d at the start", st.Stale, st0.Stale)
@@ -263,8 +183,8 @@ func (r *rig) sysfsDiff(root string) []string {
 
 func TestOverrunRescansToSysfs(t *testing.T) {
 	r := startReal(t, Options{ReceiveBuffer: 1}) // the kernel's smallest
-	gone := addLoop(t)
-	num := loopNumber(t, gone)
+	gone := loopdev.Add(t)
+	num := loopdev.Number(t, gone)
 	until(t, wait, "the first loop device registered", func() bool { return r.node(fmt.Sprintf("loop%d", gone)) != "" })
 	// Stall the reader (it blocks applying the next uevent) while the
 	// kernel sends a burst, a device comes and a device goes.
@@ -279,8 +199,8 @@ func TestOverrunRescansToSysfs(t *testing.T) {
 	var came int
 	func() {
 		defer r.src.mu.Unlock()
-		came = addLoop(t)
-		removeLoop(t, gone)
+		came = loopdev.Add(t)
+		loopdev.Remove(t, gone)
 	}()
 	until(t, wait, "an overrun and a rescan", func() bool { st := r.src.Stats(); return st.Overruns >= 1 && st.Rescans >= 1 })
 	var diff []string
@@ -425,7 +345,7 @@ func fakeModprobe(mode string) int {
 	case "loop":
 		var i int
 		fmt.Sscan(os.Getenv("KERNEL_TEST_LOOP"), &i)
-		if err := loopCtl(unix.LOOP_CTL_ADD, i); err != nil {
+		if err := loopdev.Ctl(unix.LOOP_CTL_ADD, i); err != nil {
 			fmt.Fprintln(os.Stderr, "LOOP_CTL_ADD:", err)
 			return 1
 		}
@@ -457,8 +377,8 @@ func devnameFile(t *testing.T, lines ...string) string {
 
 func TestAutoloadWaitsForTheKernelsAdd(t *testing.T) {
 	needKernel(t)
-	i := freeLoop(t)
-	removeLoopCleanup(t, i)
+	i := loopdev.Free(t)
+	loopdev.RemoveAtCleanup(t, i)
 	name := fmt.Sprintf("loop%d", i)
 	log := filepath.Join(t.TempDir(), "runs")
 	hold := filepath.Join(t.TempDir(), "hold")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/devfsd/devfsd/control/wire"
+	"github.com/devfsd/devfsd/test/loopdev"
 )
 
 // Issue 18 item 6 through a real daemon with `--devices=kernel`: `ctl
@@ -19,7 +20,7 @@ import (
 // event has origin kernel, `ctl trigger` rescans, and /metrics counts the
 // uevents and the rescan.
 func TestKernelDevicesCtlInfoTrigger(t *testing.T) {
-	needLoopControl(t)
+	loopdev.Need(t)
 	d := startCtl(t, "--devices=kernel")
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -45,7 +46,7 @@ func TestKernelDevicesCtlInfoTrigger(t *testing.T) {
 	stopEvents := func() map[string]string { cancel(); st.Close(); return <-origins }
 	t.Cleanup(func() { cancel(); st.Close() })
 
-	i := newLoop(t)
+	i := loopdev.Add(t)
 	name := fmt.Sprintf("loop%d", i)
 	num, err := os.ReadFile(fmt.Sprintf("/sys/block/%s/dev", name))
 	if err != nil {

@@ -2,22 +2,19 @@ package integration
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/devfsd/devfsd/test/harness"
+	"github.com/devfsd/devfsd/test/loopdev"
 )
 
 // Issue 18 through a real mount: the daemon with `--devices=kernel`
@@ -27,74 +24,6 @@ import (
 // miss through modules.devname and the modprobe program.
 
 const kernelDeadline = 20 * time.Second
-
-func needLoopControl(t *testing.T) {
-	t.Helper()
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		t.Skipf("no loop-control: %v", err)
-	}
-	if _, err := os.Stat("/sys/dev/block"); err != nil {
-		t.Skipf("no sysfs: %v", err)
-	}
-}
-
-func loopCtl(req uintptr, i int) error {
-	f, err := os.OpenFile("/dev/loop-control", os.O_RDWR|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), req, uintptr(i)); e != 0 {
-		return e
-	}
-	return nil
-}
-
-func freeLoopIndex(t *testing.T) int {
-	t.Helper()
-	for range 1000 {
-		i := 100 + rand.IntN(900)
-		if _, err := os.Stat(fmt.Sprintf("/sys/block/loop%d", i)); errors.Is(err, fs.ErrNotExist) {
-			return i
-		}
-	}
-	t.Fatal("no free loop index")
-	return 0
-}
-
-// cleanupLoop removes loop i at the end of the test if it is there.
-func cleanupLoop(t *testing.T, i int) {
-	t.Cleanup(func() {
-		if _, err := os.Stat(fmt.Sprintf("/sys/block/loop%d", i)); err != nil {
-			return
-		}
-		var err error
-		if !harness.Poll(kernelDeadline, 2*time.Millisecond, func() bool {
-			err = loopCtl(unix.LOOP_CTL_REMOVE, i)
-			return !errors.Is(err, unix.EBUSY)
-		}) || err != nil {
-			t.Errorf("loop%d left behind: %v", i, err)
-		}
-	})
-}
-
-func newLoop(t *testing.T) int {
-	t.Helper()
-	for range 100 {
-		i := freeLoopIndex(t)
-		err := loopCtl(unix.LOOP_CTL_ADD, i)
-		if errors.Is(err, unix.EEXIST) {
-			continue
-		}
-		if err != nil {
-			t.Fatalf("LOOP_CTL_ADD %d: %v", i, err)
-		}
-		cleanupLoop(t, i)
-		return i
-	}
-	t.Fatal("no loop device could be made")
-	return 0
-}
 
 // devOf lstats p: "block 7:123", or the error.
 func devOf(p string) (string, error) {
@@ -107,7 +36,7 @@ func devOf(p string) (string, error) {
 }
 
 func TestKernelDevicesHotplug(t *testing.T) {
-	needLoopControl(t)
+	loopdev.Need(t)
 	vdir := viewDir(t, "kernel")
 	vfile := writeFile(t, t.TempDir(), "v.yaml", "mountpoint: "+vdir+"\n")
 	// Hour-long caches: what the mounts show after a uevent is what the
@@ -125,7 +54,7 @@ func TestKernelDevicesHotplug(t *testing.T) {
 		t.Errorf("null: %q %v", got, err)
 	}
 
-	i := freeLoopIndex(t)
+	i := loopdev.Free(t)
 	name := fmt.Sprintf("loop%d", i)
 	// The kernels of both mounts cache the miss first (for an hour).
 	for _, dir := range []string{d.mnt, vdir} {
@@ -133,10 +62,10 @@ func TestKernelDevicesHotplug(t *testing.T) {
 			t.Fatalf("%s before LOOP_CTL_ADD: %v", name, err)
 		}
 	}
-	if err := loopCtl(unix.LOOP_CTL_ADD, i); err != nil {
+	if err := loopdev.Ctl(unix.LOOP_CTL_ADD, i); err != nil {
 		t.Fatalf("LOOP_CTL_ADD %d: %v", i, err)
 	}
-	cleanupLoop(t, i)
+	loopdev.RemoveAtCleanup(t, i)
 	num, err := os.ReadFile(fmt.Sprintf("/sys/block/%s/dev", name))
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +99,7 @@ func TestKernelDevicesHotplug(t *testing.T) {
 		t.Errorf("echo add registered %s again (%d REGISTER)", name, n)
 	}
 
-	if err := loopCtl(unix.LOOP_CTL_REMOVE, i); err != nil {
+	if err := loopdev.Ctl(unix.LOOP_CTL_REMOVE, i); err != nil {
 		t.Fatalf("LOOP_CTL_REMOVE %d: %v", i, err)
 	}
 	for _, dir := range []string{d.mnt, vdir} {
@@ -182,19 +111,19 @@ func TestKernelDevicesHotplug(t *testing.T) {
 // A name a user made through the mount keeps its node when the kernel
 // adds a device of that name, and when the kernel removes it.
 func TestKernelDevicesCollisionKeepsTheUsersNode(t *testing.T) {
-	needLoopControl(t)
+	loopdev.Need(t)
 	d := startCtl(t, "--devices=kernel")
-	i := freeLoopIndex(t)
+	i := loopdev.Free(t)
 	name := fmt.Sprintf("loop%d", i)
 	p := filepath.Join(d.mnt, name)
 	if err := unix.Mknod(p, unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))); err != nil {
 		t.Fatal(err)
 	}
 	ev := watchKinds(t, d)
-	if err := loopCtl(unix.LOOP_CTL_ADD, i); err != nil {
+	if err := loopdev.Ctl(unix.LOOP_CTL_ADD, i); err != nil {
 		t.Fatal(err)
 	}
-	cleanupLoop(t, i)
+	loopdev.RemoveAtCleanup(t, i)
 	// The daemon saw the add (its log says so) and kept the user's node.
 	harness.Until(t, kernelDeadline, "the collision logged", func() bool {
 		return strings.Contains(d.out.String(), "taken by a node devfsd did not register") && strings.Contains(d.out.String(), name)
@@ -202,7 +131,7 @@ func TestKernelDevicesCollisionKeepsTheUsersNode(t *testing.T) {
 	if got, err := devOf(p); err != nil || got != "char 1:3" {
 		t.Fatalf("%s: %q %v, want the user's char 1:3", name, got, err)
 	}
-	if err := loopCtl(unix.LOOP_CTL_REMOVE, i); err != nil {
+	if err := loopdev.Ctl(unix.LOOP_CTL_REMOVE, i); err != nil {
 		t.Fatal(err)
 	}
 	harness.Until(t, kernelDeadline, "the remove seen", func() bool {
@@ -280,9 +209,9 @@ func modprobe(t *testing.T, env ...string) string {
 // program and waits for the kernel's add; 200 concurrent stats run it
 // once; a program that makes nothing ends at loader_timeout with ENOENT.
 func TestKernelDevicesAutoload(t *testing.T) {
-	needLoopControl(t)
-	i := freeLoopIndex(t)
-	cleanupLoop(t, i)
+	loopdev.Need(t)
+	i := loopdev.Free(t)
+	loopdev.RemoveAtCleanup(t, i)
 	name := fmt.Sprintf("loop%d", i)
 	dir := t.TempDir()
 	runs := filepath.Join(dir, "runs")

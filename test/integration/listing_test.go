@@ -13,6 +13,7 @@ import (
 
 	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/test/harness"
+	"github.com/devfsd/devfsd/test/loopdev"
 )
 
 // Issue 17, item 4, through the devfsd binary: the kernel serves a
@@ -199,7 +200,7 @@ func TestListingCacheEveryOrigin(t *testing.T) {
 // The kernel's device source: a loop device made and removed shows in,
 // and goes from, the next listings of the main mount and of a view.
 func TestListingCacheKernelSource(t *testing.T) {
-	needLoopControl(t)
+	loopdev.Need(t)
 	vdir := viewDir(t, "kernel")
 	vfile := writeFile(t, t.TempDir(), "v.yaml", "mountpoint: "+vdir+"\n")
 	d := startCtl(t, "--devices=kernel", "--view="+vfile, "--views-dir="+os.TempDir(),
@@ -229,16 +230,16 @@ func TestListingCacheKernelSource(t *testing.T) {
 	for _, m := range mnts {
 		names(t, m) // the kernels cache the root's listing
 	}
-	i := freeLoopIndex(t)
+	i := loopdev.Free(t)
 	name := fmt.Sprintf("loop%d", i)
-	if err := loopCtl(unix.LOOP_CTL_ADD, i); err != nil {
+	if err := loopdev.Ctl(unix.LOOP_CTL_ADD, i); err != nil {
 		t.Fatalf("LOOP_CTL_ADD %d: %v", i, err)
 	}
-	cleanupLoop(t, i)
+	loopdev.RemoveAtCleanup(t, i)
 	for _, m := range mnts {
 		harness.Until(t, kernelDeadline, name+" listed in "+m, func() bool { return listedAs(t, m, name, true) })
 	}
-	if err := loopCtl(unix.LOOP_CTL_REMOVE, i); err != nil {
+	if err := loopdev.Ctl(unix.LOOP_CTL_REMOVE, i); err != nil {
 		t.Fatalf("LOOP_CTL_REMOVE %d: %v", i, err)
 	}
 	for _, m := range mnts {

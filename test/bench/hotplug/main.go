@@ -49,6 +49,7 @@ import (
 
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload/kernel"
+	"github.com/devfsd/devfsd/test/loopdev"
 )
 
 var (
@@ -120,7 +121,7 @@ func run() error {
 	made := map[int]bool{}
 	defer func() {
 		for i := range made {
-			_ = loopCtl(unix.LOOP_CTL_REMOVE, i)
+			_ = loopdev.Ctl(unix.LOOP_CTL_REMOVE, i)
 		}
 	}()
 	next := *base
@@ -404,25 +405,13 @@ func startDevfsd(bin string, n int) ([]*target, func(), error) {
 	return ts, stop, nil
 }
 
-func loopCtl(req uintptr, i int) error {
-	f, err := os.OpenFile("/dev/loop-control", os.O_RDWR|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), req, uintptr(i)); e != 0 {
-		return e
-	}
-	return nil
-}
-
 // addFree makes the first free loop index at *next or above.
 func addFree(next *int) (int, error) {
 	for ; *next < 1<<20; *next++ {
 		if _, err := os.Stat(fmt.Sprintf("/sys/block/loop%d", *next)); !errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		err := loopCtl(unix.LOOP_CTL_ADD, *next)
+		err := loopdev.Ctl(unix.LOOP_CTL_ADD, *next)
 		if errors.Is(err, unix.EEXIST) {
 			continue
 		}
@@ -438,7 +427,7 @@ func addFree(next *int) (int, error) {
 func removeLoop(i int) error {
 	deadline := time.Now().Add(*timeout)
 	for {
-		err := loopCtl(unix.LOOP_CTL_REMOVE, i)
+		err := loopdev.Ctl(unix.LOOP_CTL_REMOVE, i)
 		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
 			if err != nil {
 				return fmt.Errorf("LOOP_CTL_REMOVE %d: %w", i, err)

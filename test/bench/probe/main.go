@@ -19,6 +19,9 @@
 //  4. Register through the socket (POST /v1/register from one keep-alive
 //     client) until an lstat on the mount sees the name: latency, and the
 //     POST alone; on a fresh name, and on one whose miss was just cached.
+//  5. (Not by default.) The socket's floors, for scale against item 4: a
+//     request that changes nothing against a raw socket echo, a minimal
+//     HTTP/1.1 loop, a bare net/http server and the daemon (floors.go).
 //
 // Every mount is a separate process started by test/harness with the
 // daemon's defaults (timeouts 1 s, READDIRPLUS auto, the built-in
@@ -98,9 +101,9 @@ var (
 	reps      = flag.Int("reps", 7, "repetitions of items 1 and 2 (medians are taken over them)")
 	phase     = flag.Duration("phase", time.Second, "length of one measured phase of items 1 and 2")
 	thFlag    = flag.String("threads", "1,8", "thread counts of items 1 and 2")
-	items     = flag.String("items", "1,2,3,4", "items to run (1 probes, 2 helper, 3 exec loader, 4 socket register; \"\" none)")
+	items     = flag.String("items", "1,2,3,4", "items to run (1 probes, 2 helper, 3 exec loader, 4 socket register, 5 the socket's floors; \"\" none)")
 	execN     = flag.Int("exec-n", 10, "item 3: misses per loader program")
-	regN      = flag.Int("reg-n", 300, "item 4: registrations per case")
+	regN      = flag.Int("reg-n", 300, "item 4: registrations per case; item 5: samples per server")
 	pprofFile = flag.String("pprof", "", "write a CPU profile of a devfsd daemon serving starts to this file")
 	pprofSecs = flag.Int("pprof-seconds", 10, "length of the -pprof profile")
 	pprofTh   = flag.Int("pprof-threads", 8, "threads of the -pprof run")
@@ -108,11 +111,16 @@ var (
 	pprofOf   = flag.String("pprof-of", "starts", "-pprof: what the daemon serves while profiled: starts (item 1) or register (item 4's fresh names, one client)")
 	opcount   = flag.Int("opcount", 0, "count every FUSE request of this many starts (1 thread) from go-fuse's debug log, on a mount of its own")
 	absentN   = flag.Int("absent", len(absentNames), "absent names a start lstats (at most 8)")
+	floorKind = flag.String("serve-floor", "", "(internal) serve item 5's floor server of this kind at -serve-path")
+	floorPath = flag.String("serve-path", "", "(internal) -serve-floor's socket")
 	oldBin    = flag.String("devfsd-old", "", "a devfsd binary of another tree, measured as devfsd-old (and devfsd-old+helper) in items 1, 2 and 4")
 )
 
 func run(w io.Writer) error {
 	flag.Parse()
+	if *floorKind != "" {
+		return serveFloor(*floorKind, *floorPath)
+	}
 	if *quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -142,8 +150,8 @@ func run(w io.Writer) error {
 		if s == "" && *items == "" {
 			break // none: only -opcount or -pprof
 		}
-		if !slices.Contains([]string{"1", "2", "3", "4"}, s) {
-			return fmt.Errorf("bad -items %q: items are 1, 2, 3, 4", *items)
+		if !slices.Contains([]string{"1", "2", "3", "4", "5"}, s) {
+			return fmt.Errorf("bad -items %q: items are 1, 2, 3, 4, 5", *items)
 		}
 		want[s] = true
 	}
@@ -179,6 +187,11 @@ func run(w io.Writer) error {
 	if want["4"] {
 		if err := socketRegister(w); err != nil {
 			return fmt.Errorf("item 4: %w", err)
+		}
+	}
+	if want["5"] {
+		if err := socketFloors(w); err != nil {
+			return fmt.Errorf("item 5: %w", err)
 		}
 	}
 	if *opcount > 0 {

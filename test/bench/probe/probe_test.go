@@ -22,7 +22,7 @@ func TestQuickRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	prof := t.TempDir() + "/cpu.pprof"
-	cmd := exec.Command(bin, "-quick", "-opcount", "3", "-pprof", prof, "-pprof-seconds", "1", "-pprof-threads", "2")
+	cmd := exec.Command(bin, "-quick", "-items", "1,2,3,4,5", "-opcount", "3", "-pprof", prof, "-pprof-seconds", "1", "-pprof-threads", "2")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -42,6 +42,7 @@ func TestQuickRun(t *testing.T) {
 		"- devfsd: ",
 		"- devfsd+helper: ",
 		"profile in " + prof,
+		"| raw | 10 | ", "| loop | 10 | ", "| net/http | 10 | ", "| devfsd | 10 | ",
 	} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q:\n%s", want, report)
