@@ -66,6 +66,9 @@ func bad(code, field, format string, a ...any) *apiError {
 
 // readBody reads at most MaxBody bytes of r's body.
 func readBody(r *http.Request) ([]byte, *apiError) {
+	if rb, ok := r.Body.(*readBodyOf); ok {
+		return rb.b, nil // read whole by ServeHTTP already
+	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
 	if err != nil {
 		return nil, bad(wire.CodeBadJSON, "", "reading the body: %v", err)
@@ -76,6 +79,15 @@ func readBody(r *http.Request) ([]byte, *apiError) {
 	}
 	return b, nil
 }
+
+// readBodyOf is a request body ServeHTTP has read, b, given to the
+// handler again.
+type readBodyOf struct {
+	*bytes.Reader
+	b []byte
+}
+
+func (*readBodyOf) Close() error { return nil }
 
 // object is a decoded JSON object: each known field's raw value.
 type object map[string]json.RawMessage

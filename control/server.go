@@ -60,7 +60,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -469,7 +468,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		body = b
-		r.Body = io.NopCloser(bytes.NewReader(b))
+		r.Body = &readBodyOf{Reader: bytes.NewReader(b), b: b}
 	}
 	if rt.write && !s.canWrite(c) {
 		e := errf(http.StatusForbidden, wire.CodePermission, "",

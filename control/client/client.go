@@ -394,7 +394,7 @@ func (hs *HelperStream) answer(ctx context.Context, req wire.DoneRequest, out *w
 	if err != nil || out == nil {
 		return err
 	}
-	return json.Unmarshal(a.body, out)
+	return decodeDoneAnswer(a.body, out)
 }
 
 // errorOf is the *Error of an error answer.

@@ -293,3 +293,53 @@ func TestStreamEndsOnClose(t *testing.T) {
 		t.Fatal("Close did not end a Next in progress")
 	}
 }
+
+// A stream opened with a context ends when the context does, as a
+// net/http response body did.
+func TestStreamEndsWithItsContext(t *testing.T) {
+	f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.Write([]byte(`{"type":"hello","pid":1}` + "\n"))
+		http.NewResponseController(w).Flush()
+		<-r.Context().Done()
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := New(f.path).Events(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if rec, err := st.Next(); err != nil || rec.Type != "hello" {
+		t.Fatalf("%+v %v", rec, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.Next()
+		done <- err
+	}()
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Next after the context ended: no error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the context's end did not end a Next in progress")
+	}
+}
+
+// A stream's error answer is an *Error, and its connection is closed.
+func TestStreamErrorAnswer(t *testing.T) {
+	f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"error":{"code":"too_many_consumers","message":"64 event streams and waits are open already"}}` + "\n"))
+	})
+	c := New(f.path)
+	if _, err := c.Events(context.Background(), 0); Code(err) != "too_many_consumers" {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := c.AttachHelper(context.Background()); Code(err) != "too_many_consumers" {
+		t.Fatalf("attach: got %v", err)
+	}
+}

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
@@ -123,30 +124,36 @@ type flatValue struct {
 }
 
 func flat(b []byte, sub string, f func(key string, v flatValue) bool) bool {
+	n, ok := flatPrefix(b, sub, f)
+	return ok && trailing(b[n:])
+}
+
+// flatPrefix is flat for an object at the start of b, followed by
+// anything: it returns the object's length.
+func flatPrefix(b []byte, sub string, f func(key string, v flatValue) bool) (int, bool) {
 	i := 0
 	if len(b) == 0 || b[0] != '{' {
-		return false
+		return 0, false
 	}
 	i++
 	if i < len(b) && b[i] == '}' {
-		i++
-		return trailing(b[i:])
+		return i + 1, true
 	}
 	for {
 		key, n, ok := flatString(b[i:])
 		if !ok || i+n >= len(b) || b[i+n] != ':' {
-			return false
+			return 0, false
 		}
 		i += n + 1
 		if i >= len(b) {
-			return false
+			return 0, false
 		}
 		var v flatValue
 		switch c := b[i]; {
 		case c == '"':
 			s, n, ok := flatString(b[i:])
 			if !ok {
-				return false
+				return 0, false
 			}
 			v.str = s
 			i += n
@@ -156,11 +163,11 @@ func flat(b []byte, sub string, f func(key string, v flatValue) bool) bool {
 				j++
 			}
 			if j < len(b) && (b[j] == '.' || b[j] == 'e' || b[j] == 'E') || j-i > 1 && b[i] == '0' {
-				return false
+				return 0, false
 			}
 			num, err := strconv.ParseUint(string(b[i:j]), 10, 64)
 			if err != nil {
-				return false
+				return 0, false
 			}
 			v.num, v.isNum = num, true
 			i = j
@@ -170,26 +177,26 @@ func flat(b []byte, sub string, f func(key string, v flatValue) bool) bool {
 				j++
 			}
 			if j >= len(b) {
-				return false
+				return 0, false
 			}
 			v.obj = b[i : j+1]
 			i = j + 1
 		default:
-			return false
+			return 0, false
 		}
 		if !f(key, v) {
-			return false
+			return 0, false
 		}
 		if i >= len(b) {
-			return false
+			return 0, false
 		}
 		switch b[i] {
 		case ',':
 			i++
 		case '}':
-			return trailing(b[i+1:])
+			return i + 1, true
 		default:
-			return false
+			return 0, false
 		}
 	}
 }
@@ -252,7 +259,16 @@ func str(p *string, v flatValue) bool {
 // decodeNode decodes a node answer into n.
 func decodeNode(b []byte, n *wire.Node) error {
 	var x wire.Node
-	ok := flat(b, "", func(k string, v flatValue) bool {
+	if !flat(b, "", nodeField(&x)) {
+		return json.Unmarshal(b, n)
+	}
+	*n = x
+	return nil
+}
+
+// nodeField is flat's f for a wire.Node.
+func nodeField(x *wire.Node) func(k string, v flatValue) bool {
+	return func(k string, v flatValue) bool {
 		switch k {
 		case "path":
 			return str(&x.Path, v)
@@ -282,12 +298,66 @@ func decodeNode(b []byte, n *wire.Node) error {
 			return num64(&x.Size, v)
 		}
 		return false
-	})
-	if !ok {
-		return json.Unmarshal(b, n)
 	}
-	*n = x
+}
+
+// decodeDoneAnswer decodes a done's answer into a: the plain form the
+// daemon writes, {"id":N,"registered":[nodes],"late":true} with the
+// last two optional, without reflection; any other through encoding/json.
+func decodeDoneAnswer(b []byte, a *wire.DoneAnswer) error {
+	var x wire.DoneAnswer
+	if !fastDoneAnswer(b, &x) {
+		return json.Unmarshal(b, a)
+	}
+	*a = x
 	return nil
+}
+
+func fastDoneAnswer(b []byte, x *wire.DoneAnswer) bool {
+	const id, reg, late = `{"id":`, `,"registered":[`, `,"late":true`
+	if !bytes.HasPrefix(b, []byte(id)) {
+		return false
+	}
+	i := len(id)
+	j := i
+	for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+		j++
+	}
+	if j == i || j-i > 1 && b[i] == '0' || j < len(b) && (b[j] == '.' || b[j] == 'e' || b[j] == 'E') {
+		return false
+	}
+	n, err := strconv.ParseUint(string(b[i:j]), 10, 64)
+	if err != nil {
+		return false
+	}
+	x.ID = n
+	i = j
+	if bytes.HasPrefix(b[i:], []byte(reg)) {
+		i += len(reg)
+		for {
+			var nd wire.Node
+			k, ok := flatPrefix(b[i:], "", nodeField(&nd))
+			if !ok {
+				return false
+			}
+			x.Registered = append(x.Registered, nd)
+			i += k
+			if i < len(b) && b[i] == ',' {
+				i++
+				continue
+			}
+			if i < len(b) && b[i] == ']' {
+				i++
+				break
+			}
+			return false
+		}
+	}
+	if bytes.HasPrefix(b[i:], []byte(late)) {
+		x.Late = true
+		i += len(late)
+	}
+	return i < len(b) && b[i] == '}' && trailing(b[i+1:])
 }
 
 // decodeRecord decodes a stream's record into r.

@@ -1,7 +1,11 @@
 package client
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
+	"io"
+	"net/http"
 	"reflect"
 	"testing"
 
@@ -100,4 +104,86 @@ func FuzzDecodeRecord(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) { checkDecode(t, b, decodeRecord) })
+}
+
+var headSeeds = []string{
+	"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nDate: Wed, 02 Dec 2026 05:00:00 GMT\r\nContent-Length: 5\r\n\r\nhello",
+	"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
+	"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\ncontent-length: 007\r\n\r\n1234567",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 204 No Content\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+	"HTTP/1.1 200 OK\r\n\r\nbody to the end",
+	"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab",
+}
+
+// plainHead reads what http.ReadResponse reads: where it takes an answer,
+// the same status, body and connection verdict.
+func FuzzPlainHead(f *testing.F) {
+	for _, s := range headSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		br := bufio.NewReaderSize(bytes.NewReader(in), len(in)+16)
+		br.Peek(1)
+		h, ok := plainHead(br)
+		if !ok {
+			return
+		}
+		br.Discard(h.n)
+		body := make([]byte, h.length)
+		_, ferr := io.ReadFull(br, body)
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(in)), nil)
+		if err != nil {
+			t.Fatalf("%q: plainHead took it, http.ReadResponse: %v", in, err)
+		}
+		want, werr := io.ReadAll(resp.Body)
+		if (ferr == nil) != (werr == nil) || ferr == nil && !bytes.Equal(body, want) ||
+			h.status != resp.StatusCode || h.close != resp.Close {
+			t.Fatalf("%q:\n plainHead %+v body %q (%v)\n ReadResponse %d close %v body %q (%v)", in, h, body, ferr, resp.StatusCode, resp.Close, want, werr)
+		}
+	})
+}
+
+func TestPlainHeadTakesTheDaemonsAnswers(t *testing.T) {
+	for i, s := range headSeeds[:4] {
+		br := bufio.NewReader(bytes.NewReader([]byte(s)))
+		br.Peek(1)
+		if _, ok := plainHead(br); !ok {
+			t.Errorf("seed %d: not taken", i)
+		}
+	}
+}
+
+var doneAnswerSeeds = []string{
+	`{"id":7}` + "\n",
+	`{"id":8,"registered":[` + nodeSeeds[0][:len(nodeSeeds[0])-1] + `]}` + "\n",
+	`{"id":9,"registered":[` + nodeSeeds[0][:len(nodeSeeds[0])-1] + `,` + nodeSeeds[1] + `],"late":true}`,
+	`{"id":10,"late":true}`, `{"id":11,"registered":[]}`, `{"id":12,"existing":["a"]}`,
+	`{"id":13,"registered":[{"path":"a"},]}`, `{"id":01}`, `{"id":-1}`, `{"id":1,"late":false}`, `{"late":true,"id":3}`,
+	`{"id":18446744073709551616}`, `{"id":1}x`, `{"id":1,"registered":[{"path":"a\"b"}]}`,
+}
+
+func TestDecodeDoneAnswerIsJSONUnmarshal(t *testing.T) {
+	for _, s := range doneAnswerSeeds {
+		checkDecode(t, []byte(s), decodeDoneAnswer)
+	}
+	var a wire.DoneAnswer
+	if err := decodeDoneAnswer([]byte(doneAnswerSeeds[2]), &a); err != nil || !fastDoneAnswer([]byte(doneAnswerSeeds[2]), &wire.DoneAnswer{}) ||
+		len(a.Registered) != 2 || !a.Late || a.ID != 9 || a.Registered[1].Target != "../x" {
+		t.Fatalf("the daemon's form: %+v %v", a, err)
+	}
+}
+
+func FuzzDecodeDoneAnswer(f *testing.F) {
+	for _, s := range doneAnswerSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) { checkDecode(t, b, decodeDoneAnswer) })
 }

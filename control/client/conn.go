@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -187,6 +188,14 @@ func (cn *conn) exchange(ctx context.Context, method, target string, body []byte
 	if _, err := cn.br.Peek(1); err != nil {
 		return a, true, err == io.EOF, err
 	}
+	if h, ok := plainHead(cn.br); ok {
+		cn.br.Discard(h.n)
+		b := make([]byte, h.length)
+		if _, err := io.ReadFull(cn.br, b); err != nil {
+			return a, true, false, err
+		}
+		return answer{status: h.status, body: b, keep: !h.close}, true, false, nil
+	}
 	resp, err := http.ReadResponse(cn.br, nil)
 	if err != nil {
 		return a, true, false, err
@@ -197,6 +206,98 @@ func (cn *conn) exchange(ctx context.Context, method, target string, body []byte
 		return a, true, false, err
 	}
 	return answer{status: resp.StatusCode, body: b, keep: !resp.Close}, true, false, nil
+}
+
+// plainHeader reports whether a header line is of the plain kind: a
+// name of letters, digits and dashes, a value of printable ASCII.
+func plainHeader(key, val []byte) bool {
+	for _, c := range key {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	for _, c := range val {
+		if c < 0x20 && c != '\t' || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// head is an answer's head as plainHead reads it.
+type head struct {
+	n      int // its length, the blank line included
+	status int
+	length int  // Content-Length
+	close  bool // Connection: close
+}
+
+// plainHead reads, without consuming it, the head of an answer that is
+// already whole in br's buffer, if it is the plain kind the daemon writes:
+// HTTP/1.1, a status of 200 to 599, one Content-Length, no
+// Transfer-Encoding, no header folded over lines. Anything else it
+// leaves to http.ReadResponse (ok false), which then reads it from the
+// start.
+func plainHead(br *bufio.Reader) (h head, ok bool) {
+	buf, _ := br.Peek(br.Buffered())
+	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	if end < 0 {
+		return h, false
+	}
+	h.n = end + 4
+	lines := buf[:end+2]
+	nl := bytes.Index(lines, []byte("\r\n"))
+	st := lines[:nl]
+	// "HTTP/1.1 201 Created"
+	if len(st) < 12 || string(st[:9]) != "HTTP/1.1 " || len(st) > 12 && st[12] != ' ' || !plainHeader(nil, st) {
+		return h, false
+	}
+	for _, c := range st[9:12] {
+		if c < '0' || c > '9' {
+			return h, false
+		}
+		h.status = h.status*10 + int(c-'0')
+	}
+	if h.status < 200 || h.status > 599 || h.status == 204 || h.status == 304 {
+		return h, false // no answer of the daemon's; 204 and 304 have no body
+	}
+	h.length = -1
+	for rest := lines[nl+2:]; len(rest) > 0; {
+		nl := bytes.Index(rest, []byte("\r\n"))
+		line := rest[:nl]
+		rest = rest[nl+2:]
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || line[0] == ' ' || line[0] == '\t' {
+			return h, false
+		}
+		key, val := line[:colon], bytes.Trim(line[colon+1:], " \t")
+		if !plainHeader(key, val) {
+			return h, false
+		}
+		switch {
+		case bytes.EqualFold(key, []byte("Content-Length")):
+			if h.length >= 0 || len(val) == 0 || len(val) > 9 {
+				return h, false
+			}
+			n := 0
+			for _, c := range val {
+				if c < '0' || c > '9' {
+					return h, false
+				}
+				n = n*10 + int(c-'0')
+			}
+			h.length = n
+		case bytes.EqualFold(key, []byte("Transfer-Encoding")):
+			return h, false
+		case bytes.EqualFold(key, []byte("Connection")):
+			for _, tok := range bytes.Split(val, []byte(",")) {
+				if bytes.EqualFold(bytes.Trim(tok, " \t"), []byte("close")) {
+					h.close = true
+				}
+			}
+		}
+	}
+	return h, h.length >= 0
 }
 
 // streamBody is an open stream's body: closing it closes its connection
