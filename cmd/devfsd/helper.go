@@ -22,7 +22,8 @@ as its module loader and runs the rules of a devfsd.conf(5) file on the
 namespace's events (see docs/devfsd.conf.md). At start it restores saved
 nodes (RESTORE) and runs the REGISTER rules for every node that exists,
 then serves; SIGHUP reloads the configuration (one that cannot be read
-keeps the old one), SIGTERM and SIGINT stop it.
+keeps the old one), SIGTERM and SIGINT stop it. It runs its rules one
+event at a time, on one processor unless GOMAXPROCS is set.
 
 flags:
 `
