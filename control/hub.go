@@ -69,10 +69,19 @@ func (h *Hub) Event(ev dcache.Event) {
 	if h.nsubs.Load() == 0 {
 		return
 	}
-	it := item{ev: ev, at: h.now()}
+	// The clock is read once, and only for an event some subscriber
+	// takes: a helper's stream takes none of its own registrations,
+	// which are made while the lookup they answer waits.
+	var at time.Time
 	h.mu.Lock()
 	for s := range h.subs {
-		s.push(it)
+		if s.filter != nil && !s.filter(&ev) {
+			continue
+		}
+		if at.IsZero() {
+			at = h.now()
+		}
+		s.push(item{ev: ev, at: at})
 	}
 	h.mu.Unlock()
 }
@@ -133,10 +142,8 @@ func (h *Hub) Stats() HubStats {
 		Delivered: h.delivered.Load(), Missed: h.missed.Load()}
 }
 
+// push queues it, which s's filter took.
 func (s *Subscription) push(it item) {
-	if s.filter != nil && !s.filter(&it.ev) {
-		return
-	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

@@ -95,3 +95,32 @@ func TestHubWantsLookupsOnlyWithSubscribers(t *testing.T) {
 		t.Fatal("next a plain Sink: wanted; no next and no subscriber: not")
 	}
 }
+
+// An event every subscriber's filter drops costs no clock read (a
+// helper's stream drops its own registrations, made while a lookup
+// waits); one that a subscriber takes is stamped once, the same for all.
+func TestHubClockOnlyForTakenEvents(t *testing.T) {
+	h := NewHub(nil)
+	reads := 0
+	stamp := time.Unix(1000, 0)
+	h.now = func() time.Time { reads++; return stamp }
+	mine := func(ev *dcache.Event) bool { return ev.Caller.Origin != dcache.OriginLoader }
+	a := h.Subscribe(10, mine)
+	defer a.Close()
+	b := h.Subscribe(10, mine)
+	defer b.Close()
+	h.Event(dcache.Event{Seq: 1, Kind: dcache.KindRegister, Path: "tty0", Caller: dcache.Caller{Origin: dcache.OriginLoader}})
+	if reads != 0 {
+		t.Fatalf("an event no subscriber takes read the clock %d times", reads)
+	}
+	h.Event(dcache.Event{Seq: 2, Kind: dcache.KindRegister, Path: "tty1", Caller: dcache.Caller{Origin: dcache.OriginControl}})
+	if reads != 1 {
+		t.Fatalf("an event two subscribers take read the clock %d times, want 1", reads)
+	}
+	for _, s := range []*Subscription{a, b} {
+		items, _ := s.Take()
+		if len(items) != 1 || items[0].ev.Seq != 2 || !items[0].at.Equal(stamp) {
+			t.Fatalf("taken: %+v", items)
+		}
+	}
+}

@@ -46,14 +46,19 @@ import (
 type batch struct {
 	regs  []wire.RegisterRequest
 	index map[string]int // path -> index in regs
-	errs  []error        // flush failures, for the done's error message
+	// under counts, for each directory a batched path is in (each of its
+	// parents up to the root, ""), the batched paths in it: above's
+	// answer without a look at every path.
+	under map[string]int
+	errs  []error // flush failures, for the done's error message
 }
 
-func newBatch() *batch { return &batch{index: map[string]int{}} }
+func newBatch() *batch { return &batch{index: map[string]int{}, under: map[string]int{}} }
 
 func (b *batch) add(req wire.RegisterRequest) {
 	b.index[req.Path] = len(b.regs)
 	b.regs = append(b.regs, req)
+	forParents(req.Path, func(d string) { b.under[d]++ })
 }
 
 // get returns the batched registration of p, if any.
@@ -75,16 +80,31 @@ func (b *batch) remove(p string) {
 	for j := i; j < len(b.regs); j++ {
 		b.index[b.regs[j].Path] = j
 	}
+	forParents(p, func(d string) {
+		if b.under[d]--; b.under[d] == 0 {
+			delete(b.under, d)
+		}
+	})
+}
+
+// take returns the batched registrations and empties the batch (its
+// errors stay).
+func (b *batch) take() []wire.RegisterRequest {
+	regs := b.regs
+	b.regs, b.index, b.under = nil, map[string]int{}, map[string]int{}
+	return regs
 }
 
 // above reports whether p is a directory some batched path is under.
-func (b *batch) above(p string) bool {
-	for q := range b.index {
-		if p == "" || strings.HasPrefix(q, p+"/") {
-			return true
-		}
+func (b *batch) above(p string) bool { return b.under[p] > 0 }
+
+// forParents calls f with each directory p is in, innermost first, the
+// root ("") last.
+func forParents(p string, f func(dir string)) {
+	for i := strings.LastIndexByte(p, '/'); i >= 0; i = strings.LastIndexByte(p[:i], '/') {
+		f(p[:i])
 	}
-	return false
+	f("")
 }
 
 // nodeOf is the node req registers, as the daemon would answer it.
@@ -139,8 +159,7 @@ func (h *helperHost) flush(ctx context.Context) map[string]bool {
 	if b == nil || len(b.regs) == 0 {
 		return nil
 	}
-	regs := b.regs
-	b.regs, b.index = nil, map[string]int{}
+	regs := b.take()
 	made := make(map[string]bool, len(regs))
 	for _, req := range regs {
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -229,6 +230,7 @@ func (h *helperd) run(ctx context.Context) error {
 	if h.o.NoPoll {
 		return nil
 	}
+	h.host.Prepare()
 	h.ready()
 	defer sd.SdNotify(false, sd.SdNotifyStopping)
 	return h.serve(ctx, hs)
@@ -273,45 +275,45 @@ func (h *helperd) ready() {
 }
 
 // serve handles the helper stream's records, one at a time and in order,
-// until ctx ends (nil) or the daemon ends the stream (an error).
+// until ctx ends (nil) or the daemon ends the stream (an error). Each
+// record is handled on the goroutine that read it: a LOOKUP's answer is
+// on its way with no hand-off between goroutines (each one a wake-up on
+// the path of the miss). SIGHUP's reload runs on a goroutine of its own,
+// between two records (mu): the rules never run twice at once. An end of
+// ctx ends the stream's read (it is the stream's request context).
 func (h *helperd) serve(ctx context.Context, hs *client.HelperStream) error {
-	type next struct {
-		rec wire.Record
-		err error
-	}
-	recs := make(chan next, 64)
-	go func() {
-		for {
-			rec, err := hs.Next()
-			select {
-			case recs <- next{rec, err}:
-			case <-ctx.Done():
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
+	var mu sync.Mutex // held while the rules run: a record, or a reload
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			h.log.Info("stopping")
-			return nil
-		case <-hup:
-			h.reload(ctx)
-		case n := <-recs:
-			if n.err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("helper: the daemon ended the helper stream: %w", n.err)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(stop)
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-hup:
+				mu.Lock()
+				h.reload(ctx)
+				mu.Unlock()
 			}
-			h.handle(ctx, hs, n.rec)
 		}
+	})
+	for {
+		rec, err := hs.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				h.log.Info("stopping")
+				return nil
+			}
+			return fmt.Errorf("helper: the daemon ended the helper stream: %w", err)
+		}
+		mu.Lock()
+		h.handle(ctx, hs, rec)
+		mu.Unlock()
 	}
 }
 
@@ -344,6 +346,7 @@ func (h *helperd) handle(ctx context.Context, hs *client.HelperStream, rec wire.
 		}
 		h.log.Debug("lookup answered", zap.Uint64("id", rec.ID), zap.String("name", rec.Path),
 			zap.Duration("took", time.Since(start)), zap.Bool("late", client.Code(derr) == wire.CodeUnknownLookup))
+		h.host.Prepare()
 	case "event":
 		k, ok := devfsdconf.ParseKind(rec.Kind)
 		if !ok || k == devfsdconf.Lookup {

@@ -45,6 +45,21 @@ func TestBatch(t *testing.T) {
 	if _, ok := b.get("snd/dsp"); ok || len(b.regs) != 2 || b.regs[0].Path != "snd/audio" {
 		t.Fatalf("after remove: %+v", b.regs)
 	}
+	if !b.above("snd") {
+		t.Error("above(snd) after removing one of its two paths: false")
+	}
+	b.remove("snd/audio")
+	if b.above("snd") || !b.above("") {
+		t.Errorf("after removing snd's last path: above(snd) %v, above(\"\") %v; want false, true", b.above("snd"), b.above(""))
+	}
+	b.add(wire.RegisterRequest{Path: "a/b/c", Type: "char"})
+	for p, want := range map[string]bool{"a": true, "a/b": true, "a/b/c": false, "b": false} {
+		if got := b.above(p); got != want {
+			t.Errorf("above(%q) with a/b/c = %v, want %v", p, got, want)
+		}
+	}
+	b.remove("a/b/c")
+	b.add(wire.RegisterRequest{Path: "snd/audio", Type: "symlink", Target: &target})
 	if req, ok := b.get("mixer"); !ok || req.Path != "mixer" {
 		t.Fatalf("index after remove: %+v %v", req, ok)
 	}

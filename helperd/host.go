@@ -44,6 +44,10 @@ type helperHost struct {
 	// batch, while the rules for a LOOKUP run, keeps the registrations
 	// for its done (batch.go); nil otherwise.
 	batch *batch
+	// load is the MODLOAD from the catalogue under way, nil between;
+	// spare is the loader for the next one, made ahead by Prepare.
+	load  *builtinLoad
+	spare *builtin.Loader
 	// execOnRegister reports whether a REGISTER rule that runs a program
 	// matches a name (batch.go); set by helperd for its configuration.
 	execOnRegister func(name string) bool
@@ -132,18 +136,10 @@ func (h *helperHost) Modload(ctx context.Context, devname string) ([]devfsdconf.
 
 // modloadBuiltin is Modload from the built-in catalogue.
 func (h *helperHost) modloadBuiltin(ctx context.Context, devname string) ([]devfsdconf.Event, error) {
-	var evs []devfsdconf.Event
-	reg := modload.RegistrarFunc(func(n modload.Node) error {
-		wn, err := h.register(ctx, n)
-		if err != nil {
-			return err
-		}
-		evs = append(evs, nodeEvent(devfsdconf.Register, wn))
-		return nil
-	})
-	// A loader per load: its "loaded" memory would hide nodes removed by
-	// hand since; registering what exists is harmless (EEXIST).
-	bl := builtin.New(reg, h.log)
+	bl := h.takeLoader()
+	prev := h.load
+	h.load = &builtinLoad{ctx: ctx}
+	defer func() { h.load = prev }()
 	// The modules.devfs plan: the first module that loads (alias,
 	// probe), or every one (probeall); one that fails otherwise than
 	// "no such module" ends the load with its error.
@@ -157,24 +153,63 @@ func (h *helperHost) modloadBuiltin(ctx context.Context, devname string) ([]devf
 		h.log.Debug("MODLOAD by alias", zap.String("name", devname), zap.String("module", name),
 			zap.Bool("probeall", plan.All), zap.Error(err))
 		if err != nil || !plan.All {
-			return evs, err
+			return h.load.evs, err
 		}
 		loaded = true
 	}
 	if loaded {
-		return evs, nil
+		return h.load.evs, nil
 	}
 	dir, base := path.Split(devname)
 	err := bl.Load(ctx, strings.TrimSuffix(dir, "/"), base, dcache.Caller{})
 	if errors.Is(err, syscall.ENOENT) {
 		err = fmt.Errorf("%w: %w", err, fs.ErrNotExist)
 	}
-	return evs, err
+	return h.load.evs, err
 }
 
-// register registers n through the socket, or adds it to the batch;
-// an existing name is EEXIST.
-func (h *helperHost) register(ctx context.Context, n modload.Node) (wire.Node, error) {
+// builtinLoad is one MODLOAD from the catalogue: its context, and a
+// REGISTER event for each node it registered.
+type builtinLoad struct {
+	ctx context.Context
+	evs []devfsdconf.Event
+}
+
+// takeLoader returns a built-in loader that has loaded nothing, for one
+// MODLOAD: a loader's memory of what it loaded would hide nodes removed
+// by hand since (registering what exists is harmless: EEXIST). It is the
+// spare one Prepare made, if any.
+func (h *helperHost) takeLoader() *builtin.Loader {
+	bl := h.spare
+	h.spare = nil
+	if bl == nil {
+		bl = builtin.New(modload.RegistrarFunc(h.registerLoaded), h.log)
+	}
+	return bl
+}
+
+// Prepare makes the next MODLOAD's loader now, between events, rather
+// than on the path of the LOOKUP that needs it.
+func (h *helperHost) Prepare() {
+	if h.spare == nil && h.o.Modprobe == "" {
+		h.spare = builtin.New(modload.RegistrarFunc(h.registerLoaded), h.log)
+	}
+}
+
+// registerLoaded is the Registrar of the built-in loaders: it registers
+// n for the MODLOAD under way.
+func (h *helperHost) registerLoaded(n modload.Node) error {
+	ev, err := h.register(h.load.ctx, n)
+	if err != nil {
+		return err
+	}
+	h.load.evs = append(h.load.evs, ev)
+	return nil
+}
+
+// register registers n through the socket, or adds it to the batch, and
+// returns its REGISTER event; an existing name is EEXIST.
+func (h *helperHost) register(ctx context.Context, n modload.Node) (devfsdconf.Event, error) {
 	req := wire.RegisterRequest{Path: n.Path, Type: n.Type.String(), Mode: config.Mode(n.Perm).String()}
 	uid, gid := int64(n.UID), int64(n.GID)
 	req.Uid, req.Gid = &uid, &gid
@@ -188,11 +223,13 @@ func (h *helperHost) register(ctx context.Context, n modload.Node) (wire.Node, e
 	}
 	if b := h.batch; b != nil {
 		if _, ok := b.get(req.Path); ok {
-			return wire.Node{}, fmt.Errorf("%s: %w", n.Path, syscall.EEXIST)
+			return devfsdconf.Event{}, fmt.Errorf("%s: %w", n.Path, syscall.EEXIST)
 		}
 		if !b.above(req.Path) {
 			b.add(req)
-			return nodeOf(req), nil
+			// The node as the daemon will register it (nodeOf).
+			return devfsdconf.Event{Kind: devfsdconf.Register, Name: n.Path, Mode: n.Type.ModeBits() | n.Perm&07777,
+				UID: n.UID, GID: n.GID, Major: n.Major, Minor: n.Minor}, nil
 		}
 		h.flush(ctx) // a directory after what goes in it: as in Make
 	}
@@ -200,9 +237,12 @@ func (h *helperHost) register(ctx context.Context, n modload.Node) (wire.Node, e
 	defer cancel()
 	wn, err := h.c.Register(cctx, req)
 	if client.Code(err) == wire.CodeExists {
-		return wn, fmt.Errorf("%s: %w", n.Path, syscall.EEXIST)
+		return devfsdconf.Event{}, fmt.Errorf("%s: %w", n.Path, syscall.EEXIST)
 	}
-	return wn, err
+	if err != nil {
+		return devfsdconf.Event{}, err
+	}
+	return nodeEvent(devfsdconf.Register, wn), nil
 }
 
 // modprobe runs --modprobe -k [-C CONF] /dev/NAME, and reports as

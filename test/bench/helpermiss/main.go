@@ -27,6 +27,12 @@
 // Run as root with /dev/fuse. DEVFSD_BIN names the devfsd binary to use;
 // without it cmd/devfsd is built. Figures only compare within one run:
 // note the load (the report's first line).
+//
+// -base BIN compares two builds in the same run: a backend named NAME@base
+// (builtin@base, helperd@base, ...) is NAME with BIN as its daemon (and as
+// `devfsd helper`), and the report adds, for each NAME run both ways, the
+// median of the paired ratios NAME / NAME@base, and each @base backend's
+// ratio to builtin@base.
 package main
 
 import (
@@ -55,6 +61,7 @@ var (
 		"i2c-0 watchdog hwrng btrfs-control autofs uhid rfkill ppp net input dri snd mapper vfio "+
 		"sda sdb sdc sdd sde sdf sdg sdh sdi sdj sdk sdl sdm sdn sdo sdp sdq sdr sds sdt sdu sdv sdw sdx sdy sdz",
 		"names to lstat, each provided by a different catalogue module")
+	base = flag.String("base", "", "a second devfsd `binary`, for the backends named NAME@base")
 )
 
 func main() {
@@ -101,8 +108,13 @@ type bins struct{ devfsd, testhelper string }
 
 func start(name string, bin bins) (*backend, error) {
 	b := &backend{name: name, out: &harness.SyncBuffer{}}
+	kind, isBase := strings.CutSuffix(name, "@base")
+	if isBase {
+		bin.devfsd = *base
+	}
+	os.Setenv("DEVFSD_BIN", bin.devfsd) // the harness's daemon
 	loader := "none"
-	if name == "builtin" {
+	if kind == "builtin" {
 		loader = "builtin"
 	}
 	m, err := harness.Start(harness.Devfsd(), harness.Options{Stats: true,
@@ -112,7 +124,7 @@ func start(name string, bin bins) (*backend, error) {
 	}
 	b.m = m
 	sock := m.Dir + ".sock"
-	switch name {
+	switch kind {
 	case "builtin":
 		return b, nil
 	case "helperd":
@@ -168,7 +180,7 @@ func (b *backend) loads() (float64, error) {
 		return 0, err
 	}
 	loader := "helper"
-	if b.name == "builtin" {
+	if kind, _ := strings.CutSuffix(b.name, "@base"); kind == "builtin" {
 		loader = "builtin"
 	}
 	return mt[fmt.Sprintf(loadsFound, loader)], nil
@@ -178,6 +190,11 @@ func run() error {
 	bs := strings.Split(*backends, ",")
 	if !slices.Contains(bs, "builtin") {
 		return errors.New("-backends must include builtin, the baseline")
+	}
+	for _, name := range bs {
+		if strings.HasSuffix(name, "@base") && *base == "" {
+			return fmt.Errorf("-backends: %s needs -base", name)
+		}
 	}
 	var bin bins
 	var err error
@@ -196,6 +213,8 @@ func run() error {
 	ratios := map[string][]float64{}
 	pooled := map[string][]float64{}
 	perRep := map[string][]float64{}
+	vsBase := map[string][]float64{}     // NAME / NAME@base, paired
+	baseRatios := map[string][]float64{} // NAME@base / builtin@base, paired
 	for rep := 0; rep < *reps; rep++ {
 		var live []*backend
 		closeAll := func() {
@@ -253,6 +272,14 @@ func run() error {
 		}
 		for _, b := range live {
 			ratios[b.name] = append(ratios[b.name], med[b.name]/med["builtin"])
+			if kind, ok := strings.CutSuffix(b.name, "@base"); ok {
+				if _, both := med[kind]; both {
+					vsBase[kind] = append(vsBase[kind], med[kind]/med[b.name])
+				}
+				if _, ok := med["builtin@base"]; ok {
+					baseRatios[b.name] = append(baseRatios[b.name], med[b.name]/med["builtin@base"])
+				}
+			}
 		}
 		closeAll()
 		fmt.Fprintf(os.Stderr, "rep %d:", rep+1)
@@ -269,6 +296,25 @@ func run() error {
 		r := ratios[name]
 		fmt.Printf("| %s | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f–%.2f |\n", name, median(perRep[name]),
 			median(pooled[name]), quantile(pooled[name], 0.9), slices.Max(pooled[name]), median(r), slices.Min(r), slices.Max(r))
+	}
+	if len(vsBase) > 0 || len(baseRatios) > 0 {
+		fmt.Printf("\n-base %s:\n\n", *base)
+		fmt.Println("| backend | NAME / NAME@base, median of paired | min–max | NAME@base / builtin@base, median of paired |")
+		fmt.Println("|---|---:|---:|---:|")
+		for _, name := range bs {
+			kind, ok := strings.CutSuffix(name, "@base")
+			if !ok {
+				continue
+			}
+			v, br := vsBase[kind], baseRatios[name]
+			cell := func(x []float64, f func([]float64) float64) string {
+				if len(x) == 0 {
+					return "–"
+				}
+				return fmt.Sprintf("%.2f", f(x))
+			}
+			fmt.Printf("| %s | %s | %s–%s | %s |\n", kind, cell(v, median), cell(v, slices.Min[[]float64]), cell(v, slices.Max[[]float64]), cell(br, median))
+		}
 	}
 	return nil
 }
