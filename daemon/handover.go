@@ -630,6 +630,7 @@ func (d *Daemon) upgrade(binary string, log *zap.Logger) (res wire.Upgrade, err 
 	}
 	if letGoFirst { // mutant U2 only
 		letGo()
+		time.Sleep(u2Window)
 		tellMainPid(ack.Pid, log)
 		announce()
 	} else {
