@@ -358,6 +358,7 @@ func (d *Daemon) run(ctx context.Context) error {
 	if err := d.keep.reserve(ctx, d.ns, d.x.store); err != nil {
 		return fmt.Errorf("keeping the id ceiling: %w", err)
 	}
+	d.hooks.afterReserve(d.log)
 	switch {
 	case d.ho != nil:
 		if err := d.runHandedOver(); err != nil {

@@ -94,8 +94,13 @@ type keeping struct {
 	ns         *dcache.Namespace
 	stateStore *state.Store
 
-	mu      sync.Mutex // guards below; a leaf
-	file    *state.KeptFile
+	mu   sync.Mutex // guards below; a leaf
+	file *state.KeptFile
+	// stored: file is the memfd the store holds. A new memfd (a fresh
+	// start, or the successor of a handover, whose predecessor's memfd
+	// is still there) replaces the store's only once it lists a mount:
+	// until then a crash leaves the predecessor's in the store.
+	stored  bool
 	kept    state.Kept
 	ceiling atomic.Uint64
 	raising atomic.Bool
@@ -213,7 +218,20 @@ func openKeeping(mountpoint string, log *zap.Logger) *keeping {
 		return k
 	}
 	k.gen, k.floor = kept.Generation, kept.Ceiling
+	// The memfd goes on listing the mounts being served again from the
+	// first write on (Run's id ceiling, before they are resumed): a crash
+	// in between must leave them to the next start, not an empty record
+	// that makes it drop their descriptors.
 	k.kept = state.Kept{Generation: kept.Generation, Ceiling: kept.Ceiling}
+	if !mutantKeptEmptyOnResume {
+		k.kept.Mounts = append(k.kept.Mounts, k.main.KeptMount)
+		for _, m := range kept.Mounts[1:] {
+			if km, ok := k.views[m.Mountpoint]; ok {
+				k.kept.Mounts = append(k.kept.Mounts, km.KeptMount)
+			}
+		}
+	}
+	k.stored = true
 	log.Info("serving the kept mounts again", zap.String("mountpoint", k.main.Mountpoint),
 		zap.Int("views", len(k.views)), zap.Uint64("generation", kept.Generation), zap.Uint64("id_ceiling", kept.Ceiling))
 	return k
@@ -355,8 +373,7 @@ func (k *keeping) writeLocked() error {
 	if k.store == nil {
 		return nil
 	}
-	first := k.file == nil
-	if first {
+	if k.file == nil {
 		f, err := state.NewKeptFile()
 		if err != nil {
 			return err
@@ -366,7 +383,7 @@ func (k *keeping) writeLocked() error {
 	if err := k.file.Write(k.kept); err != nil {
 		return err
 	}
-	if first {
+	if !k.stored && len(k.kept.Mounts) > 0 {
 		// A predecessor that handed its mounts over left its own memfd
 		// there: this one replaces it.
 		if err := k.store.Remove(keptFDName); err != nil {
@@ -375,6 +392,7 @@ func (k *keeping) writeLocked() error {
 		if err := k.store.Store(keptFDName, k.file.Fd()); err != nil {
 			return err
 		}
+		k.stored = true
 	}
 	return nil
 }
@@ -443,7 +461,9 @@ func (k *keeping) added(mountpoint string, view *wire.View, srv *fs.Server) {
 func (k *keeping) resumed(km *keptMount) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.kept.Mounts = append(k.kept.Mounts, km.KeptMount)
+	if !slices.ContainsFunc(k.kept.Mounts, func(m state.KeptMount) bool { return m.Mountpoint == km.Mountpoint }) {
+		k.kept.Mounts = append(k.kept.Mounts, km.KeptMount)
+	}
 	if err := k.writeLocked(); err != nil {
 		k.log.Warn("the kept record cannot be written", zap.Error(err))
 	}
@@ -478,6 +498,12 @@ func (k *keeping) dropped(mountpoint string) {
 func (k *keeping) forget(km *keptMount) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if i := slices.IndexFunc(k.kept.Mounts, func(m state.KeptMount) bool { return m.Mountpoint == km.Mountpoint }); i >= 0 {
+		k.kept.Mounts = slices.Delete(k.kept.Mounts, i, i+1)
+		if err := k.writeLocked(); err != nil {
+			k.log.Warn("the kept record cannot be written", zap.Error(err))
+		}
+	}
 	k.removeLocked(km.FD)
 	for _, n := range km.Specials {
 		k.removeLocked(n)
@@ -502,7 +528,7 @@ func (k *keeping) release() {
 	if k.file != nil {
 		k.removeLocked(keptFDName)
 		k.file.Close()
-		k.file = nil
+		k.file, k.stored = nil, false
 	}
 }
 

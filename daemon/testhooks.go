@@ -31,6 +31,11 @@ package daemon
 //	    of test/harness.PopulateName and test/bench/barefs), so that a
 //	    benchmark starts from a tree the kernel has never seen, as barefs
 //	    builds its tree before mounting.
+//	DEVFSD_TEST_DIE_AFTER_RESERVE=PATH
+//	    if PATH exists once the daemon has written its id ceiling to the
+//	    kept memfd (the first step of Run, before a kept mount is served
+//	    again), the daemon removes PATH and kills itself (SIGKILL): a
+//	    crash at the earliest moment a store can see.
 //	DEVFSD_TEST_PPROF=HOST:PORT
 //	    serves net/http/pprof's handlers on that TCP address (its own
 //	    mux: nothing is added to the control socket or --metrics-addr),
@@ -63,6 +68,7 @@ type testHooks struct {
 	hookFile    string
 	populate    []populateDir
 	pprofAddr   string
+	dieFlag     string
 }
 
 type populateDir struct {
@@ -91,7 +97,22 @@ func testHooksFromEnv() (testHooks, error) {
 		}
 	}
 	h.pprofAddr = os.Getenv("DEVFSD_TEST_PPROF")
+	h.dieFlag = os.Getenv("DEVFSD_TEST_DIE_AFTER_RESERVE")
 	return h, nil
+}
+
+// afterReserve is DEVFSD_TEST_DIE_AFTER_RESERVE's crash; Run calls it
+// right after the id ceiling is kept.
+func (h testHooks) afterReserve(log *zap.Logger) {
+	if h.dieFlag == "" {
+		return
+	}
+	if err := os.Remove(h.dieFlag); err != nil {
+		return // no flag: this start lives
+	}
+	log.Warn("test hook: killed right after the id ceiling was kept (DEVFSD_TEST_DIE_AFTER_RESERVE)")
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {} // SIGKILL is not delivered synchronously to this thread
 }
 
 // populateTree registers DEVFSD_TEST_POPULATE's files; New calls it
