@@ -217,7 +217,7 @@ func (s *Server) listDir(cancel <-chan struct{}, in *fuse.ReadIn, perEntry int) 
 		return nil, nil, st
 	}
 	max := int(in.Size)/perEntry + 1
-	s.nq.ListedFrom(in.NodeId, in.Offset) // before the read: a change after it is noticed
+	s.nq.ListedFrom(in.NodeId, in.Offset, in.Pid) // before the read: a change after it is noticed
 	ctx := s.ctx(cancel, in.Pid)
 	ents, err := s.res.ReadDir(ctx, dir, in.Offset, max, s.caller(&in.InHeader))
 	if err == nil && s.view != nil {
@@ -226,6 +226,9 @@ func (s *Server) listDir(cancel <-chan struct{}, in *fuse.ReadIn, perEntry int) 
 	ctx.release()
 	if err != nil {
 		return nil, nil, s.status("readdir", err)
+	}
+	if len(ents) == 0 {
+		s.nq.ListingEnded(in.NodeId, in.Pid) // the listing's last reply
 	}
 	return dir, ents, fuse.OK
 }

@@ -108,11 +108,11 @@ type NotifyQueue struct {
 	// and a noticeDir would also drop the directory's attributes, making
 	// the next path walk through it a GETATTR round trip.
 	listed map[uint64]struct{}
-	// fills are the directories a listing from offset 0 was served of
-	// (ListedFrom) since their last forced noticeDir, each with whether
-	// its entries changed since, by any origin, this mount's own changes
-	// included (listing_fill.go).
-	fills map[uint64]bool
+	// fills are the listings in progress (ListedFrom), by directory and
+	// listing thread, each with whether the directory's entries changed
+	// since its offset-0 reply was read, by any origin, this mount's own
+	// changes included (listing_fill.go).
+	fills map[uint64]map[uint32]bool
 	// inherited: the kernel may hold listings this process never
 	// served (a mount handed over, resume.go), so every directory is
 	// taken for listed until its first noticeDir is queued; noticed are
@@ -140,7 +140,7 @@ func NewNotifyQueue(size int) *NotifyQueue {
 		size = DefaultNotifyQueue
 	}
 	return &NotifyQueue{max: size, wake: make(chan struct{}, 1), progress: make(chan struct{}),
-		dirs: make(map[uint64]struct{}), listed: make(map[uint64]struct{}), fills: make(map[uint64]bool)}
+		dirs: make(map[uint64]struct{}), listed: make(map[uint64]struct{}), fills: make(map[uint64]map[uint32]bool)}
 }
 
 var _ dcache.Sink = (*NotifyQueue)(nil)
