@@ -117,7 +117,15 @@ func socketFloors(w io.Writer) error {
 			return err
 		}
 		atExit(func() { cmd.Process.Kill(); cmd.Wait() })
-		if !harness.Poll(10*time.Second, 5*time.Millisecond, func() bool { _, err := os.Stat(path); return err == nil }) {
+		// Listening, not only bound: the socket file is there before
+		// listen(2), and a dial in between is refused.
+		if !harness.Poll(10*time.Second, 5*time.Millisecond, func() bool {
+			c, err := net.Dial("unix", path)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		}) {
 			return fmt.Errorf("the %s floor server did not listen", kind)
 		}
 		if kind == "raw" {
