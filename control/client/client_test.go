@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/devfsd/devfsd/control/wire"
+	"github.com/devfsd/devfsd/test/harness"
 )
 
 // fakeDaemon is a net/http server on a Unix socket that counts the
@@ -69,9 +70,9 @@ func (f *fakeDaemon) hit(k string) int {
 // first: it waits (bounded) for one to be idle.
 func (f *fakeDaemon) closeIdle(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	closed := harness.Poll(10*time.Second, time.Millisecond, func() bool {
 		f.mu.Lock()
+		defer f.mu.Unlock()
 		n := 0
 		for c, st := range f.live {
 			if st == http.StateIdle {
@@ -79,14 +80,10 @@ func (f *fakeDaemon) closeIdle(t *testing.T) {
 				n++
 			}
 		}
-		f.mu.Unlock()
-		if n > 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no idle connection to close")
-		}
-		time.Sleep(time.Millisecond)
+		return n > 0
+	})
+	if !closed {
+		t.Fatal("no idle connection to close")
 	}
 }
 

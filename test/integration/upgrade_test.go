@@ -37,19 +37,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	d := startCtl(t, "--view="+vfile, "--views-dir="+filepath.Dir(vmnt))
 	cur := &currentDaemon{pid: d.cmd.Process.Pid}
 	t.Cleanup(func() { cur.stop(t, d.mnt) }) // before the harness's: the last successor
-	// Each successor says READY=1 on the harness's notify socket too:
-	// read, so that none blocks on a full socket.
-	drained := make(chan struct{})
-	defer close(drained)
-	go func() {
-		for {
-			select {
-			case <-d.ready:
-			case <-drained:
-				return
-			}
-		}
-	}()
+	drainReady(t, d.ready)
 
 	var null0 unix.Stat_t
 	if err := unix.Lstat(filepath.Join(d.mnt, "null"), &null0); err != nil {
@@ -345,17 +333,7 @@ func TestUpgradeFailsAndTheDaemonServesOn(t *testing.T) {
 	d := startCtl(t, "--view="+vfile, "--views-dir="+filepath.Dir(vmnt), "--state-dir="+t.TempDir())
 	cur := &currentDaemon{pid: d.cmd.Process.Pid}
 	t.Cleanup(func() { cur.stop(t, d.mnt) })
-	drained := make(chan struct{})
-	defer close(drained)
-	go func() {
-		for {
-			select {
-			case <-d.ready:
-			case <-drained:
-				return
-			}
-		}
-	}()
+	drainReady(t, d.ready)
 	bad := writeFile(t, t.TempDir(), "devfsd-small", "#!/bin/sh\nshift\nexec "+devfsdBin+" mount --max-nodes=3 \"$@\"\n")
 	if err := os.Chmod(bad, 0o755); err != nil {
 		t.Fatal(err)
@@ -409,17 +387,7 @@ func TestUpgradeBySignal(t *testing.T) {
 	d := start(t, opts{args: []string{"--socket=none"}})
 	cur := &currentDaemon{pid: d.cmd.Process.Pid}
 	t.Cleanup(func() { cur.stop(t, d.mnt) })
-	drained := make(chan struct{})
-	defer close(drained)
-	go func() {
-		for {
-			select {
-			case <-d.ready:
-			case <-drained:
-				return
-			}
-		}
-	}()
+	drainReady(t, d.ready)
 	var before unix.Stat_t
 	if err := unix.Lstat(filepath.Join(d.mnt, "null"), &before); err != nil {
 		t.Fatal(err)
@@ -460,17 +428,7 @@ func TestUpgradeKeepsTheStateDir(t *testing.T) {
 	d := startCtl(t, "--state-dir="+sdir)
 	cur := &currentDaemon{pid: d.cmd.Process.Pid}
 	t.Cleanup(func() { cur.stop(t, d.mnt) })
-	drained := make(chan struct{})
-	defer close(drained)
-	go func() {
-		for {
-			select {
-			case <-d.ready:
-			case <-drained:
-				return
-			}
-		}
-	}()
+	drainReady(t, d.ready)
 	old := unix.Umask(0)
 	defer unix.Umask(old)
 	if err := unix.Chmod(filepath.Join(d.mnt, "null"), 0o640); err != nil {
@@ -508,4 +466,21 @@ func TestUpgradeKeepsTheStateDir(t *testing.T) {
 			t.Errorf("%s in a fresh daemon on the state directory: mode %o, %v; want %o", name, st.Mode, err, mode)
 		}
 	}
+}
+
+// drainReady reads the READY=1 messages on ready (the harness's notify
+// socket, which every successor writes to as well) until the test ends,
+// so that no successor blocks on a full socket.
+func drainReady(t *testing.T, ready <-chan string) {
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		for {
+			select {
+			case <-ready:
+			case <-done:
+				return
+			}
+		}
+	}()
 }

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/devfsd/devfsd/test/harness"
 )
 
 // Deadline bounds how long the kernel may keep a removed loop device busy.
@@ -123,14 +125,12 @@ func Remove(t testing.TB, i int) {
 }
 
 func remove(i int) error {
-	deadline := time.Now().Add(Deadline)
-	for {
-		err := Ctl(unix.LOOP_CTL_REMOVE, i)
-		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	var err error
+	harness.Poll(Deadline, 2*time.Millisecond, func() bool {
+		err = Ctl(unix.LOOP_CTL_REMOVE, i)
+		return !errors.Is(err, unix.EBUSY)
+	})
+	return err
 }
 
 // Number is loop i's device number as sysfs gives it ("7:123").
