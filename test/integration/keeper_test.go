@@ -257,23 +257,31 @@ func TestKeeperKillTest(t *testing.T) {
 	}
 	t.Logf("seed %d (DEVFSD_KILL_SEED replays)", seed)
 	d := startKept(t, false)
+	d.killTest(killtest.Options{Seed: seed, Ready: mountDeadline, OnStall: func(running time.Duration) {
+		t.Logf("a call has run for %v; where the daemons and the callers wait:\n%s", running, killtest.DumpStacks(d.mnt))
+	}})
+	d.stopCleanly()
+}
+
+// killTest runs killtest against the kept mount and its view, and fails
+// the test for every problem it reports, and unless the keeper started
+// the daemon again once per kill.
+func (d *keptDaemon) killTest(o killtest.Options) {
+	d.t.Helper()
 	rep, err := killtest.Run(killtest.Target{
 		Mount: d.mnt, View: d.view, ViewAllow: viewAllow, Current: d.current,
 		List: func(ctx context.Context) (wire.List, error) { return d.c.List(ctx, "", true) },
-	}, killtest.Options{Seed: seed, Ready: mountDeadline, OnStall: func(running time.Duration) {
-		t.Logf("a call has run for %v; where the daemons and the callers wait:\n%s", running, killtest.DumpStacks(d.mnt))
-	}})
-	t.Log(rep.Summary())
+	}, o)
+	d.t.Log(rep.Summary())
 	if err != nil {
-		t.Fatal(err)
+		d.t.Fatal(err)
 	}
 	for _, p := range rep.Problems() {
-		t.Error(p)
+		d.t.Error(p)
 	}
 	if n := d.restarts(); n != rep.Kills {
-		t.Errorf("the keeper started the daemon again %d times after %d kills", n, rep.Kills)
+		d.t.Errorf("the keeper started the daemon again %d times after %d kills", n, rep.Kills)
 	}
-	d.stopCleanly()
 }
 
 // stopCleanly stops the keeper with SIGTERM and checks that it ended with
