@@ -18,8 +18,8 @@ import (
 // moment (right after it wrote its id ceiling to the kept memfd, before
 // it served a mount) leaves the mounts to the next start: the memfd still
 // lists them, so the next daemon serves the same mounts (same device
-// numbers) instead of dropping their descriptors, and no caller sees
-// ENOTCONN. Mutant KP3 (mutant_kept_empty) starts the memfd empty on
+// numbers) instead of dropping their descriptors (which ends their
+// connections: ENOTCONN for whoever uses them) and mounting afresh. Mutant KP3 (mutant_kept_empty) starts the memfd empty on
 // resume and fails here.
 func TestKeeperCrashBeforeResumeKeepsTheMount(t *testing.T) {
 	flag := filepath.Join(t.TempDir(), "die-after-reserve")
