@@ -8,6 +8,7 @@
 # pass for a killed one.
 #
 # Line format:  race  build-tag  package  test-name
+# (package DIR:PKG for a package of the module in DIR)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,11 @@ while read -r race tag pkg test; do
 	case "$race" in "" | "#"*) continue ;; esac
 	# The test itself bounds every wait with a deadline; the timeout here is
 	# only a backstop.
-	timeout 300 go test -count=1 -tags "$tag" -run "^${test}\$" "$pkg" >"$out" 2>&1
+	# A package in a module of its own is written DIR:PKG (go test runs in
+	# DIR): third_party/go-fuse:./fuse.
+	dir=.
+	case "$pkg" in *:*) dir=${pkg%%:*} pkg=${pkg#*:} ;; esac
+	(cd "$dir" && timeout 300 go test -count=1 -tags "$tag" -run "^${test}\$" "$pkg") >"$out" 2>&1
 	rc=$?
 	if [ $rc -ne 0 ] && grep -q -- "--- FAIL: ${test}" "$out"; then
 		echo "killed   $race ($tag): $pkg $test"

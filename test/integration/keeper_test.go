@@ -102,8 +102,9 @@ func startKept(t *testing.T, withoutState bool, extra ...string) *keptDaemon {
 		}
 		if t.Failed() {
 			t.Logf("keeper and devfsd output (last 200 lines):\n%s", d.out.Tail(200))
-		} else if os.Getenv("DEVFSD_KEEPER_LOG") != "" {
-			os.WriteFile(os.Getenv("DEVFSD_KEEPER_LOG"), []byte(d.out.String()), 0o644)
+		}
+		if f := os.Getenv("DEVFSD_KEEPER_LOG"); f != "" {
+			os.WriteFile(f, []byte(d.out.String()), 0o644)
 		}
 	})
 	d.waitReady(0)

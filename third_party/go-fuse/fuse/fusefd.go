@@ -134,6 +134,7 @@ func (r *fuseFD) readRequest() (req *requestAlloc, code Status) {
 	req = r.reqPool.Get().(*requestAlloc)
 	dest := r.readPool.Get().([]byte)
 
+	readBufReady(dest)
 	var n int
 	err := handleEINTR(func() error {
 		var err error

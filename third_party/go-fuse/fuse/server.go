@@ -285,6 +285,7 @@ func newServer(fs RawFileSystem, opts *MountOptions) *Server {
 		// this by reading the requests using readv.
 		buf := make([]byte, readBufBytes)
 		buf = alignSlice(buf, unsafe.Sizeof(WriteIn{}), logicalBlockSize, uintptr(readBufSize))
+		prefaultReadBuf(buf) // readbuf.go
 		return buf
 	}
 	return ms
