@@ -48,8 +48,10 @@ import (
 // answered by the successor after the resend; if the old one had already
 // made the change (a mknod waiting for the journal), the successor makes
 // it again on a namespace that has it: the caller sees EEXIST. On a kernel
-// without HAS_RESEND (before 6.9) those requests are never answered: the
-// callers wait until the mount goes.
+// without HAS_RESEND (before 6.9) those requests are never sent again:
+// their callers wait until the mount goes, or until a signal, whose
+// FUSE_INTERRUPT the successor answers by ending the request with EINTR
+// (third_party/go-fuse, orphans.go).
 
 // MountState is what a successor needs, besides the descriptors, to serve
 // a mount: see Server.Handover. It is plain data (JSON).
@@ -330,7 +332,7 @@ func (s *Server) resend(srv *fuse.Server) {
 	switch st := srv.NotifyResend(); st {
 	case fuse.OK:
 	case fuse.ENOSYS:
-		s.log.Warn("the kernel cannot resend requests (no FUSE_HAS_RESEND, Linux < 6.9): requests the predecessor left unanswered stay so")
+		s.log.Warn("the kernel cannot resend requests (no FUSE_HAS_RESEND, Linux < 6.9): requests the predecessor left unanswered stay so until their callers get a signal (then EINTR)")
 	default:
 		s.log.Error("resend: the kernel refused", zap.Stringer("status", st))
 	}

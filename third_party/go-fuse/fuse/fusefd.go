@@ -161,6 +161,7 @@ func (r *fuseFD) readRequest() (req *requestAlloc, code Status) {
 		return nil, EINVAL
 	}
 	opCode := ((*InHeader)(unsafe.Pointer(&req.inputBuf[0]))).Opcode
+	ms.protocolServer.noteRead(((*InHeader)(unsafe.Pointer(&req.inputBuf[0]))).Unique) // orphans.go
 	/* These messages don't expect reply, so they cost nothing for
 	   the kernel to send. Make sure we're not overwhelmed by not
 	   spawning a new reader.

@@ -20,6 +20,9 @@ type protocolServer struct {
 	reqInflight    []*request
 	connectionDead bool
 
+	// Requests a predecessor read and left unanswered (orphans.go).
+	orphanState
+
 	kernelSettings InitIn
 
 	// If set, handleRequest does not flatten withReadv results
@@ -139,6 +142,16 @@ func (ms *protocolServer) dropInflight(req *request) {
 }
 
 func (ms *protocolServer) interruptRequest(unique uint64) Status {
+	st := ms.interruptInflight(unique)
+	if st == EAGAIN && ms.orphans.Load() {
+		return ms.interruptOrphan(unique) // orphans.go
+	}
+	return st
+}
+
+// interruptInflight cancels the request in flight whose unique is unique,
+// or is EAGAIN if there is none (yet).
+func (ms *protocolServer) interruptInflight(unique uint64) Status {
 	ms.interruptMu.Lock()
 	defer ms.interruptMu.Unlock()
 

@@ -183,6 +183,7 @@ func ResumeServer(fs RawFileSystem, fd int, mountPoint string, init InitIn, opts
 		ms.setSplice()
 	}
 	ms.fileSystem.Init(ms)
+	ms.orphans.Store(true) // until NotifyResend (orphans.go)
 	ms.fuseFD.loops.Add(1) // for Serve, as NewServer does
 	return ms, nil
 }
@@ -203,6 +204,9 @@ func (ms *Server) NotifyResend() Status {
 		Status: int32(-NOTIFY_RESEND), // a notify code, as serializeHeader writes it
 	}
 	_, errno := ms.fuseFD.writev([][]byte{h[:]})
+	if errno == 0 {
+		ms.orphans.Store(false) // they come again, to this server
+	}
 	return Status(errno)
 }
 

@@ -1,0 +1,11 @@
+// Copyright 2026 the devfsd authors. All rights reserved.
+// Use of this source code is governed by a BSD-style
+// license that can be found in the LICENSE file.
+
+//go:build !mutant_orphans
+
+package fuse
+
+// orphanEnding: an orphan's interrupt ends it (orphans.go). The mutant
+// (mutant_orphans) answers EAGAIN instead, as go-fuse does.
+const orphanEnding = true
