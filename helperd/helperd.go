@@ -218,6 +218,9 @@ func (h *helperd) run(ctx context.Context) error {
 		var err error
 		hs, err = h.c.AttachHelper(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				return h.stopping()
+			}
 			return fmt.Errorf("helper: attaching to %s: %w", h.o.Socket, err)
 		}
 		defer hs.Close()
@@ -225,6 +228,9 @@ func (h *helperd) run(ctx context.Context) error {
 			zap.Uint32("pid", hs.Hello().Pid))
 	}
 	if err := h.startup(ctx); err != nil {
+		if ctx.Err() != nil {
+			return h.stopping()
+		}
 		return err
 	}
 	if h.o.NoPoll {
@@ -234,6 +240,14 @@ func (h *helperd) run(ctx context.Context) error {
 	h.ready()
 	defer sd.SdNotify(false, sd.SdNotifyStopping)
 	return h.serve(ctx, hs)
+}
+
+// stopping is the end of a helper asked to stop (ctx ended) before it
+// served: a clean stop, as one while it serves is. A SIGTERM during the
+// start-up scan (a stop of the unit soon after a start) is no failure.
+func (h *helperd) stopping() error {
+	h.log.Info("stopping (before the start-up was done)")
+	return nil
 }
 
 // startup restores what RESTORE names and runs the REGISTER rules for

@@ -82,11 +82,11 @@ for n in systemd-journald.service systemd-journald.socket systemd-journald-dev-l
 	ln -sf /dev/null "$u/$n"
 done
 printf '[Unit]\nDescription=devfsd test\nDefaultDependencies=no\n' >$u/devfsd-test.target
-sed -e "s#/usr/local/bin/devfsd#$work/devfsd#; s#/etc/devfsd/devfsd.yaml#$work/devfsd.yaml#" \
+sed -e "s#/usr/local/bin/devfsd#$work/devfsd#g; s#/etc/devfsd/devfsd.yaml#$work/devfsd.yaml#" \
 	-e "s#\$DEVFSD_OPTS#--views-dir=/run/dtest/views \$DEVFSD_OPTS#" \
 	-e "s#^\[Service\]#[Service]\nStandardOutput=append:$work/devfsd.log\nStandardError=append:$work/devfsd.log#" \
 	"$work/devfsd@.service" >$u/devfsd@.service
-sed -e "s#/usr/local/bin/devfsd#$work/devfsd#; s#/etc/devfsd.conf#$work/devfsd.conf#" \
+sed -e "s#/usr/local/bin/devfsd#$work/devfsd#g; s#/etc/devfsd.conf#$work/devfsd.conf#" \
 	-e "s#^\[Service\]#[Service]\nStandardOutput=append:$work/helper.log\nStandardError=append:$work/helper.log#" \
 	"$work/devfsd-helper@.service" >$u/devfsd-helper@.service
 export container=devfsd-test
