@@ -259,6 +259,9 @@ func (d *Daemon) build() (err error) {
 		// Each load is counted (metrics) and audited.
 		Observe: x.observe,
 	})
+	if d.hooks.noResend() {
+		log.Warn("TEST HOOK: the main mount does without HAS_RESEND (DEVFSD_TEST_NO_RESEND)")
+	}
 	d.srv = fs.New(d.res, nq, fs.Options{
 		EntryTimeout:       cfg.EntryTimeout,
 		AttrTimeout:        cfg.AttrTimeout,
@@ -272,6 +275,7 @@ func (d *Daemon) build() (err error) {
 		Logger:             log.Named("fs"),
 		Observer:           x,             // request latency (metrics), once wired
 		Journal:            x.fsJournal(), // changes are answered once kept
+		NoResend:           d.hooks.noResend(),
 	})
 	x.wire(ns, d.res, d.srv, d.hub, d.ks)
 	d.vm = newViewManager(d.srv, mux, cfg.ViewsDir, specialOpts(cfg), log.Named("views"))

@@ -36,6 +36,11 @@ package daemon
 //	    kept memfd (the first step of Run, before a kept mount is served
 //	    again), the daemon removes PATH and kills itself (SIGKILL): a
 //	    crash at the earliest moment a store can see.
+//	DEVFSD_TEST_NO_RESEND=1
+//	    the main mount is made without asking the kernel for HAS_RESEND
+//	    (fs.Options.NoResend), so that a successor serves it as on a
+//	    kernel before 6.9. It must be set for every start of a kept
+//	    mount alike (a keeper passes its environment on).
 //	DEVFSD_TEST_PPROF=HOST:PORT
 //	    serves net/http/pprof's handlers on that TCP address (its own
 //	    mux: nothing is added to the control socket or --metrics-addr),
@@ -69,6 +74,7 @@ type testHooks struct {
 	populate    []populateDir
 	pprofAddr   string
 	dieFlag     string
+	noResendOn  bool
 }
 
 type populateDir struct {
@@ -98,8 +104,12 @@ func testHooksFromEnv() (testHooks, error) {
 	}
 	h.pprofAddr = os.Getenv("DEVFSD_TEST_PPROF")
 	h.dieFlag = os.Getenv("DEVFSD_TEST_DIE_AFTER_RESERVE")
+	h.noResendOn = os.Getenv("DEVFSD_TEST_NO_RESEND") == "1"
 	return h, nil
 }
+
+// noResend is DEVFSD_TEST_NO_RESEND.
+func (h testHooks) noResend() bool { return h.noResendOn }
 
 // afterReserve is DEVFSD_TEST_DIE_AFTER_RESERVE's crash; Run calls it
 // right after the id ceiling is kept.

@@ -24,6 +24,8 @@ func (testHooks) startPprof(*zap.Logger) (func(), error) { return func() {}, nil
 
 func (testHooks) afterReserve(*zap.Logger) {}
 
+func (testHooks) noResend() bool { return false }
+
 func (testHooks) wrapLoader(l modload.Loader, _ *zap.Logger) modload.Loader { return l }
 
 func (testHooks) start(*dcache.Namespace, func(context.Context) error, *zap.Logger) func() {

@@ -56,6 +56,11 @@ type Options struct {
 	// ReaddirplusNever.
 	Readdirplus string
 
+	// NoResend: do not ask the kernel for HAS_RESEND at the mount, so that
+	// a successor serves the mount as it would on a kernel before 6.9
+	// (resume.go); for the tests of that case.
+	NoResend bool
+
 	// ListingCache is how the kernel may cache directory listings
 	// (listing.go): ListingCacheAuto (""), ListingCacheOpenDir or
 	// ListingCacheOff. Mount refuses any other value.
@@ -259,9 +264,11 @@ func (s *Server) mountOptions(direct bool) *fuse.MountOptions {
 		// Mount does its own fallback so that it can report both errors.
 		DirectMountStrict: direct,
 		MaxBackground:     64,
+	}
+	if !s.opts.NoResend {
 		// A successor (resume.go) has the kernel resend what this
 		// server read and did not answer.
-		ExtraCapabilities: fuse.CAP_HAS_RESEND,
+		o.ExtraCapabilities = fuse.CAP_HAS_RESEND
 	}
 	if s.opts.Dev {
 		o.Options = append(o.Options, "dev")

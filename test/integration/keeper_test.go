@@ -53,6 +53,13 @@ var viewAllow = []string{"null", "zero", "full", "tty", "p-*"}
 // (unless withoutState) and extra flags for devfsd mount.
 func startKept(t *testing.T, withoutState bool, extra ...string) *keptDaemon {
 	t.Helper()
+	return startKeptEnv(t, nil, withoutState, extra...)
+}
+
+// startKeptEnv is startKept with env added to the keeper's environment
+// (which its daemons inherit).
+func startKeptEnv(t *testing.T, env []string, withoutState bool, extra ...string) *keptDaemon {
+	t.Helper()
 	_, mnt := freshMount(t)
 	view := viewDir(t, "view")
 	base := t.TempDir()
@@ -72,7 +79,7 @@ func startKept(t *testing.T, withoutState bool, extra ...string) *keptDaemon {
 	args = append(args, mnt)
 	d.cmd = exec.Command(devfsdBin, args...)
 	d.cmd.Dir = "/"
-	d.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 halt_on_error=0")
+	d.cmd.Env = append(append(os.Environ(), "GORACE=atexit_sleep_ms=0 halt_on_error=0"), env...)
 	// An os.Pipe, not a writer: Wait returns when the keeper exits,
 	// whoever else holds the pipe (a daemon still exiting).
 	pr, pw, err := os.Pipe()
