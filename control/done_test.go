@@ -31,6 +31,7 @@ type helperRig struct {
 	hs     *client.HelperStream
 	events *Subscription // every event, for origin checks
 	conns  atomic.Int64  // connections the server accepted
+	idles  atomic.Int64  // times a connection went idle (a response written, waiting for the next request)
 }
 
 func newHelperRig(tb testing.TB, maxNodes int64) *helperRig {
@@ -44,8 +45,11 @@ func newHelperRig(tb testing.TB, maxNodes int64) *helperRig {
 		tb.Fatal(err)
 	}
 	srv.http.ConnState = func(_ net.Conn, st http.ConnState) {
-		if st == http.StateNew {
+		switch st {
+		case http.StateNew:
 			r.conns.Add(1)
+		case http.StateIdle:
+			r.idles.Add(1)
 		}
 	}
 	srv.Serve()
@@ -417,7 +421,17 @@ func TestHelperAnswerAfterTheDaemonClosedTheKeptConnection(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	idles := r.idles.Load()
 	answer("before")
+	// The client has the answer before the server's side of the kept
+	// connection is idle again; only an idle one is closed below.
+	deadline := time.Now().Add(30 * time.Second)
+	for r.idles.Load() == idles {
+		if time.Now().After(deadline) {
+			t.Fatal("the answer's connection never went idle")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	r.srv.http.SetKeepAlivesEnabled(false) // closes the idle connections
 	r.srv.http.SetKeepAlivesEnabled(true)
 	answer("after")

@@ -23,6 +23,7 @@ func zapNop() *zap.Logger { return zap.NewNop() }
 type rig struct {
 	t     *testing.T
 	ns    *dcache.Namespace
+	res   *lookup.Resolver
 	s     *Server
 	loads atomic.Int64
 }
@@ -42,8 +43,8 @@ func newRig(t *testing.T, opts Options, load func(ctx context.Context, ns *dcach
 			return load(ctx, r.ns, dir, name)
 		})
 	}
-	res := lookup.New(r.ns, loader, lookup.Options{Timeout: 5 * time.Second})
-	r.s = New(res, nq, opts)
+	r.res = lookup.New(r.ns, loader, lookup.Options{Timeout: 5 * time.Second})
+	r.s = New(r.res, nq, opts)
 	t.Cleanup(func() { r.s.Shutdown() })
 	return r
 }
@@ -298,7 +299,12 @@ func TestShutdownInterruptsWaitingLookups(t *testing.T) {
 			res <- st
 		}()
 	}
-	waitFor(t, "the loads to start", func() bool { return r.loads.Load() == 2 })
+	// Every lookup is past the server's door (it counted its miss) and
+	// the two loads run: a lookup that came after Shutdown began would be
+	// refused (ENOTCONN), not interrupted.
+	waitFor(t, "the loads to start and every lookup to join them", func() bool {
+		return r.loads.Load() == 2 && r.res.Stats().Misses == 8
+	})
 	start := time.Now()
 	if err := r.s.Shutdown(); err != nil {
 		t.Fatal(err)
