@@ -18,6 +18,7 @@ import (
 	"github.com/devfsd/devfsd/control/wire"
 	"github.com/devfsd/devfsd/dcache"
 	"github.com/devfsd/devfsd/modload/helper"
+	"github.com/devfsd/devfsd/test/harness"
 )
 
 // helperRig is a control server with a helper loader, and this process
@@ -425,13 +426,7 @@ func TestHelperAnswerAfterTheDaemonClosedTheKeptConnection(t *testing.T) {
 	answer("before")
 	// The client has the answer before the server's side of the kept
 	// connection is idle again; only an idle one is closed below.
-	deadline := time.Now().Add(30 * time.Second)
-	for r.idles.Load() == idles {
-		if time.Now().After(deadline) {
-			t.Fatal("the answer's connection never went idle")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	harness.Until(t, 30*time.Second, "the answer's connection to go idle", func() bool { return r.idles.Load() != idles })
 	r.srv.http.SetKeepAlivesEnabled(false) // closes the idle connections
 	r.srv.http.SetKeepAlivesEnabled(true)
 	answer("after")

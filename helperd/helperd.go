@@ -210,17 +210,26 @@ func loadHelperConfig(o Options, log *zap.Logger) (*devfsdconf.Config, error) {
 	return cfg, nil
 }
 
-// run is the life of the helper: attach, restore, scan, serve.
+// run is the life of the helper: attach, restore, scan, serve. An end
+// once ctx has ended (SIGTERM) is a clean stop, wherever it came: while
+// attaching, during the start-up scan (a stop of the unit soon after its
+// start) or while serving.
 func (h *helperd) run(ctx context.Context) error {
+	err := h.live(ctx)
+	if err != nil && ctx.Err() != nil {
+		h.log.Info("stopping")
+		return nil
+	}
+	return err
+}
+
+func (h *helperd) live(ctx context.Context) error {
 	defer h.c.Close()
 	var hs *client.HelperStream
 	if !h.o.NoPoll {
 		var err error
 		hs, err = h.c.AttachHelper(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return h.stopping()
-			}
 			return fmt.Errorf("helper: attaching to %s: %w", h.o.Socket, err)
 		}
 		defer hs.Close()
@@ -228,9 +237,6 @@ func (h *helperd) run(ctx context.Context) error {
 			zap.Uint32("pid", hs.Hello().Pid))
 	}
 	if err := h.startup(ctx); err != nil {
-		if ctx.Err() != nil {
-			return h.stopping()
-		}
 		return err
 	}
 	if h.o.NoPoll {
@@ -240,14 +246,6 @@ func (h *helperd) run(ctx context.Context) error {
 	h.ready()
 	defer sd.SdNotify(false, sd.SdNotifyStopping)
 	return h.serve(ctx, hs)
-}
-
-// stopping is the end of a helper asked to stop (ctx ended) before it
-// served: a clean stop, as one while it serves is. A SIGTERM during the
-// start-up scan (a stop of the unit soon after a start) is no failure.
-func (h *helperd) stopping() error {
-	h.log.Info("stopping (before the start-up was done)")
-	return nil
 }
 
 // startup restores what RESTORE names and runs the REGISTER rules for
@@ -289,7 +287,8 @@ func (h *helperd) ready() {
 }
 
 // serve handles the helper stream's records, one at a time and in order,
-// until ctx ends (nil) or the daemon ends the stream (an error). Each
+// until ctx ends or the daemon ends the stream (an error either way; run
+// takes the first for a clean stop). Each
 // record is handled on the goroutine that read it: a LOOKUP's answer is
 // on its way with no hand-off between goroutines (each one a wake-up on
 // the path of the miss). SIGHUP's reload runs on a goroutine of its own,
@@ -319,11 +318,7 @@ func (h *helperd) serve(ctx context.Context, hs *client.HelperStream) error {
 	for {
 		rec, err := hs.Next()
 		if err != nil {
-			if ctx.Err() != nil {
-				h.log.Info("stopping")
-				return nil
-			}
-			return fmt.Errorf("helper: the daemon ended the helper stream: %w", err)
+			return fmt.Errorf("helper: the daemon ended the helper stream: %w", err) // run: nil once ctx ended
 		}
 		mu.Lock()
 		h.handle(ctx, hs, rec)

@@ -46,7 +46,11 @@ func TestKeeperWithoutResendASignalFreesAnOrphanedCall(t *testing.T) {
 			// Stuck for want of an answer: end the mount's connection,
 			// which ends the request.
 			abortFUSE(t, d.mnt)
-			<-exited
+			select {
+			case <-exited:
+			case <-time.After(condDeadline):
+				t.Errorf("the caller did not end within %v of the connection's abort", condDeadline)
+			}
 		}
 	})
 	inFlight := func() bool {

@@ -160,8 +160,9 @@ func (r *fuseFD) readRequest() (req *requestAlloc, code Status) {
 		r.reqReaders--
 		return nil, EINVAL
 	}
-	opCode := ((*InHeader)(unsafe.Pointer(&req.inputBuf[0]))).Opcode
-	ms.protocolServer.noteRead(((*InHeader)(unsafe.Pointer(&req.inputBuf[0]))).Unique) // orphans.go
+	inHeader := (*InHeader)(unsafe.Pointer(&req.inputBuf[0]))
+	opCode := inHeader.Opcode
+	ms.protocolServer.noteRead(inHeader.Unique) // orphans.go
 	/* These messages don't expect reply, so they cost nothing for
 	   the kernel to send. Make sure we're not overwhelmed by not
 	   spawning a new reader.

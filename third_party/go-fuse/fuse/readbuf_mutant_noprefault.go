@@ -7,7 +7,6 @@
 package fuse
 
 import (
-	"os"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -24,7 +23,7 @@ func prefaultReadBuf([]byte) {}
 // large object of its own, which starts on a page: the page holding
 // buf[0] holds nothing else.
 func readBufReady(buf []byte) {
-	ps := uintptr(os.Getpagesize())
+	ps := uintptr(pageSize)
 	addr := uintptr(unsafe.Pointer(unsafe.SliceData(buf)))
 	start := addr &^ (ps - 1)
 	end := (addr + uintptr(len(buf))) &^ (ps - 1)

@@ -221,7 +221,11 @@ func TestResumeWithoutResendLetsASignalEndAnOrphan(t *testing.T) {
 				// The caller is stuck for want of an answer: end the
 				// connection, which ends its request.
 				abortConnection(t, unix.Minor(root.Dev))
-				<-exited
+				select {
+				case <-exited:
+				case <-time.After(10 * time.Second):
+					t.Errorf("the caller did not end within 10s of the connection's abort")
+				}
 			}
 		}
 		syscall.Unmount(mnt, syscall.MNT_DETACH)
