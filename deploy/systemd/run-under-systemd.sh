@@ -147,11 +147,6 @@ echo "MainPID $mainpid (the keeper, inner), daemon $dpid; $(inside findmnt -n -o
 [ "$(inside readlink /proc/1/ns/mnt)" = "$(inside readlink /proc/$dpid/ns/mnt)" ] ||
 	fail "the daemon has a mount namespace of its own"
 inside sh -c "grep -E '^Cap(Bnd|Eff)|NoNewPrivs|Seccomp:' /proc/$dpid/status"
-# Nice=-10 of the unit, inherited by the keeper's daemon (field 19 of stat,
-# counted after the command's closing parenthesis).
-nice=$(inside sh -c "sed 's/.*) //' /proc/$dpid/stat" | awk '{print $17}')
-echo "daemon nice $nice"
-[ "$nice" = -10 ] || fail "the daemon runs at nice $nice, not the unit's -10"
 inside mknod $mnt/test-null c 1 3 && inside chmod 0666 $mnt/test-null && inside stat -c '%n %F %t:%T %a' $mnt/test-null ||
 	fail "mknod through the mount"
 sock=/run/devfsd/$inst.sock
