@@ -45,7 +45,7 @@ func newHelperRig(tb testing.TB, maxNodes int64) *helperRig {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv.http.ConnState = func(_ net.Conn, st http.ConnState) {
+	srv.http.connState = func(_ net.Conn, st http.ConnState) {
 		switch st {
 		case http.StateNew:
 			r.conns.Add(1)
@@ -427,8 +427,7 @@ func TestHelperAnswerAfterTheDaemonClosedTheKeptConnection(t *testing.T) {
 	// The client has the answer before the server's side of the kept
 	// connection is idle again; only an idle one is closed below.
 	harness.Until(t, 30*time.Second, "the answer's connection to go idle", func() bool { return r.idles.Load() != idles })
-	r.srv.http.SetKeepAlivesEnabled(false) // closes the idle connections
-	r.srv.http.SetKeepAlivesEnabled(true)
+	r.srv.http.closeIdle()
 	answer("after")
 	if n := r.conns.Load(); n != 3 {
 		t.Fatalf("%d connections, want 3: the stream, the closed one, its successor", n)

@@ -165,7 +165,7 @@ type Server struct {
 
 	ln    *net.UnixListener
 	ino   uint64 // the socket file's inode, to remove only our own
-	http  *http.Server
+	http  *httpServer
 	base  context.Context
 	stop  context.CancelFunc
 	slots chan struct{} // one token per event stream or wait
@@ -241,16 +241,16 @@ func Listen(opts Options) (*Server, error) {
 	s.writeGID.Store(opts.WriteGID)
 	s.SetFallback(opts.Fallback)
 	s.base, s.stop = context.WithCancel(context.Background())
-	s.http = &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    16 << 10,
-		BaseContext:       func(net.Listener) context.Context { return s.base },
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+	s.http = &httpServer{
+		handler:           s,
+		readHeaderTimeout: 10 * time.Second,
+		idleTimeout:       2 * time.Minute,
+		maxHeaderBytes:    16 << 10,
+		base:              s.base,
+		connContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, credKey{}, peerCred(c))
 		},
-		ErrorLog: zap.NewStdLog(log.Named("http")),
+		log: log.Named("http"),
 	}
 	return s, nil
 }
@@ -328,7 +328,7 @@ func (s *Server) Path() string { return s.opts.Path }
 // Serve serves the socket in a goroutine until Shutdown.
 func (s *Server) Serve() {
 	go func() {
-		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.serve(s.ln); err != nil && !errors.Is(err, errServerClosed) {
 			s.log.Error("control socket stopped", zap.Error(err))
 		}
 	}()
@@ -336,13 +336,15 @@ func (s *Server) Serve() {
 
 // Shutdown stops the server: streams and waits end, live requests get
 // until ctx ends, then every connection is closed and the socket file
-// removed (if it is still ours). Idempotent; bounded by ctx.
+// removed (if it is still ours). Idempotent; bounded by ctx: if ctx ends
+// first, the connections still answering are closed and its error is
+// returned.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutOnce.Do(func() {
 		s.stop() // ends event streams, helper streams and waits
-		err := s.http.Shutdown(ctx)
+		err := s.http.shutdown(ctx)
 		if err != nil {
-			err = s.http.Close()
+			s.http.close() // ctx ended: the rest are cut off
 		}
 		s.ln.Close()
 		var st unix.Stat_t

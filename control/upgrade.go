@@ -78,8 +78,8 @@ func (s *Server) Handover(ctx context.Context) (sock *os.File, done <-chan struc
 		s.stop()
 		go func() {
 			defer close(ch)
-			if err := s.http.Shutdown(ctx); err != nil {
-				s.http.Close()
+			if err := s.http.shutdown(ctx); err != nil {
+				s.http.close()
 			}
 		}()
 	})
