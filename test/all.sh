@@ -53,7 +53,7 @@ step "mutants" bash test/mutants.sh
 # third_party/go-fuse is a module of its own (devfsd's patch to go-fuse,
 # PATCH.md): the patch's tests.
 step "go-fuse patch tests" \
-	bash -c 'cd third_party/go-fuse && go vet ./fuse && go test -race -count=1 -run "^(TestResumeServesWhatTheFirstServerDropped|TestRestartServing|TestReadBuffersAreMappedBeforeTheKernelCopiesIntoThem|TestResumeWithoutResendLetsASignalEndAnOrphan)$" ./fuse'
+	bash -c 'cd third_party/go-fuse && go vet ./fuse && go test -race -count=1 -run "^(TestResumeServesWhatTheFirstServerDropped|TestRestartServing|TestReadBuffersAreMappedBeforeTheKernelCopiesIntoThem|TestResumeWithoutResendLetsASignalEndAnOrphan|TestOneRequestWakesOneWaitingReader)$" ./fuse'
 # Bounded fuzzing of the control socket's request decoder (the seed corpus
 # already runs in the plain go test pass above).
 step "fuzz control decoder (30s)" \

@@ -8,6 +8,7 @@ import (
 	"log"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
@@ -33,6 +34,10 @@ type fuseFD struct {
 
 	// stop is readable while StopServing stops the readers (resume.go).
 	stop stopPipe
+	// waiters are where readers wait for a request (readwait_linux.go).
+	waiters waiters
+	// waiting is how many readers wait for a request now (tests).
+	waiting atomic.Int32
 
 	reqMu                sync.Mutex
 	reqReaders           int
@@ -240,6 +245,7 @@ func (r *fuseFD) putReq(req *requestAlloc) {
 // close closes the underlying FUSE fd. The *os.File waits for in-flight
 // RawConn operations (reads, writes, ioctls) before releasing the fd.
 func (r *fuseFD) close() error {
+	r.waiters.close()
 	r.stop.close()
 	return r.file.Close()
 }

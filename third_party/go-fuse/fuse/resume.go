@@ -34,8 +34,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
 
 // serveState is the Server's part of StopServing and RestartServing.
@@ -92,8 +90,8 @@ func (p stopPipe) close() {
 }
 
 // readFD reads one request into dest. The descriptor is non-blocking
-// (newFuseFD): a read that finds nothing waits in poll(2) for a request
-// or for StopServing, which makes the stop pipe readable.
+// (newFuseFD): a read that finds nothing waits (waitReadable) for a
+// request or for StopServing, which makes the stop pipe readable.
 func (r *fuseFD) readFD(dest []byte) (int, error) {
 	for {
 		if r.server.stopped.Load() {
@@ -106,12 +104,14 @@ func (r *fuseFD) readFD(dest []byte) (int, error) {
 			if n, err = syscall.Read(fd, dest); err != syscall.EAGAIN {
 				return
 			}
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(r.stop.r), Events: unix.POLLIN}}
-			if _, perr := unix.Poll(fds, -1); perr != nil && perr != unix.EINTR {
-				err = perr
-				return
+			r.waiting.Add(1)
+			tid := r.waiters.tracing()
+			var werr error
+			if stopped, werr = r.waitReadable(fd); werr != nil { // readwait_linux.go
+				err = werr
 			}
-			stopped = fds[1].Revents != 0
+			r.waiters.untrace(tid)
+			r.waiting.Add(-1)
 		}); cerr != nil {
 			return 0, cerr
 		}
