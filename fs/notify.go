@@ -18,9 +18,9 @@ import (
 // The kernel caches names, attributes and misses for the timeouts the
 // server gives it. Changes made through the mount update those caches by
 // themselves; every other change — a registration by the loader or the
-// control API, an unregistration, a negative entry that expired, an
-// attribute changed by the daemon — must be pushed to the kernel with a
-// notify. A notify must never be sent from a FUSE handler nor with a
+// control API (if the kernel may cache the name's absence: absent.go),
+// an unregistration, a negative entry that expired, an attribute changed
+// by the daemon — must be pushed to the kernel with a notify. A notify must never be sent from a FUSE handler nor with a
 // namespace lock held: the kernel takes its own directory lock to apply
 // it, and that lock may be held by a process whose request is waiting on
 // that handler or lock. So the dcache event sink (NotifyQueue.Event) only
@@ -119,6 +119,11 @@ type NotifyQueue struct {
 	// the directories past that (nil unless inherited).
 	inherited bool
 	noticed   map[uint64]struct{}
+	// absent are the names this mount answered absent, each with when
+	// the kernel's negative entry for it times out; until absentAll
+	// every name counts as one (absent.go).
+	absent    map[absentKey]time.Time
+	absentAll time.Time
 	enabled   bool          // the mount is live: queue
 	closed    bool          // the worker is stopping: drop
 	seqIn     uint64        // seq of the last notice queued
@@ -187,7 +192,16 @@ func (nq *NotifyQueue) Event(ev dcache.Event) {
 	var n notice
 	listing := false
 	switch ev.Kind {
-	case dcache.KindRegister, dcache.KindCreate:
+	case dcache.KindRegister:
+		// A new name: the kernel can hold only an absence of it
+		// (absent.go).
+		if !nq.mayCacheAbsent(ev.Parent, ev.Name) {
+			nq.pushDir(ev.Parent)
+			return
+		}
+		n = notice{kind: noticeEntry, parent: ev.Parent, name: ev.Name}
+		listing = true
+	case dcache.KindCreate:
 		n = notice{kind: noticeEntry, parent: ev.Parent, name: ev.Name}
 		listing = true
 	case dcache.KindExpire: // a miss: in no listing

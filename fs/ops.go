@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/devfsd/devfsd/dcache"
+	"github.com/devfsd/devfsd/fs/viewpath"
 )
 
 // Every handler that answers a request counts itself live first (enter)
@@ -84,19 +85,62 @@ func (s *Server) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 	n, err := s.res.Lookup(ctx, dir, name, s.caller(h))
 	ctx.release()
 	if err != nil {
-		st := s.status("lookup", err)
-		if neg := s.negTimeout(); st == fuse.ENOENT && neg > 0 {
-			*out = fuse.EntryOut{}
-			out.SetEntryTimeout(neg)
-			return fuse.OK
+		if st := s.status("lookup", err); st != fuse.ENOENT {
+			return st
 		}
-		return st
+		return s.absent(dir, name, vv, out)
 	}
 	if vv == passage && !n.IsDir() {
-		return s.outsideView(out)
+		return s.absent(dir, name, vv, out) // only a directory shows there
 	}
 	s.entry(n, out)
 	return fuse.OK
+}
+
+// absent answers name in dir absent: a negative entry cached for the
+// negative timeout, or ENOENT when that is 0. The answer is recorded
+// first and the directory then looked at once more (absent.go): a node
+// there now that the view shows is answered instead.
+func (s *Server) absent(dir *dcache.Node, name string, vv viewpath.Verdict, out *fuse.EntryOut) fuse.Status {
+	neg := s.negTimeout()
+	if neg <= 0 {
+		return fuse.ENOENT
+	}
+	if testBeforeAbsentRecord != nil {
+		testBeforeAbsentRecord(name)
+	}
+	s.nq.answeredAbsent(dir.Ino(), name, neg)
+	if n := recheckAbsent(dir, name); n != nil && (vv != passage || n.IsDir()) {
+		s.entry(n, out)
+		return fuse.OK
+	}
+	*out = fuse.EntryOut{}
+	out.SetEntryTimeout(neg)
+	return fuse.OK
+}
+
+// removing records, before name in dir is removed through this mount,
+// that the kernel may keep the name's dentry as a negative entry until
+// the entry timeout (absent.go); a removal that fails costs one notice
+// more at most.
+func (s *Server) removing(dir *dcache.Node, name string) {
+	s.nq.answeredAbsent(dir.Ino(), name, max(s.entryTimeout(), s.negTimeout()))
+}
+
+// testBeforeAbsentRecord, if set (tests), runs between the loader's
+// answer "absent" and Lookup's record of it.
+var testBeforeAbsentRecord func(name string)
+
+// childNow returns dir's child name as the namespace holds it now, or
+// nil: no loader, no wait.
+func childNow(dir *dcache.Node, name string) *dcache.Node {
+	dir.LockMu()
+	n, _ := dir.ChildLocked(name)
+	dir.UnlockMu()
+	if n == nil {
+		dir.Namespace().Flush() // an expired negative entry dropped on the way
+	}
+	return n
 }
 
 // Forget is FORGET and each item of BATCH_FORGET: no reply, never refused.
@@ -318,6 +362,7 @@ func (s *Server) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) f
 	if st != fuse.OK {
 		return st
 	}
+	s.removing(dir, name)
 	ctx := s.ctx(cancel, h.Pid)
 	err := s.res.Unlink(ctx, dir, name, s.caller(h))
 	ctx.release()
@@ -340,6 +385,7 @@ func (s *Server) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fu
 	if pins.busy(dir, name) { // a special is mounted on it (special.go)
 		return fuse.Status(syscall.EBUSY)
 	}
+	s.removing(dir, name)
 	ctx := s.ctx(cancel, h.Pid)
 	err := s.res.Rmdir(ctx, dir, name, s.caller(h))
 	ctx.release()
@@ -372,6 +418,10 @@ func (s *Server) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newN
 	}
 	if pins.busy(oldDir, oldName) || pins.busy(newDir, newName) { // special.go
 		return fuse.Status(syscall.EBUSY)
+	}
+	s.removing(oldDir, oldName)
+	if in.Flags&dcache.RenameExchange != 0 {
+		s.removing(newDir, newName)
 	}
 	ctx := s.ctx(cancel, in.Pid)
 	err := s.res.Rename(ctx, oldDir, oldName, newDir, newName, in.Flags, s.caller(&in.InHeader))

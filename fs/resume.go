@@ -291,7 +291,8 @@ func (s *Server) Resume(st MountState, files []*os.File) (err error) {
 	}
 	files = nil // taken
 	s.resumed.Store(true)
-	s.nq.inheritListings() // the kernel may hold listings the old process served
+	s.nq.inheritListings()               // the kernel may hold listings the old process served
+	s.nq.inheritAbsences(s.negTimeout()) // and its negative entries
 	s.srv = srv
 	s.mountpoint = st.Mountpoint
 	s.direct = st.Direct

@@ -272,6 +272,7 @@ func TestViewNotifiesPerMount(t *testing.T) {
 		q.enable()
 		q.Listed(1) // both kernels may hold listings of / and snd
 		q.Listed(20)
+		cachedAbsentAll(q) // both kernels may hold absences of the names registered
 	}
 	ctl := dcache.Caller{Origin: dcache.OriginControl}
 	viaMain := dcache.Caller{Origin: dcache.OriginFUSE, Mount: mainQ.id}

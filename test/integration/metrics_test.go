@@ -64,12 +64,23 @@ func TestMetricsDuringStress(t *testing.T) {
 		until(t, "the counters move", func() bool {
 			return scrape(t, d)[`devfsd_loads_started_total`] > prev[`devfsd_loads_started_total`]+5
 		})
-		// A change through the socket: the kernel may cache the name,
-		// so it queues an entry notify (sent, or ENOENT: nothing cached).
+		// Changes through the socket. The kernel may cache the name's
+		// absence (looked up just before), so the registration queues an
+		// entry notify; then the kernel holds the name (looked up), so
+		// its unregistration queues a delete notify, which it accepts.
+		name := fmt.Sprintf("ctl%d", i)
+		var st unix.Stat_t
+		unix.Lstat(d.path(name), &st)
 		major, minor := int64(1), int64(3)
-		if _, err := d.c.Register(context.Background(), wire.RegisterRequest{Path: fmt.Sprintf("ctl%d", i),
+		if _, err := d.c.Register(context.Background(), wire.RegisterRequest{Path: name,
 			Type: "char", Major: &major, Minor: &minor}); err != nil {
-			t.Fatalf("register ctl%d: %v", i, err)
+			t.Fatalf("register %s: %v", name, err)
+		}
+		if err := unix.Lstat(d.path(name), &st); err != nil {
+			t.Fatalf("lstat %s right after its registration: %v", name, err)
+		}
+		if err := d.c.Unregister(context.Background(), name); err != nil {
+			t.Fatalf("unregister %s: %v", name, err)
 		}
 		m := scrape(t, d)
 		for _, c := range counters {

@@ -463,7 +463,9 @@ func blockedInFUSE(pid int) bool {
 // The kernel's negative cache is invalidated when a name is registered
 // outside FUSE: with a 10 s negative timeout, a miss is cached, the
 // daemon registers the name, and the next stat sees it at once; an
-// unregistration is seen at once too, with a 10 s entry timeout.
+// unregistration is seen at once too, with a 10 s entry timeout; and so
+// is a registration of a name removed through the mount (unlink, rmdir,
+// rename).
 func TestRegisterInvalidatesKernelNegativeCache(t *testing.T) {
 	d := start(t, opts{hooks: true, args: []string{"--negative-timeout=10s", "--entry-timeout=10s", "--attr-timeout=10s"}})
 	var st unix.Stat_t
@@ -493,6 +495,31 @@ func TestRegisterInvalidatesKernelNegativeCache(t *testing.T) {
 	d.hook("register symlink x null")
 	if target, err := os.Readlink(d.path("x")); err != nil || target != "null" {
 		t.Fatalf("readlink x: %q %v", target, err)
+	}
+	// Names removed through the mount, which the kernel may keep as
+	// negative entries, then registered: seen at once.
+	for _, step := range []func() error{
+		func() error { return unix.Mknod(d.path("made"), unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))) },
+		func() error { return unix.Unlink(d.path("made")) },
+		func() error { return unix.Mkdir(d.path("madedir"), 0o755) },
+		func() error { return unix.Rmdir(d.path("madedir")) },
+		func() error { return unix.Mknod(d.path("from"), unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))) },
+		func() error { return unix.Rename(d.path("from"), d.path("to")) },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"made", "madedir", "from"} {
+		for i := 0; i < 2; i++ {
+			if err := unix.Lstat(d.path(name), &st); err != unix.ENOENT {
+				t.Fatalf("stat %s once removed: %v, want ENOENT", name, err)
+			}
+		}
+		d.hook("register char " + name + " 1 7")
+		if err := unix.Lstat(d.path(name), &st); err != nil || unix.Minor(st.Rdev) != 7 {
+			t.Fatalf("stat %s right after its registration: %v (minor %d)", name, err, unix.Minor(st.Rdev))
+		}
 	}
 }
 
