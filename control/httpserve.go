@@ -656,9 +656,9 @@ func (w *response) fail(err error) error {
 	return w.err
 }
 
-// FlushError sends what the response holds to the client (the header
-// first: the body is chunked from then on), for http.ResponseController.
-func (w *response) FlushError() error {
+// head puts the header in the connection's buffer if it is not there
+// yet (200 if the handler wrote none); final as sendHeader's.
+func (w *response) head(final bool) error {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -666,9 +666,16 @@ func (w *response) FlushError() error {
 		return w.err
 	}
 	if !w.sentHeader {
-		if err := w.sendHeader(false); err != nil {
-			return err
-		}
+		return w.sendHeader(final)
+	}
+	return nil
+}
+
+// FlushError sends what the response holds to the client (the header
+// first: the body is chunked from then on), for http.ResponseController.
+func (w *response) FlushError() error {
+	if err := w.head(false); err != nil {
+		return err
 	}
 	if err := w.hc.bw.Flush(); err != nil {
 		return w.fail(err)
@@ -681,16 +688,8 @@ func (w *response) Flush() { w.FlushError() }
 
 // finish ends the response once the handler has returned.
 func (w *response) finish() error {
-	if !w.wroteHeader {
-		w.WriteHeader(http.StatusOK)
-	}
-	if w.err != nil {
-		return w.err
-	}
-	if !w.sentHeader {
-		if err := w.sendHeader(true); err != nil {
-			return err
-		}
+	if err := w.head(true); err != nil {
+		return err
 	}
 	if w.contentLength >= 0 && w.written < w.contentLength && w.req.Method != http.MethodHead {
 		w.close = true // the client waits for bytes that will not come

@@ -22,16 +22,7 @@ func TestRegistrationNoticesOnlyANameAnsweredAbsent(t *testing.T) {
 	ev := func(kind dcache.Kind, name string, ino uint64) {
 		nq.Event(dcache.Event{Kind: kind, Parent: 1, Name: name, Ino: ino, Caller: ctl})
 	}
-	f := &fakeNotifier{}
-	done := make(chan struct{})
-	go func() { defer close(done); nq.run(f, zapNop()) }()
-	defer stopWorker(nq, done, 5*time.Second)
-	step := func(fn func()) {
-		fn()
-		if err := nq.Sync(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	f, step := runQueue(t, nq)
 	step(func() { ev(dcache.KindRegister, "never", 10) }) // never answered absent: nothing to forget
 	step(func() { nq.answeredAbsent(1, "asked", time.Minute); ev(dcache.KindRegister, "asked", 11) })
 	// Unregistered and registered again with no LOOKUP between: the

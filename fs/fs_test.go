@@ -414,16 +414,7 @@ func TestNotifyQueueListingInherited(t *testing.T) {
 	reg := func(parent, ino uint64, name string) {
 		nq.Event(dcache.Event{Kind: dcache.KindRegister, Parent: parent, Name: name, Ino: ino, Caller: ctl})
 	}
-	f := &fakeNotifier{}
-	done := make(chan struct{})
-	go func() { defer close(done); nq.run(f, zapNop()) }()
-	defer stopWorker(nq, done, 5*time.Second)
-	step := func(fn func()) {
-		fn()
-		if err := nq.Sync(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	f, step := runQueue(t, nq)
 	step(func() { reg(1, 10, "a"); reg(7, 11, "b") }) // each directory's first change
 	step(func() { reg(1, 12, "c") })                  // 1 was noticed, not listed since
 	step(func() { nq.Listed(1); reg(1, 13, "d") })    // listed again
@@ -439,4 +430,20 @@ func cachedAbsentAll(nq *NotifyQueue) {
 	nq.mu.Lock()
 	nq.absentAll = time.Now().Add(time.Hour)
 	nq.mu.Unlock()
+}
+
+// runQueue runs nq's worker over a fake kernel until the test ends; step
+// runs fn and waits until what it queued is sent.
+func runQueue(t *testing.T, nq *NotifyQueue) (f *fakeNotifier, step func(fn func())) {
+	f = &fakeNotifier{}
+	done := make(chan struct{})
+	go func() { defer close(done); nq.run(f, zapNop()) }()
+	t.Cleanup(func() { stopWorker(nq, done, 5*time.Second) })
+	return f, func(fn func()) {
+		t.Helper()
+		fn()
+		if err := nq.Sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
